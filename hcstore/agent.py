@@ -1,0 +1,231 @@
+"""The hcstore agent: one per node, serving its local store over ZeroMQ.
+
+One ROUTER socket, one thread: requests are decoded and validated
+(:func:`hcstore.protocol.decode_request`), dispatched to the
+:class:`~hcstore.store.LocalStore`, and answered on the same socket. Payloads
+arrive and leave as zero-copy frames. Any failure while handling a request,
+bad input included, becomes an error reply with a stable code; nothing a
+client sends can stop the loop. ``SIGTERM``/``SIGINT`` stop it cleanly.
+
+Run it as ``python -m hcstore.agent --node-id n1 --mountpath DIR ...``; when
+it is ready it writes ``{"endpoint", "pid", "node_id"}`` to ``--ready-file``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from hcstore import protocol
+from hcstore.config import AgentConfig
+from hcstore.errors import HCStoreError
+from hcstore.protocol import Request
+from hcstore.store import LocalStore
+
+log = logging.getLogger(__name__)
+_HOUSEKEEPING_INTERVAL = 5.0
+
+
+class Agent:
+    """Serves one node's :class:`LocalStore` on a ZeroMQ ROUTER socket."""
+
+    def __init__(self, config: AgentConfig, *, context: zmq.Context | None = None) -> None:
+        self.config = config
+        self.store = LocalStore(config)
+        self.epoch = 0
+        self.context = context or zmq.Context.instance()
+        self.socket = self.context.socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
+        self.socket.setsockopt(zmq.SNDHWM, 0)
+        self.socket.setsockopt(zmq.RCVHWM, 0)
+        self.endpoint = self._bind()
+        self.requests = 0
+        self.errors = 0
+        self._stopping = False
+        self._handlers: dict[str, Callable[[Request], tuple[dict[str, Any], list[Any]]]] = {
+            "ping": self._ping,
+            "node_stats": self._node_stats,
+            "open": self._open,
+            "write": self._write,
+            "prepare": self._prepare,
+            "commit": self._commit,
+            "abort": self._abort,
+            "retire": self._retire,
+            "tombstone": self._tombstone,
+            "read": self._read,
+            "locate": self._locate,
+            "list": self._list,
+            "buckets": self._buckets,
+        }
+        missing = set(protocol.OPERATIONS) - set(self._handlers)
+        if missing:
+            raise RuntimeError(f"operations without a handler: {missing}")
+
+    def _bind(self) -> str:
+        host = self.config.host
+        if self.config.port:
+            try:
+                self.socket.bind(f"tcp://{host}:{self.config.port}")
+                return f"tcp://{host}:{self.config.port}"
+            except zmq.ZMQError as exc:
+                log.warning("port %d busy (%s); binding a free port instead", self.config.port, exc)
+        port = self.socket.bind_to_random_port(f"tcp://{host}")
+        return f"tcp://{host}:{port}"
+
+    # ------------------------------------------------------------------ loop
+
+    def serve(self, *, ready_file: str | None = None) -> None:
+        """Serve until :meth:`stop` (or SIGTERM/SIGINT when run as a process)."""
+        if ready_file:
+            _write_json_atomic(Path(ready_file), {"endpoint": self.endpoint, "pid": os.getpid(),
+                                                  "node_id": self.config.node_id})
+        log.info("agent %s serving on %s", self.config.node_id, self.endpoint)
+        poller = zmq.Poller()
+        poller.register(self.socket, zmq.POLLIN)
+        next_housekeeping = time.monotonic() + _HOUSEKEEPING_INTERVAL
+        while not self._stopping:
+            if poller.poll(200):
+                while True:
+                    try:
+                        frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    self.socket.send_multipart(self.handle(frames), copy=False)
+            if time.monotonic() >= next_housekeeping:
+                self.store.expire_uploads()
+                next_housekeeping = time.monotonic() + _HOUSEKEEPING_INTERVAL
+        self.close()
+
+    def handle(self, frames: list[Any]) -> list[Any]:
+        """Answer one ROUTER message ``[routing id, header, payload...]``; never raises."""
+        routing, body = frames[:1], frames[1:]
+        self.requests += 1
+        request_id = 0
+        try:
+            request = protocol.decode_request(body)
+            request_id = request.id
+            fields, payloads = self._handlers[request.op](request)
+            return routing + protocol.reply_frames(request_id, self.epoch, fields, payloads)
+        except HCStoreError as exc:
+            self.errors += 1
+            request_id = request_id or protocol.peek_request_id(body)
+            return routing + protocol.error_frames(request_id, self.epoch, exc)
+        except Exception as exc:  # a bug must not take the node down; report it as internal
+            self.errors += 1
+            log.exception("internal error handling a request")
+            request_id = request_id or protocol.peek_request_id(body)
+            return routing + protocol.error_frames(
+                request_id, self.epoch, HCStoreError(f"internal error on node {self.config.node_id}: {type(exc).__name__}"))
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
+        self.store.close()
+
+    # ------------------------------------------------------------------ handlers
+
+    def _ping(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
+        return {"node": self.config.node_id, "pid": os.getpid()}, []
+
+    def _node_stats(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
+        stats = self.store.stats()
+        stats.update(node=self.config.node_id, pid=os.getpid(), endpoint=self.endpoint,
+                     requests=self.requests, errors=self.errors)
+        return stats, []
+
+    def _open(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
+        f = request.fields
+        upload = self.store.open_upload(f["bucket"], f["key"], f["gen"], f["idx"], f["chunk_size"],
+                                        f.get("expected_bytes"))
+        return {"upload": upload}, []
+
+    def _write(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
+        if len(request.payloads) != 1:
+            raise protocol.ProtocolError(f"write carries {len(request.payloads)} payload frames, expected 1")
+        self.store.write_chunk(request.fields["upload"], request.fields["stripe"], request.payloads[0].buffer)
+        return {}, []
+
+    def _prepare(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
+        self.store.prepare(request.fields["upload"], request.fields["header"])
+        return {}, []
+
+    def _commit(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
+        f = request.fields
+        self.store.commit(f["bucket"], f["key"], f["gen"], f["idx"])
+        return {}, []
+
+    def _abort(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
+        self.store.abort(request.fields["upload"])
+        return {}, []
+
+    def _retire(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
+        f = request.fields
+        return {"removed": self.store.retire(f["bucket"], f["key"], f["gen"])}, []
+
+    def _tombstone(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
+        self.store.tombstone(request.fields["header"])
+        return {}, []
+
+    def _read(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
+        f = request.fields
+        digests, chunks = self.store.read_chunks(f["bucket"], f["key"], f["gen"], f["idx"], f["first"], f["count"],
+                                                 protocol.MAX_READ_BYTES)
+        return {"digests": digests}, chunks
+
+    def _locate(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
+        return {"entries": self.store.locate(request.fields["bucket"], request.fields["key"])}, []
+
+    def _list(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
+        f = request.fields
+        rows = self.store.list(f["bucket"], f.get("prefix", ""), f.get("start_after", ""), f.get("limit", 1000))
+        return {"entries": [list(r) for r in rows]}, []
+
+    def _buckets(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
+        return {"buckets": self.store.buckets()}, []
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hcstore-agent", description="Run one hcstore agent.")
+    parser.add_argument("--node-id", required=True)
+    parser.add_argument("--mountpath", action="append", required=True, help="a directory standing for one SSD")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--durability", default=None, choices=["none", "commit", "always"])
+    parser.add_argument("--high-watermark", type=float, default=None)
+    parser.add_argument("--capacity-bytes", type=int, default=None)
+    parser.add_argument("--ready-file", default=None)
+    parser.add_argument("--log-file", default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(filename=args.log_file, level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = AgentConfig.from_env(node_id=args.node_id, mountpaths=tuple(args.mountpath), host=args.host,
+                                  port=args.port, durability=args.durability, high_watermark=args.high_watermark,
+                                  capacity_bytes=args.capacity_bytes)
+    agent = Agent(config)
+    signal.signal(signal.SIGTERM, lambda *_: agent.stop())
+    signal.signal(signal.SIGINT, lambda *_: agent.stop())
+    agent.serve(ready_file=args.ready_file)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

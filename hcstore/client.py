@@ -1,0 +1,337 @@
+"""``hcstore.Client``: put, get, open, delete, list and stat over a cluster of agents.
+
+A client holds no live socket when pickled: it is rebuilt from its cluster
+argument and config in the receiving process, and sockets are made there on
+first use (see :mod:`hcstore.transport`).
+
+Example::
+
+    client = hcstore.Client("/tmp/hcstore-cluster")          # or Client() inside `hcstore up`
+    client.put("ckpt", "step-100/model.pt", data)
+    assert client.get("ckpt", "step-100/model.pt") == data
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from ec import FragmentHeader, header_to_dict
+from hcstore.config import ClientConfig
+from hcstore.errors import AgentUnavailable, HCStoreError, InvalidRequest, NotEnoughNodes, ObjectChanged, ObjectNotFound
+from hcstore.generation import HybridClock
+from hcstore.local_cluster import find_cluster_dir, map_stamp, read_cluster_map
+from hcstore.names import check_bucket, check_prefix
+from hcstore.protocol import Reply
+from hcstore.reader import CorruptionReport, ObjectReader, ObjectVersion, read_range, resolve
+from hcstore.transport import Transport
+from hcstore.writer import ObjectWriter, PutResult
+from placement import ClusterMap, place
+
+log = logging.getLogger(__name__)
+_COPY_BLOCK = 8 << 20
+_MAP_RECHECK = 0.5
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What ``stat`` and ``list`` report of an object."""
+
+    bucket: str
+    key: str
+    size: int
+    generation: str
+    codec: str = ""
+    k: int = 0
+    m: int = 0
+    fragments: int = 0          # fragments found
+    degraded: bool = False
+    meta: dict[str, str] | None = None
+
+
+class Client:
+    """A client of one hcstore cluster.
+
+    Args:
+        cluster: a local cluster directory, a :class:`placement.ClusterMap`, or
+            None to find the running local cluster (``HCSTORE_CLUSTER`` or ``hcstore up``'s pointer).
+        config: a full :class:`ClientConfig`; or pass its fields as keyword arguments
+            (argument > ``HCSTORE_*`` environment > default).
+    """
+
+    def __init__(self, cluster: str | os.PathLike[str] | ClusterMap | None = None, *,
+                 config: ClientConfig | None = None, **settings: Any) -> None:
+        self.config = config.replace(**settings) if config else ClientConfig.from_env(**settings)
+        if isinstance(cluster, ClusterMap):
+            self._cluster_arg: Any = cluster
+            self._dir: Path | None = None
+            self._map = cluster
+        else:
+            self._dir = find_cluster_dir(cluster)
+            self._cluster_arg = str(self._dir)
+            self._map = read_cluster_map(self._dir)
+        self._stamp = map_stamp(self._dir) if self._dir else ()
+        self._checked = time.monotonic()
+        self._lock = threading.Lock()
+        self.transport = Transport(connect_timeout=self.config.connect_timeout,
+                                   request_timeout=self.config.request_timeout)
+        self.clock = HybridClock()
+        self.corruptions: list[CorruptionReport] = []
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_client, (self._cluster_arg, self.config))
+
+    # ------------------------------------------------------------------ cluster map
+
+    @property
+    def cluster_map(self) -> ClusterMap:
+        """The current cluster map (re-read when the local cluster's files change)."""
+        if self._dir is not None and time.monotonic() - self._checked > _MAP_RECHECK:
+            with self._lock:
+                self._checked = time.monotonic()
+                stamp = map_stamp(self._dir)
+                if stamp != self._stamp:
+                    self._map, self._stamp = read_cluster_map(self._dir), stamp
+        return self._map
+
+    def refresh(self) -> ClusterMap:
+        """Re-read the cluster map now."""
+        self._checked = 0.0
+        return self.cluster_map
+
+    def endpoint(self, node_id: str) -> str:
+        """The endpoint of a node of the current map.
+
+        Raises:
+            AgentUnavailable: the node is not in the map or has no endpoint (down).
+        """
+        try:
+            endpoint = self.cluster_map.node(node_id).endpoint
+        except KeyError:
+            raise AgentUnavailable(f"node {node_id!r} is not in the cluster map") from None
+        if not endpoint:
+            raise AgentUnavailable(f"node {node_id} is down (no endpoint in the cluster map)")
+        return endpoint
+
+    def is_unavailable(self, node_id: str) -> bool:
+        """True when a node is down in the map or failed a request moments ago."""
+        try:
+            return self.transport.is_unavailable(self.endpoint(node_id))
+        except AgentUnavailable:
+            return True
+
+    def locate_fanout(self) -> int:
+        """How many of a key's top-ranked nodes are asked first where its fragments are."""
+        from ec import parse_ec
+
+        k, m = parse_ec(self.config.ec)
+        return k + m + 2
+
+    def report_corruption(self, report: CorruptionReport) -> None:
+        log.warning("corrupt chunk: hcstore://%s/%s generation %s fragment %d stripe %d on node %s",
+                    report.bucket, report.key, report.generation, report.fragment, report.stripe, report.node)
+        self.corruptions.append(report)
+
+    # ------------------------------------------------------------------ writes
+
+    def writer(self, bucket: str, key: str, *, size: int | None = None, ec: str | None = None,
+               codec: str | None = None, meta: dict[str, str] | None = None) -> ObjectWriter:
+        """A writable stream that becomes the object's new version when closed."""
+        return ObjectWriter(self, bucket, key, size=size, ec=ec, codec=codec, meta=meta)
+
+    def put(self, bucket: str, key: str, data: bytes | bytearray | memoryview | BinaryIO | Iterable[bytes], *,
+            size: int | None = None, ec: str | None = None, codec: str | None = None,
+            meta: dict[str, str] | None = None) -> PutResult:
+        """Store ``data`` (bytes, a binary file or stream, or an iterable of bytes) as a new version.
+
+        Returns when the fragments are committed on ``k+m`` distinct nodes, or
+        on the write quorum (the result then says ``degraded``).
+
+        Raises:
+            NotEnoughNodes: the write quorum could not be reached; the previous version is unchanged.
+            StoreFull: the nodes that could take the object are full.
+            InvalidRequest: a bad bucket, key or setting.
+        """
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            size = memoryview(data).nbytes
+            with self.writer(bucket, key, size=size, ec=ec, codec=codec, meta=meta) as w:
+                w.write(data)
+            return w.close()
+        if size is None and hasattr(data, "fileno"):
+            try:
+                size = os.fstat(data.fileno()).st_size - data.tell()  # type: ignore[union-attr]
+            except (OSError, io.UnsupportedOperation, AttributeError):
+                size = None
+        with self.writer(bucket, key, size=size, ec=ec, codec=codec, meta=meta) as w:
+            if hasattr(data, "readinto"):
+                block = bytearray(_COPY_BLOCK)
+                while n := data.readinto(block):  # type: ignore[union-attr]
+                    w.write(memoryview(block)[:n])
+            elif hasattr(data, "read"):
+                while chunk := data.read(_COPY_BLOCK):  # type: ignore[union-attr]
+                    w.write(chunk)
+            else:
+                for chunk in data:  # type: ignore[union-attr]
+                    w.write(chunk)
+        return w.close()
+
+    def put_file(self, bucket: str, key: str, path: str | os.PathLike[str], **options: Any) -> PutResult:
+        with open(path, "rb") as f:
+            return self.put(bucket, key, f, **options)
+
+    def delete(self, bucket: str, key: str) -> None:
+        """Delete an object by writing a tombstone generation on its placement nodes.
+
+        Raises:
+            ObjectNotFound: there is no such object.
+        """
+        version = resolve(self, bucket, key)
+        gen = self.clock.now()
+        placed = place(f"{bucket}/{key}", self.cluster_map, version.k, version.m).nodes
+        nodes = tuple(sorted({n for n in version.locations if n} | set(placed)))
+        ids = []
+        for index, node in enumerate(nodes):
+            header = FragmentHeader(bucket=bucket, key=key, generation=gen, kind="tombstone", codec="replica",
+                                    k=1, m=len(nodes) - 1, chunk_size=64, size=0, index=index, stripes=0,
+                                    digests=b"", placement=nodes, created_ns=time.time_ns())
+            try:
+                ids.append(self.transport.send(self.endpoint(node), "tombstone", {"header": header_to_dict(header)}))
+            except HCStoreError as exc:
+                log.info("delete %s/%s: node %s skipped: %s", bucket, key, node, exc)
+        accepted = sum(isinstance(r, Reply) and r.ok for r in self.transport.wait(ids).values())
+        if accepted == 0:
+            raise NotEnoughNodes(f"delete hcstore://{bucket}/{key}: no agent accepted the tombstone")
+
+    # ------------------------------------------------------------------ reads
+
+    def resolve(self, bucket: str, key: str) -> ObjectVersion:
+        """The newest readable version of an object (see :func:`hcstore.reader.resolve`)."""
+        return resolve(self, bucket, key)
+
+    def get(self, bucket: str, key: str, *, offset: int = 0, length: int | None = None) -> bytes:
+        """The object's bytes, or ``length`` bytes from ``offset``.
+
+        Raises:
+            ObjectNotFound: no such object.
+            NotEnoughFragments: more than ``m`` fragments are lost or corrupt.
+        """
+        for attempt in range(3):
+            version = resolve(self, bucket, key)
+            start, count = _check_range(version.size, offset, length)
+            out = bytearray(count)
+            try:
+                read_range(self, version, start, count, out)
+                return bytes(out)
+            except ObjectChanged:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def open(self, bucket: str, key: str) -> io.BufferedReader:
+        """A seekable binary stream over the object's current version."""
+        return io.BufferedReader(ObjectReader(self, resolve(self, bucket, key)), buffer_size=1 << 20)
+
+    def get_file(self, bucket: str, key: str, path: str | os.PathLike[str]) -> int:
+        """Stream an object into a local file (written to a temporary name, then renamed)."""
+        target = Path(path)
+        tmp = target.with_name(f".{target.name}.hcstore-part")
+        version = resolve(self, bucket, key)
+        reader = ObjectReader(self, version)
+        written = 0
+        try:
+            with open(tmp, "wb") as f:
+                while chunk := reader.read(_COPY_BLOCK):
+                    f.write(chunk)
+                    written += len(chunk)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return written
+
+    def stat(self, bucket: str, key: str) -> ObjectInfo:
+        """Size, generation, coding and protection of an object.
+
+        Raises:
+            ObjectNotFound: no such object.
+        """
+        v = resolve(self, bucket, key)
+        return ObjectInfo(bucket, key, v.size, v.generation, v.codec, v.k, v.m, v.found, v.degraded, v.meta)
+
+    def exists(self, bucket: str, key: str) -> bool:
+        try:
+            resolve(self, bucket, key)
+            return True
+        except ObjectNotFound:
+            return False
+
+    def list(self, bucket: str, prefix: str = "") -> list[ObjectInfo]:
+        """Objects under ``prefix``, merged over every agent, in key order."""
+        check_bucket(bucket)
+        check_prefix(prefix)
+        newest: dict[str, tuple[str, str, int]] = {}
+        nodes = [n for n in self.cluster_map.nodes if n.endpoint]
+        for node in nodes:
+            start_after = ""
+            while True:
+                try:
+                    reply = self.transport.request(node.endpoint, "list", {
+                        "bucket": bucket, "prefix": prefix, "start_after": start_after, "limit": 1000})
+                except HCStoreError as exc:
+                    log.info("list: node %s skipped: %s", node.id, exc)
+                    break
+                entries = reply.header.get("entries", [])
+                for key, gen, kind, size in entries:
+                    if key not in newest or gen > newest[key][0]:
+                        newest[key] = (gen, kind, size)
+                if len(entries) < 1000:
+                    break
+                start_after = entries[-1][0]
+        return [ObjectInfo(bucket, key, size, gen) for key, (gen, kind, size) in sorted(newest.items())
+                if kind != "tombstone"]
+
+    def buckets(self) -> list[str]:
+        names: set[str] = set()
+        for result in self.transport.broadcast([n.endpoint for n in self.cluster_map.nodes if n.endpoint],
+                                               "buckets", {}).values():
+            if isinstance(result, Reply) and result.ok:
+                names.update(result.header.get("buckets", []))
+        return sorted(names)
+
+    def node_stats(self) -> dict[str, dict[str, Any] | HCStoreError]:
+        """Each node's ``node_stats`` reply (or the error that stood in its way), by node id."""
+        nodes = self.cluster_map.nodes
+        results = self.transport.broadcast([n.endpoint for n in nodes if n.endpoint], "node_stats", {}, timeout=2.0)
+        out: dict[str, dict[str, Any] | HCStoreError] = {}
+        for node in nodes:
+            result = results.get(node.endpoint) if node.endpoint else AgentUnavailable(f"node {node.id} is down")
+            out[node.id] = result.header if isinstance(result, Reply) and result.ok else (
+                result if isinstance(result, HCStoreError) else HCStoreError("no reply"))
+        return out
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+
+def _rebuild_client(cluster: Any, config: ClientConfig) -> Client:
+    return Client(cluster, config=config)
+
+
+def _check_range(size: int, offset: int, length: int | None) -> tuple[int, int]:
+    if offset < 0 or (length is not None and length < 0):
+        raise InvalidRequest(f"invalid range: offset={offset} length={length}")
+    if offset > size:
+        raise InvalidRequest(f"offset {offset} is past the end of a {size}-byte object")
+    return offset, (size - offset if length is None else min(length, size - offset))

@@ -1,0 +1,161 @@
+"""The hcstore error family.
+
+Every error an hcstore user can meet is an :class:`HCStoreError`; where a built-in
+exception already means the same thing it is a base too, so ``except
+FileNotFoundError`` works on a missing object just as it does for fsspec.
+
+Errors cross the wire as stable *codes*, never as message text: an agent replies
+``{"ok": False, "code": "E_STORE_FULL", "detail": ...}`` and the client raises
+the class registered for that code with :func:`error_for_code`. A code, once
+shipped, never changes meaning; new failures get new codes.
+
+*Corrupt* is kept apart from *missing* (as tahoe-lafs keeps ``BadHashError``
+apart from ``NotEnoughHashesError``): a corrupt fragment is reported and read
+around; too few good fragments is :class:`NotEnoughFragments`.
+"""
+
+from __future__ import annotations
+
+
+class HCStoreError(Exception):
+    """Base class of every hcstore error. ``code`` is its stable wire code."""
+
+    code = "E_INTERNAL"
+
+
+class InvalidRequest(HCStoreError, ValueError):
+    """A request named something invalid: a bad bucket or key, range or field."""
+
+    code = "E_BAD_FIELD"
+
+
+class ProtocolError(HCStoreError, ValueError):
+    """A message did not follow the wire protocol (frames, header, version)."""
+
+    code = "E_MALFORMED"
+
+
+class ProtocolVersionError(ProtocolError):
+    """A message carried a protocol version this side does not speak."""
+
+    code = "E_VERSION"
+
+
+class UnknownOperation(ProtocolError):
+    """A message named an operation the agent does not know."""
+
+    code = "E_UNKNOWN_OP"
+
+
+class MessageTooLarge(ProtocolError):
+    """A message, frame or declared size exceeded the protocol's limits."""
+
+    code = "E_TOO_LARGE"
+
+
+class ObjectNotFound(HCStoreError, FileNotFoundError):
+    """The object (or the fragment asked for) does not exist, or was deleted."""
+
+    code = "E_NOT_FOUND"
+
+
+class StoreFull(HCStoreError, OSError):
+    """A write would cross the high watermark of every usable mountpath."""
+
+    code = "E_STORE_FULL"
+
+
+class CorruptFragment(HCStoreError):
+    """A fragment's bytes do not match their recorded blake3 digest."""
+
+    code = "E_CORRUPT"
+
+
+class NotEnoughFragments(HCStoreError):
+    """Fewer than ``k`` good fragments of an object could be read."""
+
+    code = "E_NOT_ENOUGH_FRAGMENTS"
+
+
+class NotEnoughNodes(HCStoreError):
+    """A put could not reach its write quorum of distinct nodes; nothing was made visible."""
+
+    code = "E_NOT_ENOUGH_NODES"
+
+
+class Retryable(HCStoreError):
+    """A transient failure: the same request may succeed if sent again."""
+
+    code = "E_RETRYABLE"
+
+
+class AgentUnavailable(Retryable, ConnectionError):
+    """An agent did not accept or did not answer a request in time."""
+
+    code = "E_UNAVAILABLE"
+
+
+class ObjectChanged(Retryable):
+    """The object was overwritten or deleted while it was being read."""
+
+    code = "E_CHANGED"
+
+
+class UploadNotFound(HCStoreError):
+    """An agent holds no open upload by that id (expired, aborted or never opened)."""
+
+    code = "E_NO_UPLOAD"
+
+
+class DiskError(HCStoreError, OSError):
+    """An agent's disk failed an I/O operation."""
+
+    code = "E_IO"
+
+
+class ClusterNotFound(HCStoreError, FileNotFoundError):
+    """No running local cluster was found where the CLI looked."""
+
+    code = "E_NO_CLUSTER"
+
+
+_BY_CODE: dict[str, type[HCStoreError]] = {}
+
+
+def _register(*classes: type[HCStoreError]) -> None:
+    for cls in classes:
+        if cls.code in _BY_CODE:
+            raise RuntimeError(f"error code {cls.code} registered twice")
+        _BY_CODE[cls.code] = cls
+
+
+_register(
+    HCStoreError,
+    InvalidRequest,
+    ProtocolError,
+    ProtocolVersionError,
+    UnknownOperation,
+    MessageTooLarge,
+    ObjectNotFound,
+    StoreFull,
+    CorruptFragment,
+    NotEnoughFragments,
+    NotEnoughNodes,
+    Retryable,
+    AgentUnavailable,
+    ObjectChanged,
+    UploadNotFound,
+    DiskError,
+    ClusterNotFound,
+)
+
+
+def error_for_code(code: str, detail: str = "") -> HCStoreError:
+    """Build the exception registered for a wire ``code`` (unknown codes give the base class)."""
+    cls = _BY_CODE.get(code, HCStoreError)
+    return cls(detail or code)
+
+
+def error_codes() -> dict[str, type[HCStoreError]]:
+    """All registered wire codes and their classes (a copy)."""
+    return dict(_BY_CODE)

@@ -1,0 +1,128 @@
+"""The fragment index of one mountpath: a small SQLite database.
+
+The index answers "which generations and fragments of this key are here" and
+"which keys under this prefix" without opening fragment files. It is a cache
+of what the fragment files say: every row can be rebuilt from a fragment's
+trailer and file name (:meth:`FragmentIndex.rebuild_from` via the store), and
+it is updated only *after* a file is renamed into place, so a crash leaves at
+worst a file the index does not know yet, which startup reconciliation adds.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS fragments (
+    bucket TEXT NOT NULL, key TEXT NOT NULL, gen TEXT NOT NULL, idx INTEGER NOT NULL,
+    state TEXT NOT NULL, kind TEXT NOT NULL, size INTEGER NOT NULL, file_bytes INTEGER NOT NULL,
+    name TEXT NOT NULL, info BLOB NOT NULL,
+    PRIMARY KEY (bucket, key, gen, idx)
+);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+_COLUMNS = "bucket, key, gen, idx, state, kind, size, file_bytes, name, info"
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One fragment file as the index knows it.
+
+    ``info`` is the msgpack'd fragment header without its digests.
+    """
+
+    bucket: str
+    key: str
+    gen: str
+    idx: int
+    state: str          # "prepared", "committed"
+    kind: str           # "data", "tombstone"
+    size: int           # object size
+    file_bytes: int     # size of the fragment file
+    name: str           # file name relative to the mountpath's frags/ directory
+    info: bytes
+
+
+class FragmentIndex:
+    """SQLite-backed index of the fragment files of one mountpath."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        row = db.execute("SELECT value FROM meta WHERE name='schema'").fetchone()
+        if row is None:
+            db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) != SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(f"index schema {row[0]} is not {SCHEMA_VERSION}")
+        return db
+
+    def check(self) -> bool:
+        """True when SQLite's quick integrity check passes."""
+        return self._db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+
+    def reset(self) -> None:
+        """Drop every row (before a rebuild)."""
+        self._db.execute("DELETE FROM fragments")
+
+    def put(self, entry: IndexEntry) -> None:
+        self._db.execute(
+            f"INSERT OR REPLACE INTO fragments ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (entry.bucket, entry.key, entry.gen, entry.idx, entry.state, entry.kind,
+             entry.size, entry.file_bytes, entry.name, entry.info),
+        )
+
+    def remove(self, bucket: str, key: str, gen: str, idx: int) -> None:
+        self._db.execute("DELETE FROM fragments WHERE bucket=? AND key=? AND gen=? AND idx=?",
+                         (bucket, key, gen, idx))
+
+    def get(self, bucket: str, key: str, gen: str, idx: int) -> IndexEntry | None:
+        row = self._db.execute(
+            f"SELECT {_COLUMNS} FROM fragments WHERE bucket=? AND key=? AND gen=? AND idx=?",
+            (bucket, key, gen, idx)).fetchone()
+        return IndexEntry(*row) if row else None
+
+    def entries(self, bucket: str, key: str) -> list[IndexEntry]:
+        """Every fragment of a key, any generation."""
+        rows = self._db.execute(f"SELECT {_COLUMNS} FROM fragments WHERE bucket=? AND key=?", (bucket, key))
+        return [IndexEntry(*row) for row in rows]
+
+    def newest_per_key(self, bucket: str, prefix: str, start_after: str, limit: int) -> list[tuple[str, str, str, int]]:
+        """``(key, gen, kind, size)`` of the newest committed generation of each key, in key order."""
+        rows = self._db.execute(
+            "SELECT key, MAX(gen), kind, size FROM fragments "
+            "WHERE bucket=? AND state='committed' AND key>=? AND substr(key, 1, ?)=? AND key>? "
+            "GROUP BY key ORDER BY key LIMIT ?",
+            (bucket, prefix, len(prefix), prefix, start_after, limit))
+        return [tuple(row) for row in rows]  # type: ignore[misc]
+
+    def buckets(self) -> list[str]:
+        return [row[0] for row in self._db.execute("SELECT DISTINCT bucket FROM fragments")]
+
+    def names(self) -> set[str]:
+        return {row[0] for row in self._db.execute("SELECT name FROM fragments")}
+
+    def remove_name(self, name: str) -> None:
+        self._db.execute("DELETE FROM fragments WHERE name=?", (name,))
+
+    def all(self) -> Iterator[IndexEntry]:
+        for row in self._db.execute(f"SELECT {_COLUMNS} FROM fragments"):
+            yield IndexEntry(*row)
+
+    def total_bytes(self) -> int:
+        return int(self._db.execute("SELECT COALESCE(SUM(file_bytes), 0) FROM fragments").fetchone()[0])
+
+    def count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM fragments").fetchone()[0])
+
+    def close(self) -> None:
+        self._db.close()

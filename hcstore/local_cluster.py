@@ -1,0 +1,290 @@
+"""The embedded local cluster: N agent processes on this machine.
+
+``hcstore up`` creates a cluster directory and starts one agent process per
+node in its own session (so it outlives the CLI), each with P mountpath
+directories; ``hcstore down`` stops them. Tests use the same class and its
+fault verbs (``kill``, ``pause``, ``resume``, ``restart``), in the spirit of
+tahoe-lafs's no-network grid, but with real processes, sockets and files.
+
+Layout of a cluster directory::
+
+    cluster.json                 nodes, their mountpaths and settings (written by `up`)
+    agents/<node>/agent.json     written by the agent when it serves: endpoint and pid
+    agents/<node>/agent.log      the agent's log
+    agents/<node>/mp<i>/         mountpath directories
+
+The cluster map is derived from these files: a node whose ``agent.json`` is
+missing is *down*. The CLI finds a cluster through ``--cluster DIR``, else
+``HCSTORE_CLUSTER``, else the pointer ``~/.hcstore/current`` that ``up`` writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hcstore.errors import ClusterNotFound, HCStoreError
+from placement import ClusterMap, Node
+
+CLUSTER_FORMAT = 1
+POINTER = Path.home() / ".hcstore" / "current"
+
+
+def find_cluster_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The cluster directory named by argument, ``HCSTORE_CLUSTER``, or the ``up`` pointer.
+
+    Raises:
+        ClusterNotFound: none is named, or the one named has no cluster.json.
+    """
+    if explicit:
+        path = Path(explicit)
+    elif os.environ.get("HCSTORE_CLUSTER"):
+        path = Path(os.environ["HCSTORE_CLUSTER"])
+    elif POINTER.exists():
+        path = Path(POINTER.read_text().strip())
+    else:
+        raise ClusterNotFound("no hcstore cluster found: run `hcstore up`, or pass --cluster DIR / set HCSTORE_CLUSTER")
+    if not (path / "cluster.json").exists():
+        raise ClusterNotFound(f"no hcstore cluster at {path} (no cluster.json): run `hcstore up --data-dir {path}`")
+    return path
+
+
+def read_cluster_map(path: str | os.PathLike[str]) -> ClusterMap:
+    """The cluster map of a local cluster directory (agents without a ready file are down)."""
+    spec = json.loads((Path(path) / "cluster.json").read_text())
+    nodes = []
+    for node in spec["nodes"]:
+        ready = Path(path) / "agents" / node["id"] / "agent.json"
+        try:
+            endpoint = json.loads(ready.read_text())["endpoint"]
+            state = "alive"
+        except (OSError, ValueError, KeyError):
+            endpoint, state = "", "down"
+        nodes.append(Node(node["id"], endpoint, node.get("weight", 1.0), node.get("labels", {}), state))
+    return ClusterMap(spec.get("epoch", 1), tuple(nodes))
+
+
+def map_stamp(path: str | os.PathLike[str]) -> tuple[float, ...]:
+    """Modification times of the files a cluster map is read from (changes when an agent restarts)."""
+    root = Path(path)
+    files = [root / "cluster.json", *sorted((root / "agents").glob("*/agent.json"))]
+    return tuple(f.stat().st_mtime_ns for f in files if f.exists()) + (len(files),)
+
+
+@dataclass
+class AgentProcess:
+    """One agent of a local cluster."""
+
+    node_id: str
+    directory: Path
+    mountpaths: list[Path]
+    port: int = 0
+
+    @property
+    def ready_file(self) -> Path:
+        return self.directory / "agent.json"
+
+    def pid(self) -> int | None:
+        try:
+            return int(json.loads(self.ready_file.read_text())["pid"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+
+class LocalCluster:
+    """A cluster of agent processes on this machine, rooted at one directory."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path).resolve()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], *, agents: int = 6, ec: str = "4+2", mountpaths_per_agent: int = 2,
+               durability: str = "commit", capacity_bytes: int = 0, high_watermark: float = 0.9,
+               labels: list[dict[str, str]] | None = None) -> "LocalCluster":
+        """Write a new cluster directory (does not start agents)."""
+        from ec import parse_ec
+
+        k, m = parse_ec(ec)
+        if agents < 1 or mountpaths_per_agent < 1:
+            raise HCStoreError(f"need at least one agent and one mountpath each, got {agents} and {mountpaths_per_agent}")
+        cluster = cls(path)
+        if (cluster.path / "cluster.json").exists():
+            raise HCStoreError(f"{cluster.path} already holds a cluster; run `hcstore down` or choose another --data-dir")
+        cluster.path.mkdir(parents=True, exist_ok=True)
+        nodes = []
+        for i in range(agents):
+            node_id = f"n{i + 1}"
+            directory = cluster.path / "agents" / node_id
+            mps = [str(directory / f"mp{j}") for j in range(mountpaths_per_agent)]
+            nodes.append({"id": node_id, "mountpaths": mps, "weight": 1.0,
+                          "labels": (labels[i] if labels else {"host": node_id})})
+        spec = {"format": CLUSTER_FORMAT, "epoch": 1, "ec": ec, "durability": durability,
+                "capacity_bytes": capacity_bytes, "high_watermark": high_watermark, "nodes": nodes}
+        _write_json(cluster.path / "cluster.json", spec)
+        return cluster
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return json.loads((self.path / "cluster.json").read_text())
+
+    @property
+    def ec(self) -> str:
+        return self.spec["ec"]
+
+    def agents(self) -> list[AgentProcess]:
+        return [AgentProcess(n["id"], self.path / "agents" / n["id"], [Path(p) for p in n["mountpaths"]],
+                             n.get("port", 0)) for n in self.spec["nodes"]]
+
+    def agent(self, node_id: str) -> AgentProcess:
+        for agent in self.agents():
+            if agent.node_id == node_id:
+                return agent
+        raise HCStoreError(f"no node {node_id!r} in the cluster at {self.path}")
+
+    def start(self, node_id: str | None = None, *, timeout: float = 30.0) -> None:
+        """Start the agents (all, or one) and wait until each serves."""
+        spec = self.spec
+        targets = [self.agent(node_id)] if node_id else self.agents()
+        procs = []
+        for agent in targets:
+            if _alive(agent.pid()):
+                continue
+            agent.directory.mkdir(parents=True, exist_ok=True)
+            agent.ready_file.unlink(missing_ok=True)
+            cmd = [sys.executable, "-m", "hcstore.agent", "--node-id", agent.node_id,
+                   "--ready-file", str(agent.ready_file), "--log-file", str(agent.directory / "agent.log"),
+                   "--durability", spec["durability"], "--high-watermark", str(spec["high_watermark"]),
+                   "--capacity-bytes", str(spec["capacity_bytes"]), "--port", str(agent.port)]
+            for mp in agent.mountpaths:
+                cmd += ["--mountpath", str(mp)]
+            with open(agent.directory / "agent.log", "ab") as log:
+                procs.append((agent, subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                                      start_new_session=True)))
+        deadline = time.monotonic() + timeout
+        for agent, proc in procs:
+            while not agent.ready_file.exists():
+                if proc.poll() is not None:
+                    raise HCStoreError(f"agent {agent.node_id} exited with {proc.returncode}; "
+                                       f"see {agent.directory / 'agent.log'}")
+                if time.monotonic() > deadline:
+                    raise HCStoreError(f"agent {agent.node_id} did not start within {timeout}s")
+                time.sleep(0.02)
+            self._remember_port(agent.node_id, json.loads(agent.ready_file.read_text())["endpoint"])
+
+    def _remember_port(self, node_id: str, endpoint: str) -> None:
+        """Pin the node's port so a restarted agent comes back at the same endpoint."""
+        spec = self.spec
+        port = int(endpoint.rsplit(":", 1)[1])
+        for node in spec["nodes"]:
+            if node["id"] == node_id and node.get("port") != port:
+                node["port"] = port
+                _write_json(self.path / "cluster.json", spec)
+
+    def stop(self, node_id: str | None = None, *, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        """Stop agents (all, or one) with ``sig`` and wait for them to exit."""
+        targets = [self.agent(node_id)] if node_id else self.agents()
+        for agent in targets:
+            pid = agent.pid()
+            if pid is not None and _alive(pid):
+                if sig != signal.SIGKILL:
+                    _signal(pid, signal.SIGCONT)
+                _signal(pid, sig)
+        deadline = time.monotonic() + timeout
+        for agent in targets:
+            pid = agent.pid()
+            while pid is not None and _alive(pid):
+                if time.monotonic() > deadline:
+                    _signal(pid, signal.SIGKILL)
+                time.sleep(0.02)
+            agent.ready_file.unlink(missing_ok=True)
+
+    def kill(self, node_id: str) -> None:
+        """SIGKILL one agent: no clean shutdown, as when a node crashes."""
+        self.stop(node_id, sig=signal.SIGKILL)
+
+    def pause(self, node_id: str) -> None:
+        """SIGSTOP one agent: it keeps its connections but answers nothing (a hung node)."""
+        pid = self.agent(node_id).pid()
+        if pid:
+            _signal(pid, signal.SIGSTOP)
+
+    def resume(self, node_id: str) -> None:
+        pid = self.agent(node_id).pid()
+        if pid:
+            _signal(pid, signal.SIGCONT)
+
+    def restart(self, node_id: str) -> None:
+        self.stop(node_id)
+        self.start(node_id)
+
+    def destroy(self) -> None:
+        """Stop every agent and remove the cluster directory."""
+        import shutil
+
+        self.stop()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    # ------------------------------------------------------------------ views
+
+    def cluster_map(self) -> ClusterMap:
+        return read_cluster_map(self.path)
+
+    def running(self) -> dict[str, int | None]:
+        return {a.node_id: (a.pid() if _alive(a.pid()) else None) for a in self.agents()}
+
+    def client(self, **settings: Any) -> "Any":
+        from hcstore.client import Client
+
+        settings.setdefault("ec", self.ec)
+        return Client(self.path, **settings)
+
+    def fragment_files(self, node_id: str | None = None) -> list[Path]:
+        """Committed fragment files on disk (for fault injection in tests)."""
+        agents = [self.agent(node_id)] if node_id else self.agents()
+        return sorted(p for a in agents for mp in a.mountpaths for p in mp.glob("frags/*/*.frag"))
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:   # a zombie child of ours still answers kill(0): reap it
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return _not_zombie(pid)
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,98 @@
+"""A mountpath: one directory standing for one SSD.
+
+A mountpath is known by the id written in its id file, never by its path or
+device name, so a disk that comes back mounted elsewhere is still recognised.
+Layout inside a mountpath::
+
+    .hcstore-mountpath      id file: {"id": "<32 hex>", "format": 1}
+    index.sqlite            the fragment index (rebuildable from the fragment files)
+    tmp/<upload>.part       fragments being written (discarded on restart)
+    frags/<hh>/<h>.<generation>.<index>.<state>   fragment files; h = hash of bucket/key,
+                            state = prep (prepared), frag (committed) or tomb (tombstone)
+
+Capacity comes from psutil, or from ``capacity_bytes`` when the directory
+stands for a smaller disk than the file system it lives on (tests, quotas).
+A write that would cross ``high_watermark`` of the capacity is refused before
+a byte is written; bytes promised to open uploads count as used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from hcstore.index import FragmentIndex
+
+ID_FILE = ".hcstore-mountpath"
+MOUNTPATH_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Capacity and use of a mountpath, in bytes."""
+
+    capacity: int
+    used: int
+    limit: int      # used may not grow past this (capacity * high watermark)
+
+    @property
+    def free(self) -> int:
+        return max(0, self.limit - self.used)
+
+
+def read_or_create_id(path: Path) -> str:
+    """The id of the mountpath at ``path``, creating the id file on first use."""
+    id_file = path / ID_FILE
+    if id_file.exists():
+        data = json.loads(id_file.read_text())
+        if data.get("format") != MOUNTPATH_FORMAT or not isinstance(data.get("id"), str):
+            raise ValueError(f"{id_file}: unsupported mountpath id file {data!r}")
+        return data["id"]
+    mountpath_id = uuid.uuid4().hex
+    tmp = id_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"id": mountpath_id, "format": MOUNTPATH_FORMAT}))
+    os.replace(tmp, id_file)
+    return mountpath_id
+
+
+class Mountpath:
+    """One mountpath directory: its id, index, capacity accounting and file names."""
+
+    def __init__(self, path: str | os.PathLike[str], *, capacity_bytes: int = 0, high_watermark: float = 0.9) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.id = read_or_create_id(self.path)
+        self.tmp_dir = self.path / "tmp"
+        self.frag_dir = self.path / "frags"
+        self.tmp_dir.mkdir(exist_ok=True)
+        self.frag_dir.mkdir(exist_ok=True)
+        self.capacity_bytes = capacity_bytes
+        self.high_watermark = high_watermark
+        self.reserved = 0
+        self.index = FragmentIndex(self.path / "index.sqlite")
+
+    def usage(self) -> Usage:
+        """Capacity, bytes used (stored plus reserved) and the write limit."""
+        if self.capacity_bytes:
+            capacity = self.capacity_bytes
+            used = self.index.total_bytes() + self.reserved
+        else:
+            disk = psutil.disk_usage(str(self.path))
+            capacity, used = disk.total, disk.used + self.reserved
+        return Usage(capacity, used, int(capacity * self.high_watermark))
+
+    def can_fit(self, nbytes: int) -> bool:
+        """True when ``nbytes`` more stay under the high watermark."""
+        usage = self.usage()
+        return usage.used + nbytes <= usage.limit
+
+    def fragment_path(self, name: str) -> Path:
+        return self.frag_dir / name
+
+    def close(self) -> None:
+        self.index.close()

@@ -1,0 +1,70 @@
+"""Validation of bucket names, object keys and ``hcstore://`` URLs.
+
+Buckets follow the S3 rules that matter here (3-63 characters of lowercase
+letters, digits, ``.``, ``-`` and ``_``). Keys are any non-empty UTF-8 text of
+at most 1024 bytes without NUL; ``/`` is an ordinary character that tools treat
+as a directory separator. Keys never become file names on disk (fragment files
+are named by a hash of the key), so no key can escape a mountpath.
+"""
+
+from __future__ import annotations
+
+import re
+
+from hcstore.errors import InvalidRequest
+
+SCHEME = "hcstore://"
+MAX_KEY_BYTES = 1024
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
+
+
+def check_bucket(bucket: object) -> str:
+    """Return ``bucket`` if it is a valid bucket name.
+
+    Raises:
+        InvalidRequest: the name is not valid, with the rule it broke.
+    """
+    if not isinstance(bucket, str) or not _BUCKET_RE.match(bucket):
+        raise InvalidRequest(
+            f"invalid bucket name {bucket!r}: use 3-63 lowercase letters, digits, '.', '-' or '_', "
+            "starting and ending with a letter or digit"
+        )
+    return bucket
+
+
+def check_key(key: object) -> str:
+    """Return ``key`` if it is a valid object key.
+
+    Raises:
+        InvalidRequest: the key is empty, too long, or contains NUL.
+    """
+    if not isinstance(key, str) or not key:
+        raise InvalidRequest(f"invalid object key {key!r}: a key is non-empty text")
+    if "\x00" in key:
+        raise InvalidRequest(f"invalid object key {key!r}: a key may not contain NUL")
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise InvalidRequest(f"invalid object key: {len(key.encode())} bytes, the limit is {MAX_KEY_BYTES}")
+    return key
+
+
+def check_prefix(prefix: object) -> str:
+    """Return ``prefix`` if it is a valid key prefix (may be empty)."""
+    if not isinstance(prefix, str) or "\x00" in prefix or len(prefix.encode()) > MAX_KEY_BYTES:
+        raise InvalidRequest(f"invalid key prefix {prefix!r}")
+    return prefix
+
+
+def parse_url(url: str, *, key_required: bool = True) -> tuple[str, str]:
+    """Split ``hcstore://bucket/key`` (or ``bucket/key``) into bucket and key.
+
+    Raises:
+        InvalidRequest: the URL has no bucket, or no key when one is required.
+    """
+    path = url[len(SCHEME):] if url.startswith(SCHEME) else url
+    bucket, _, key = path.partition("/")
+    check_bucket(bucket)
+    if key_required:
+        check_key(key)
+    elif key:
+        check_prefix(key)
+    return bucket, key

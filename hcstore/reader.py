@@ -1,0 +1,329 @@
+"""The get path: resolve the newest version, then read stripes by plan.
+
+Resolution asks the agents at the top of the key's ranking (and, if they know
+nothing, every other agent) for the generations of the key they hold, and
+picks the newest generation that has at least one *committed* fragment; a
+tombstone there means the object is deleted. Because a writer commits only
+after its write quorum is prepared, a committed fragment proves the whole
+generation was durably written, and prepared fragments of it are read too.
+
+Stripes are then fetched in batches: for each batch, ``k`` fragments chosen
+by :func:`placement.plan_read` (own node first, data before parity) are asked
+for their chunks, and every chunk is checked against its blake3 digest. A
+missing, corrupt or unanswering fragment is replaced by the next one of the
+plan and, when parity is involved, the stripe is decoded: the caller notices
+nothing but the time. A corrupt chunk is reported to the client's
+``corruptions`` list and the log. Every byte of one read comes from one
+generation: if that generation disappears mid-read (a concurrent overwrite
+retired it), the read fails with :class:`ObjectChanged` instead of mixing.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ec import StripeLayout, make_codec, verify_chunk
+from hcstore.errors import (
+    CorruptFragment,
+    HCStoreError,
+    NotEnoughFragments,
+    ObjectChanged,
+    ObjectNotFound,
+)
+from hcstore.names import check_bucket, check_key
+from hcstore.protocol import Reply
+from placement import plan_read, rank
+
+if TYPE_CHECKING:
+    from hcstore.client import Client
+
+log = logging.getLogger(__name__)
+PIPELINE_DEPTH = 2
+
+
+@dataclass(frozen=True)
+class ObjectVersion:
+    """The generation of an object that a read will use, and where its fragments are."""
+
+    bucket: str
+    key: str
+    generation: str
+    kind: str
+    size: int
+    codec: str
+    k: int
+    m: int
+    chunk_size: int
+    stripes: int
+    locations: tuple[str, ...]       # node per fragment index ("" unknown)
+    committed: int                   # committed fragments found
+    found: int                       # fragments found (committed or prepared)
+    meta: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def layout(self) -> StripeLayout:
+        return StripeLayout(self.size, self.k, self.chunk_size)
+
+    @property
+    def degraded(self) -> bool:
+        return self.found < self.k + self.m
+
+
+@dataclass(frozen=True)
+class CorruptionReport:
+    """A chunk whose bytes did not match its digest."""
+
+    bucket: str
+    key: str
+    generation: str
+    fragment: int
+    stripe: int
+    node: str
+
+
+def resolve(client: "Client", bucket: str, key: str) -> ObjectVersion:
+    """The newest readable version of ``bucket/key``.
+
+    Raises:
+        ObjectNotFound: no agent holds a committed generation, or the newest is a tombstone.
+    """
+    check_bucket(bucket)
+    check_key(key)
+    cluster_map = client.cluster_map
+    ranking = [node for node in rank(f"{bucket}/{key}", cluster_map.nodes) if node.endpoint]
+    first = client.locate_fanout()
+    groups: dict[str, dict[str, Any]] = {}
+    for batch in (ranking[:first], ranking[first:]):
+        if not batch:
+            continue
+        replies = client.transport.broadcast([n.endpoint for n in batch], "locate", {"bucket": bucket, "key": key})
+        for node in batch:
+            reply = replies.get(node.endpoint)
+            if isinstance(reply, Reply) and reply.ok:
+                for entry in reply.header.get("entries", []):
+                    _merge_entry(groups, node.id, entry)
+        if any(g["committed"] for g in groups.values()):
+            break
+    visible = [gen for gen, g in groups.items() if g["committed"]]
+    if not visible:
+        raise ObjectNotFound(f"hcstore://{bucket}/{key} not found")
+    gen = max(visible)
+    client.clock.observe(gen)
+    group = groups[gen]
+    info = group["info"]
+    if info["kind"] == "tombstone":
+        raise ObjectNotFound(f"hcstore://{bucket}/{key} not found (deleted)")
+    locations = list(info["placement"])
+    for idx, node in group["where"].items():
+        if 0 <= idx < len(locations):
+            locations[idx] = node
+    return ObjectVersion(bucket, key, gen, info["kind"], info["size"], info["codec"], info["k"], info["m"],
+                         info["chunk_size"], info["stripes"], tuple(locations), group["committed"],
+                         len(group["where"]), dict(info.get("meta") or {}))
+
+
+def _merge_entry(groups: dict[str, dict[str, Any]], node: str, entry: dict[str, Any]) -> None:
+    group = groups.setdefault(entry["gen"], {"committed": 0, "where": {}, "info": entry["info"]})
+    if entry["idx"] not in group["where"]:
+        group["where"][entry["idx"]] = node
+        group["committed"] += entry["state"] == "committed"
+
+
+@dataclass
+class _Batch:
+    first: int
+    count: int
+    chunks: dict[int, list[Any]] = field(default_factory=dict)   # fragment index -> chunks
+    tried: set[int] = field(default_factory=set)
+    pending: int = 0
+
+
+class StripeReader:
+    """Reads decoded stripes of one :class:`ObjectVersion`."""
+
+    def __init__(self, client: "Client", version: ObjectVersion) -> None:
+        self.client = client
+        self.version = version
+        self.codec = make_codec(version.codec, version.k, version.m)
+        unavailable = {n for n in set(version.locations) if n and client.is_unavailable(n)}
+        plan = plan_read(version.locations, version.k, local_node=client.config.local_node, unavailable=unavailable)
+        self.order = [i for i in (*plan.primary, *plan.spares)]
+        self.failed: dict[int, HCStoreError] = {}
+        self._inflight: dict[int, tuple[_Batch, int]] = {}
+
+    def stripes(self, first: int, last: int) -> Iterator[tuple[int, list[Any]]]:
+        """Yield ``(stripe, k data chunks)`` for stripes ``first..last-1`` in order."""
+        batch_size = self.client.config.read_batch
+        starts = deque(range(first, last, batch_size))
+        window: deque[_Batch] = deque()
+        try:
+            while starts or window:
+                while starts and len(window) < PIPELINE_DEPTH:
+                    start = starts.popleft()
+                    batch = _Batch(start, min(batch_size, last - start))
+                    window.append(batch)
+                    self._fill(batch)
+                head = window[0]
+                if len(head.chunks) >= self.version.k:
+                    window.popleft()
+                    yield from self._decode(head)
+                    continue
+                self._receive()
+        finally:
+            self.client.transport.forget(self._inflight)
+            self._inflight.clear()
+
+    def _fill(self, batch: _Batch) -> None:
+        """Ask enough fragments for the batch's chunks to reach ``k`` (replacing failures)."""
+        while len(batch.chunks) + batch.pending < self.version.k:
+            candidates = [i for i in self.order if i not in batch.tried and i not in self.failed]
+            if not candidates:
+                if batch.pending:
+                    return
+                raise self._not_enough(batch)
+            index = candidates[0]
+            batch.tried.add(index)
+            node = self.version.locations[index]
+            try:
+                request_id = self.client.transport.send(
+                    self.client.endpoint(node), "read",
+                    {"bucket": self.version.bucket, "key": self.version.key, "gen": self.version.generation,
+                     "idx": index, "first": batch.first, "count": batch.count})
+            except HCStoreError as exc:
+                self.failed[index] = exc
+                continue
+            self._inflight[request_id] = (batch, index)
+            batch.pending += 1
+
+    def _receive(self) -> None:
+        for request_id, result in self.client.transport.poll(list(self._inflight)).items():
+            batch, index = self._inflight.pop(request_id)
+            batch.pending -= 1
+            if isinstance(result, Reply) and result.ok:
+                bad = self._verify(batch, index, result)
+                if bad is None:
+                    batch.chunks[index] = [frame.buffer for frame in result.payloads]
+            else:
+                error = result.error() if isinstance(result, Reply) else result
+                self.failed[index] = error
+                log.info("read %s/%s: fragment %d unavailable (%s)", self.version.bucket, self.version.key, index, error)
+            self._fill(batch)
+
+    def _verify(self, batch: _Batch, index: int, reply: Reply) -> int | None:
+        """Check every chunk of a read reply; returns the first bad stripe or None."""
+        digests = reply.header.get("digests") or []
+        frames = reply.payloads
+        if len(frames) != batch.count or len(digests) != batch.count:
+            bad = batch.first
+        else:
+            bad = next((batch.first + j for j, (frame, digest) in enumerate(zip(frames, digests))
+                        if len(frame) != self.version.chunk_size or not verify_chunk(frame.buffer, digest)), None)
+        if bad is not None:
+            report = CorruptionReport(self.version.bucket, self.version.key, self.version.generation, index, bad,
+                                      self.version.locations[index])
+            self.client.report_corruption(report)
+        return bad
+
+    def _decode(self, batch: _Batch) -> Iterator[tuple[int, list[Any]]]:
+        k = self.version.k
+        use = sorted(batch.chunks)[:k]
+        for j in range(batch.count):
+            if use == list(range(k)):
+                yield batch.first + j, [batch.chunks[i][j] for i in use]
+            else:
+                yield batch.first + j, self.codec.decode({i: batch.chunks[i][j] for i in use})
+
+    def _not_enough(self, batch: _Batch) -> HCStoreError:
+        if self.failed and all(isinstance(e, ObjectNotFound) for e in self.failed.values()) \
+                and len(self.failed) > self.version.m:
+            return ObjectChanged(f"hcstore://{self.version.bucket}/{self.version.key} generation "
+                                 f"{self.version.generation} was replaced while it was read; read it again")
+        reasons = "; ".join(f"fragment {i} on {self.version.locations[i] or '?'}: {e}" for i, e in self.failed.items())
+        return NotEnoughFragments(
+            f"hcstore://{self.version.bucket}/{self.version.key}: only {len(batch.chunks)} of the {self.version.k} "
+            f"fragments needed could be read for stripes {batch.first}..{batch.first + batch.count - 1} "
+            f"({reasons or 'corrupt chunks'}); at most {self.version.m} of {self.version.k + self.version.m} may be lost")
+
+
+def read_range(client: "Client", version: ObjectVersion, offset: int, length: int, out: Any) -> None:
+    """Read ``length`` bytes at ``offset`` of ``version`` into the writable buffer ``out``."""
+    layout = version.layout
+    stripe_bytes = layout.stripe_bytes
+    view = memoryview(out).cast("B")
+    end = offset + length
+    if length == 0:
+        return
+    reader = StripeReader(client, version)
+    for stripe, chunks in reader.stripes(offset // stripe_bytes, (end - 1) // stripe_bytes + 1):
+        base = stripe * stripe_bytes
+        for i, chunk in enumerate(chunks):
+            lo = max(offset, base + i * version.chunk_size)
+            hi = min(end, base + (i + 1) * version.chunk_size)
+            if lo < hi:
+                start = lo - base - i * version.chunk_size
+                view[lo - offset:hi - offset] = memoryview(chunk)[start:start + hi - lo]
+
+
+class ObjectReader(io.RawIOBase):
+    """A seekable, read-only stream over one generation of an object.
+
+    Reads fetch whole batches of stripes ahead of the position, so sequential
+    reads stream at full speed while memory stays bounded.
+    """
+
+    def __init__(self, client: "Client", version: ObjectVersion) -> None:
+        super().__init__()
+        self.client = client
+        self.version = version
+        self._pos = 0
+        self._cache_start = 0
+        self._cache = b""
+
+    @property
+    def size(self) -> int:
+        return self.version.size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.version.size}[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        want = min(len(view), self.version.size - self._pos)
+        if want <= 0:
+            return 0
+        cache_end = self._cache_start + len(self._cache)
+        if not self._cache_start <= self._pos < cache_end:
+            self._load(self._pos)
+            cache_end = self._cache_start + len(self._cache)
+        take = min(want, cache_end - self._pos)
+        start = self._pos - self._cache_start
+        view[:take] = memoryview(self._cache)[start:start + take]
+        self._pos += take
+        return take
+
+    def _load(self, pos: int) -> None:
+        layout = self.version.layout
+        span = layout.stripe_bytes * self.client.config.read_batch * PIPELINE_DEPTH
+        start = pos - pos % layout.stripe_bytes
+        length = min(span, self.version.size - start)
+        buf = bytearray(length)
+        read_range(self.client, self.version, start, length, buf)
+        self._cache_start, self._cache = start, bytes(buf)

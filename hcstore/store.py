@@ -1,0 +1,450 @@
+"""The local store of one agent: fragments on several mountpaths.
+
+Write path, crash-atomic at every step:
+
+1. ``open_upload``: pick a mountpath by HRW over mountpath ids (falling back
+   down the ranking when one is full), check the high watermark for the
+   fragment's expected size *before* writing anything, create
+   ``tmp/<upload>.part`` with the fragment preamble.
+2. ``write_chunk``: append chunk ``stripe`` (stripes arrive in order).
+3. ``prepare``: append the trailer and footer, fsync (durability policy),
+   rename to ``frags/.../<name>.prep``, fsync the directory, then index it.
+4. ``commit``: rename ``.prep`` to ``.frag`` and mark it committed.
+
+A crash before 3 leaves a ``.part`` file that startup discards; a crash
+between a rename and the index update leaves a file that startup
+reconciliation puts back into the index. Reads never see a ``.part`` file.
+Older generations are removed by ``retire`` once the writer knows the newer
+one is committed everywhere it could be.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import blake3
+import msgpack
+
+from ec import (
+    DATA_OFFSET,
+    FOOTER_SIZE,
+    FragmentFormatError,
+    FragmentHeader,
+    check_preamble,
+    chunk_offset,
+    encode_preamble,
+    encode_trailer,
+    header_from_dict,
+    header_to_dict,
+    parse_footer,
+    parse_trailer,
+)
+from hcstore.config import AgentConfig
+from hcstore.errors import (
+    CorruptFragment,
+    DiskError,
+    InvalidRequest,
+    MessageTooLarge,
+    ObjectNotFound,
+    StoreFull,
+    UploadNotFound,
+)
+from hcstore.generation import is_generation
+from hcstore.index import IndexEntry
+from hcstore.mountpath import Mountpath
+from hcstore.names import check_bucket, check_key
+from placement import choose_mountpaths
+
+log = logging.getLogger(__name__)
+
+STATE_SUFFIX = {"prepared": "prep", "committed": "frag", "tombstone": "tomb"}
+SUFFIX_STATE = {"prep": "prepared", "frag": "committed", "tomb": "committed"}
+_HEADER_CACHE_SIZE = 4096
+
+
+def key_hash(bucket: str, key: str) -> str:
+    """Hex name of a key on disk (keys never become file names themselves)."""
+    return blake3.blake3(f"{bucket}\x00{key}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def fragment_name(bucket: str, key: str, gen: str, idx: int, suffix: str) -> str:
+    digest = key_hash(bucket, key)
+    return f"{digest[:2]}/{digest}.{gen}.{idx}.{suffix}"
+
+
+def _info_of(header: FragmentHeader) -> bytes:
+    summary = header_to_dict(header)
+    summary.pop("digests", None)
+    return msgpack.packb(summary, use_bin_type=True)
+
+
+@dataclass
+class Upload:
+    """A fragment being written to a temporary file."""
+
+    id: str
+    mountpath: Mountpath
+    path: Path
+    fd: int
+    bucket: str
+    key: str
+    gen: str
+    idx: int
+    chunk_size: int
+    reserved: int
+    next_stripe: int = 0
+    touched: float = field(default_factory=time.monotonic)
+
+
+class LocalStore:
+    """All fragments of one agent, over its mountpaths."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        if not config.mountpaths:
+            raise InvalidRequest("an agent needs at least one mountpath")
+        self.config = config
+        self.mountpaths = [
+            Mountpath(p, capacity_bytes=config.capacity_bytes, high_watermark=config.high_watermark)
+            for p in config.mountpaths
+        ]
+        ids = [mp.id for mp in self.mountpaths]
+        if len(set(ids)) != len(ids):
+            raise InvalidRequest(f"two mountpaths share one id (copied directory?): {config.mountpaths}")
+        self._by_id = {mp.id: mp for mp in self.mountpaths}
+        self.uploads: dict[str, Upload] = {}
+        self._headers: OrderedDict[str, FragmentHeader] = OrderedDict()
+        for mp in self.mountpaths:
+            self._reconcile(mp)
+
+    # ------------------------------------------------------------------ startup
+
+    def _reconcile(self, mp: Mountpath) -> None:
+        """Discard unfinished uploads and make the index agree with the files."""
+        for part in mp.tmp_dir.glob("*.part"):
+            part.unlink(missing_ok=True)
+        try:
+            healthy = mp.index.check()
+        except Exception:
+            healthy = False
+        if not healthy:
+            log.warning("index of mountpath %s is damaged; rebuilding from fragment files", mp.path)
+            mp.index.reset()
+        on_disk = {str(p.relative_to(mp.frag_dir)) for p in mp.frag_dir.glob("*/*.*")}
+        indexed = mp.index.names()
+        for name in indexed - on_disk:
+            mp.index.remove_name(name)
+        for name in sorted(on_disk - indexed):
+            self._index_file(mp, name)
+
+    def _index_file(self, mp: Mountpath, name: str) -> None:
+        path = mp.fragment_path(name)
+        suffix = name.rsplit(".", 1)[-1]
+        if suffix not in SUFFIX_STATE:
+            return
+        try:
+            header = self._load_header(path)
+        except (FragmentFormatError, OSError) as exc:
+            log.warning("ignoring unreadable fragment file %s: %s", path, exc)
+            return
+        mp.index.put(self._entry(header, SUFFIX_STATE[suffix], name, path.stat().st_size))
+
+    @staticmethod
+    def _entry(header: FragmentHeader, state: str, name: str, file_bytes: int) -> IndexEntry:
+        return IndexEntry(header.bucket, header.key, header.generation, header.index, state,
+                          header.kind, header.size, file_bytes, name, _info_of(header))
+
+    # ------------------------------------------------------------------ write path
+
+    def open_upload(self, bucket: str, key: str, gen: str, idx: int, chunk_size: int,
+                    expected_bytes: int | None) -> str:
+        """Start writing one fragment; refuses with StoreFull before writing anything."""
+        _check_fragment_id(bucket, key, gen)
+        need = DATA_OFFSET + FOOTER_SIZE + (expected_bytes or chunk_size)
+        mp = self._mountpath_with_room(bucket, key, need)
+        upload_id = uuid.uuid4().hex
+        path = mp.tmp_dir / f"{upload_id}.part"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.write(fd, encode_preamble())
+        except OSError as exc:
+            raise DiskError(f"cannot create {path} on mountpath {mp.id}: {exc.strerror}") from None
+        mp.reserved += need
+        self.uploads[upload_id] = Upload(upload_id, mp, path, fd, bucket, key, gen, idx, chunk_size, need)
+        return upload_id
+
+    def _mountpath_with_room(self, bucket: str, key: str, nbytes: int) -> Mountpath:
+        for mp_id in choose_mountpaths(f"{bucket}/{key}", list(self._by_id)):
+            mp = self._by_id[mp_id]
+            if mp.can_fit(nbytes):
+                return mp
+        usage = [f"{mp.path}: {mp.usage().used}/{mp.usage().limit} bytes" for mp in self.mountpaths]
+        raise StoreFull(
+            f"node {self.config.node_id}: no mountpath can take {nbytes} more bytes under the "
+            f"{self.config.high_watermark:.0%} high watermark ({'; '.join(usage)}); free space or add mountpaths")
+
+    def _upload(self, upload_id: str) -> Upload:
+        upload = self.uploads.get(upload_id)
+        if upload is None:
+            raise UploadNotFound(f"no open upload {upload_id!r} on node {self.config.node_id} (expired or aborted)")
+        upload.touched = time.monotonic()
+        return upload
+
+    def write_chunk(self, upload_id: str, stripe: int, data: Any) -> None:
+        """Append chunk ``stripe`` of an upload."""
+        upload = self._upload(upload_id)
+        if stripe != upload.next_stripe:
+            raise InvalidRequest(f"upload {upload_id}: got stripe {stripe}, expected {upload.next_stripe}")
+        if len(data) != upload.chunk_size:
+            raise InvalidRequest(f"upload {upload_id}: chunk of {len(data)} bytes, expected {upload.chunk_size}")
+        written = DATA_OFFSET + (stripe + 1) * upload.chunk_size + FOOTER_SIZE
+        if written > upload.reserved:
+            grow = written - upload.reserved
+            if not upload.mountpath.can_fit(grow):
+                self.abort(upload_id)
+                raise StoreFull(f"node {self.config.node_id}: mountpath {upload.mountpath.path} reached its "
+                                f"high watermark while writing {upload.bucket}/{upload.key}; upload aborted")
+            upload.mountpath.reserved += grow
+            upload.reserved += grow
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(upload.fd, view):]
+            if self.config.durability == "always":
+                os.fdatasync(upload.fd)
+        except OSError as exc:
+            self.abort(upload_id)
+            raise DiskError(f"write to {upload.path} failed: {exc.strerror}") from None
+        upload.next_stripe += 1
+
+    def prepare(self, upload_id: str, header_fields: dict[str, Any]) -> None:
+        """Seal an upload with its trailer and rename it into place as *prepared*."""
+        upload = self._upload(upload_id)
+        try:
+            header = header_from_dict(header_fields)
+        except (FragmentFormatError, TypeError, ValueError, KeyError) as exc:
+            raise InvalidRequest(f"prepare {upload_id}: bad fragment header: {exc}") from None
+        expected = (upload.bucket, upload.key, upload.gen, upload.idx, upload.chunk_size, upload.next_stripe)
+        got = (header.bucket, header.key, header.generation, header.index, header.chunk_size, header.stripes)
+        if expected != got or header.kind != "data":
+            raise InvalidRequest(f"prepare {upload_id}: header {got} does not match the upload {expected}")
+        trailer = encode_trailer(header, DATA_OFFSET + upload.next_stripe * upload.chunk_size)
+        name = fragment_name(upload.bucket, upload.key, upload.gen, upload.idx, "prep")
+        try:
+            os.write(upload.fd, trailer)
+            if self.config.durability != "none":
+                os.fsync(upload.fd)
+            os.close(upload.fd)
+            upload.fd = -1
+            self._rename_into_place(upload.mountpath, upload.path, name)
+        except OSError as exc:
+            self.abort(upload_id)
+            raise DiskError(f"sealing {upload.path} failed: {exc.strerror}") from None
+        del self.uploads[upload_id]
+        upload.mountpath.reserved -= upload.reserved
+        file_bytes = upload.mountpath.fragment_path(name).stat().st_size
+        upload.mountpath.index.put(self._entry(header, "prepared", name, file_bytes))
+
+    def _rename_into_place(self, mp: Mountpath, source: Path, name: str) -> None:
+        target = mp.fragment_path(name)
+        target.parent.mkdir(exist_ok=True)
+        os.replace(source, target)
+        if self.config.durability != "none":
+            dir_fd = os.open(target.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+    def commit(self, bucket: str, key: str, gen: str, idx: int) -> None:
+        """Make a prepared fragment visible (idempotent)."""
+        mp, entry = self._find(bucket, key, gen, idx)
+        if entry.state == "committed":
+            return
+        name = entry.name[: -len("prep")] + "frag"
+        try:
+            self._rename_into_place(mp, mp.fragment_path(entry.name), name)
+        except OSError as exc:
+            raise DiskError(f"commit of {bucket}/{key} fragment {idx} failed: {exc.strerror}") from None
+        self._headers.pop(str(mp.fragment_path(entry.name)), None)
+        mp.index.put(IndexEntry(**{**entry.__dict__, "state": "committed", "name": name}))
+
+    def abort(self, upload_id: str) -> None:
+        """Discard an open upload (idempotent)."""
+        upload = self.uploads.pop(upload_id, None)
+        if upload is None:
+            return
+        if upload.fd >= 0:
+            os.close(upload.fd)
+        upload.path.unlink(missing_ok=True)
+        upload.mountpath.reserved -= upload.reserved
+
+    def expire_uploads(self, now: float | None = None) -> int:
+        """Abort uploads idle for longer than the upload TTL; returns how many."""
+        now = time.monotonic() if now is None else now
+        stale = [u.id for u in self.uploads.values() if now - u.touched > self.config.upload_ttl]
+        for upload_id in stale:
+            self.abort(upload_id)
+        return len(stale)
+
+    def tombstone(self, header_fields: dict[str, Any]) -> None:
+        """Write a committed tombstone generation and retire everything older."""
+        try:
+            header = header_from_dict(header_fields)
+        except (FragmentFormatError, TypeError, ValueError, KeyError) as exc:
+            raise InvalidRequest(f"tombstone: bad header: {exc}") from None
+        if header.kind != "tombstone":
+            raise InvalidRequest(f"tombstone: header kind is {header.kind!r}")
+        _check_fragment_id(header.bucket, header.key, header.generation)
+        mp = self._mountpath_with_room(header.bucket, header.key, 4096)
+        name = fragment_name(header.bucket, header.key, header.generation, header.index, "tomb")
+        tmp = mp.tmp_dir / f"{uuid.uuid4().hex}.part"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(encode_preamble())
+                f.write(encode_trailer(header, DATA_OFFSET))
+                if self.config.durability != "none":
+                    f.flush()
+                    os.fsync(f.fileno())
+            self._rename_into_place(mp, tmp, name)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise DiskError(f"tombstone of {header.bucket}/{header.key} failed: {exc.strerror}") from None
+        mp.index.put(self._entry(header, "committed", name, mp.fragment_path(name).stat().st_size))
+        self.retire(header.bucket, header.key, header.generation)
+
+    def retire(self, bucket: str, key: str, gen: str) -> int:
+        """Delete this node's fragments of ``bucket/key`` older than ``gen``; returns how many."""
+        _check_fragment_id(bucket, key, gen)
+        removed = 0
+        for mp in self.mountpaths:
+            for entry in mp.index.entries(bucket, key):
+                if entry.gen < gen:
+                    path = mp.fragment_path(entry.name)
+                    path.unlink(missing_ok=True)
+                    self._headers.pop(str(path), None)
+                    mp.index.remove(bucket, key, entry.gen, entry.idx)
+                    removed += 1
+        return removed
+
+    # ------------------------------------------------------------------ read path
+
+    def _find(self, bucket: str, key: str, gen: str, idx: int) -> tuple[Mountpath, IndexEntry]:
+        for mp in self.mountpaths:
+            entry = mp.index.get(bucket, key, gen, idx)
+            if entry is not None:
+                return mp, entry
+        raise ObjectNotFound(f"node {self.config.node_id} holds no fragment {idx} of {bucket}/{key} generation {gen}")
+
+    def header(self, bucket: str, key: str, gen: str, idx: int) -> tuple[Path, FragmentHeader]:
+        mp, entry = self._find(bucket, key, gen, idx)
+        path = mp.fragment_path(entry.name)
+        cached = self._headers.get(str(path))
+        if cached is None:
+            try:
+                cached = self._load_header(path)
+            except FragmentFormatError as exc:
+                raise CorruptFragment(f"fragment {idx} of {bucket}/{key} on node {self.config.node_id}: {exc}") from None
+            except FileNotFoundError:
+                raise ObjectNotFound(f"fragment {idx} of {bucket}/{key} generation {gen} was removed") from None
+            self._headers[str(path)] = cached
+            if len(self._headers) > _HEADER_CACHE_SIZE:
+                self._headers.popitem(last=False)
+        else:
+            self._headers.move_to_end(str(path))
+        return path, cached
+
+    @staticmethod
+    def _load_header(path: Path) -> FragmentHeader:
+        with open(path, "rb") as f:
+            check_preamble(f.read(DATA_OFFSET))
+            f.seek(0, os.SEEK_END)
+            end = f.tell()
+            if end < DATA_OFFSET + FOOTER_SIZE:
+                raise FragmentFormatError(f"{path}: {end} bytes is too short for a fragment file")
+            f.seek(end - FOOTER_SIZE)
+            offset, length, digest = parse_footer(f.read(FOOTER_SIZE))
+            if offset + length + FOOTER_SIZE != end:
+                raise FragmentFormatError(f"{path}: footer points outside the file")
+            f.seek(offset)
+            return parse_trailer(f.read(length), digest)
+
+    def read_chunks(self, bucket: str, key: str, gen: str, idx: int, first: int, count: int,
+                    max_bytes: int) -> tuple[list[bytes], list[bytes]]:
+        """Chunks ``first..first+count-1`` of a fragment and their recorded digests."""
+        path, header = self.header(bucket, key, gen, idx)
+        if count * header.chunk_size > max_bytes:
+            raise MessageTooLarge(f"read of {count} chunks of {header.chunk_size} bytes exceeds {max_bytes} bytes")
+        if first + count > header.stripes:
+            raise InvalidRequest(f"read of stripes {first}..{first + count - 1} but {bucket}/{key} "
+                                 f"fragment {idx} has {header.stripes}")
+        chunk = header.chunk_size
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise ObjectNotFound(f"fragment {idx} of {bucket}/{key} generation {gen} was removed") from None
+        try:
+            data = [os.pread(fd, chunk, chunk_offset(s, chunk)) for s in range(first, first + count)]
+        except OSError as exc:
+            raise DiskError(f"read of {path} failed: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+        if any(len(d) != chunk for d in data):
+            raise CorruptFragment(f"fragment {idx} of {bucket}/{key} on node {self.config.node_id} is truncated")
+        return [header.digest(s) for s in range(first, first + count)], data
+
+    def locate(self, bucket: str, key: str) -> list[dict[str, Any]]:
+        """Every generation and fragment of a key here, with header summaries."""
+        check_bucket(bucket)
+        check_key(key)
+        return [
+            {"gen": e.gen, "idx": e.idx, "state": e.state, "kind": e.kind, "size": e.size,
+             "info": msgpack.unpackb(e.info, raw=False)}
+            for mp in self.mountpaths for e in mp.index.entries(bucket, key)
+        ]
+
+    def list(self, bucket: str, prefix: str, start_after: str, limit: int) -> list[tuple[str, str, str, int]]:
+        """Newest committed ``(key, gen, kind, size)`` per key under ``prefix``, merged over mountpaths."""
+        check_bucket(bucket)
+        newest: dict[str, tuple[str, str, str, int]] = {}
+        for mp in self.mountpaths:
+            for row in mp.index.newest_per_key(bucket, prefix, start_after, limit):
+                if row[0] not in newest or row[1] > newest[row[0]][1]:
+                    newest[row[0]] = row
+        return [newest[k] for k in sorted(newest)[:limit]]
+
+    def buckets(self) -> list[str]:
+        return sorted({b for mp in self.mountpaths for b in mp.index.buckets()})
+
+    def stats(self) -> dict[str, Any]:
+        mountpaths = []
+        for mp in self.mountpaths:
+            usage = mp.usage()
+            mountpaths.append({"id": mp.id, "path": str(mp.path), "capacity": usage.capacity,
+                               "used": usage.used, "free": usage.free, "fragments": mp.index.count()})
+        return {
+            "mountpaths": mountpaths,
+            "used": sum(m["used"] for m in mountpaths),
+            "free": sum(m["free"] for m in mountpaths),
+            "fragments": sum(m["fragments"] for m in mountpaths),
+            "uploads": len(self.uploads),
+        }
+
+    def close(self) -> None:
+        for upload_id in list(self.uploads):
+            self.abort(upload_id)
+        for mp in self.mountpaths:
+            mp.close()
+
+
+def _check_fragment_id(bucket: str, key: str, gen: str) -> None:
+    check_bucket(bucket)
+    check_key(key)
+    if not is_generation(gen):
+        raise InvalidRequest(f"invalid generation {gen!r}")

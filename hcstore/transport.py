@@ -1,0 +1,229 @@
+"""Client side of the wire: DEALER sockets to agents, replies matched by request id.
+
+Sockets are created lazily, per process and per thread (ZeroMQ sockets are
+not thread-safe, and a forked or unpickled client must not touch its parent's
+sockets), so every object that holds a :class:`Transport` pickles without
+live sockets.
+
+Sockets use ``ZMQ_IMMEDIATE``: a message is queued only to an established
+connection, so a send to a dead agent fails within ``connect_timeout``
+instead of waiting in a queue, and once the agent restarts on the same
+endpoint the socket reconnects by itself. An agent that did not answer in
+time is remembered as *unavailable* for a short cool-down, during which sends
+to it fail at once, and its socket is replaced so that late replies to
+abandoned requests never reach a new request.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import zmq
+
+from hcstore import protocol
+from hcstore.errors import AgentUnavailable, HCStoreError, ProtocolError
+from hcstore.protocol import Reply
+
+COOL_DOWN = 3.0
+
+
+class _ThreadState:
+    """The sockets and outstanding requests of one thread of one process."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.context = zmq.Context()
+        self.sockets: dict[str, zmq.Socket] = {}
+        self.endpoint_of: dict[zmq.Socket, str] = {}
+        self.poller = zmq.Poller()
+        self.pending: dict[int, str] = {}          # request id -> endpoint
+        self.done: dict[int, Reply | HCStoreError] = {}
+
+    def socket(self, endpoint: str) -> zmq.Socket:
+        sock = self.sockets.get(endpoint)
+        if sock is None:
+            sock = self.context.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.IMMEDIATE, 1)
+            sock.setsockopt(zmq.SNDHWM, 0)
+            sock.setsockopt(zmq.RCVHWM, 0)
+            sock.setsockopt(zmq.RECONNECT_IVL, 50)
+            sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+            sock.connect(endpoint)
+            self.sockets[endpoint] = sock
+            self.endpoint_of[sock] = endpoint
+            self.poller.register(sock, zmq.POLLIN)
+        return sock
+
+    def drop(self, endpoint: str, error: HCStoreError) -> None:
+        """Close an endpoint's socket and fail its outstanding requests."""
+        sock = self.sockets.pop(endpoint, None)
+        if sock is not None:
+            self.poller.unregister(sock)
+            del self.endpoint_of[sock]
+            sock.close(linger=0)
+        for request_id, ep in list(self.pending.items()):
+            if ep == endpoint:
+                del self.pending[request_id]
+                self.done[request_id] = error
+
+    def close(self) -> None:
+        for sock in self.sockets.values():
+            sock.close(linger=0)
+        self.sockets.clear()
+        self.context.term()
+
+
+class Transport:
+    """Sends requests to agents and collects their replies."""
+
+    def __init__(self, *, connect_timeout: float = 0.5, request_timeout: float = 10.0) -> None:
+        self.connect_timeout = connect_timeout
+        self.request_timeout = request_timeout
+        self._local = threading.local()
+        self._ids = itertools.count(1)
+        self._unavailable_until: dict[str, float] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"connect_timeout": self.connect_timeout, "request_timeout": self.request_timeout}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
+
+    @property
+    def _state(self) -> _ThreadState:
+        state = getattr(self._local, "state", None)
+        if state is None or state.pid != os.getpid():
+            state = self._local.state = _ThreadState()
+        return state
+
+    def is_unavailable(self, endpoint: str) -> bool:
+        """True while ``endpoint`` is in its cool-down after failing."""
+        return self._unavailable_until.get(endpoint, 0.0) > time.monotonic()
+
+    def mark_unavailable(self, endpoint: str, reason: str) -> None:
+        self._unavailable_until[endpoint] = time.monotonic() + COOL_DOWN
+        self._state.drop(endpoint, AgentUnavailable(f"agent {endpoint} {reason}"))
+
+    def send(self, endpoint: str, op: str, fields: dict[str, Any], payloads: Sequence[Any] = (),
+             *, epoch: int = 0) -> int:
+        """Queue one request; returns its id.
+
+        Raises:
+            AgentUnavailable: no connection to the agent could be made in time.
+        """
+        state = self._state
+        sock = state.socket(endpoint)
+        if not sock.poll(0, zmq.POLLOUT):
+            if self.is_unavailable(endpoint):
+                raise AgentUnavailable(f"agent {endpoint} is unavailable (failed recently)")
+            if not sock.poll(int(self.connect_timeout * 1000), zmq.POLLOUT):
+                self.mark_unavailable(endpoint, f"accepted no connection within {self.connect_timeout}s")
+                raise AgentUnavailable(f"agent {endpoint} accepted no connection within {self.connect_timeout}s")
+        request_id = next(self._ids)
+        try:
+            sock.send_multipart(protocol.request_frames(op, request_id, epoch, fields, payloads),
+                                copy=False, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self.mark_unavailable(endpoint, "dropped its connection")
+            raise AgentUnavailable(f"agent {endpoint} dropped its connection") from None
+        self._unavailable_until.pop(endpoint, None)
+        state.pending[request_id] = endpoint
+        return request_id
+
+    def _receive(self, timeout: float) -> None:
+        state = self._state
+        for sock, _ in state.poller.poll(max(0, int(timeout * 1000))):
+            while True:
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                try:
+                    reply = protocol.decode_reply(frames)
+                except ProtocolError:
+                    continue
+                request_id = reply.header["id"]
+                if state.pending.pop(request_id, None) is not None:
+                    state.done[request_id] = reply
+
+    def poll(self, request_ids: Iterable[int], timeout: float | None = None) -> dict[int, Reply | HCStoreError]:
+        """Replies (or errors) for whichever of ``request_ids`` finish first.
+
+        Waits until at least one is done or ``timeout`` (default: the request
+        timeout) passes; on time-out the agents of the still-pending requests
+        are marked unavailable and those requests fail with AgentUnavailable.
+        """
+        wanted = list(request_ids)
+        state = self._state
+        deadline = time.monotonic() + (self.request_timeout if timeout is None else timeout)
+        while True:
+            ready = {i: state.done.pop(i) for i in wanted if i in state.done}
+            if ready or not wanted:
+                return ready
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                for request_id in wanted:
+                    endpoint = state.pending.get(request_id)
+                    if endpoint is not None:
+                        self.mark_unavailable(endpoint, f"did not answer within {self.request_timeout}s")
+                    elif request_id not in state.done:
+                        state.done[request_id] = AgentUnavailable(f"request {request_id} is not outstanding")
+                continue
+            self._receive(remaining)
+
+    def wait(self, request_ids: Iterable[int], timeout: float | None = None) -> dict[int, Reply | HCStoreError]:
+        """Replies (or errors) for all of ``request_ids``."""
+        wanted = set(request_ids)
+        results: dict[int, Reply | HCStoreError] = {}
+        deadline = time.monotonic() + (self.request_timeout if timeout is None else timeout)
+        while wanted:
+            got = self.poll(wanted, max(0.0, deadline - time.monotonic()))
+            results.update(got)
+            wanted -= got.keys()
+        return results
+
+    def forget(self, request_ids: Iterable[int]) -> None:
+        """Stop waiting for requests whose answers no longer matter."""
+        state = self._state
+        for request_id in request_ids:
+            state.pending.pop(request_id, None)
+            state.done.pop(request_id, None)
+
+    def request(self, endpoint: str, op: str, fields: dict[str, Any], payloads: Sequence[Any] = (),
+                *, timeout: float | None = None) -> Reply:
+        """Send one request and return its successful reply.
+
+        Raises:
+            HCStoreError: the agent's error, or AgentUnavailable.
+        """
+        request_id = self.send(endpoint, op, fields, payloads)
+        result = self.wait([request_id], timeout)[request_id]
+        if isinstance(result, HCStoreError):
+            raise result
+        return result.unwrap()
+
+    def broadcast(self, endpoints: Iterable[str], op: str, fields: dict[str, Any],
+                  *, timeout: float | None = None) -> dict[str, Reply | HCStoreError]:
+        """Send the same request to many agents; their replies or errors by endpoint."""
+        ids: dict[int, str] = {}
+        results: dict[str, Reply | HCStoreError] = {}
+        for endpoint in endpoints:
+            try:
+                ids[self.send(endpoint, op, fields)] = endpoint
+            except HCStoreError as exc:
+                results[endpoint] = exc
+        for request_id, result in self.wait(ids, timeout).items():
+            results[ids[request_id]] = result.error() if isinstance(result, Reply) and not result.ok else result
+        return results
+
+    def close(self) -> None:
+        state = getattr(self._local, "state", None)
+        if state is not None and state.pid == os.getpid():
+            state.close()
+        self._local = threading.local()

@@ -1,0 +1,59 @@
+"""Pure placement for hcstore: where fragments live and which ones a reader fetches.
+
+Everything here is a function of its inputs, with no I/O: weighted rendezvous hashing
+(:mod:`placement.hrw`, a frozen, versioned hash format), the cluster map
+(:mod:`placement.cluster_map`), failure domains (:mod:`placement.domains`), object
+placement and movement plans (:mod:`placement.place`), read plans
+(:mod:`placement.read_plan`) and mountpath choice within a node
+(:mod:`placement.mountpath`). Clients and agents that hold the same cluster map compute
+the same answers, so no placement table exists to store or lose.
+"""
+
+from placement.cluster_map import (
+    LABEL_LEVELS,
+    NODE_STATES,
+    READABLE_STATES,
+    WRITABLE_STATES,
+    ClusterMap,
+    Labels,
+    Node,
+)
+from placement.domains import failure_domains
+from placement.hrw import (
+    HRW_VERSION,
+    hrw_hash,
+    hrw_score,
+    hrw_score_matrix,
+    id_hash,
+    key_hash,
+    rank,
+    rank_ids,
+)
+from placement.mountpath import choose_mountpaths
+from placement.place import Placement, place, plan_moves
+from placement.read_plan import ReadPlan, plan_read
+
+__all__ = [
+    "HRW_VERSION",
+    "LABEL_LEVELS",
+    "NODE_STATES",
+    "READABLE_STATES",
+    "WRITABLE_STATES",
+    "ClusterMap",
+    "Labels",
+    "Node",
+    "Placement",
+    "ReadPlan",
+    "choose_mountpaths",
+    "failure_domains",
+    "hrw_hash",
+    "hrw_score",
+    "hrw_score_matrix",
+    "id_hash",
+    "key_hash",
+    "place",
+    "plan_moves",
+    "plan_read",
+    "rank",
+    "rank_ids",
+]

@@ -1,0 +1,1 @@
+"""Ray integration for hcstore (agent and controller actors, object refs, Ray Data); see issue 4."""
