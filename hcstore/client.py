@@ -30,7 +30,7 @@ from hcstore.generation import HybridClock
 from hcstore.local_cluster import find_cluster_dir, map_stamp, read_cluster_map
 from hcstore.names import check_bucket, check_prefix
 from hcstore.protocol import Reply
-from hcstore.reader import CorruptionReport, ObjectReader, ObjectVersion, read_range, resolve
+from hcstore.reader import CorruptionReport, ObjectReader, ObjectVersion, iter_range, read_range, resolve
 from hcstore.transport import Transport
 from hcstore.writer import ObjectWriter, PutResult
 from placement import ClusterMap, place
@@ -225,14 +225,23 @@ class Client:
         for attempt in range(3):
             version = resolve(self, bucket, key)
             start, count = _check_range(version.size, offset, length)
-            out = bytearray(count)
             try:
-                read_range(self, version, start, count, out)
-                return bytes(out)
+                return b"".join(iter_range(self, version, start, count))
             except ObjectChanged:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    def get_into(self, bucket: str, key: str, buffer: Any, *, offset: int = 0) -> int:
+        """Read the object (from ``offset``) into a writable buffer, e.g. a numpy array; returns bytes read.
+
+        Raises:
+            ValueError: the buffer is too small for the object.
+        """
+        version = resolve(self, bucket, key)
+        start, count = _check_range(version.size, offset, None)
+        read_range(self, version, start, count, buffer)
+        return count
 
     def open(self, bucket: str, key: str) -> io.BufferedReader:
         """A seekable binary stream over the object's current version."""

@@ -250,23 +250,33 @@ class StripeReader:
             f"({reasons or 'corrupt chunks'}); at most {self.version.m} of {self.version.k + self.version.m} may be lost")
 
 
-def read_range(client: "Client", version: ObjectVersion, offset: int, length: int, out: Any) -> None:
-    """Read ``length`` bytes at ``offset`` of ``version`` into the writable buffer ``out``."""
-    layout = version.layout
-    stripe_bytes = layout.stripe_bytes
-    view = memoryview(out).cast("B")
-    end = offset + length
+def iter_range(client: "Client", version: ObjectVersion, offset: int, length: int) -> Iterator[memoryview]:
+    """The bytes ``offset..offset+length`` of ``version``, as consecutive verified pieces."""
     if length == 0:
         return
+    stripe_bytes = version.layout.stripe_bytes
+    chunk = version.chunk_size
+    end = offset + length
     reader = StripeReader(client, version)
     for stripe, chunks in reader.stripes(offset // stripe_bytes, (end - 1) // stripe_bytes + 1):
         base = stripe * stripe_bytes
-        for i, chunk in enumerate(chunks):
-            lo = max(offset, base + i * version.chunk_size)
-            hi = min(end, base + (i + 1) * version.chunk_size)
+        for i, data in enumerate(chunks):
+            lo = max(offset, base + i * chunk)
+            hi = min(end, base + (i + 1) * chunk)
             if lo < hi:
-                start = lo - base - i * version.chunk_size
-                view[lo - offset:hi - offset] = memoryview(chunk)[start:start + hi - lo]
+                start = lo - base - i * chunk
+                yield memoryview(data)[start:start + hi - lo]
+
+
+def read_range(client: "Client", version: ObjectVersion, offset: int, length: int, out: Any) -> None:
+    """Read ``length`` bytes at ``offset`` of ``version`` into the writable buffer ``out``."""
+    view = memoryview(out).cast("B")
+    if len(view) < length:
+        raise ValueError(f"buffer of {len(view)} bytes is smaller than the {length} bytes asked for")
+    pos = 0
+    for piece in iter_range(client, version, offset, length):
+        view[pos:pos + len(piece)] = piece
+        pos += len(piece)
 
 
 class ObjectReader(io.RawIOBase):

@@ -33,6 +33,7 @@ import blake3
 import msgpack
 
 from ec import (
+    chunk_digest,
     DATA_OFFSET,
     FOOTER_SIZE,
     FragmentFormatError,
@@ -100,6 +101,7 @@ class Upload:
     chunk_size: int
     reserved: int
     next_stripe: int = 0
+    digests: list[bytes] = field(default_factory=list)
     touched: float = field(default_factory=time.monotonic)
 
 
@@ -212,6 +214,7 @@ class LocalStore:
                                 f"high watermark while writing {upload.bucket}/{upload.key}; upload aborted")
             upload.mountpath.reserved += grow
             upload.reserved += grow
+        upload.digests.append(chunk_digest(data))
         try:
             view = memoryview(data)
             while view:
@@ -224,10 +227,14 @@ class LocalStore:
         upload.next_stripe += 1
 
     def prepare(self, upload_id: str, header_fields: dict[str, Any]) -> None:
-        """Seal an upload with its trailer and rename it into place as *prepared*."""
+        """Seal an upload with its trailer and rename it into place as *prepared*.
+
+        The chunk digests in the trailer are the ones this agent computed over
+        the bytes it received and wrote; ``header_fields`` carries everything else.
+        """
         upload = self._upload(upload_id)
         try:
-            header = header_from_dict(header_fields)
+            header = header_from_dict({**header_fields, "digests": b"".join(upload.digests)})
         except (FragmentFormatError, TypeError, ValueError, KeyError) as exc:
             raise InvalidRequest(f"prepare {upload_id}: bad fragment header: {exc}") from None
         expected = (upload.bucket, upload.key, upload.gen, upload.idx, upload.chunk_size, upload.next_stripe)

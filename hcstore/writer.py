@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 from ec import (
     Codec,
     FragmentHeader,
-    chunk_digest,
     chunk_size_for,
     default_codec_name,
     header_to_dict,
@@ -84,7 +83,6 @@ class _Target:
     node: str
     endpoint: str
     upload: str
-    digests: list[bytes] = field(default_factory=list)
     failed: HCStoreError | None = None
 
 
@@ -294,7 +292,6 @@ class ObjectWriter:
         expected = 0
         for target in self._live_targets():
             chunk = fragments[target.index]
-            target.digests.append(chunk_digest(chunk))
             try:
                 request_id = transport.send(target.endpoint, "write", {"upload": target.upload, "stripe": stripe}, [chunk])
             except HCStoreError as exc:
@@ -349,13 +346,16 @@ class ObjectWriter:
     # ------------------------------------------------------------------ commit
 
     def _header(self, target: _Target, placement: tuple[str, ...]) -> dict[str, Any]:
+        """The fragment's trailer fields; the agent adds the chunk digests it computed on receipt."""
         codec = self._codec
         assert codec is not None
-        return header_to_dict(FragmentHeader(
+        fields = header_to_dict(FragmentHeader(
             bucket=self.bucket, key=self.key, generation=self.generation, kind="data",
             codec=codec.name, k=codec.k, m=codec.m, chunk_size=self._chunk, size=self.written,
-            index=target.index, stripes=self._stripe, digests=b"".join(target.digests),
+            index=target.index, stripes=self._stripe, digests=bytes(32 * self._stripe),
             placement=placement, created_ns=time.time_ns(), meta=self.meta))
+        del fields["digests"]
+        return fields
 
     def _phase(self, op: str, fields_of: Any) -> list[_Target]:
         """Send ``op`` to every live target; returns those that succeeded."""

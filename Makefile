@@ -1,0 +1,27 @@
+# Two set-up commands, both from a fresh clone:
+#   make demo   creates .venv, installs hcstore, runs the demo on an embedded local cluster
+#   make test   creates .venv, installs hcstore with its test extras, runs the whole test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,isal]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/hcstore demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/hcstore bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,201 @@
+"""``hcstore bench``: the data path's figures, each beside its limit measured in the same run.
+
+Nothing here is a timed test: the figures are printed with the limit they are
+measured against (the codec's own encode rate over the same bytes, writing the
+same bytes to one local file with the same fsync policy, blake3's own rate
+over the same bytes), because on a shared, noisy machine only ratios taken in
+one run mean anything.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from ec import chunk_digest, chunk_size_for, default_codec_name, make_codec, parse_ec, split_stripe
+from hcstore.local_cluster import LocalCluster
+
+BUCKET = "bench"
+AISTORE_10MIB_P50_MS = 17.0   # AIStore's published latency for one 10 MiB GET stream on real hardware
+
+
+@dataclass
+class Figure:
+    name: str
+    value: float
+    unit: str
+    reference: str = ""
+    ratio: float | None = None
+    target: str = ""
+    met: bool | None = None
+
+
+def _mbps(nbytes: int, seconds: float) -> float:
+    return nbytes / seconds / 1e6
+
+
+def encode_only_rate(data: bytes, k: int, m: int, chunk_size: int) -> float:
+    """MB/s of splitting and encoding ``data`` with the codec a put would use (no I/O)."""
+    codec = make_codec(default_codec_name(k, m), k, m)
+    view = memoryview(data)
+    stripe = k * chunk_size
+    t0 = time.perf_counter()
+    for off in range(0, len(data), stripe):
+        codec.encode(split_stripe(view[off:off + stripe], k, chunk_size))
+    return _mbps(len(data), time.perf_counter() - t0)
+
+
+def local_file_rate(data: bytes, directory: Path, durability: str) -> float:
+    """MB/s of writing ``data`` to one local file, fsynced at the end unless durability is 'none'."""
+    path = directory / "local-file-baseline.bin"
+    view = memoryview(data)
+    t0 = time.perf_counter()
+    with open(path, "wb", buffering=0) as f:
+        for off in range(0, len(data), 8 << 20):
+            f.write(view[off:off + (8 << 20)])
+        if durability != "none":
+            os.fsync(f.fileno())
+    rate = _mbps(len(data), time.perf_counter() - t0)
+    path.unlink()
+    return rate
+
+
+def blake3_rate(data: bytes, chunk_size: int) -> float:
+    """MB/s of blake3 over ``data`` in chunks, as a get verifies it."""
+    view = memoryview(data)
+    t0 = time.perf_counter()
+    for off in range(0, len(data), chunk_size):
+        chunk_digest(view[off:off + chunk_size])
+    return _mbps(len(data), time.perf_counter() - t0)
+
+
+def _small_ops_worker(args: tuple[str, int, float, int]) -> tuple[int, int]:
+    """One of the concurrent clients: 4 KiB puts then gets for ``seconds`` each; returns op counts."""
+    cluster_dir, worker, seconds, size = args
+    from hcstore.client import Client
+
+    client = Client(cluster_dir)
+    payload = os.urandom(size)
+    puts = gets = 0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        client.put(BUCKET, f"small/{worker}/{puts}", payload)
+        puts += 1
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        client.get(BUCKET, f"small/{worker}/{gets % puts}")
+        gets += 1
+    client.close()
+    return puts, gets
+
+
+def run_bench(*, agents: int = 6, ec: str = "4+2", size_mb: int = 1024, data_dir: str | None = None,
+              durability: str = "commit", quick: bool = False, clients: int = 8,
+              json_out: str | None = None, console: Console | None = None) -> list[Figure]:
+    """Run every benchmark on a fresh local cluster and print the table; returns the figures."""
+    console = console or Console(width=max(Console().width, 120))
+    k, m = parse_ec(ec)
+    if quick:
+        size_mb = min(size_mb, 64)
+    latency_gets = 20 if quick else 100
+    small_seconds = 1.0 if quick else 5.0
+    figures: list[Figure] = []
+    with tempfile.TemporaryDirectory(prefix="hcstore-bench-", dir=data_dir) as tmp:
+        cluster = LocalCluster.create(Path(tmp) / "cluster", agents=agents, ec=ec, durability=durability)
+        try:
+            cluster.start()
+            client = cluster.client()
+            chunk = chunk_size_for(None, k, client.config.chunk_size)
+            size = size_mb << 20
+            console.print(f"cluster: {agents} agents, EC {ec}, codec {default_codec_name(k, m)}, "
+                          f"chunk {chunk >> 10} KiB, durability {durability}, object {size_mb} MiB, "
+                          f"{os.cpu_count()} cores")
+            data = np.random.default_rng(7).integers(0, 256, size, dtype=np.uint8).tobytes()
+
+            encode = encode_only_rate(data, k, m, chunk)
+            local = local_file_rate(data, Path(tmp), durability)
+            put_rates = []
+            for _ in range(2):
+                t0 = time.perf_counter()
+                client.put(BUCKET, "large", data)
+                put_rates.append(_mbps(size, time.perf_counter() - t0))
+            put = max(put_rates)
+            figures.append(Figure(f"put {size_mb} MiB", put, "MB/s", f"encode-only {encode:,.0f} MB/s",
+                                  put / encode, ">= 0.5x encode-only", put >= 0.5 * encode))
+            figures.append(Figure(f"put {size_mb} MiB", put, "MB/s", f"local file write {local:,.0f} MB/s",
+                                  put / local))
+
+            hash_rate = blake3_rate(data, chunk)
+            healthy = _best_get_rate(client, size, data)
+            figures.append(Figure(f"get {size_mb} MiB healthy", healthy, "MB/s", f"blake3 {hash_rate:,.0f} MB/s",
+                                  healthy / hash_rate))
+
+            ten = data[: 10 << 20]
+            client.put(BUCKET, "ten-mib", ten)
+            latencies = []
+            for _ in range(latency_gets):
+                t0 = time.perf_counter()
+                client.get(BUCKET, "ten-mib")
+                latencies.append((time.perf_counter() - t0) * 1000)
+            p50 = statistics.median(latencies)
+            p99 = float(np.percentile(latencies, 99))
+            figures.append(Figure("get 10 MiB p50", p50, "ms", f"AIStore {AISTORE_10MIB_P50_MS:.0f} ms",
+                                  p50 / AISTORE_10MIB_P50_MS, "<= 17 ms", p50 <= AISTORE_10MIB_P50_MS))
+            figures.append(Figure("get 10 MiB p99", p99, "ms"))
+
+            ctx = multiprocessing.get_context("spawn")
+            with ctx.Pool(clients) as pool:
+                counts = pool.map(_small_ops_worker,
+                                  [(str(cluster.path), w, small_seconds, 4096) for w in range(clients)])
+            figures.append(Figure(f"4 KiB put, {clients} clients", sum(c[0] for c in counts) / small_seconds, "ops/s"))
+            figures.append(Figure(f"4 KiB get, {clients} clients", sum(c[1] for c in counts) / small_seconds, "ops/s"))
+
+            victims = [a.node_id for a in cluster.agents()][:m]
+            for node in victims:
+                cluster.kill(node)
+            client.refresh()
+            degraded = _best_get_rate(client, size, data)
+            figures.append(Figure(f"get {size_mb} MiB, {m} agents killed", degraded, "MB/s",
+                                  f"healthy get {healthy:,.0f} MB/s", degraded / healthy, ">= 0.5x healthy",
+                                  degraded >= 0.5 * healthy))
+            client.close()
+        finally:
+            cluster.destroy()
+    _print(console, figures)
+    if json_out:
+        Path(json_out).write_text(json.dumps([f.__dict__ for f in figures], indent=2))
+    return figures
+
+
+def _best_get_rate(client: Any, size: int, data: bytes) -> float:
+    rates = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        got = client.get(BUCKET, "large")
+        rates.append(_mbps(size, time.perf_counter() - t0))
+        if got != data:
+            raise AssertionError("benchmark read returned wrong bytes")
+        del got
+    return max(rates)
+
+
+def _print(console: Console, figures: list[Figure]) -> None:
+    table = Table(title="hcstore bench")
+    for column in ("measure", "figure", "limit measured in the same run", "ratio", "target", "met"):
+        table.add_column(column)
+    for f in figures:
+        value = f"{f.value:,.1f} {f.unit}" if f.unit == "ms" else f"{f.value:,.0f} {f.unit}"
+        table.add_row(f.name, value, f.reference, "" if f.ratio is None else f"{f.ratio:.2f}x", f.target,
+                      "" if f.met is None else ("yes" if f.met else "NO"))
+    console.print(table)

@@ -1,0 +1,55 @@
+"""Helpers for the integration tests: polling with a deadline, seeded data, fragment files."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hcstore.local_cluster import LocalCluster
+from hcstore.store import key_hash
+
+T = TypeVar("T")
+
+
+def wait_until(predicate: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.02,
+               what: str = "a condition") -> T:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def seeded_bytes(seed: Any, size: int) -> bytes:
+    """``size`` pseudo-random bytes that depend only on ``seed``."""
+    return random.Random(seed).randbytes(size)
+
+
+def fragment_files_of(cluster: LocalCluster, bucket: str, key: str,
+                      generation: str | None = None) -> dict[int, tuple[str, Path]]:
+    """Committed fragment files of one object: fragment index -> (node id, path)."""
+    digest = key_hash(bucket, key)
+    found: dict[int, tuple[str, Path]] = {}
+    for agent in cluster.agents():
+        for path in cluster.fragment_files(agent.node_id):
+            name_hash, gen, idx, _suffix = path.name.split(".")
+            if name_hash == digest and (generation is None or gen == generation):
+                found[int(idx)] = (agent.node_id, path)
+    return found
+
+
+def flip_bytes(path: Path, offset: int, count: int = 1) -> None:
+    """Invert ``count`` bytes of a file at ``offset`` in place."""
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        data = f.read(count)
+        assert len(data) == count, f"{path} has no {count} bytes at offset {offset}"
+        f.seek(offset)
+        f.write(bytes(b ^ 0xFF for b in data))
