@@ -121,11 +121,12 @@ class Client:
         return endpoint
 
     def is_unavailable(self, node_id: str) -> bool:
-        """True when a node is down in the map or failed a request moments ago."""
+        """True when a node is down in the map, or failed or answered too slowly moments ago."""
         try:
-            return self.transport.is_unavailable(self.endpoint(node_id))
+            endpoint = self.endpoint(node_id)
         except AgentUnavailable:
             return True
+        return self.transport.is_unavailable(endpoint) or self.transport.is_slow(endpoint)
 
     def locate_fanout(self) -> int:
         """How many of a key's top-ranked nodes are asked first where its fragments are."""

@@ -8,7 +8,7 @@ rule; a bad value is an error that names the setting and the value.
 Environment variables (``HCSTORE_`` + upper-case field name)::
 
     HCSTORE_EC=4+2  HCSTORE_CHUNK_SIZE=1048576  HCSTORE_REPLICATE_BELOW=65536
-    HCSTORE_WINDOW=8  HCSTORE_REQUEST_TIMEOUT=10  HCSTORE_CONNECT_TIMEOUT=0.5
+    HCSTORE_WINDOW=8  HCSTORE_REQUEST_TIMEOUT=10  HCSTORE_CONNECT_TIMEOUT=0.5  HCSTORE_HEDGE_AFTER=0.5
     HCSTORE_LOCAL_NODE=n1  HCSTORE_CODEC=zfec
     HCSTORE_DURABILITY=commit  HCSTORE_HIGH_WATERMARK=0.9
 """
@@ -65,6 +65,7 @@ class ClientConfig:
         read_batch: stripes fetched per read request.
         request_timeout: seconds to wait for an agent's reply.
         connect_timeout: seconds to wait for a connection before an agent counts as unavailable.
+        hedge_after: seconds after which a read that has not answered is also asked of another fragment.
         local_node: the node this client runs on, read first.
     """
 
@@ -76,6 +77,7 @@ class ClientConfig:
     read_batch: int = 4
     request_timeout: float = 10.0
     connect_timeout: float = 0.5
+    hedge_after: float = 0.5
     local_node: str | None = None
 
     def __post_init__(self) -> None:
@@ -85,7 +87,7 @@ class ClientConfig:
             parse_ec(self.ec)
         except ValueError as exc:
             raise InvalidRequest(f"setting ec={self.ec!r}: {exc}") from None
-        _positive(self, "chunk_size", "window", "read_batch", "request_timeout", "connect_timeout")
+        _positive(self, "chunk_size", "window", "read_batch", "request_timeout", "connect_timeout", "hedge_after")
         if self.replicate_below < 0:
             raise InvalidRequest(f"setting replicate_below={self.replicate_below} must be >= 0")
         if self.chunk_size > 64 << 20 or self.chunk_size % 64:

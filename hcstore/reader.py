@@ -12,7 +12,9 @@ by :func:`placement.plan_read` (own node first, data before parity) are asked
 for their chunks, and every chunk is checked against its blake3 digest. A
 missing, corrupt or unanswering fragment is replaced by the next one of the
 plan and, when parity is involved, the stripe is decoded: the caller notices
-nothing but the time. A corrupt chunk is reported to the client's
+nothing but the time. A fragment that has not answered after ``hedge_after``
+seconds is hedged: one more fragment is asked for the same stripes, whichever
+answers first is used, and the slow one is read last from then on. A corrupt chunk is reported to the client's
 ``corruptions`` list and the log. Every byte of one read comes from one
 generation: if that generation disappears mid-read (a concurrent overwrite
 retired it), the read fails with :class:`ObjectChanged` instead of mixing.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -99,14 +102,10 @@ def resolve(client: "Client", bucket: str, key: str) -> ObjectVersion:
     first = client.locate_fanout()
     groups: dict[str, dict[str, Any]] = {}
     for batch in (ranking[:first], ranking[first:]):
-        if not batch:
-            continue
-        replies = client.transport.broadcast([n.endpoint for n in batch], "locate", {"bucket": bucket, "key": key})
-        for node in batch:
-            reply = replies.get(node.endpoint)
-            if isinstance(reply, Reply) and reply.ok:
+        if batch:
+            for node, reply in _gather_locations(client, batch, bucket, key):
                 for entry in reply.header.get("entries", []):
-                    _merge_entry(groups, node.id, entry)
+                    _merge_entry(groups, node, entry)
         if any(g["committed"] for g in groups.values()):
             break
     visible = [gen for gen, g in groups.items() if g["committed"]]
@@ -125,6 +124,38 @@ def resolve(client: "Client", bucket: str, key: str) -> ObjectVersion:
     return ObjectVersion(bucket, key, gen, info["kind"], info["size"], info["codec"], info["k"], info["m"],
                          info["chunk_size"], info["stripes"], tuple(locations), group["committed"],
                          len(group["where"]), dict(info.get("meta") or {}))
+
+
+def _gather_locations(client: "Client", nodes: list[Any], bucket: str, key: str) -> list[tuple[str, Reply]]:
+    """Ask ``nodes`` what they hold of a key; stop waiting for slow ones once some node has answered
+    with a committed fragment and ``hedge_after`` has passed."""
+    transport = client.transport
+    sent: dict[int, str] = {}
+    endpoints: dict[int, str] = {}
+    for node in nodes:
+        try:
+            request_id = transport.send(node.endpoint, "locate", {"bucket": bucket, "key": key})
+        except HCStoreError:
+            continue
+        sent[request_id], endpoints[request_id] = node.id, node.endpoint
+    answers: list[tuple[str, Reply]] = []
+    soon = time.monotonic() + client.config.hedge_after
+    deadline = time.monotonic() + client.config.request_timeout
+    waiting = set(sent)
+    while waiting:
+        now = time.monotonic()
+        if now >= deadline:
+            transport.expire(waiting)
+            break
+        found = any(e.get("state") == "committed" for _, r in answers for e in r.header.get("entries", []))
+        if found and (now >= soon or all(transport.is_slow(endpoints[i]) for i in waiting)):
+            break
+        for request_id, result in transport.poll(waiting, (soon if now < soon else deadline) - now).items():
+            waiting.discard(request_id)
+            if isinstance(result, Reply) and result.ok:
+                answers.append((sent[request_id], result))
+    transport.forget(waiting)
+    return answers
 
 
 def _merge_entry(groups: dict[str, dict[str, Any]], node: str, entry: dict[str, Any]) -> None:
@@ -173,7 +204,7 @@ class StripeReader:
                     window.popleft()
                     yield from self._decode(head)
                     continue
-                self._receive()
+                self._receive(head)
         finally:
             self.client.transport.forget(self._inflight)
             self._inflight.clear()
@@ -188,20 +219,24 @@ class StripeReader:
                 raise self._not_enough(batch)
             index = candidates[0]
             batch.tried.add(index)
-            node = self.version.locations[index]
             try:
-                request_id = self.client.transport.send(
-                    self.client.endpoint(node), "read",
-                    {"bucket": self.version.bucket, "key": self.version.key, "gen": self.version.generation,
-                     "idx": index, "first": batch.first, "count": batch.count})
+                request_id = self._send_read(batch, index)
             except HCStoreError as exc:
                 self.failed[index] = exc
                 continue
             self._inflight[request_id] = (batch, index)
             batch.pending += 1
 
-    def _receive(self) -> None:
-        for request_id, result in self.client.transport.poll(list(self._inflight)).items():
+    def _receive(self, head: _Batch) -> None:
+        transport = self.client.transport
+        results = transport.poll(list(self._inflight), self.client.config.hedge_after)
+        if not results and head.pending:
+            self._hedge(head)
+            results = transport.poll(list(self._inflight))
+        if not results:
+            transport.expire(list(self._inflight))
+            results = transport.poll(list(self._inflight), 0)
+        for request_id, result in results.items():
             batch, index = self._inflight.pop(request_id)
             batch.pending -= 1
             if isinstance(result, Reply) and result.ok:
@@ -213,6 +248,38 @@ class StripeReader:
                 self.failed[index] = error
                 log.info("read %s/%s: fragment %d unavailable (%s)", self.version.bucket, self.version.key, index, error)
             self._fill(batch)
+
+    def _hedge(self, head: _Batch) -> None:
+        """A fragment is slow: ask another one for every batch waiting on it, and read it last from now on."""
+        slow = {index for b, index in self._inflight.values() if b is head}
+        for index in slow:
+            self.client.transport.mark_slow(self.client.endpoint(self.version.locations[index]))
+        self.order = [i for i in self.order if i not in slow] + [i for i in self.order if i in slow]
+        for batch in {id(b): b for b, index in self._inflight.values() if index in slow}.values():
+            self._hedge_batch(batch)
+        log.info("read %s/%s: fragments %s slow after %.2fs; hedged", self.version.bucket, self.version.key,
+                 sorted(slow), self.client.config.hedge_after)
+
+    def _hedge_batch(self, batch: _Batch) -> None:
+        candidates = [i for i in self.order if i not in batch.tried and i not in self.failed]
+        if not candidates:
+            return
+        batch.pending += 1           # the spare's request; _fill will not count it as missing
+        index = candidates[0]
+        batch.tried.add(index)
+        try:
+            request_id = self._send_read(batch, index)
+        except HCStoreError as exc:
+            batch.pending -= 1
+            self.failed[index] = exc
+            return
+        self._inflight[request_id] = (batch, index)
+
+    def _send_read(self, batch: _Batch, index: int) -> int:
+        return self.client.transport.send(
+            self.client.endpoint(self.version.locations[index]), "read",
+            {"bucket": self.version.bucket, "key": self.version.key, "gen": self.version.generation,
+             "idx": index, "first": batch.first, "count": batch.count})
 
     def _verify(self, batch: _Batch, index: int, reply: Reply) -> int | None:
         """Check every chunk of a read reply; returns the first bad stripe or None."""

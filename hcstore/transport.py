@@ -88,6 +88,7 @@ class Transport:
         self._local = threading.local()
         self._ids = itertools.count(1)
         self._unavailable_until: dict[str, float] = {}
+        self._slow_until: dict[str, float] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         return {"connect_timeout": self.connect_timeout, "request_timeout": self.request_timeout}
@@ -105,6 +106,13 @@ class Transport:
     def is_unavailable(self, endpoint: str) -> bool:
         """True while ``endpoint`` is in its cool-down after failing."""
         return self._unavailable_until.get(endpoint, 0.0) > time.monotonic()
+
+    def is_slow(self, endpoint: str) -> bool:
+        """True while ``endpoint`` is in its cool-down after answering too slowly."""
+        return self._slow_until.get(endpoint, 0.0) > time.monotonic()
+
+    def mark_slow(self, endpoint: str) -> None:
+        self._slow_until[endpoint] = time.monotonic() + COOL_DOWN
 
     def mark_unavailable(self, endpoint: str, reason: str) -> None:
         self._unavailable_until[endpoint] = time.monotonic() + COOL_DOWN
@@ -156,8 +164,7 @@ class Transport:
         """Replies (or errors) for whichever of ``request_ids`` finish first.
 
         Waits until at least one is done or ``timeout`` (default: the request
-        timeout) passes; on time-out the agents of the still-pending requests
-        are marked unavailable and those requests fail with AgentUnavailable.
+        timeout) passes; returns an empty dict on time-out.
         """
         wanted = list(request_ids)
         state = self._state
@@ -166,24 +173,32 @@ class Transport:
             ready = {i: state.done.pop(i) for i in wanted if i in state.done}
             if ready or not wanted:
                 return ready
+            for request_id in wanted:
+                if request_id not in state.pending:
+                    state.done[request_id] = AgentUnavailable(f"request {request_id} is not outstanding")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                for request_id in wanted:
-                    endpoint = state.pending.get(request_id)
-                    if endpoint is not None:
-                        self.mark_unavailable(endpoint, f"did not answer within {self.request_timeout}s")
-                    elif request_id not in state.done:
-                        state.done[request_id] = AgentUnavailable(f"request {request_id} is not outstanding")
-                continue
+                return {}
             self._receive(remaining)
 
+    def expire(self, request_ids: Iterable[int]) -> None:
+        """Give up on requests: their agents count as unavailable and the requests fail."""
+        state = self._state
+        for request_id in list(request_ids):
+            endpoint = state.pending.get(request_id)
+            if endpoint is not None:
+                self.mark_unavailable(endpoint, f"did not answer within {self.request_timeout}s")
+
     def wait(self, request_ids: Iterable[int], timeout: float | None = None) -> dict[int, Reply | HCStoreError]:
-        """Replies (or errors) for all of ``request_ids``."""
+        """Replies (or errors) for all of ``request_ids``; those not done by ``timeout`` are expired."""
         wanted = set(request_ids)
         results: dict[int, Reply | HCStoreError] = {}
         deadline = time.monotonic() + (self.request_timeout if timeout is None else timeout)
         while wanted:
             got = self.poll(wanted, max(0.0, deadline - time.monotonic()))
+            if not got:
+                self.expire(wanted)
+                got = self.poll(wanted, 0)
             results.update(got)
             wanted -= got.keys()
         return results

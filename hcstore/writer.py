@@ -327,7 +327,11 @@ class ObjectWriter:
             if self._acks.get(oldest, 0) <= 0:
                 self._retire_stripe(self._open_stripes.popleft())
                 continue
-            for request_id, result in transport.poll(list(self._inflight)).items():
+            results = transport.poll(list(self._inflight))
+            if not results:
+                transport.expire(list(self._inflight))
+                continue
+            for request_id, result in results.items():
                 stripe, index = self._inflight.pop(request_id)
                 self._acks[stripe] -= 1
                 if isinstance(result, Reply) and result.ok:

@@ -1,0 +1,107 @@
+"""Bit rot on disk: corrupt chunks are detected by digest, reported, and read around; never returned."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from conftest import CHUNK
+from ec import DATA_OFFSET, FOOTER_SIZE
+from hcstore import NotEnoughFragments
+from integration_support import flip_bytes, fragment_files_of, seeded_bytes
+
+BUCKET = "rot"
+STRIPE = 4 * CHUNK
+
+
+@pytest.fixture
+def fresh(shared_client, shared_cluster, request):
+    """A coded object of 6 stripes plus a tail, and its committed fragment files."""
+    key = f"obj/{request.node.name}"
+    data = seeded_bytes(key, 6 * STRIPE + 1234)
+    result = shared_client.put(BUCKET, key, data)
+    assert result.codec != "replica"
+    files = fragment_files_of(shared_cluster, BUCKET, key, result.generation)
+    assert sorted(files) == list(range(6))
+    shared_client.corruptions.clear()
+    return key, data, result, files
+
+
+def _chunk_offset(stripe: int, offset_in_chunk: int = 0) -> int:
+    return DATA_OFFSET + stripe * CHUNK + offset_in_chunk
+
+
+def test_flipped_data_bytes_are_detected_and_read_around(shared_client, fresh):
+    key, data, result, files = fresh
+    node, path = files[0]                       # data fragment 0 is read first
+    flip_bytes(path, _chunk_offset(0, 100), 3)
+    flip_bytes(path, _chunk_offset(4, CHUNK - 1))
+    assert shared_client.get(BUCKET, key) == data
+    reports = shared_client.corruptions
+    assert reports, "the corrupt chunk was not reported"
+    assert {(r.fragment, r.node, r.generation) for r in reports} == {(0, node, result.generation)}
+    assert {r.stripe for r in reports} <= {0, 4} and 0 in {r.stripe for r in reports}
+
+
+def test_corruption_in_every_data_fragment_of_different_stripes(shared_client, fresh):
+    key, data, _result, files = fresh
+    for index in range(4):                      # stripe i of data fragment i
+        flip_bytes(files[index][1], _chunk_offset(index, 7), 16)
+    assert shared_client.get(BUCKET, key) == data
+    assert {r.fragment for r in shared_client.corruptions} == {0, 1, 2, 3}
+
+
+def test_m_corrupt_fragments_of_one_stripe_still_read(shared_client, fresh):
+    key, data, _result, files = fresh
+    flip_bytes(files[1][1], _chunk_offset(2))
+    flip_bytes(files[3][1], _chunk_offset(2))
+    assert shared_client.get(BUCKET, key) == data
+    assert shared_client.get(BUCKET, key, offset=2 * STRIPE + 5, length=STRIPE) == data[2 * STRIPE + 5:3 * STRIPE + 5]
+    assert {(r.fragment, r.stripe) for r in shared_client.corruptions} >= {(1, 2), (3, 2)}
+
+
+def test_m_plus_one_corrupt_fragments_fail_instead_of_lying(shared_client, fresh):
+    key, data, _result, files = fresh
+    for index in (0, 2, 5):
+        flip_bytes(files[index][1], _chunk_offset(3, 50))
+    with pytest.raises(NotEnoughFragments):
+        shared_client.get(BUCKET, key)
+    # Stripes that are intact still read.
+    assert shared_client.get(BUCKET, key, offset=0, length=3 * STRIPE) == data[:3 * STRIPE]
+
+
+def test_corrupt_trailer_is_read_around(shared_client, fresh):
+    key, data, _result, files = fresh
+    _node, path = files[0]
+    size = path.stat().st_size
+    trailer_start = DATA_OFFSET + 7 * CHUNK
+    flip_bytes(path, trailer_start + (size - FOOTER_SIZE - trailer_start) // 2, 4)
+    assert shared_client.get(BUCKET, key) == data
+    assert shared_client.stat(BUCKET, key).size == len(data)
+
+
+def test_corrupt_footer_is_read_around(shared_client, fresh):
+    key, data, _result, files = fresh
+    path = files[2][1]
+    flip_bytes(path, path.stat().st_size - 20, 8)
+    assert shared_client.get(BUCKET, key) == data
+
+
+def test_truncated_fragment_is_read_around(shared_client, fresh):
+    key, data, _result, files = fresh
+    os.truncate(files[0][1], DATA_OFFSET + 2 * CHUNK + 10)
+    assert shared_client.get(BUCKET, key) == data
+
+
+def test_corrupt_replica_is_read_around(shared_client, shared_cluster):
+    data = seeded_bytes("replica", 5000)
+    result = shared_client.put(BUCKET, "replica/obj", data)
+    assert result.codec == "replica"
+    files = fragment_files_of(shared_cluster, BUCKET, "replica/obj", result.generation)
+    assert len(files) == 3
+    shared_client.corruptions.clear()
+    for index in (0, 1):
+        flip_bytes(files[index][1], DATA_OFFSET + 10)
+    assert shared_client.get(BUCKET, "replica/obj") == data
+    assert {r.fragment for r in shared_client.corruptions} >= {0}
