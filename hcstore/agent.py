@@ -58,6 +58,7 @@ class Agent:
             "node_stats": self._node_stats,
             "open": self._open,
             "write": self._write,
+            "store": self._store,
             "prepare": self._prepare,
             "commit": self._commit,
             "abort": self._abort,
@@ -151,6 +152,18 @@ class Agent:
         upload = self.store.open_upload(f["bucket"], f["key"], f["gen"], f["idx"], f["chunk_size"],
                                         f.get("expected_bytes"))
         return {"upload": upload}, []
+
+    def _store(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
+        f = request.fields
+        upload = self.store.open_upload(f["bucket"], f["key"], f["gen"], f["idx"], f["chunk_size"],
+                                        len(request.payloads) * f["chunk_size"])
+        try:
+            for stripe, payload in enumerate(request.payloads):
+                self.store.write_chunk(upload, stripe, payload.buffer)
+            self.store.prepare(upload, f["header"])
+        finally:
+            self.store.abort(upload)    # no-op once prepared
+        return {}, []
 
     def _write(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
         if len(request.payloads) != 1:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,8 @@ from hcstore.local_cluster import POINTER, LocalCluster, find_cluster_dir
 from hcstore.names import parse_url
 
 DEFAULT_DATA_DIR = Path.home() / ".hcstore" / "cluster"
-console = Console()
-err_console = Console(stderr=True)
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -95,13 +96,49 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Progress:
+    """A progress bar on stderr for transfers of 64 MiB and more (nothing for small ones)."""
+
+    THRESHOLD = 64 << 20
+
+    def __init__(self, description: str, total: int | None) -> None:
+        self.bar = None
+        if total is not None and total >= self.THRESHOLD:
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+            self.bar = Progress(TextColumn(description), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                                console=err_console, transient=True)
+            self.task = self.bar.add_task(description, total=total)
+
+    def __enter__(self) -> "_Progress":
+        if self.bar:
+            self.bar.start()
+        return self
+
+    def advance(self, nbytes: int) -> None:
+        if self.bar:
+            self.bar.advance(self.task, nbytes)
+
+    def __exit__(self, *_: Any) -> None:
+        if self.bar:
+            self.bar.stop()
+
+
 def cmd_put(args: argparse.Namespace) -> int:
     bucket, key = parse_url(args.url)
     client = _client(args)
-    if args.local == "-":
-        result = client.put(bucket, key, sys.stdin.buffer, ec=args.ec)
-    else:
-        result = client.put_file(bucket, key, args.local, ec=args.ec)
+    source = sys.stdin.buffer if args.local == "-" else open(args.local, "rb")
+    try:
+        total = None if args.local == "-" else Path(args.local).stat().st_size
+        with _Progress(f"put hcstore://{bucket}/{key}", total) as progress, \
+                client.writer(bucket, key, size=total, ec=args.ec) as writer:
+            while chunk := source.read(8 << 20):
+                writer.write(chunk)
+                progress.advance(len(chunk))
+        result = writer.close()
+    finally:
+        if source is not sys.stdin.buffer:
+            source.close()
     note = " [yellow](degraded: awaiting repair)[/]" if result.degraded else ""
     console.print(f"put hcstore://{bucket}/{key}: {size(result.size)}, {result.codec} "
                   f"{result.k}+{result.m}, generation {result.generation}{note}")
@@ -111,16 +148,26 @@ def cmd_put(args: argparse.Namespace) -> int:
 def cmd_get(args: argparse.Namespace) -> int:
     bucket, key = parse_url(args.url)
     client = _client(args)
-    if args.local == "-":
-        with client.open(bucket, key) as stream:
-            while chunk := stream.read(8 << 20):
-                sys.stdout.buffer.write(chunk)
-        return 0
+    to_stdout = args.local == "-"
     target = Path(args.local)
-    if target.is_dir():
+    if not to_stdout and target.is_dir():
         target = target / key.rsplit("/", 1)[-1]
-    written = client.get_file(bucket, key, target)
-    err_console.print(f"got hcstore://{bucket}/{key} -> {target} ({size(written)})")
+    tmp = target.with_name(f".{target.name}.hcstore-part")
+    stream = client.open(bucket, key)
+    total = client.stat(bucket, key).size
+    try:
+        out = sys.stdout.buffer if to_stdout else open(tmp, "wb")
+        with _Progress(f"get hcstore://{bucket}/{key}", total) as progress:
+            while chunk := stream.read(8 << 20):
+                out.write(chunk)
+                progress.advance(len(chunk))
+        if not to_stdout:
+            out.close()
+            os.replace(tmp, target)
+            err_console.print(f"got hcstore://{bucket}/{key} -> {target} ({size(total)})")
+    finally:
+        if not to_stdout:
+            tmp.unlink(missing_ok=True)
     return 0
 
 

@@ -70,6 +70,8 @@ OPERATIONS: dict[str, dict[str, Field]] = {
     # Start a fragment upload; the agent checks capacity before anything is written.
     "open": {**_FRAG, "expected_bytes": Field(int, required=False, bounds=_INT64),
              "chunk_size": Field(int, bounds=(1, MAX_CHUNK_BYTES))},
+    # Write a whole fragment (its chunks as payload frames) and prepare it: open + write + prepare in one.
+    "store": {**_FRAG, "chunk_size": Field(int, bounds=(1, MAX_CHUNK_BYTES)), "header": Field(dict)},
     # Append chunk `stripe` (one payload frame) to an open upload; stripes arrive in order.
     "write": {"upload": _STR, "stripe": Field(int, bounds=(0, MAX_STRIPES))},
     # Finish an upload: append the trailer, fsync, rename into place as *prepared*.

@@ -25,6 +25,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ec import (
@@ -46,7 +47,7 @@ from hcstore.errors import (
 )
 from hcstore.names import check_bucket, check_key
 from hcstore.protocol import Reply
-from placement import Placement, place
+from placement import place
 
 if TYPE_CHECKING:
     from hcstore.client import Client
@@ -83,6 +84,7 @@ class _Target:
     node: str
     endpoint: str
     upload: str
+    prepared: bool = False
     failed: HCStoreError | None = None
 
 
@@ -159,9 +161,12 @@ class ObjectWriter:
         try:
             if self._codec is None:
                 self._start(len(self._stash))
-            if self._fill:
-                self._flush_buffer()
-            self._drain(0)
+            if not self._targets:
+                self._store_whole()
+            else:
+                if self._fill:
+                    self._flush_buffer()
+                self._drain(0)
             self.result = self._finish()
         except BaseException:
             self.abort()
@@ -206,7 +211,7 @@ class ObjectWriter:
         self._chunk = chunk_size_for(size, k, config.chunk_size)
         self._expected = None if size is None else -(-size // (k * self._chunk)) * self._chunk
         self._buffer = self._new_buffer()
-        self._open_targets(place(f"{self.bucket}/{self.key}", self.client.cluster_map, k, m))
+        self._placement = place(f"{self.bucket}/{self.key}", self.client.cluster_map, k, m)
         stash, self._stash = self._stash, bytearray()
         if stash:
             self._append(memoryview(stash))
@@ -229,10 +234,12 @@ class ObjectWriter:
     def _new_buffer(self) -> bytearray:
         return self._pool.pop() if self._pool else bytearray(self.k_eff * self._chunk)
 
-    def _open_targets(self, placement: Placement) -> None:
-        """Open one upload per fragment; a node that fails is replaced by the next in the ranking."""
+    def _open_targets(self, send: Callable[[int, str], int], *, prepared: bool = False) -> None:
+        """Start one fragment per placement node with ``send(index, node)``; a node that fails is
+        replaced by the next in the ranking."""
         codec = self._codec
         assert codec is not None
+        placement = self._placement
         quorum = write_quorum(codec.k, codec.m)
         spares = deque(placement.spares)
         self._targets = [None] * codec.n
@@ -244,13 +251,14 @@ class ObjectWriter:
             errors: list[tuple[int, str, HCStoreError]] = []
             for index, node in wanted:
                 try:
-                    sent[self._send_open(index, node)] = (index, node)
+                    sent[send(index, node)] = (index, node)
                 except HCStoreError as exc:
                     errors.append((index, node, exc))
             for request_id, result in self.client.transport.wait(sent).items():
                 index, node = sent[request_id]
                 if isinstance(result, Reply) and result.ok:
-                    self._targets[index] = _Target(index, node, self.client.endpoint(node), result.header["upload"])
+                    self._targets[index] = _Target(index, node, self.client.endpoint(node),
+                                                   result.header.get("upload", ""), prepared=prepared)
                 else:
                     errors.append((index, node, result.error() if isinstance(result, Reply) else result))
             wanted = []
@@ -265,6 +273,27 @@ class ObjectWriter:
             cls = StoreFull if full and len(full) >= len(failures) else NotEnoughNodes
             raise cls(f"put {self.bucket}/{self.key}: only {stored} of {codec.n} fragments could be placed "
                       f"and the write quorum is {quorum} ({problem})")
+
+    def _store_whole(self) -> None:
+        """An object of at most one stripe: each fragment is written and prepared in one message."""
+        codec = self._codec
+        assert codec is not None and self._buffer is not None
+        if self.written:
+            chunks = split_stripe(memoryview(self._buffer)[:self._fill], codec.k, self._chunk)
+            fragments: list[Any] = [*chunks, *codec.encode(chunks)]
+            self._stripe = 1
+        else:
+            fragments = [None] * codec.n
+        nodes = self._placement.nodes
+        placement = tuple(nodes) + ("",) * (codec.n - len(nodes))
+
+        def send(index: int, node: str) -> int:
+            payloads = [fragments[index]] if self._stripe else []
+            fields = {"bucket": self.bucket, "key": self.key, "gen": self.generation, "idx": index,
+                      "chunk_size": self._chunk, "header": self._header(index, placement)}
+            return self.client.transport.send(self.client.endpoint(node), "store", fields, payloads)
+
+        self._open_targets(send, prepared=True)
 
     def _send_open(self, index: int, node: str) -> int:
         fields = {"bucket": self.bucket, "key": self.key, "gen": self.generation, "idx": index,
@@ -285,6 +314,8 @@ class ObjectWriter:
     def _send_stripe(self, data: memoryview, *, hold: Any) -> None:
         codec = self._codec
         assert codec is not None
+        if not self._targets:
+            self._open_targets(self._send_open)
         chunks = split_stripe(data, codec.k, self._chunk)
         fragments = list(chunks) + list(codec.encode(chunks))
         stripe = self._stripe
@@ -349,23 +380,23 @@ class ObjectWriter:
 
     # ------------------------------------------------------------------ commit
 
-    def _header(self, target: _Target, placement: tuple[str, ...]) -> dict[str, Any]:
+    def _header(self, index: int, placement: tuple[str, ...]) -> dict[str, Any]:
         """The fragment's trailer fields; the agent adds the chunk digests it computed on receipt."""
         codec = self._codec
         assert codec is not None
         fields = header_to_dict(FragmentHeader(
             bucket=self.bucket, key=self.key, generation=self.generation, kind="data",
             codec=codec.name, k=codec.k, m=codec.m, chunk_size=self._chunk, size=self.written,
-            index=target.index, stripes=self._stripe, digests=bytes(32 * self._stripe),
+            index=index, stripes=self._stripe, digests=bytes(32 * self._stripe),
             placement=placement, created_ns=time.time_ns(), meta=self.meta))
         del fields["digests"]
         return fields
 
-    def _phase(self, op: str, fields_of: Any) -> list[_Target]:
-        """Send ``op`` to every live target; returns those that succeeded."""
+    def _phase(self, op: str, targets: list[_Target], fields_of: Callable[[_Target], dict[str, Any]]) -> None:
+        """Send ``op`` to each target and wait; a target whose request fails is marked failed."""
         transport = self.client.transport
         ids: dict[int, _Target] = {}
-        for target in self._live_targets():
+        for target in targets:
             try:
                 ids[transport.send(target.endpoint, op, fields_of(target))] = target
             except HCStoreError as exc:
@@ -373,24 +404,38 @@ class ObjectWriter:
         for request_id, result in transport.wait(ids).items():
             if not (isinstance(result, Reply) and result.ok):
                 ids[request_id].failed = result.error() if isinstance(result, Reply) else result
-        return [t for t in ids.values() if t.failed is None]
 
     def _finish(self) -> PutResult:
         codec = self._codec
         assert codec is not None
         quorum = write_quorum(codec.k, codec.m)
         placement = tuple(t.node if t is not None and t.failed is None else "" for t in self._targets)
-        prepared = self._phase("prepare", lambda t: {"upload": t.upload, "header": self._header(t, placement)})
+        self._phase("prepare", [t for t in self._live_targets() if not t.prepared],
+                    lambda t: {"upload": t.upload, "header": self._header(t.index, placement)})
+        prepared = self._live_targets()
         if len(prepared) < quorum:
             errors = "; ".join(f"{t.node}: {t.failed}" for t in self._targets if t is not None and t.failed)
             raise NotEnoughNodes(f"put {self.bucket}/{self.key}: {len(prepared)} fragments prepared, "
                                  f"the write quorum is {quorum}; nothing was committed ({errors})")
         ident = {"bucket": self.bucket, "key": self.key, "gen": self.generation}
-        committed = self._phase("commit", lambda t: {**ident, "idx": t.index})
+        self._phase("commit", prepared, lambda t: {**ident, "idx": t.index})
+        committed = self._live_targets()
         if not committed:
             raise AgentUnavailable(f"put {self.bucket}/{self.key}: no agent confirmed the commit; "
                                    "the new version may or may not be visible, retry the put")
-        self._phase("retire", lambda t: ident)
+        self._retire_older(committed)
         fragments = tuple(t.node if t is not None and t.failed is None else "" for t in self._targets)
         return PutResult(self.bucket, self.key, self.generation, self.written, codec.name, codec.k, codec.m,
                          fragments, degraded=sum(bool(f) for f in fragments) < codec.n)
+
+    def _retire_older(self, committed: list[_Target]) -> None:
+        """Ask the write set to drop older generations; nobody waits for it (readers ignore old ones)."""
+        transport = self.client.transport
+        ids = []
+        for target in committed:
+            try:
+                ids.append(transport.send(target.endpoint, "retire",
+                                          {"bucket": self.bucket, "key": self.key, "gen": self.generation}))
+            except HCStoreError:
+                pass
+        transport.forget(ids)

@@ -24,19 +24,28 @@ def fresh(shared_client, shared_cluster, request):
     assert result.codec != "replica"
     files = fragment_files_of(shared_cluster, BUCKET, key, result.generation)
     assert sorted(files) == list(range(6))
+    version = shared_client.resolve(BUCKET, key)
+    assert version.stripes >= 6
+    _layout["chunk"] = version.chunk_size            # the writer picks the chunk size; never assume it
+    _layout["stripes"] = version.stripes
     shared_client.corruptions.clear()
     return key, data, result, files
 
 
+_layout: dict[str, int] = {}
+
+
 def _chunk_offset(stripe: int, offset_in_chunk: int = 0) -> int:
-    return DATA_OFFSET + stripe * CHUNK + offset_in_chunk
+    """File offset of byte ``offset_in_chunk`` (negative: from the chunk's end) of chunk ``stripe``."""
+    chunk = _layout["chunk"]
+    return DATA_OFFSET + stripe * chunk + (offset_in_chunk % chunk)
 
 
 def test_flipped_data_bytes_are_detected_and_read_around(shared_client, fresh):
     key, data, result, files = fresh
     node, path = files[0]                       # data fragment 0 is read first
     flip_bytes(path, _chunk_offset(0, 100), 3)
-    flip_bytes(path, _chunk_offset(4, CHUNK - 1))
+    flip_bytes(path, _chunk_offset(4, -1))
     assert shared_client.get(BUCKET, key) == data
     reports = shared_client.corruptions
     assert reports, "the corrupt chunk was not reported"
@@ -57,7 +66,9 @@ def test_m_corrupt_fragments_of_one_stripe_still_read(shared_client, fresh):
     flip_bytes(files[1][1], _chunk_offset(2))
     flip_bytes(files[3][1], _chunk_offset(2))
     assert shared_client.get(BUCKET, key) == data
-    assert shared_client.get(BUCKET, key, offset=2 * STRIPE + 5, length=STRIPE) == data[2 * STRIPE + 5:3 * STRIPE + 5]
+    stripe_bytes = 4 * _layout["chunk"]
+    assert shared_client.get(BUCKET, key, offset=2 * stripe_bytes + 5, length=stripe_bytes) == \
+        data[2 * stripe_bytes + 5:3 * stripe_bytes + 5]
     assert {(r.fragment, r.stripe) for r in shared_client.corruptions} >= {(1, 2), (3, 2)}
 
 
@@ -68,14 +79,15 @@ def test_m_plus_one_corrupt_fragments_fail_instead_of_lying(shared_client, fresh
     with pytest.raises(NotEnoughFragments):
         shared_client.get(BUCKET, key)
     # Stripes that are intact still read.
-    assert shared_client.get(BUCKET, key, offset=0, length=3 * STRIPE) == data[:3 * STRIPE]
+    stripe_bytes = 4 * _layout["chunk"]
+    assert shared_client.get(BUCKET, key, offset=0, length=3 * stripe_bytes) == data[:3 * stripe_bytes]
 
 
 def test_corrupt_trailer_is_read_around(shared_client, fresh):
     key, data, _result, files = fresh
     _node, path = files[0]
     size = path.stat().st_size
-    trailer_start = DATA_OFFSET + 7 * CHUNK
+    trailer_start = DATA_OFFSET + _layout["stripes"] * _layout["chunk"]
     flip_bytes(path, trailer_start + (size - FOOTER_SIZE - trailer_start) // 2, 4)
     assert shared_client.get(BUCKET, key) == data
     assert shared_client.stat(BUCKET, key).size == len(data)
@@ -90,7 +102,7 @@ def test_corrupt_footer_is_read_around(shared_client, fresh):
 
 def test_truncated_fragment_is_read_around(shared_client, fresh):
     key, data, _result, files = fresh
-    os.truncate(files[0][1], DATA_OFFSET + 2 * CHUNK + 10)
+    os.truncate(files[0][1], _chunk_offset(2, 10))
     assert shared_client.get(BUCKET, key) == data
 
 

@@ -259,3 +259,15 @@ def test_key_may_look_like_a_path(shared_client):
     for key in ("../../etc/passwd", "/abs/path", "ünïcode/ключ", "a" * 1024):
         shared_client.put(BUCKET, key, key.encode())
         assert shared_client.get(BUCKET, key) == key.encode()
+
+
+def test_range_get_at_the_object_s_own_boundaries(shared_client, ranged):
+    """The writer picks the chunk size: test at the boundaries it actually chose."""
+    version = shared_client.resolve(BUCKET, "range/obj")
+    chunk, stripe = version.chunk_size, version.k * version.chunk_size
+    assert version.stripes == -(-len(ranged) // stripe) and version.stripes > 1
+    for boundary in (chunk, 2 * chunk, stripe, 2 * stripe, stripe + 3 * chunk, (version.stripes - 1) * stripe):
+        for offset, length in ((boundary - 1, 2), (boundary, chunk), (boundary - chunk, chunk),
+                               (boundary, 1), (boundary - 1, stripe + 2)):
+            got = shared_client.get(BUCKET, "range/obj", offset=offset, length=length)
+            assert got == ranged[offset:offset + length], (offset, length)

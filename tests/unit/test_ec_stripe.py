@@ -19,7 +19,8 @@ FAST = settings(max_examples=200, deadline=None, derandomize=True)
         (1, 4, CHUNK_ALIGN),
         (256, 4, 64),
         (257, 4, 128),
-        (10 * DEFAULT_CHUNK_SIZE, 4, DEFAULT_CHUNK_SIZE),
+        (10 * DEFAULT_CHUNK_SIZE, 4, 873_856),       # 3 nearly full stripes, not 3 of 1 MiB
+        (8 * DEFAULT_CHUNK_SIZE, 4, DEFAULT_CHUNK_SIZE),
         (4 * DEFAULT_CHUNK_SIZE - 1, 4, DEFAULT_CHUNK_SIZE),
     ],
 )
@@ -34,9 +35,12 @@ def test_chunk_size_for_properties(size: int, k: int, align_units: int) -> None:
     chunk = chunk_size_for(size, k, max_chunk)
     assert chunk % CHUNK_ALIGN == 0
     assert CHUNK_ALIGN <= chunk <= max_chunk
-    # A stripe holds the whole object unless the chunk size is capped.
-    assert chunk == max_chunk or k * chunk >= size
-    assert chunk == CHUNK_ALIGN or k * (chunk - CHUNK_ALIGN) < size
+    # As few stripes as max_chunk allows...
+    fewest = max(1, -(-size // (k * max_chunk)))
+    stripes = max(1, -(-size // (k * chunk)))
+    assert stripes == fewest
+    # ...and the smallest aligned chunk for that many: padding under one alignment unit per chunk.
+    assert chunk == CHUNK_ALIGN or k * stripes * (chunk - CHUNK_ALIGN) < size
 
 
 @pytest.mark.parametrize(("args", "name"), [((-1, 4), "size"), ((10, 0), "k"), ((10, 4, 100), "max_chunk"), ((10, 4, 0), "max_chunk")])
