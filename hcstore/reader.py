@@ -401,6 +401,5 @@ class ObjectReader(io.RawIOBase):
         span = layout.stripe_bytes * self.client.config.read_batch * PIPELINE_DEPTH
         start = pos - pos % layout.stripe_bytes
         length = min(span, self.version.size - start)
-        buf = bytearray(length)
-        read_range(self.client, self.version, start, length, buf)
-        self._cache_start, self._cache = start, bytes(buf)
+        self._cache = b""
+        self._cache_start, self._cache = start, b"".join(iter_range(self.client, self.version, start, length))
