@@ -25,8 +25,8 @@ from hcstore.local_cluster import POINTER, LocalCluster, find_cluster_dir
 from hcstore.names import parse_url
 
 DEFAULT_DATA_DIR = Path.home() / ".hcstore" / "cluster"
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+console = Console(width=None if sys.stdout.isatty() else 160, soft_wrap=True)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160, soft_wrap=True)
 
 
 def _client(args: argparse.Namespace) -> Any:

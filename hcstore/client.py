@@ -27,7 +27,7 @@ from ec import FragmentHeader, header_to_dict
 from hcstore.config import ClientConfig
 from hcstore.errors import AgentUnavailable, HCStoreError, InvalidRequest, NotEnoughNodes, ObjectChanged, ObjectNotFound
 from hcstore.generation import HybridClock
-from hcstore.local_cluster import find_cluster_dir, map_stamp, read_cluster_map
+from hcstore.local_cluster import find_cluster_dir, map_stamp, read_cluster_ec, read_cluster_map
 from hcstore.names import check_bucket, check_prefix
 from hcstore.protocol import Reply
 from hcstore.reader import CorruptionReport, ObjectReader, ObjectVersion, iter_range, read_range, resolve
@@ -68,7 +68,6 @@ class Client:
 
     def __init__(self, cluster: str | os.PathLike[str] | ClusterMap | None = None, *,
                  config: ClientConfig | None = None, **settings: Any) -> None:
-        self.config = config.replace(**settings) if config else ClientConfig.from_env(**settings)
         if isinstance(cluster, ClusterMap):
             self._cluster_arg: Any = cluster
             self._dir: Path | None = None
@@ -77,11 +76,14 @@ class Client:
             self._dir = find_cluster_dir(cluster)
             self._cluster_arg = str(self._dir)
             self._map = read_cluster_map(self._dir)
+            if config is None and settings.get("ec") is None and "HCSTORE_EC" not in os.environ:
+                settings["ec"] = read_cluster_ec(self._dir)     # the cluster's EC is this client's default
+        self.config = config.replace(**settings) if config else ClientConfig.from_env(**settings)
         self._stamp = map_stamp(self._dir) if self._dir else ()
         self._checked = time.monotonic()
         self._lock = threading.Lock()
         self.transport = Transport(connect_timeout=self.config.connect_timeout,
-                                   request_timeout=self.config.request_timeout)
+                                   request_timeout=self.config.request_timeout, io_threads=self.config.io_threads)
         self.clock = HybridClock()
         self.corruptions: list[CorruptionReport] = []
 

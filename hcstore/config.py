@@ -8,7 +8,8 @@ rule; a bad value is an error that names the setting and the value.
 Environment variables (``HCSTORE_`` + upper-case field name)::
 
     HCSTORE_EC=4+2  HCSTORE_CHUNK_SIZE=1048576  HCSTORE_REPLICATE_BELOW=65536
-    HCSTORE_WINDOW=8  HCSTORE_REQUEST_TIMEOUT=10  HCSTORE_CONNECT_TIMEOUT=0.5  HCSTORE_HEDGE_AFTER=0.5
+    HCSTORE_WINDOW=8  HCSTORE_READ_BATCH=4  HCSTORE_READ_AHEAD=4  HCSTORE_IO_THREADS=0
+    HCSTORE_REQUEST_TIMEOUT=10  HCSTORE_CONNECT_TIMEOUT=0.5  HCSTORE_HEDGE_AFTER=0.5
     HCSTORE_LOCAL_NODE=n1  HCSTORE_CODEC=zfec
     HCSTORE_DURABILITY=commit  HCSTORE_HIGH_WATERMARK=0.9
 """
@@ -63,6 +64,8 @@ class ClientConfig:
         codec: codec for new coded objects (``None``: the fastest installed).
         window: stripes in flight per put (bounds a put's memory to about ``window*(K+M)*chunk_size``).
         read_batch: stripes fetched per read request.
+        read_ahead: read requests (batches) in flight per get.
+        io_threads: ZeroMQ I/O threads per client process (0: up to 4, one per core).
         request_timeout: seconds to wait for an agent's reply.
         connect_timeout: seconds to wait for a connection before an agent counts as unavailable.
         hedge_after: seconds after which a read that has not answered is also asked of another fragment.
@@ -75,6 +78,8 @@ class ClientConfig:
     codec: str | None = None
     window: int = 8
     read_batch: int = 4
+    read_ahead: int = 4
+    io_threads: int = 0
     request_timeout: float = 10.0
     connect_timeout: float = 0.5
     hedge_after: float = 0.5
@@ -87,7 +92,9 @@ class ClientConfig:
             parse_ec(self.ec)
         except ValueError as exc:
             raise InvalidRequest(f"setting ec={self.ec!r}: {exc}") from None
-        _positive(self, "chunk_size", "window", "read_batch", "request_timeout", "connect_timeout", "hedge_after")
+        _positive(self, "chunk_size", "window", "read_batch", "read_ahead", "request_timeout", "connect_timeout", "hedge_after")
+        if self.io_threads < 0:
+            raise InvalidRequest(f"setting io_threads={self.io_threads} must be >= 0")
         if self.replicate_below < 0:
             raise InvalidRequest(f"setting replicate_below={self.replicate_below} must be >= 0")
         if self.chunk_size > 64 << 20 or self.chunk_size % 64:

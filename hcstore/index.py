@@ -10,7 +10,10 @@ worst a file the index does not know yet, which startup reconciliation adds.
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +28,7 @@ CREATE TABLE IF NOT EXISTS fragments (
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+log = logging.getLogger(__name__)
 _COLUMNS = "bucket, key, gen, idx, state, kind, size, file_bytes, name, info"
 
 
@@ -50,9 +54,23 @@ class IndexEntry:
 class FragmentIndex:
     """SQLite-backed index of the fragment files of one mountpath."""
 
+    rebuilt = False
+
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = self._connect()
+        try:
+            self._db = self._connect()
+        except sqlite3.DatabaseError as exc:
+            # Not a database any more (torn write, disk trouble): keep it for inspection and start
+            # empty; the store rebuilds every row from the fragment files.
+            aside = path.with_name(f"{path.name}.damaged-{int(time.time())}")
+            log.warning("index %s is unreadable (%s); moved to %s and rebuilding", path, exc, aside)
+            for suffix in ("", "-wal", "-shm"):
+                damaged = path.with_name(path.name + suffix)
+                if damaged.exists():
+                    os.replace(damaged, aside.with_name(aside.name + suffix))
+            self._db = self._connect()
+            self.rebuilt = True
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)

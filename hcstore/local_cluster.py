@@ -71,6 +71,11 @@ def read_cluster_map(path: str | os.PathLike[str]) -> ClusterMap:
     return ClusterMap(spec.get("epoch", 1), tuple(nodes))
 
 
+def read_cluster_ec(path: str | os.PathLike[str]) -> str:
+    """The erasure-coding scheme a local cluster was created with."""
+    return json.loads((Path(path) / "cluster.json").read_text()).get("ec", "4+2")
+
+
 def map_stamp(path: str | os.PathLike[str]) -> tuple[float, ...]:
     """Modification times of the files a cluster map is read from (changes when an agent restarts)."""
     root = Path(path)

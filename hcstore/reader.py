@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from hcstore.client import Client
 
 log = logging.getLogger(__name__)
-PIPELINE_DEPTH = 2
+STREAM_BATCHES = 2     # batches a streaming reader fetches at a time
 
 
 @dataclass(frozen=True)
@@ -167,11 +167,17 @@ def _merge_entry(groups: dict[str, dict[str, Any]], node: str, entry: dict[str, 
 
 @dataclass
 class _Batch:
+    """Stripes ``first..first+count-1`` being read: good chunks per fragment, None where one was bad."""
+
     first: int
     count: int
-    chunks: dict[int, list[Any]] = field(default_factory=dict)   # fragment index -> chunks
+    chunks: dict[int, list[Any]] = field(default_factory=dict)   # fragment index -> chunk or None per stripe
     tried: set[int] = field(default_factory=set)
     pending: int = 0
+
+    def deficit(self, k: int) -> int:
+        """Fragments still missing for the stripe that has the fewest good chunks."""
+        return max(k - sum(chunks[j] is not None for chunks in self.chunks.values()) for j in range(self.count))
 
 
 class StripeReader:
@@ -194,13 +200,13 @@ class StripeReader:
         window: deque[_Batch] = deque()
         try:
             while starts or window:
-                while starts and len(window) < PIPELINE_DEPTH:
+                while starts and len(window) < self.client.config.read_ahead:
                     start = starts.popleft()
                     batch = _Batch(start, min(batch_size, last - start))
                     window.append(batch)
                     self._fill(batch)
                 head = window[0]
-                if len(head.chunks) >= self.version.k:
+                if head.deficit(self.version.k) <= 0:
                     window.popleft()
                     yield from self._decode(head)
                     continue
@@ -210,8 +216,8 @@ class StripeReader:
             self._inflight.clear()
 
     def _fill(self, batch: _Batch) -> None:
-        """Ask enough fragments for the batch's chunks to reach ``k`` (replacing failures)."""
-        while len(batch.chunks) + batch.pending < self.version.k:
+        """Ask enough fragments for every stripe of the batch to reach ``k`` good chunks."""
+        while batch.pending < batch.deficit(self.version.k):
             candidates = [i for i in self.order if i not in batch.tried and i not in self.failed]
             if not candidates:
                 if batch.pending:
@@ -240,9 +246,7 @@ class StripeReader:
             batch, index = self._inflight.pop(request_id)
             batch.pending -= 1
             if isinstance(result, Reply) and result.ok:
-                bad = self._verify(batch, index, result)
-                if bad is None:
-                    batch.chunks[index] = [frame.buffer for frame in result.payloads]
+                batch.chunks[index] = self._verified(batch, index, result)
             else:
                 error = result.error() if isinstance(result, Reply) else result
                 self.failed[index] = error
@@ -281,25 +285,26 @@ class StripeReader:
             {"bucket": self.version.bucket, "key": self.version.key, "gen": self.version.generation,
              "idx": index, "first": batch.first, "count": batch.count})
 
-    def _verify(self, batch: _Batch, index: int, reply: Reply) -> int | None:
-        """Check every chunk of a read reply; returns the first bad stripe or None."""
+    def _verified(self, batch: _Batch, index: int, reply: Reply) -> list[Any]:
+        """The reply's chunks, with None for each one whose digest does not match (each one reported)."""
         digests = reply.header.get("digests") or []
         frames = reply.payloads
         if len(frames) != batch.count or len(digests) != batch.count:
-            bad = batch.first
+            chunks: list[Any] = [None] * batch.count
         else:
-            bad = next((batch.first + j for j, (frame, digest) in enumerate(zip(frames, digests))
-                        if len(frame) != self.version.chunk_size or not verify_chunk(frame.buffer, digest)), None)
-        if bad is not None:
-            report = CorruptionReport(self.version.bucket, self.version.key, self.version.generation, index, bad,
-                                      self.version.locations[index])
-            self.client.report_corruption(report)
-        return bad
+            chunks = [frame.buffer if len(frame) == self.version.chunk_size and verify_chunk(frame.buffer, digest)
+                      else None for frame, digest in zip(frames, digests)]
+        for j, chunk in enumerate(chunks):
+            if chunk is None:
+                self.client.report_corruption(CorruptionReport(
+                    self.version.bucket, self.version.key, self.version.generation, index, batch.first + j,
+                    self.version.locations[index]))
+        return chunks
 
     def _decode(self, batch: _Batch) -> Iterator[tuple[int, list[Any]]]:
         k = self.version.k
-        use = sorted(batch.chunks)[:k]
         for j in range(batch.count):
+            use = sorted(i for i, chunks in batch.chunks.items() if chunks[j] is not None)[:k]
             if use == list(range(k)):
                 yield batch.first + j, [batch.chunks[i][j] for i in use]
             else:
@@ -312,8 +317,8 @@ class StripeReader:
                                  f"{self.version.generation} was replaced while it was read; read it again")
         reasons = "; ".join(f"fragment {i} on {self.version.locations[i] or '?'}: {e}" for i, e in self.failed.items())
         return NotEnoughFragments(
-            f"hcstore://{self.version.bucket}/{self.version.key}: only {len(batch.chunks)} of the {self.version.k} "
-            f"fragments needed could be read for stripes {batch.first}..{batch.first + batch.count - 1} "
+            f"hcstore://{self.version.bucket}/{self.version.key}: only {self.version.k - batch.deficit(self.version.k)} "
+            f"of the {self.version.k} fragments needed could be read for stripes {batch.first}..{batch.first + batch.count - 1} "
             f"({reasons or 'corrupt chunks'}); at most {self.version.m} of {self.version.k + self.version.m} may be lost")
 
 
@@ -398,7 +403,7 @@ class ObjectReader(io.RawIOBase):
 
     def _load(self, pos: int) -> None:
         layout = self.version.layout
-        span = layout.stripe_bytes * self.client.config.read_batch * PIPELINE_DEPTH
+        span = layout.stripe_bytes * self.client.config.read_batch * STREAM_BATCHES
         start = pos - pos % layout.stripe_bytes
         length = min(span, self.version.size - start)
         self._cache = b""

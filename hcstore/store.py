@@ -272,6 +272,7 @@ class LocalStore:
 
     def commit(self, bucket: str, key: str, gen: str, idx: int) -> None:
         """Make a prepared fragment visible (idempotent)."""
+        _check_fragment_id(bucket, key, gen)
         mp, entry = self._find(bucket, key, gen, idx)
         if entry.state == "committed":
             return
@@ -328,12 +329,16 @@ class LocalStore:
         self.retire(header.bucket, header.key, header.generation)
 
     def retire(self, bucket: str, key: str, gen: str) -> int:
-        """Delete this node's fragments of ``bucket/key`` older than ``gen``; returns how many."""
+        """Delete this node's committed fragments of ``bucket/key`` older than ``gen``; returns how many.
+
+        Prepared fragments are left alone: they belong to puts still in flight, which will either
+        commit (an older generation, invisible behind ``gen``, retired by the next retire) or expire.
+        """
         _check_fragment_id(bucket, key, gen)
         removed = 0
         for mp in self.mountpaths:
             for entry in mp.index.entries(bucket, key):
-                if entry.gen < gen:
+                if entry.gen < gen and entry.state == "committed":
                     path = mp.fragment_path(entry.name)
                     path.unlink(missing_ok=True)
                     self._headers.pop(str(path), None)
@@ -386,6 +391,7 @@ class LocalStore:
     def read_chunks(self, bucket: str, key: str, gen: str, idx: int, first: int, count: int,
                     max_bytes: int) -> tuple[list[bytes], list[bytes]]:
         """Chunks ``first..first+count-1`` of a fragment and their recorded digests."""
+        _check_fragment_id(bucket, key, gen)
         path, header = self.header(bucket, key, gen, idx)
         if count * header.chunk_size > max_bytes:
             raise MessageTooLarge(f"read of {count} chunks of {header.chunk_size} bytes exceeds {max_bytes} bytes")

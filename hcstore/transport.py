@@ -35,9 +35,9 @@ COOL_DOWN = 3.0
 class _ThreadState:
     """The sockets and outstanding requests of one thread of one process."""
 
-    def __init__(self) -> None:
+    def __init__(self, io_threads: int) -> None:
         self.pid = os.getpid()
-        self.context = zmq.Context()
+        self.context = zmq.Context(io_threads=io_threads)
         self.sockets: dict[str, zmq.Socket] = {}
         self.endpoint_of: dict[zmq.Socket, str] = {}
         self.poller = zmq.Poller()
@@ -82,16 +82,18 @@ class _ThreadState:
 class Transport:
     """Sends requests to agents and collects their replies."""
 
-    def __init__(self, *, connect_timeout: float = 0.5, request_timeout: float = 10.0) -> None:
+    def __init__(self, *, connect_timeout: float = 0.5, request_timeout: float = 10.0, io_threads: int = 0) -> None:
         self.connect_timeout = connect_timeout
         self.request_timeout = request_timeout
+        self.io_threads = io_threads or min(4, os.cpu_count() or 1)
         self._local = threading.local()
         self._ids = itertools.count(1)
         self._unavailable_until: dict[str, float] = {}
         self._slow_until: dict[str, float] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"connect_timeout": self.connect_timeout, "request_timeout": self.request_timeout}
+        return {"connect_timeout": self.connect_timeout, "request_timeout": self.request_timeout,
+                "io_threads": self.io_threads}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)  # type: ignore[misc]
@@ -100,7 +102,7 @@ class Transport:
     def _state(self) -> _ThreadState:
         state = getattr(self._local, "state", None)
         if state is None or state.pid != os.getpid():
-            state = self._local.state = _ThreadState()
+            state = self._local.state = _ThreadState(self.io_threads)
         return state
 
     def is_unavailable(self, endpoint: str) -> bool:

@@ -43,6 +43,8 @@ from hcstore.errors import (
     HCStoreError,
     InvalidRequest,
     NotEnoughNodes,
+    ObjectChanged,
+    ObjectNotFound,
     StoreFull,
 )
 from hcstore.names import check_bucket, check_key
@@ -346,6 +348,10 @@ class ObjectWriter:
             target.failed = error
         quorum = write_quorum(self._codec.k, self._codec.m)  # type: ignore[union-attr]
         if len(self._live_targets()) < quorum:
+            failed = [t.failed for t in self._targets if t is not None and t.failed is not None]
+            if sum(isinstance(e, StoreFull) for e in failed) * 2 >= len(failed):
+                raise StoreFull(f"put {self.bucket}/{self.key}: the nodes holding its fragments filled up "
+                                f"({error}); nothing was committed")
             raise NotEnoughNodes(
                 f"put {self.bucket}/{self.key}: {len(self._live_targets())} fragments left after node failures, "
                 f"the write quorum is {quorum} (last error: {error})")
@@ -420,6 +426,9 @@ class ObjectWriter:
         ident = {"bucket": self.bucket, "key": self.key, "gen": self.generation}
         self._phase("commit", prepared, lambda t: {**ident, "idx": t.index})
         committed = self._live_targets()
+        if not committed and all(isinstance(t.failed, ObjectNotFound) for t in prepared):
+            raise ObjectChanged(f"put {self.bucket}/{self.key}: superseded while committing "
+                                "(a newer version or a delete removed this one); it was not stored")
         if not committed:
             raise AgentUnavailable(f"put {self.bucket}/{self.key}: no agent confirmed the commit; "
                                    "the new version may or may not be visible, retry the put")
