@@ -53,8 +53,21 @@ def _from_env(cls: type[T], overrides: dict[str, Any]) -> T:
     return cls(**values)
 
 
+class _Settings:
+    """Shared constructors of the config classes."""
+
+    @classmethod
+    def default(cls: type[T]) -> T:
+        return cls()
+
+    @classmethod
+    def from_env(cls: type[T], **overrides: Any) -> T:
+        """Arguments, then ``HCSTORE_*`` variables, then defaults."""
+        return _from_env(cls, overrides)
+
+
 @dataclass(frozen=True)
-class ClientConfig:
+class ClientConfig(_Settings):
     """How a client writes and reads.
 
     Attributes:
@@ -100,21 +113,12 @@ class ClientConfig:
         if self.chunk_size > 64 << 20 or self.chunk_size % 64:
             raise InvalidRequest(f"setting chunk_size={self.chunk_size} must be a multiple of 64 up to 64 MiB")
 
-    @classmethod
-    def default(cls) -> "ClientConfig":
-        return cls()
-
-    @classmethod
-    def from_env(cls, **overrides: Any) -> "ClientConfig":
-        """Arguments, then ``HCSTORE_*`` variables, then defaults."""
-        return _from_env(cls, overrides)
-
     def replace(self, **changes: Any) -> "ClientConfig":
         return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True)
-class AgentConfig:
+class AgentConfig(_Settings):
     """How an agent stores fragments.
 
     Attributes:
@@ -149,15 +153,6 @@ class AgentConfig:
             raise InvalidRequest(f"setting port={self.port} must be in [0, 65535]")
         if not self.node_id:
             raise InvalidRequest("setting node_id must not be empty")
-
-    @classmethod
-    def default(cls) -> "AgentConfig":
-        return cls()
-
-    @classmethod
-    def from_env(cls, **overrides: Any) -> "AgentConfig":
-        """Arguments, then ``HCSTORE_*`` variables, then defaults."""
-        return _from_env(cls, overrides)
 
 
 def _positive(config: Any, *names: str) -> None:
