@@ -71,20 +71,22 @@ def run_demo(*, size_mb: int = 256, agents: int = 6, ec: str = "4+2", data_dir: 
             digests: dict[str, bytes] = {}
             with _progress(console) as progress:
                 task = progress.add_task("write checkpoint", total=total)
-                t0 = time.perf_counter()
+                put_s = 0.0
                 for i, f in enumerate(files):
                     data = make_bytes(f.size, seed=i)
                     digests[f.key] = blake3.blake3(data).digest()
+                    t0 = time.perf_counter()
                     result = client.put(BUCKET, f.key, data)
+                    put_s += time.perf_counter() - t0
                     progress.advance(task, f.size)
                     del data
-                put_s = time.perf_counter() - t0
             rows.append(("write", f"{len(files)} objects", size(total), f"{put_s:.2f}s  {rate(total, put_s)}"))
             coded = sum(1 for f in files if f.size >= client.config.replicate_below)
             console.print(f"stored {len(files)} objects: {coded} erasure-coded {ec} "
                           f"(overhead {(k + m) / k:.2f}x), {len(files) - coded} small ones replicated x{m + 1}; "
                           f"last put: codec {result.codec}")
-            victims = [a.node_id for a in cluster.agents()][:m]
+            largest = client.stat(BUCKET, max(files, key=lambda f: f.size).key)
+            victims = list(client.resolve(BUCKET, largest.key).locations[:m])   # data holders: reads must decode
             for node in victims:
                 cluster.kill(node)
             rows.append(("kill -9", ", ".join(victims), f"{m} of {agents} agents", "no warning, no drain"))

@@ -6,11 +6,12 @@ sockets), so every object that holds a :class:`Transport` pickles without
 live sockets.
 
 Sockets use ``ZMQ_IMMEDIATE``: a message is queued only to an established
-connection, so a send to a dead agent fails within ``connect_timeout``
-instead of waiting in a queue, and once the agent restarts on the same
-endpoint the socket reconnects by itself. An agent that did not answer in
-time is remembered as *unavailable* for a short cool-down, during which sends
-to it fail at once, and its socket is replaced so that late replies to
+connection, so a send never waits in a queue for a dead agent. When a socket
+has no connection, a plain TCP connect tells a stopped agent (refused at
+once) from one that is starting or has restarted (a fresh socket connects
+within ``connect_timeout``). An agent that refused, or did not answer in
+time, is remembered as *unavailable* for a short cool-down, during which
+sends to it fail at once, and its socket is replaced so that late replies to
 abandoned requests never reach a new request.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -32,6 +34,19 @@ from hcstore.protocol import Reply
 COOL_DOWN = 3.0
 
 
+def _accepts_connections(endpoint: str, timeout: float) -> bool:
+    """A plain TCP connect to a ``tcp://host:port`` endpoint: a stopped agent refuses at once,
+    where ZeroMQ would silently keep retrying. Other transports are assumed reachable."""
+    if not endpoint.startswith("tcp://"):
+        return True
+    host, _, port = endpoint[len("tcp://"):].rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
 class _ThreadState:
     """The sockets and outstanding requests of one thread of one process."""
 
@@ -42,6 +57,7 @@ class _ThreadState:
         self.endpoint_of: dict[zmq.Socket, str] = {}
         self.poller = zmq.Poller()
         self.pending: dict[int, str] = {}          # request id -> endpoint
+        self.established: set[str] = set()         # endpoints whose current socket has sent a request
         self.done: dict[int, Reply | HCStoreError] = {}
 
     def socket(self, endpoint: str) -> zmq.Socket:
@@ -62,6 +78,7 @@ class _ThreadState:
 
     def drop(self, endpoint: str, error: HCStoreError) -> None:
         """Close an endpoint's socket and fail its outstanding requests."""
+        self.established.discard(endpoint)
         sock = self.sockets.pop(endpoint, None)
         if sock is not None:
             self.poller.unregister(sock)
@@ -132,6 +149,13 @@ class Transport:
         if not sock.poll(0, zmq.POLLOUT):
             if self.is_unavailable(endpoint):
                 raise AgentUnavailable(f"agent {endpoint} is unavailable (failed recently)")
+            if not _accepts_connections(endpoint, self.connect_timeout):
+                self.mark_unavailable(endpoint, "refused the connection")
+                raise AgentUnavailable(f"agent {endpoint} refused the connection (not running?)")
+            if endpoint in state.established:
+                # The agent restarted; this socket may be backing off its reconnects. Start afresh.
+                state.drop(endpoint, AgentUnavailable(f"agent {endpoint} restarted"))
+                sock = state.socket(endpoint)
             if not sock.poll(int(self.connect_timeout * 1000), zmq.POLLOUT):
                 self.mark_unavailable(endpoint, f"accepted no connection within {self.connect_timeout}s")
                 raise AgentUnavailable(f"agent {endpoint} accepted no connection within {self.connect_timeout}s")
@@ -143,6 +167,7 @@ class Transport:
             self.mark_unavailable(endpoint, "dropped its connection")
             raise AgentUnavailable(f"agent {endpoint} dropped its connection") from None
         self._unavailable_until.pop(endpoint, None)
+        state.established.add(endpoint)
         state.pending[request_id] = endpoint
         return request_id
 
