@@ -31,6 +31,7 @@ from hcstore.config import AgentConfig
 from hcstore.errors import HCStoreError
 from hcstore.protocol import Request
 from hcstore.store import LocalStore
+from placement import ClusterMap
 
 log = logging.getLogger(__name__)
 _HOUSEKEEPING_INTERVAL = 5.0
@@ -42,7 +43,11 @@ class Agent:
     def __init__(self, config: AgentConfig, *, context: zmq.Context | None = None) -> None:
         self.config = config
         self.store = LocalStore(config)
-        self.epoch = 0
+        self.map_file = Path(config.state_dir or config.mountpaths[0]) / "cluster-map.json"
+        self.cluster_map = _load_map(self.map_file)
+        self._controller: zmq.Socket | None = None
+        self._heartbeat_due = 0.0
+        self._send_map = True       # tell a (possibly restarted) controller what we know
         self.context = context or zmq.Context.instance()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
@@ -73,6 +78,10 @@ class Agent:
         if missing:
             raise RuntimeError(f"operations without a handler: {missing}")
 
+    @property
+    def epoch(self) -> int:
+        return self.cluster_map.epoch if self.cluster_map else 0
+
     def _bind(self) -> str:
         host = self.config.host
         if self.config.port:
@@ -94,19 +103,86 @@ class Agent:
         log.info("agent %s serving on %s", self.config.node_id, self.endpoint)
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
+        if self.config.controller:
+            self._controller = self._connect_controller()
+            poller.register(self._controller, zmq.POLLIN)
         next_housekeeping = time.monotonic() + _HOUSEKEEPING_INTERVAL
         while not self._stopping:
-            if poller.poll(200):
-                while True:
-                    try:
-                        frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    self.socket.send_multipart(self.handle(frames), copy=False)
+            for sock, _ in poller.poll(100):
+                if sock is self.socket:
+                    self._serve_requests()
+                else:
+                    self._receive_from_controller()
+            if self._controller is not None and time.monotonic() >= self._heartbeat_due:
+                self._send_heartbeat()
             if time.monotonic() >= next_housekeeping:
                 self.store.expire_uploads()
                 next_housekeeping = time.monotonic() + _HOUSEKEEPING_INTERVAL
         self.close()
+
+    def _serve_requests(self) -> None:
+        while True:
+            try:
+                frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self.socket.send_multipart(self.handle(frames), copy=False)
+
+    # ------------------------------------------------------------------ membership
+
+    def _connect_controller(self) -> zmq.Socket:
+        sock = self.context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        sock.connect(self.config.controller)
+        return sock
+
+    def _send_heartbeat(self) -> None:
+        """Report to the controller; the first report (and one after a controller restart) carries our map."""
+        assert self._controller is not None
+        self._heartbeat_due = time.monotonic() + self.config.heartbeat
+        fields: dict[str, Any] = {"node": self.config.node_id, "endpoint": self.endpoint,
+                                  "labels": dict(self.config.labels), "weight": self.config.weight,
+                                  "stats": self.report()}
+        if self._send_map and self.cluster_map is not None:
+            fields["map"] = self.cluster_map.to_dict()
+        try:
+            self._controller.send_multipart(protocol.request_frames("heartbeat", 0, self.epoch, fields),
+                                            flags=zmq.NOBLOCK)
+        except zmq.Again:
+            pass    # controller unreachable: keep serving on the map we have
+
+    def _receive_from_controller(self) -> None:
+        assert self._controller is not None
+        while True:
+            try:
+                frames = self._controller.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                reply = protocol.decode_reply(frames)
+            except HCStoreError:
+                continue
+            if not reply.ok:
+                log.warning("controller refused a heartbeat: %s", reply.error())
+                continue
+            self._send_map = reply.header.get("epoch", 0) < self.epoch
+            if "map" in reply.header:
+                self.adopt_map(ClusterMap.from_dict(reply.header["map"]))
+
+    def adopt_map(self, cluster_map: ClusterMap) -> None:
+        """Take a newer cluster map and persist it (so a restarted controller can recover the epoch)."""
+        if cluster_map.epoch <= self.epoch:
+            return
+        self.cluster_map = cluster_map
+        _write_json_atomic(self.map_file, cluster_map.to_dict())
+        log.info("cluster map epoch %d", cluster_map.epoch)
+
+    def report(self) -> dict[str, Any]:
+        """What the agent tells the controller each heartbeat."""
+        stats = self.store.stats()
+        return {"fragments": stats["fragments"], "used": stats["used"], "free": stats["free"], "pid": os.getpid()}
 
     def handle(self, frames: list[Any]) -> list[Any]:
         """Answer one ROUTER message ``[routing id, header, payload...]``; never raises."""
@@ -133,6 +209,8 @@ class Agent:
         self._stopping = True
 
     def close(self) -> None:
+        if self._controller is not None:
+            self._controller.close(linger=0)
         self.socket.close(linger=0)
         self.store.close()
 
@@ -210,6 +288,16 @@ class Agent:
         return {"buckets": self.store.buckets()}, []
 
 
+def _load_map(path: Path) -> ClusterMap | None:
+    try:
+        return ClusterMap.from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("ignoring unreadable cluster map %s: %s", path, exc)
+        return None
+
+
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data))
@@ -227,12 +315,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--capacity-bytes", type=int, default=None)
     parser.add_argument("--ready-file", default=None)
     parser.add_argument("--log-file", default=None)
+    parser.add_argument("--controller", default=None, help="the controller's endpoint")
+    parser.add_argument("--label", action="append", default=[], help="failure-domain label KEY=VALUE")
+    parser.add_argument("--weight", type=float, default=None)
+    parser.add_argument("--heartbeat", type=float, default=None)
+    parser.add_argument("--state-dir", default=None)
     args = parser.parse_args(argv)
+    labels = tuple(tuple(item.split("=", 1)) for item in args.label)
+    if any(len(label) != 2 for label in labels):
+        parser.error(f"--label takes KEY=VALUE, got {args.label}")
     logging.basicConfig(filename=args.log_file, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = AgentConfig.from_env(node_id=args.node_id, mountpaths=tuple(args.mountpath), host=args.host,
                                   port=args.port, durability=args.durability, high_watermark=args.high_watermark,
-                                  capacity_bytes=args.capacity_bytes)
+                                  capacity_bytes=args.capacity_bytes, controller=args.controller,
+                                  labels=labels or None, weight=args.weight, heartbeat=args.heartbeat,
+                                  state_dir=args.state_dir)
     agent = Agent(config)
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())

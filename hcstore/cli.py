@@ -75,13 +75,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     for node in client.cluster_map.nodes:
         s = stats[node.id]
         up = isinstance(s, dict)
+        state = node.state if up or node.state not in ("alive", "suspect") else "down"   # what we just saw wins
         rows.append({
             "id": node.id, "endpoint": node.endpoint or "-", "pid": running.get(node.id),
-            "state": "alive" if up else "down", "mountpaths": len(s["mountpaths"]) if up else None,
+            "state": state, "map_state": node.state, "mountpaths": len(s["mountpaths"]) if up else None,
             "used": s["used"] if up else None, "free": s["free"] if up else None,
             "fragments": s["fragments"] if up else None, "error": None if up else str(s)})
     if args.json:
-        print(json.dumps({"cluster": str(path), "ec": cluster.ec, "nodes": rows}, indent=2))
+        print(json.dumps({"cluster": str(path), "ec": cluster.ec, "epoch": client.cluster_map.epoch,
+                          "nodes": rows}, indent=2))
         return 0
     table = Table(title=f"hcstore cluster {path} (EC {cluster.ec})")
     for column in ("id", "endpoint", "pid", "state", "mountpaths", "used", "free", "fragments"):

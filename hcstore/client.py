@@ -27,7 +27,13 @@ from ec import FragmentHeader, header_to_dict
 from hcstore.config import ClientConfig
 from hcstore.errors import AgentUnavailable, HCStoreError, InvalidRequest, NotEnoughNodes, ObjectChanged, ObjectNotFound
 from hcstore.generation import HybridClock
-from hcstore.local_cluster import find_cluster_dir, map_stamp, read_cluster_ec, read_cluster_map
+from hcstore.local_cluster import (
+    controller_endpoint,
+    find_cluster_dir,
+    map_stamp,
+    read_cluster_ec,
+    read_cluster_map,
+)
 from hcstore.names import check_bucket, check_prefix
 from hcstore.protocol import Reply
 from hcstore.reader import CorruptionReport, ObjectReader, ObjectVersion, iter_range, read_range, resolve
@@ -37,7 +43,8 @@ from placement import ClusterMap, place
 
 log = logging.getLogger(__name__)
 _COPY_BLOCK = 8 << 20
-_MAP_RECHECK = 0.5
+_MAP_RECHECK = 1.0
+_MAP_MIN_AGE = 0.1
 
 
 @dataclass(frozen=True)
@@ -80,7 +87,8 @@ class Client:
                 settings["ec"] = read_cluster_ec(self._dir)     # the cluster's EC is this client's default
         self.config = config.replace(**settings) if config else ClientConfig.from_env(**settings)
         self._stamp = map_stamp(self._dir) if self._dir else ()
-        self._checked = time.monotonic()
+        self._checked = 0.0
+        self._from_controller = False
         self._lock = threading.Lock()
         self.transport = Transport(connect_timeout=self.config.connect_timeout,
                                    request_timeout=self.config.request_timeout, io_threads=self.config.io_threads)
@@ -94,18 +102,47 @@ class Client:
 
     @property
     def cluster_map(self) -> ClusterMap:
-        """The current cluster map (re-read when the local cluster's files change)."""
-        if self._dir is not None and time.monotonic() - self._checked > _MAP_RECHECK:
+        """The current cluster map.
+
+        Asked of the controller every ``_MAP_RECHECK`` seconds, and at once when an agent's
+        reply carries a newer epoch. With no controller running, a local cluster's map is
+        read from its directory; a client that has a controller's map keeps it while the
+        controller is down.
+        """
+        age = time.monotonic() - self._checked
+        stale = age > _MAP_RECHECK or (self.transport.max_epoch > self._map.epoch and age > _MAP_MIN_AGE)
+        if self._dir is not None and stale:
             with self._lock:
                 self._checked = time.monotonic()
-                stamp = map_stamp(self._dir)
-                if stamp != self._stamp:
-                    self._map, self._stamp = read_cluster_map(self._dir), stamp
+                fresh = self._load_map()
+                if fresh.epoch != self._map.epoch:
+                    self.transport.forgive(n.endpoint for n in fresh.nodes if n.state == "alive")
+                self._map = fresh
+        return self._map
+
+    def _load_map(self) -> ClusterMap:
+        assert self._dir is not None
+        endpoint = controller_endpoint(self._dir)
+        if endpoint:
+            try:
+                reply = self.transport.request(endpoint, "get_map", {}, timeout=min(1.0, self.config.request_timeout))
+                fresh = ClusterMap.from_dict(reply.header["map"])
+                first, self._from_controller = not self._from_controller, True
+                return fresh if first or fresh.epoch >= self._map.epoch else self._map
+            except HCStoreError as exc:
+                log.info("controller %s unavailable (%s); using the cached cluster map", endpoint, exc)
+        if self._from_controller:
+            return self._map
+        stamp = map_stamp(self._dir)
+        if stamp != self._stamp:
+            self._stamp = stamp
+            return read_cluster_map(self._dir)
         return self._map
 
     def refresh(self) -> ClusterMap:
-        """Re-read the cluster map now."""
+        """Re-read the cluster map now, and give every agent another chance."""
         self._checked = 0.0
+        self.transport.forgive(n.endpoint for n in self._map.nodes)
         return self.cluster_map
 
     def endpoint(self, node_id: str) -> str:

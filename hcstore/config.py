@@ -131,6 +131,11 @@ class AgentConfig(_Settings):
         high_watermark: fraction of a mountpath's capacity above which writes fail with StoreFull.
         capacity_bytes: capacity of each mountpath (0: the file system's size, from psutil).
         upload_ttl: seconds after which an idle, unfinished upload is discarded.
+        controller: the controller's endpoint ("" for none: the agent then serves with no map).
+        labels: failure-domain labels of this node, e.g. (("zone", "a"), ("rack", "r1")).
+        weight: capacity weight of this node in placement.
+        heartbeat: seconds between heartbeats to the controller.
+        state_dir: where the agent persists the latest cluster map it has seen ("": its first mountpath).
     """
 
     node_id: str = "n1"
@@ -141,6 +146,11 @@ class AgentConfig(_Settings):
     high_watermark: float = 0.9
     capacity_bytes: int = 0
     upload_ttl: float = 600.0
+    controller: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+    weight: float = 1.0
+    heartbeat: float = 1.0
+    state_dir: str = ""
 
     def __post_init__(self) -> None:
         if self.durability not in DURABILITY_POLICIES:

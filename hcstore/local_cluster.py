@@ -26,11 +26,12 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hcstore.errors import ClusterNotFound, HCStoreError
+from hcstore.membership import Intervals
 from placement import ClusterMap, Node
 
 CLUSTER_FORMAT = 1
@@ -76,6 +77,14 @@ def read_cluster_ec(path: str | os.PathLike[str]) -> str:
     return json.loads((Path(path) / "cluster.json").read_text()).get("ec", "4+2")
 
 
+def controller_endpoint(path: str | os.PathLike[str]) -> str:
+    """The endpoint of the local cluster's controller ("" when it is not running)."""
+    try:
+        return json.loads((Path(path) / "controller.json").read_text())["endpoint"]
+    except (OSError, ValueError, KeyError):
+        return ""
+
+
 def map_stamp(path: str | os.PathLike[str]) -> tuple[float, ...]:
     """Modification times of the files a cluster map is read from (changes when an agent restarts)."""
     root = Path(path)
@@ -91,6 +100,7 @@ class AgentProcess:
     directory: Path
     mountpaths: list[Path]
     port: int = 0
+    labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def ready_file(self) -> Path:
@@ -114,7 +124,7 @@ class LocalCluster:
     @classmethod
     def create(cls, path: str | os.PathLike[str], *, agents: int = 6, ec: str = "4+2", mountpaths_per_agent: int = 2,
                durability: str = "commit", capacity_bytes: int = 0, high_watermark: float = 0.9,
-               labels: list[dict[str, str]] | None = None) -> "LocalCluster":
+               labels: list[dict[str, str]] | None = None, intervals: Intervals | None = None) -> "LocalCluster":
         """Write a new cluster directory (does not start agents)."""
         from ec import parse_ec
 
@@ -133,7 +143,9 @@ class LocalCluster:
             nodes.append({"id": node_id, "mountpaths": mps, "weight": 1.0,
                           "labels": (labels[i] if labels else {"host": node_id})})
         spec = {"format": CLUSTER_FORMAT, "epoch": 1, "ec": ec, "durability": durability,
-                "capacity_bytes": capacity_bytes, "high_watermark": high_watermark, "nodes": nodes}
+                "capacity_bytes": capacity_bytes, "high_watermark": high_watermark, "nodes": nodes,
+                "mountpaths_per_agent": mountpaths_per_agent,
+                "controller": {"port": 0, "intervals": (intervals or Intervals()).__dict__}}
         _write_json(cluster.path / "cluster.json", spec)
         return cluster
 
@@ -147,7 +159,7 @@ class LocalCluster:
 
     def agents(self) -> list[AgentProcess]:
         return [AgentProcess(n["id"], self.path / "agents" / n["id"], [Path(p) for p in n["mountpaths"]],
-                             n.get("port", 0)) for n in self.spec["nodes"]]
+                             n.get("port", 0), n.get("labels", {})) for n in self.spec["nodes"]]
 
     def agent(self, node_id: str) -> AgentProcess:
         for agent in self.agents():
@@ -155,9 +167,67 @@ class LocalCluster:
                 return agent
         raise HCStoreError(f"no node {node_id!r} in the cluster at {self.path}")
 
-    def start(self, node_id: str | None = None, *, timeout: float = 30.0) -> None:
-        """Start the agents (all, or one) and wait until each serves."""
+    # ------------------------------------------------------------------ controller
+
+    @property
+    def controller_ready_file(self) -> Path:
+        return self.path / "controller.json"
+
+    def controller_endpoint(self) -> str:
+        return controller_endpoint(self.path)
+
+    def controller_pid(self) -> int | None:
+        try:
+            return int(json.loads(self.controller_ready_file.read_text())["pid"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def start_controller(self, *, timeout: float = 30.0) -> None:
+        """Start the controller (if not running) and wait until it serves."""
+        if _alive(self.controller_pid()):
+            return
         spec = self.spec
+        intervals = spec["controller"]["intervals"]
+        self.controller_ready_file.unlink(missing_ok=True)
+        cmd = [sys.executable, "-m", "hcstore.controller", "--ready-file", str(self.controller_ready_file),
+               "--log-file", str(self.path / "controller.log"), "--port", str(spec["controller"]["port"]),
+               "--heartbeat", str(intervals["heartbeat"]), "--suspect-after", str(intervals["suspect_after"]),
+               "--down-after", str(intervals["down_after"]), "--out-after", str(intervals["out_after"])]
+        self._spawn_and_wait("controller", cmd, self.controller_ready_file, self.path / "controller.log", timeout)
+        port = int(controller_endpoint(self.path).rsplit(":", 1)[1])
+        if spec["controller"]["port"] != port:
+            spec["controller"]["port"] = port
+            _write_json(self.path / "cluster.json", spec)
+
+    def stop_controller(self, *, sig: int = signal.SIGTERM) -> None:
+        _stop_pid(self.controller_pid(), sig)
+        self.controller_ready_file.unlink(missing_ok=True)
+
+    def _spawn_and_wait(self, name: str, cmd: list[str], ready: Path, log_file: Path, timeout: float) -> None:
+        _wait_ready(name, _spawn(cmd, log_file), ready, log_file, time.monotonic() + timeout)
+
+    def add_agent(self, *, labels: dict[str, str] | None = None) -> str:
+        """Add a node to the cluster and start its agent; returns its id."""
+        spec = self.spec
+        taken = {n["id"] for n in spec["nodes"]}
+        number = len(taken) + 1
+        while f"n{number}" in taken:
+            number += 1
+        node_id = f"n{number}"
+        directory = self.path / "agents" / node_id
+        spec["nodes"].append({"id": node_id, "weight": 1.0, "labels": labels or {"host": node_id},
+                              "mountpaths": [str(directory / f"mp{j}") for j in range(spec["mountpaths_per_agent"])]})
+        _write_json(self.path / "cluster.json", spec)
+        self.start(node_id)
+        return node_id
+
+    # ------------------------------------------------------------------ agents
+
+    def start(self, node_id: str | None = None, *, timeout: float = 30.0) -> None:
+        """Start the controller and the agents (all, or one) and wait until each serves."""
+        spec = self.spec
+        self.start_controller(timeout=timeout)
+        controller = self.controller_endpoint()
         targets = [self.agent(node_id)] if node_id else self.agents()
         procs = []
         for agent in targets:
@@ -168,22 +238,41 @@ class LocalCluster:
             cmd = [sys.executable, "-m", "hcstore.agent", "--node-id", agent.node_id,
                    "--ready-file", str(agent.ready_file), "--log-file", str(agent.directory / "agent.log"),
                    "--durability", spec["durability"], "--high-watermark", str(spec["high_watermark"]),
-                   "--capacity-bytes", str(spec["capacity_bytes"]), "--port", str(agent.port)]
+                   "--capacity-bytes", str(spec["capacity_bytes"]), "--port", str(agent.port),
+                   "--controller", controller, "--state-dir", str(agent.directory),
+                   "--heartbeat", str(spec["controller"]["intervals"]["heartbeat"])]
+            for name, value in agent.labels.items():
+                cmd += ["--label", f"{name}={value}"]
             for mp in agent.mountpaths:
                 cmd += ["--mountpath", str(mp)]
-            with open(agent.directory / "agent.log", "ab") as log:
-                procs.append((agent, subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                                      start_new_session=True)))
+            procs.append((agent, _spawn(cmd, agent.directory / "agent.log")))
         deadline = time.monotonic() + timeout
         for agent, proc in procs:
-            while not agent.ready_file.exists():
-                if proc.poll() is not None:
-                    raise HCStoreError(f"agent {agent.node_id} exited with {proc.returncode}; "
-                                       f"see {agent.directory / 'agent.log'}")
-                if time.monotonic() > deadline:
-                    raise HCStoreError(f"agent {agent.node_id} did not start within {timeout}s")
-                time.sleep(0.02)
+            _wait_ready(f"agent {agent.node_id}", proc, agent.ready_file, agent.directory / "agent.log", deadline)
             self._remember_port(agent.node_id, json.loads(agent.ready_file.read_text())["endpoint"])
+        self.wait_for_map(lambda m: all(a.node_id in m and m.node(a.node_id).state == "alive" for a in targets),
+                          timeout=max(1.0, deadline - time.monotonic()))
+
+    def wait_for_map(self, condition: Any, *, timeout: float = 30.0) -> ClusterMap:
+        """Poll the controller's map until ``condition(map)`` holds; returns that map."""
+        from hcstore.transport import Transport
+
+        transport = Transport(connect_timeout=1.0, request_timeout=2.0)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    reply = transport.request(self.controller_endpoint(), "get_map", {})
+                    cluster_map = ClusterMap.from_dict(reply.header["map"])
+                    if condition(cluster_map):
+                        return cluster_map
+                except HCStoreError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise HCStoreError(f"the cluster map did not reach the expected state within {timeout}s")
+                time.sleep(0.05)
+        finally:
+            transport.close()
 
     def _remember_port(self, node_id: str, endpoint: str) -> None:
         """Pin the node's port so a restarted agent comes back at the same endpoint."""
@@ -195,7 +284,9 @@ class LocalCluster:
                 _write_json(self.path / "cluster.json", spec)
 
     def stop(self, node_id: str | None = None, *, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
-        """Stop agents (all, or one) with ``sig`` and wait for them to exit."""
+        """Stop agents (all, or one; all also stops the controller) with ``sig`` and wait for them to exit."""
+        if node_id is None:
+            self.stop_controller(sig=sig)
         targets = [self.agent(node_id)] if node_id else self.agents()
         for agent in targets:
             pid = agent.pid()
@@ -203,13 +294,8 @@ class LocalCluster:
                 if sig != signal.SIGKILL:
                     _signal(pid, signal.SIGCONT)
                 _signal(pid, sig)
-        deadline = time.monotonic() + timeout
         for agent in targets:
-            pid = agent.pid()
-            while pid is not None and _alive(pid):
-                if time.monotonic() > deadline:
-                    _signal(pid, signal.SIGKILL)
-                time.sleep(0.02)
+            _stop_pid(agent.pid(), signal.SIGKILL if sig == signal.SIGKILL else sig, timeout)
             agent.ready_file.unlink(missing_ok=True)
 
     def kill(self, node_id: str) -> None:
@@ -286,6 +372,34 @@ def _not_zombie(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def _spawn(cmd: list[str], log_file: Path) -> subprocess.Popen[bytes]:
+    """Start a process in its own session (it outlives the CLI), logging to ``log_file``."""
+    with open(log_file, "ab") as log:
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+
+
+def _wait_ready(name: str, proc: subprocess.Popen[bytes], ready: Path, log_file: Path, deadline: float) -> None:
+    while not ready.exists():
+        if proc.poll() is not None:
+            raise HCStoreError(f"{name} exited with {proc.returncode}; see {log_file}")
+        if time.monotonic() > deadline:
+            raise HCStoreError(f"{name} did not start in time; see {log_file}")
+        time.sleep(0.02)
+
+
+def _stop_pid(pid: int | None, sig: int, timeout: float = 10.0) -> None:
+    if pid is None or not _alive(pid):
+        return
+    if sig != signal.SIGKILL:
+        _signal(pid, signal.SIGCONT)
+    _signal(pid, sig)
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            _signal(pid, signal.SIGKILL)
+        time.sleep(0.02)
 
 
 def _signal(pid: int, sig: int) -> None:

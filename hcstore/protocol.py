@@ -97,6 +97,18 @@ OPERATIONS: dict[str, dict[str, Field]] = {
 }
 
 
+# The controller's operations (a separate socket and process; same framing and rules).
+CONTROLLER_OPERATIONS: dict[str, dict[str, Field]] = {
+    # An agent's periodic report; the first one registers it. The reply carries the map when newer.
+    "heartbeat": {"node": _STR, "endpoint": _STR, "labels": Field(dict), "weight": Field((int, float)),
+                  "map": Field(dict, required=False), "stats": Field(dict, required=False)},
+    "get_map": {},
+    # drain | resume | remove (remove refuses while the node still holds fragments, unless force)
+    "node_admin": {"node": _STR, "action": _STR, "force": Field(bool, required=False)},
+    "status": {},
+}
+
+
 @dataclass
 class Request:
     """A decoded, validated request."""
@@ -157,7 +169,7 @@ def peek_request_id(frames: Sequence[Any]) -> int:
 
 
 def _check_field(op: str, name: str, spec: Field, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, spec.kind):
+    if (isinstance(value, bool) and spec.kind is not bool) or not isinstance(value, spec.kind):
         raise InvalidRequest(f"{op}: field {name!r} must be {_kind_name(spec.kind)}, got {type(value).__name__}")
     if spec.bounds is not None:
         low, high = spec.bounds
@@ -171,7 +183,7 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
     return " or ".join(k.__name__ for k in kinds)
 
 
-def decode_request(frames: Sequence[Any]) -> Request:
+def decode_request(frames: Sequence[Any], operations: dict[str, dict[str, Field]] | None = None) -> Request:
     """Decode and validate a request's frames (routing id already removed).
 
     Raises:
@@ -192,9 +204,10 @@ def decode_request(frames: Sequence[Any]) -> Request:
         raise ProtocolError(f"request id must be a non-negative integer, got {request_id!r}")
     if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
         raise ProtocolError(f"epoch must be a non-negative integer, got {epoch!r}")
-    if not isinstance(op, str) or op not in OPERATIONS:
+    operations = OPERATIONS if operations is None else operations
+    if not isinstance(op, str) or op not in operations:
         raise UnknownOperation(f"unknown operation {op!r}")
-    spec = OPERATIONS[op]
+    spec = operations[op]
     fields = {}
     for name, field_spec in spec.items():
         if name not in header:

@@ -107,6 +107,7 @@ class Transport:
         self._ids = itertools.count(1)
         self._unavailable_until: dict[str, float] = {}
         self._slow_until: dict[str, float] = {}
+        self.max_epoch = 0           # highest cluster-map epoch any reply carried
 
     def __getstate__(self) -> dict[str, Any]:
         return {"connect_timeout": self.connect_timeout, "request_timeout": self.request_timeout,
@@ -132,6 +133,12 @@ class Transport:
 
     def mark_slow(self, endpoint: str) -> None:
         self._slow_until[endpoint] = time.monotonic() + COOL_DOWN
+
+    def forgive(self, endpoints: Iterable[str]) -> None:
+        """End the cool-down of these agents (the cluster map says they are back)."""
+        for endpoint in endpoints:
+            self._unavailable_until.pop(endpoint, None)
+            self._slow_until.pop(endpoint, None)
 
     def mark_unavailable(self, endpoint: str, reason: str) -> None:
         self._unavailable_until[endpoint] = time.monotonic() + COOL_DOWN
@@ -183,6 +190,9 @@ class Transport:
                     reply = protocol.decode_reply(frames)
                 except ProtocolError:
                     continue
+                epoch = reply.header.get("epoch", 0)
+                if isinstance(epoch, int) and epoch > self.max_epoch:
+                    self.max_epoch = epoch
                 request_id = reply.header["id"]
                 if state.pending.pop(request_id, None) is not None:
                     state.done[request_id] = reply

@@ -1,0 +1,177 @@
+"""The controller: owner of the versioned cluster map, outside Ray a process of its own.
+
+Agents heartbeat to it (the first heartbeat registers them) and get the map
+back whenever theirs is older; clients ask it for the map. It runs the
+failure detector (:mod:`hcstore.membership`) on a clock tick, takes drain,
+resume and remove commands, and aggregates the agents' reports into the
+cluster's protection summary. It keeps no state on disk: a restarted
+controller learns the highest epoch, and the nodes, from the maps the agents
+persisted, so the epoch keeps rising. While it is down the data path goes on
+with the maps that agents and clients already hold.
+
+Run it as ``python -m hcstore.controller --ready-file F [--port P]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from hcstore import protocol
+from hcstore.errors import HCStoreError, InvalidRequest, ObjectNotFound
+from hcstore.membership import Intervals, MembershipTable
+from hcstore.protocol import Request
+from placement import ClusterMap
+
+log = logging.getLogger(__name__)
+ADMIN_ACTIONS = {"drain": "maintenance", "resume": "", "remove": "decommissioned"}
+
+
+class Controller:
+    """Serves the cluster map and membership on a ZeroMQ ROUTER socket."""
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, intervals: Intervals | None = None,
+                 clock: Any = time.monotonic) -> None:
+        self.table = MembershipTable(intervals or Intervals())
+        self.clock = clock
+        self.stats: dict[str, dict[str, Any]] = {}
+        self.context = zmq.Context.instance()
+        self.socket = self.context.socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_HEADER_BYTES * 4)
+        if port:
+            self.socket.bind(f"tcp://{host}:{port}")
+            self.endpoint = f"tcp://{host}:{port}"
+        else:
+            self.endpoint = f"tcp://{host}:{self.socket.bind_to_random_port(f'tcp://{host}')}"
+        self._stopping = False
+        self._handlers = {"heartbeat": self._heartbeat, "get_map": self._get_map,
+                          "node_admin": self._node_admin, "status": self._status}
+
+    @property
+    def cluster_map(self) -> ClusterMap:
+        return self.table.cluster_map()
+
+    def serve(self, *, ready_file: str | None = None) -> None:
+        if ready_file:
+            _write_json_atomic(Path(ready_file), {"endpoint": self.endpoint, "pid": os.getpid()})
+        poller = zmq.Poller()
+        poller.register(self.socket, zmq.POLLIN)
+        tick = self.table.intervals.heartbeat / 2
+        while not self._stopping:
+            if poller.poll(int(tick * 1000)):
+                while True:
+                    try:
+                        frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    self.socket.send_multipart(self.handle(frames), copy=False)
+            if self.table.tick(self.clock()):
+                log.info("cluster map epoch %d: %s", self.table.epoch,
+                         {n.id: n.state for n in self.cluster_map.nodes})
+        self.socket.close(linger=0)
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    def handle(self, frames: list[Any]) -> list[Any]:
+        """Answer one ROUTER message; never raises."""
+        routing, body = frames[:1], frames[1:]
+        request_id = 0
+        try:
+            request = protocol.decode_request(body, protocol.CONTROLLER_OPERATIONS)
+            request_id = request.id
+            fields = self._handlers[request.op](request)
+            return routing + protocol.reply_frames(request_id, self.table.epoch, fields)
+        except HCStoreError as exc:
+            return routing + protocol.error_frames(request_id or protocol.peek_request_id(body), self.table.epoch, exc)
+        except Exception as exc:
+            log.exception("internal error in the controller")
+            return routing + protocol.error_frames(request_id or protocol.peek_request_id(body), self.table.epoch,
+                                                   HCStoreError(f"controller internal error: {type(exc).__name__}"))
+
+    # ------------------------------------------------------------------ handlers
+
+    def _heartbeat(self, request: Request) -> dict[str, Any]:
+        f = request.fields
+        now = self.clock()
+        if "map" in f:
+            try:
+                self.table.adopt(ClusterMap.from_dict(f["map"]), now)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise InvalidRequest(f"heartbeat from {f['node']}: bad map: {exc}") from None
+        labels = {str(k): str(v) for k, v in f["labels"].items()}
+        try:
+            self.table.heartbeat(f["node"], f["endpoint"], labels, float(f["weight"]), now)
+        except ValueError as exc:
+            raise InvalidRequest(f"heartbeat from {f['node']!r}: {exc}") from None
+        if "stats" in f:
+            self.stats[f["node"]] = f["stats"]
+        reply: dict[str, Any] = {}
+        if request.epoch < self.table.epoch:
+            reply["map"] = self.cluster_map.to_dict()
+        return reply
+
+    def _get_map(self, request: Request) -> dict[str, Any]:
+        return {"map": self.cluster_map.to_dict()}
+
+    def _node_admin(self, request: Request) -> dict[str, Any]:
+        f = request.fields
+        action, node = f["action"], f["node"]
+        if action not in ADMIN_ACTIONS:
+            raise InvalidRequest(f"unknown node action {action!r}: use drain, resume or remove")
+        if node not in self.cluster_map:
+            raise ObjectNotFound(f"no node {node!r} in the cluster map")
+        if action == "remove" and not f.get("force"):
+            held = self.stats.get(node, {}).get("fragments")
+            if held is None or held > 0:
+                raise InvalidRequest(
+                    f"node {node} still holds {held if held is not None else 'an unknown number of'} fragments; "
+                    "removing it now could lose data: run `hcstore node drain` first and wait until it holds "
+                    "none, or pass --force")
+        self.table.set_admin(node, ADMIN_ACTIONS[action], self.clock())
+        return {"map": self.cluster_map.to_dict()}
+
+    def _status(self, request: Request) -> dict[str, Any]:
+        now = self.clock()
+        return {"map": self.cluster_map.to_dict(), "ages": self.table.ages(now), "stats": self.stats}
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hcstore-controller", description="Run the hcstore controller.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--ready-file", default=None)
+    parser.add_argument("--log-file", default=None)
+    parser.add_argument("--heartbeat", type=float, default=Intervals.heartbeat)
+    parser.add_argument("--suspect-after", type=float, default=Intervals.suspect_after)
+    parser.add_argument("--down-after", type=float, default=Intervals.down_after)
+    parser.add_argument("--out-after", type=float, default=Intervals.out_after)
+    args = parser.parse_args(argv)
+    logging.basicConfig(filename=args.log_file, level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    controller = Controller(host=args.host, port=args.port, intervals=Intervals(
+        args.heartbeat, args.suspect_after, args.down_after, args.out_after))
+    signal.signal(signal.SIGTERM, lambda *_: controller.stop())
+    signal.signal(signal.SIGINT, lambda *_: controller.stop())
+    controller.serve(ready_file=args.ready_file)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Membership: who is in the cluster and in which state, as a pure function of heartbeats.
+
+The controller feeds this table heartbeats and clock ticks; the table answers
+with the versioned :class:`placement.ClusterMap`. Every change of a node's
+endpoint, labels, weight or state bumps the map's epoch, and the epoch never
+goes backwards: a controller that restarts without state adopts the highest
+epoch any agent reports and continues above it.
+
+Liveness states follow heartbeat age (``alive → suspect → down → out``); a
+node that heartbeats again is ``alive`` again and its fragments count again.
+Administrative states override liveness while the node is reachable:
+``maintenance`` (draining: serves reads, receives no new fragments, hands its
+fragments over) and ``decommissioned`` (removed; never comes back on its own).
+A *down* node is served around by degraded reads; repair starts only when it
+is *out*, so a node that reboots within ``out_after`` causes no repair storm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from placement import ClusterMap, Node
+
+
+@dataclass(frozen=True)
+class Intervals:
+    """Failure-detection timing, in seconds. Defaults suit GPU nodes: down in seconds, out in minutes."""
+
+    heartbeat: float = 1.0
+    suspect_after: float = 3.0
+    down_after: float = 8.0
+    out_after: float = 600.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.heartbeat < self.suspect_after < self.down_after < self.out_after:
+            raise ValueError(
+                "intervals must satisfy 0 < heartbeat < suspect_after < down_after < out_after, got "
+                f"{self.heartbeat}, {self.suspect_after}, {self.down_after}, {self.out_after}")
+
+
+def liveness(age: float, intervals: Intervals) -> str:
+    """The liveness state of a node whose last heartbeat is ``age`` seconds old."""
+    if age > intervals.out_after:
+        return "out"
+    if age > intervals.down_after:
+        return "down"
+    if age > intervals.suspect_after:
+        return "suspect"
+    return "alive"
+
+
+@dataclass
+class _Member:
+    node: Node
+    last_seen: float
+    admin: str = ""          # "", "maintenance" or "decommissioned"
+
+
+@dataclass
+class MembershipTable:
+    """The controller's view of the cluster; every method is pure bookkeeping on ``now``."""
+
+    intervals: Intervals = field(default_factory=Intervals)
+    epoch: int = 0
+    members: dict[str, _Member] = field(default_factory=dict)
+
+    def cluster_map(self) -> ClusterMap:
+        return ClusterMap(self.epoch, tuple(m.node for m in self.members.values()))
+
+    def adopt(self, seen: ClusterMap, now: float) -> None:
+        """Continue from a map an agent persisted: its epoch, and nodes not yet heard from.
+
+        Nodes learnt this way count as just seen, so a restarted controller gives every
+        node a full ``out_after`` before declaring it out.
+        """
+        if seen.epoch >= self.epoch:
+            self.epoch = seen.epoch + 1
+        for node in seen.nodes:
+            if node.id not in self.members:
+                admin = node.state if node.state in ("maintenance", "decommissioned") else ""
+                self.members[node.id] = _Member(node, now, admin)
+        self._refresh_states(now)
+
+    def heartbeat(self, node_id: str, endpoint: str, labels: dict[str, str], weight: float, now: float) -> None:
+        """Record a heartbeat (the first one registers the node)."""
+        member = self.members.get(node_id)
+        if member is None:
+            member = self.members[node_id] = _Member(Node(node_id, endpoint, weight, labels), now)
+            self.epoch += 1
+        member.last_seen = now
+        node = member.node
+        if (node.endpoint, dict(node.labels), node.weight) != (endpoint, labels, weight):
+            member.node = Node(node_id, endpoint, weight, labels, node.state)
+            self.epoch += 1
+        self._refresh_states(now)
+
+    def tick(self, now: float) -> bool:
+        """Apply heartbeat ages; True when the map changed."""
+        return self._refresh_states(now)
+
+    def set_admin(self, node_id: str, admin: str, now: float) -> None:
+        """Set ``maintenance`` (drain), ``decommissioned`` (remove) or ``""`` (resume).
+
+        Raises:
+            KeyError: no such node.
+        """
+        if node_id not in self.members:
+            raise KeyError(f"no node {node_id!r} in the cluster map (epoch {self.epoch})")
+        self.members[node_id].admin = admin
+        self._refresh_states(now)
+
+    def forget(self, node_id: str) -> None:
+        """Drop a decommissioned node from the map entirely."""
+        if self.members.pop(node_id, None) is not None:
+            self.epoch += 1
+
+    def ages(self, now: float) -> dict[str, float]:
+        return {node_id: now - m.last_seen for node_id, m in self.members.items()}
+
+    def _refresh_states(self, now: float) -> bool:
+        changed = False
+        for member in self.members.values():
+            state = liveness(now - member.last_seen, self.intervals)
+            if member.admin == "decommissioned":
+                state = "decommissioned"
+            elif member.admin == "maintenance" and state in ("alive", "suspect"):
+                state = "maintenance"
+            if state != member.node.state:
+                node = member.node
+                member.node = Node(node.id, node.endpoint, node.weight, node.labels, state)
+                changed = True
+        if changed:
+            self.epoch += 1
+        return changed
