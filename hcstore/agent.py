@@ -28,7 +28,8 @@ import zmq
 
 from hcstore import protocol
 from hcstore.config import AgentConfig
-from hcstore.errors import HCStoreError
+from hcstore.errors import HCStoreError, InvalidRequest
+from hcstore.maintenance import Maintainer
 from hcstore.protocol import Request
 from hcstore.store import LocalStore
 from placement import ClusterMap
@@ -48,6 +49,7 @@ class Agent:
         self._controller: zmq.Socket | None = None
         self._heartbeat_due = 0.0
         self._send_map = True       # tell a (possibly restarted) controller what we know
+        self.maintainer: Maintainer | None = None
         self.context = context or zmq.Context.instance()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
@@ -68,6 +70,9 @@ class Agent:
             "commit": self._commit,
             "abort": self._abort,
             "retire": self._retire,
+            "drop": self._drop,
+            "quarantine": self._quarantine,
+            "maintain": self._maintain,
             "tombstone": self._tombstone,
             "read": self._read,
             "locate": self._locate,
@@ -106,6 +111,8 @@ class Agent:
         if self.config.controller:
             self._controller = self._connect_controller()
             poller.register(self._controller, zmq.POLLIN)
+            self.maintainer = Maintainer(self)
+            self.maintainer.start()
         next_housekeeping = time.monotonic() + _HOUSEKEEPING_INTERVAL
         while not self._stopping:
             for sock, _ in poller.poll(100):
@@ -178,11 +185,16 @@ class Agent:
         self.cluster_map = cluster_map
         _write_json_atomic(self.map_file, cluster_map.to_dict())
         log.info("cluster map epoch %d", cluster_map.epoch)
+        if self.maintainer is not None:
+            self.maintainer.wake()
 
     def report(self) -> dict[str, Any]:
         """What the agent tells the controller each heartbeat."""
         stats = self.store.stats()
-        return {"fragments": stats["fragments"], "used": stats["used"], "free": stats["free"], "pid": os.getpid()}
+        report = {"fragments": stats["fragments"], "used": stats["used"], "free": stats["free"], "pid": os.getpid()}
+        if self.maintainer is not None:
+            report["repair"] = self.maintainer.status()
+        return report
 
     def handle(self, frames: list[Any]) -> list[Any]:
         """Answer one ROUTER message ``[routing id, header, payload...]``; never raises."""
@@ -209,6 +221,8 @@ class Agent:
         self._stopping = True
 
     def close(self) -> None:
+        if self.maintainer is not None:
+            self.maintainer.stop()
         if self._controller is not None:
             self._controller.close(linger=0)
         self.socket.close(linger=0)
@@ -261,6 +275,25 @@ class Agent:
     def _abort(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
         self.store.abort(request.fields["upload"])
         return {}, []
+
+    def _drop(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
+        f = request.fields
+        self.store.drop(f["bucket"], f["key"], f["gen"], f["idx"])
+        return {}, []
+
+    def _quarantine(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
+        f = request.fields
+        self.store.quarantine(f["bucket"], f["key"], f["gen"], f["idx"])
+        return {}, []
+
+    def _maintain(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
+        job = request.fields["job"]
+        if job not in ("repair", "scrub"):
+            raise InvalidRequest(f"unknown background job {job!r}: use repair or scrub")
+        if self.maintainer is None:
+            raise InvalidRequest(f"node {self.config.node_id} runs no background work (no controller configured)")
+        self.maintainer.wake(scrub=job == "scrub")
+        return {"scans": self.maintainer.scans, "scrubs": self.maintainer.scrubs}, []
 
     def _retire(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
         f = request.fields
@@ -320,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weight", type=float, default=None)
     parser.add_argument("--heartbeat", type=float, default=None)
     parser.add_argument("--state-dir", default=None)
+    parser.add_argument("--repair-rate", type=float, default=None, help="bytes/s for background repair")
+    parser.add_argument("--scan-interval", type=float, default=None)
+    parser.add_argument("--scrub-interval", type=float, default=None)
     args = parser.parse_args(argv)
     labels = tuple(tuple(item.split("=", 1)) for item in args.label)
     if any(len(label) != 2 for label in labels):
@@ -330,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
                                   port=args.port, durability=args.durability, high_watermark=args.high_watermark,
                                   capacity_bytes=args.capacity_bytes, controller=args.controller,
                                   labels=labels or None, weight=args.weight, heartbeat=args.heartbeat,
-                                  state_dir=args.state_dir)
+                                  state_dir=args.state_dir, repair_rate=args.repair_rate,
+                                  scan_interval=args.scan_interval, scrub_interval=args.scrub_interval)
     agent = Agent(config)
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())

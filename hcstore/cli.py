@@ -81,9 +81,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             "state": state, "map_state": node.state, "mountpaths": len(s["mountpaths"]) if up else None,
             "used": s["used"] if up else None, "free": s["free"] if up else None,
             "fragments": s["fragments"] if up else None, "error": None if up else str(s)})
+    protection = _protection(args)
     if args.json:
         print(json.dumps({"cluster": str(path), "ec": cluster.ec, "epoch": client.cluster_map.epoch,
-                          "nodes": rows}, indent=2))
+                          "nodes": rows, "protection": protection}, indent=2))
         return 0
     table = Table(title=f"hcstore cluster {path} (EC {cluster.ec})")
     for column in ("id", "endpoint", "pid", "state", "mountpaths", "used", "free", "fragments"):
@@ -95,7 +96,103 @@ def cmd_status(args: argparse.Namespace) -> int:
                       size(r["free"]) if r["free"] is not None else "-",
                       str(r["fragments"]) if r["fragments"] is not None else "-", style=style)
     console.print(table)
+    if protection:
+        p = protection
+        console.print(f"protection (last scans): {p['protected']} objects fully protected, {p['degraded']} degraded, "
+                      f"{p['misplaced']} being moved, {p['unreadable']} unreadable; "
+                      f"{size(p['bytes_awaiting_repair'])} awaiting repair, {size(p['bytes_repaired'])} rebuilt")
     return 0
+
+
+def _controller_request(args: argparse.Namespace, op: str, fields: dict[str, Any]) -> dict[str, Any]:
+    from hcstore.local_cluster import controller_endpoint
+    from hcstore.transport import Transport
+
+    path = find_cluster_dir(args.cluster)
+    endpoint = controller_endpoint(path)
+    if not endpoint:
+        raise HCStoreError(f"the controller of {path} is not running: start the cluster with `hcstore up`")
+    transport = Transport(connect_timeout=1.0, request_timeout=5.0)
+    try:
+        return transport.request(endpoint, op, fields).header
+    finally:
+        transport.close()
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    fields = {"node": args.node, "action": args.action}
+    if args.action == "remove":
+        fields["force"] = args.force
+    _controller_request(args, "node_admin", fields)
+    if args.action == "drain":
+        console.print(f"node {args.node} is draining: it serves reads, takes no new fragments, and hands its "
+                      "fragments over")
+        if args.wait:
+            _wait_drained(args)
+    elif args.action == "resume":
+        console.print(f"node {args.node} is back in service")
+    else:
+        console.print(f"node {args.node} removed from the cluster map")
+    return 0
+
+
+def _wait_drained(args: argparse.Namespace) -> None:
+    import time
+
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        held = _controller_request(args, "status", {})["stats"].get(args.node, {}).get("fragments")
+        if held == 0:
+            console.print(f"node {args.node} holds no fragments: safe to remove (`hcstore node remove {args.node}`)")
+            return
+        err_console.print(f"node {args.node}: {held} fragments left to hand over", highlight=False)
+        time.sleep(2.0)
+    raise HCStoreError(f"node {args.node} still holds fragments after {args.timeout}s; the drain goes on")
+
+
+def cmd_background(args: argparse.Namespace) -> int:
+    """``hcstore repair`` / ``hcstore scrub``: run the job on every agent now and show progress."""
+    import time
+
+    from hcstore.repair import protection_summary
+
+    client = _client(args)
+    key = "scans" if args.command == "repair" else "scrubs"
+    before: dict[str, int] = {}
+    for node in client.cluster_map.nodes:
+        if node.endpoint and node.state in ("alive", "maintenance"):
+            try:
+                before[node.id] = client.transport.request(node.endpoint, "maintain", {"job": args.command}).header[key]
+            except HCStoreError as exc:
+                err_console.print(f"node {node.id} skipped: {exc}", highlight=False)
+    deadline = time.monotonic() + args.timeout
+    while True:
+        stats = _controller_request(args, "status", {})["stats"]
+        done = [n for n, count in before.items() if (stats.get(n, {}).get("repair") or {}).get(key, 0) > count]
+        summary = protection_summary(stats)
+        err_console.print(f"{args.command}: {len(done)}/{len(before)} agents finished a pass; "
+                          f"{summary['protected']} objects protected, {summary['degraded']} degraded, "
+                          f"{summary['misplaced']} misplaced, {summary['unreadable']} unreadable, "
+                          f"{summary['bytes_repaired']} bytes rebuilt", highlight=False)
+        if len(done) == len(before):
+            break
+        if time.monotonic() > deadline:
+            raise HCStoreError(f"{args.command} did not finish within {args.timeout}s; it goes on in the background")
+        time.sleep(1.0)
+    if args.command == "scrub":
+        console.print(f"scrub done: {summary['scrub_corrupt']} corrupt fragments quarantined (repair rebuilds them)")
+    else:
+        console.print(f"repair pass done: {summary['protected']}/{summary['objects']} objects fully protected")
+    return 0
+
+
+def _protection(args: argparse.Namespace) -> dict[str, int] | None:
+    from hcstore.repair import protection_summary
+
+    try:
+        return protection_summary(_controller_request(args, "status", {})["stats"])
+    except HCStoreError:
+        return None
 
 
 class _Progress:
@@ -237,6 +334,20 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="table of agents")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
+
+    node = sub.add_parser("node", help="drain, resume or remove a node")
+    node.add_argument("action", choices=["drain", "resume", "remove"])
+    node.add_argument("node")
+    node.add_argument("--force", action="store_true", help="remove even if the node still holds fragments")
+    node.add_argument("--wait", action="store_true", help="drain: wait until the node holds no fragments")
+    node.add_argument("--timeout", type=float, default=3600.0)
+    node.set_defaults(func=cmd_node)
+
+    for job, text in (("repair", "check every object now and rebuild or move what is missing or misplaced"),
+                      ("scrub", "re-verify every fragment's checksums now; corrupt ones are quarantined and rebuilt")):
+        verb = sub.add_parser(job, help=text)
+        verb.add_argument("--timeout", type=float, default=3600.0)
+        verb.set_defaults(func=cmd_background)
 
     put = sub.add_parser("put", help="store a local file (or - for stdin) as hcstore://BUCKET/KEY")
     put.add_argument("local")

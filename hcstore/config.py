@@ -136,6 +136,9 @@ class AgentConfig(_Settings):
         weight: capacity weight of this node in placement.
         heartbeat: seconds between heartbeats to the controller.
         state_dir: where the agent persists the latest cluster map it has seen ("": its first mountpath).
+        repair_rate: bytes per second that background repair and rebalance may write (0: unlimited).
+        scan_interval: seconds between scans of this node's objects for repair (also after every map change).
+        scrub_interval: seconds between scrubs (re-verification of every local chunk at ``repair_rate``).
     """
 
     node_id: str = "n1"
@@ -151,6 +154,9 @@ class AgentConfig(_Settings):
     weight: float = 1.0
     heartbeat: float = 1.0
     state_dir: str = ""
+    repair_rate: float = 256e6
+    scan_interval: float = 30.0
+    scrub_interval: float = 86400.0
 
     def __post_init__(self) -> None:
         if self.durability not in DURABILITY_POLICIES:

@@ -123,6 +123,27 @@ class FragmentIndex:
             (bucket, prefix, len(prefix), prefix, start_after, limit))
         return [tuple(row) for row in rows]  # type: ignore[misc]
 
+    @staticmethod
+    def newest_objects(path: Path) -> list[tuple[str, str, str, bytes]]:
+        """``(bucket, key, gen, info)`` of the newest committed data generation of every key, read through
+        a separate read-only connection (safe from a background thread)."""
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT bucket, key, MAX(gen), info, kind FROM fragments WHERE state='committed' "
+                              "GROUP BY bucket, key").fetchall()
+        finally:
+            db.close()
+        return [(b, k, g, info) for b, k, g, info, kind in rows if kind == "data"]
+
+    @staticmethod
+    def fragment_files(path: Path) -> list[tuple[str, str, str, str, int]]:
+        """``(name, bucket, key, gen, idx)`` of every data fragment file, through a read-only connection."""
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return db.execute("SELECT name, bucket, key, gen, idx FROM fragments WHERE kind='data'").fetchall()
+        finally:
+            db.close()
+
     def buckets(self) -> list[str]:
         return [row[0] for row in self._db.execute("SELECT DISTINCT bucket FROM fragments")]
 

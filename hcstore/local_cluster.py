@@ -124,7 +124,9 @@ class LocalCluster:
     @classmethod
     def create(cls, path: str | os.PathLike[str], *, agents: int = 6, ec: str = "4+2", mountpaths_per_agent: int = 2,
                durability: str = "commit", capacity_bytes: int = 0, high_watermark: float = 0.9,
-               labels: list[dict[str, str]] | None = None, intervals: Intervals | None = None) -> "LocalCluster":
+               labels: list[dict[str, str]] | None = None, intervals: Intervals | None = None,
+               scan_interval: float = 30.0, repair_rate: float = 256e6,
+               scrub_interval: float = 86400.0) -> "LocalCluster":
         """Write a new cluster directory (does not start agents)."""
         from ec import parse_ec
 
@@ -144,7 +146,8 @@ class LocalCluster:
                           "labels": (labels[i] if labels else {"host": node_id})})
         spec = {"format": CLUSTER_FORMAT, "epoch": 1, "ec": ec, "durability": durability,
                 "capacity_bytes": capacity_bytes, "high_watermark": high_watermark, "nodes": nodes,
-                "mountpaths_per_agent": mountpaths_per_agent,
+                "mountpaths_per_agent": mountpaths_per_agent, "scan_interval": scan_interval,
+                "repair_rate": repair_rate, "scrub_interval": scrub_interval,
                 "controller": {"port": 0, "intervals": (intervals or Intervals()).__dict__}}
         _write_json(cluster.path / "cluster.json", spec)
         return cluster
@@ -240,7 +243,10 @@ class LocalCluster:
                    "--durability", spec["durability"], "--high-watermark", str(spec["high_watermark"]),
                    "--capacity-bytes", str(spec["capacity_bytes"]), "--port", str(agent.port),
                    "--controller", controller, "--state-dir", str(agent.directory),
-                   "--heartbeat", str(spec["controller"]["intervals"]["heartbeat"])]
+                   "--heartbeat", str(spec["controller"]["intervals"]["heartbeat"]),
+                   "--scan-interval", str(spec.get("scan_interval", 30.0)),
+                   "--repair-rate", str(spec.get("repair_rate", 256e6)),
+                   "--scrub-interval", str(spec.get("scrub_interval", 86400.0))]
             for name, value in agent.labels.items():
                 cmd += ["--label", f"{name}={value}"]
             for mp in agent.mountpaths:

@@ -86,6 +86,12 @@ OPERATIONS: dict[str, dict[str, Field]] = {
     # Read `count` whole chunks starting at stripe `first` of one fragment.
     "read": {**_FRAG, "first": Field(int, bounds=(0, MAX_STRIPES)),
              "count": Field(int, bounds=(1, MAX_STRIPES))},
+    # Delete one fragment that has been rebuilt on its new owner (rebalance, drain).
+    "drop": dict(_FRAG),
+    # Take a corrupt fragment out of service (scrub found a bad chunk); repair rebuilds it.
+    "quarantine": dict(_FRAG),
+    # Run background work now: "repair" (a scan of this node's objects) or "scrub".
+    "maintain": {"job": _STR},
     # All generations and fragments of a key on this node.
     "locate": dict(_OBJ),
     # Newest entry per key under a prefix, in key order, after `start_after`.

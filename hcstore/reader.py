@@ -67,6 +67,9 @@ class ObjectVersion:
     committed: int                   # committed fragments found
     found: int                       # fragments found (committed or prepared)
     meta: dict[str, str] = field(default_factory=dict)
+    found_at: tuple[str, ...] = ()   # node where each fragment index was found ("" not found)
+    answered: frozenset[str] = frozenset()   # nodes that answered the locate round
+    copies: tuple[tuple[int, str], ...] = ()  # further copies of a fragment index found on other nodes
 
     @property
     def layout(self) -> StripeLayout:
@@ -101,9 +104,11 @@ def resolve(client: "Client", bucket: str, key: str) -> ObjectVersion:
     ranking = [node for node in rank(f"{bucket}/{key}", cluster_map.nodes) if node.endpoint]
     first = client.locate_fanout()
     groups: dict[str, dict[str, Any]] = {}
+    answered: set[str] = set()
     for batch in (ranking[:first], ranking[first:]):
         if batch:
             for node, reply in _gather_locations(client, batch, bucket, key):
+                answered.add(node)
                 for entry in reply.header.get("entries", []):
                     _merge_entry(groups, node, entry)
         if any(g["committed"] for g in groups.values()):
@@ -121,9 +126,11 @@ def resolve(client: "Client", bucket: str, key: str) -> ObjectVersion:
     for idx, node in group["where"].items():
         if 0 <= idx < len(locations):
             locations[idx] = node
+    found_at = tuple(group["where"].get(i, "") for i in range(len(locations)))
     return ObjectVersion(bucket, key, gen, info["kind"], info["size"], info["codec"], info["k"], info["m"],
                          info["chunk_size"], info["stripes"], tuple(locations), group["committed"],
-                         len(group["where"]), dict(info.get("meta") or {}))
+                         len(group["where"]), dict(info.get("meta") or {}), found_at, frozenset(answered),
+                         tuple(group["copies"]))
 
 
 def _gather_locations(client: "Client", nodes: list[Any], bucket: str, key: str) -> list[tuple[str, Reply]]:
@@ -159,10 +166,12 @@ def _gather_locations(client: "Client", nodes: list[Any], bucket: str, key: str)
 
 
 def _merge_entry(groups: dict[str, dict[str, Any]], node: str, entry: dict[str, Any]) -> None:
-    group = groups.setdefault(entry["gen"], {"committed": 0, "where": {}, "info": entry["info"]})
+    group = groups.setdefault(entry["gen"], {"committed": 0, "where": {}, "copies": [], "info": entry["info"]})
     if entry["idx"] not in group["where"]:
         group["where"][entry["idx"]] = node
         group["committed"] += entry["state"] == "committed"
+    elif group["where"][entry["idx"]] != node:
+        group["copies"].append((entry["idx"], node))
 
 
 @dataclass

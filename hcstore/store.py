@@ -346,6 +346,32 @@ class LocalStore:
                     removed += 1
         return removed
 
+    def drop(self, bucket: str, key: str, gen: str, idx: int) -> None:
+        """Delete one fragment that now lives elsewhere (rebalance); idempotent."""
+        _check_fragment_id(bucket, key, gen)
+        for mp in self.mountpaths:
+            entry = mp.index.get(bucket, key, gen, idx)
+            if entry is not None:
+                path = mp.fragment_path(entry.name)
+                path.unlink(missing_ok=True)
+                self._headers.pop(str(path), None)
+                mp.index.remove(bucket, key, gen, idx)
+
+    def quarantine(self, bucket: str, key: str, gen: str, idx: int) -> None:
+        """Move a corrupt fragment out of service into ``quarantine/`` (kept for inspection); it then
+        counts as lost and is rebuilt by repair. Idempotent."""
+        _check_fragment_id(bucket, key, gen)
+        for mp in self.mountpaths:
+            entry = mp.index.get(bucket, key, gen, idx)
+            if entry is not None:
+                path = mp.fragment_path(entry.name)
+                target = mp.path / "quarantine" / path.name
+                target.parent.mkdir(exist_ok=True)
+                os.replace(path, target)
+                self._headers.pop(str(path), None)
+                mp.index.remove(bucket, key, gen, idx)
+                log.warning("quarantined corrupt fragment %d of %s/%s (%s)", idx, bucket, key, target)
+
     # ------------------------------------------------------------------ read path
 
     def _find(self, bucket: str, key: str, gen: str, idx: int) -> tuple[Mountpath, IndexEntry]:

@@ -1,0 +1,196 @@
+"""The agent's background worker: scans its objects, repairs and rebalances them, and scrubs.
+
+A thread inside the agent process. It wakes on every new cluster map, every
+``scan_interval`` seconds, and on request (``hcstore repair``), and walks the
+newest committed generation of every object this node holds. Each object is
+checked by exactly one holder, its :func:`~hcstore.repair.designated_repairer`
+(all holders compute the same answer from the object's placement), so the
+work spreads over the agents without being done twice. The worker talks to
+the cluster, its own agent included, only through the wire protocol, so the
+agent's store keeps a single writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from hcstore.client import Client
+from hcstore.config import ClientConfig
+from hcstore.errors import HCStoreError, ObjectNotFound
+from hcstore.index import FragmentIndex
+from hcstore.reader import resolve
+from hcstore.repair import (
+    RateLimiter,
+    ScanReport,
+    ScrubReport,
+    designated_repairer,
+    plan_object,
+    repair_object,
+)
+from hcstore.store import LocalStore
+
+if TYPE_CHECKING:
+    from hcstore.agent import Agent
+
+log = logging.getLogger(__name__)
+
+
+class Maintainer(threading.Thread):
+    """Repairs and rebalances the objects its agent is designated for."""
+
+    def __init__(self, agent: "Agent") -> None:
+        super().__init__(name=f"maintainer-{agent.config.node_id}", daemon=True)
+        self.agent = agent
+        self.limiter = RateLimiter(agent.config.repair_rate)
+        self.report = ScanReport()
+        self.scrub_report = ScrubReport()
+        self.scans = 0
+        self.scrubs = 0
+        self._scrub_requested = False
+        self._next_scrub = time.monotonic() + agent.config.scrub_interval
+        self.running = False
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._client: Client | None = None
+
+    def wake(self, *, scrub: bool = False) -> None:
+        self._scrub_requested |= scrub
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def status(self) -> dict[str, Any]:
+        return {**self.report.to_dict(), "scans": self.scans, "running": self.running,
+                "scrubs": self.scrubs, "scrub": self.scrub_report.to_dict()}
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.agent.config.scan_interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            cluster_map = self.agent.cluster_map
+            if cluster_map is None:
+                continue
+            self.running = True
+            try:
+                if self._scrub_requested or time.monotonic() >= self._next_scrub:
+                    self._scrub_requested = False
+                    self.scrub_report = self.scrub()
+                    self.scrubs += 1
+                    self._next_scrub = time.monotonic() + self.agent.config.scrub_interval
+                self.report = self.scan()
+            except Exception:      # the worker must outlive any one bad object or scan
+                log.exception("background scan failed")
+            finally:
+                self.running = False
+                self.scans += 1
+
+    def scan(self) -> ScanReport:
+        """Check every object this node is designated for; rebuild or move what the map wants elsewhere."""
+        cluster_map = self.agent.cluster_map
+        assert cluster_map is not None
+        me = self.agent.config.node_id
+        client = self._client_for(cluster_map)
+        report = ScanReport(started=time.time())
+        for mountpath in self.agent.store.mountpaths:
+            for bucket, key, gen, info_blob in FragmentIndex.newest_objects(mountpath.index.path):
+                if self._stop.is_set() or self.agent.cluster_map is not cluster_map:
+                    report.finished = time.time()
+                    return report          # a newer map: the next scan starts over with it
+                info = msgpack.unpackb(info_blob, raw=False)
+                if designated_repairer(tuple(info["placement"]), cluster_map) != me:
+                    continue
+                self._check(client, bucket, key, gen, report)
+        report.finished = time.time()
+        return report
+
+    def scrub(self) -> ScrubReport:
+        """Re-read every local fragment and check each chunk against its digest (rate-limited).
+
+        A fragment with a bad chunk is quarantined through the agent's own socket (the store
+        keeps a single writer); it then counts as lost, and repair rebuilds it.
+        """
+        report = ScrubReport(started=time.time())
+        client = self._client_for(self.agent.cluster_map) if self.agent.cluster_map else None
+        for mountpath in self.agent.store.mountpaths:
+            for name, bucket, key, gen, idx in FragmentIndex.fragment_files(mountpath.index.path):
+                if self._stop.is_set():
+                    return report
+                path = mountpath.fragment_path(name)
+                try:
+                    bad = _bad_chunks(path, self.limiter)
+                except FileNotFoundError:
+                    continue                 # retired or dropped while we walked
+                report.fragments += 1
+                report.bytes += path.stat().st_size if path.exists() else 0
+                if bad and client is not None:
+                    report.corrupt += 1
+                    log.warning("scrub: fragment %d of %s/%s has corrupt chunks %s", idx, bucket, key, bad[:8])
+                    try:
+                        client.transport.request(self.agent.endpoint, "quarantine", {
+                            "bucket": bucket, "key": key, "gen": gen, "idx": idx})
+                    except HCStoreError as exc:
+                        log.warning("scrub: quarantine failed: %s", exc)
+        report.finished = time.time()
+        return report
+
+    def _check(self, client: Client, bucket: str, key: str, gen: str, report: ScanReport) -> None:
+        try:
+            version = resolve(client, bucket, key)
+        except ObjectNotFound:
+            return                       # deleted since: nothing to protect
+        except HCStoreError as exc:
+            log.info("repair scan: %s/%s not resolved: %s", bucket, key, exc)
+            return
+        if version.generation != gen:
+            return                       # a newer generation exists: it is checked on its own
+        report.objects += 1
+        plan = plan_object(version, client.cluster_map)
+        status = plan.status(version.k, version.k + version.m)
+        setattr(report, status, getattr(report, status) + 1)
+        report.waiting += len(plan.waiting)
+        fragment_bytes = version.stripes * version.chunk_size
+        report.bytes_awaiting_repair += fragment_bytes * len(plan.rebuild)
+        if not plan.rebuild and not plan.extra:
+            return
+        try:
+            report.bytes_repaired += repair_object(client, version, plan, self.limiter)
+            report.repaired += bool(plan.rebuild)
+            report.bytes_awaiting_repair -= fragment_bytes * len(plan.rebuild)
+            log.info("repaired %s/%s: fragments %s rebuilt on %s", bucket, key, sorted(plan.rebuild),
+                     sorted(set(plan.rebuild.values())))
+        except HCStoreError as exc:
+            report.failed += 1
+            log.warning("repair of %s/%s failed (will retry): %s", bucket, key, exc)
+
+    def _client_for(self, cluster_map: Any) -> Client:
+        if self._client is None:
+            self._client = Client(cluster_map, config=ClientConfig(request_timeout=10.0))
+        self._client._map = cluster_map          # the agent's map is the truth for its own work
+        return self._client
+
+
+def _bad_chunks(path: Any, limiter: RateLimiter) -> list[int]:
+    """Stripes of a fragment file whose chunk does not match its digest (all of them if the file is damaged)."""
+    from ec import FragmentFormatError, chunk_offset, verify_chunk
+
+    try:
+        header = LocalStore._load_header(path)
+    except FragmentFormatError:
+        return [-1]
+    bad = []
+    with open(path, "rb") as f:
+        for stripe in range(header.stripes):
+            limiter.take(header.chunk_size)
+            f.seek(chunk_offset(stripe, header.chunk_size))
+            if not verify_chunk(f.read(header.chunk_size), header.digest(stripe)):
+                bad.append(stripe)
+    return bad

@@ -1,0 +1,276 @@
+"""Repair and rebalance: make every fragment of an object live where the current map wants it.
+
+One code path serves node loss, disk loss, joins, weight changes and drains.
+:func:`plan_object` (pure) compares where an object's fragments were found
+with where :func:`placement.plan_moves` wants them under the current map:
+
+* a fragment on a node that is ``alive`` (or ``suspect``/``down``: not yet
+  *out*, so it may come back) and still in the placement set stays;
+* a fragment that is missing while its node answered (lost disk, quarantined
+  by scrub), or whose node is *out*, decommissioned or gone, is **rebuilt**;
+* a fragment on a node that left the placement set (a node joined above it,
+  or the node is draining) is **moved**: rebuilt on its new owner, and only
+  then dropped from the old one.
+
+Fragments whose node is *down* are left alone until it is *out*, so a node
+that reboots within the out-interval causes no repair traffic at all.
+
+:func:`repair_object` executes a plan: it reads the object's stripes through
+the normal verified read path (``k`` fragments, decoding when needed),
+re-encodes each stripe, streams the needed chunks to their new owners with
+the normal upload protocol (open, write, prepare, commit, same generation),
+then drops moved fragments from their old holders. Bytes are rate-limited so
+background repair does not starve training I/O.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ec import FragmentHeader, header_to_dict, make_codec
+from hcstore.errors import HCStoreError, NotEnoughNodes
+from hcstore.protocol import Reply
+from hcstore.reader import ObjectVersion, StripeReader
+from placement import ClusterMap, Node, plan_moves
+
+if TYPE_CHECKING:
+    from hcstore.client import Client
+
+SETTLED = frozenset({"alive"})
+MAY_RETURN = frozenset({"suspect", "down"})
+GONE = frozenset({"out", "decommissioned"})
+
+
+@dataclass(frozen=True)
+class ObjectPlan:
+    """What an object needs. ``rebuild`` maps fragment index -> new node; ``drop`` index -> old node."""
+
+    rebuild: dict[int, str] = field(default_factory=dict)
+    drop: dict[int, str] = field(default_factory=dict)
+    extra: tuple[tuple[int, str], ...] = ()   # surplus copies (a node came back after repair): drop now
+    waiting: tuple[int, ...] = ()     # fragments on nodes that are down but not yet out
+    available: int = 0                # fragments readable now
+
+    def status(self, k: int, n: int) -> str:
+        """``unreadable`` (< k fragments), ``degraded`` (< n), ``misplaced`` (n, some to move) or ``protected``."""
+        if self.available < k:
+            return "unreadable"
+        if self.available < n:
+            return "degraded"
+        return "misplaced" if self.rebuild else "protected"
+
+
+def _planning_map(cluster_map: ClusterMap) -> ClusterMap:
+    """The map as placement should see it for existing data: nodes that may come back keep their place."""
+    nodes = tuple(Node(n.id, n.endpoint, n.weight, n.labels, "alive") if n.state in MAY_RETURN else n
+                  for n in cluster_map.nodes)
+    return ClusterMap(cluster_map.epoch, nodes)
+
+
+def plan_object(version: ObjectVersion, cluster_map: ClusterMap) -> ObjectPlan:
+    """Decide which fragments of ``version`` to rebuild, move or wait for (pure)."""
+    n = version.k + version.m
+    state = {node.id: node.state for node in cluster_map.nodes}
+    holders: list[str] = []
+    waiting: list[int] = []
+    for index in range(n):
+        found = version.found_at[index] if index < len(version.found_at) else ""
+        expected = version.locations[index] if index < len(version.locations) else ""
+        if found:
+            holders.append(found)
+        elif expected and state.get(expected) in MAY_RETURN and expected not in version.answered:
+            holders.append(expected)           # unreachable for now: keep its place, do nothing yet
+            waiting.append(index)
+        else:
+            holders.append("")
+    targets = plan_moves(holders, f"{version.bucket}/{version.key}", _planning_map(cluster_map),
+                         version.k, version.m)
+    rebuild: dict[int, str] = {}
+    drop: dict[int, str] = {}
+    for index, (holder, target) in enumerate(zip(holders, targets)):
+        if index in waiting or not target or target == holder or state.get(target) != "alive":
+            continue
+        rebuild[index] = target
+        if holder and state.get(holder) not in GONE and holder in state:
+            drop[index] = holder
+    available = sum(1 for i, h in enumerate(holders) if h and i not in waiting)
+    extra = tuple((index, node) for index, node in version.copies
+                  if node != targets[index] and node != holders[index] and state.get(node) == "alive")
+    return ObjectPlan(rebuild=rebuild, drop=drop, extra=extra, waiting=tuple(waiting), available=available)
+
+
+def designated_repairer(placement: tuple[str, ...], cluster_map: ClusterMap) -> str:
+    """The one holder that checks an object: the lowest fragment index on an alive (else draining) node."""
+    state = {node.id: node.state for node in cluster_map.nodes}
+    for wanted in ("alive", "maintenance"):
+        for node in placement:
+            if node and state.get(node) == wanted:
+                return node
+    return ""
+
+
+class RateLimiter:
+    """A token bucket over bytes per second (0: unlimited); thread-safe."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._lock = threading.Lock()
+        self._next = time.monotonic()
+
+    def take(self, nbytes: int) -> None:
+        if self.rate <= 0:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + nbytes / self.rate
+        if start > now:
+            time.sleep(start - now)
+
+
+def repair_object(client: "Client", version: ObjectVersion, plan: ObjectPlan, limiter: RateLimiter) -> int:
+    """Carry out ``plan``: rebuild fragments on their new nodes, then drop moved ones. Returns bytes written.
+
+    Raises:
+        HCStoreError: reading failed (NotEnoughFragments) or no new fragment could be written.
+    """
+    for index, node in plan.extra:
+        _drop(client, version, index, node)
+    if not plan.rebuild:
+        return 0
+    codec = make_codec(version.codec, version.k, version.m)
+    placement = list(version.found_at)
+    for index, node in plan.rebuild.items():
+        placement[index] = node
+    transport = client.transport
+    uploads = _open_uploads(client, version, plan.rebuild)
+    written = 0
+    inflight: dict[int, int] = {}
+    for stripe, data in StripeReader(client, version).stripes(0, version.stripes):
+        chunks = list(data) + list(codec.encode(data))
+        for index, (endpoint, upload) in list(uploads.items()):
+            limiter.take(len(chunks[index]))
+            try:
+                inflight[transport.send(endpoint, "write", {"upload": upload, "stripe": stripe},
+                                        [bytes(chunks[index])])] = index
+            except HCStoreError:
+                del uploads[index]
+            written += len(chunks[index])
+        while len(inflight) > 4 * max(1, len(uploads)):
+            for request_id, result in transport.poll(list(inflight)).items():
+                index = inflight.pop(request_id)
+                if not (isinstance(result, Reply) and result.ok):
+                    uploads.pop(index, None)
+    for request_id, result in transport.wait(list(inflight)).items():
+        if not (isinstance(result, Reply) and result.ok):
+            uploads.pop(inflight[request_id], None)
+    done = _seal(client, version, codec.name, uploads, tuple(placement))
+    for index in done:
+        if plan.drop.get(index):
+            _drop(client, version, index, plan.drop[index])
+    if not done:
+        raise NotEnoughNodes(f"repair of {version.bucket}/{version.key}: no rebuilt fragment could be committed")
+    return written
+
+
+def _drop(client: "Client", version: ObjectVersion, index: int, node: str) -> None:
+    try:
+        client.transport.request(client.endpoint(node), "drop", {
+            "bucket": version.bucket, "key": version.key, "gen": version.generation, "idx": index})
+    except HCStoreError:
+        pass          # the stale copy stays; a later scan drops it
+
+
+def _open_uploads(client: "Client", version: ObjectVersion, targets: dict[int, str]) -> dict[int, tuple[str, str]]:
+    transport = client.transport
+    sent: dict[int, tuple[int, str]] = {}
+    for index, node in targets.items():
+        try:
+            endpoint = client.endpoint(node)
+            sent[transport.send(endpoint, "open", {
+                "bucket": version.bucket, "key": version.key, "gen": version.generation, "idx": index,
+                "chunk_size": version.chunk_size, "expected_bytes": version.stripes * version.chunk_size})] = (
+                index, endpoint)
+        except HCStoreError:
+            continue
+    uploads: dict[int, tuple[str, str]] = {}
+    for request_id, result in transport.wait(list(sent)).items():
+        if isinstance(result, Reply) and result.ok:
+            index, endpoint = sent[request_id]
+            uploads[index] = (endpoint, result.header["upload"])
+    return uploads
+
+
+def _seal(client: "Client", version: ObjectVersion, codec: str, uploads: dict[int, tuple[str, str]],
+          placement: tuple[str, ...]) -> list[int]:
+    """Prepare and commit the rebuilt fragments; returns the indices now committed."""
+    transport = client.transport
+    committed: list[int] = []
+    for index, (endpoint, upload) in uploads.items():
+        header = header_to_dict(FragmentHeader(
+            bucket=version.bucket, key=version.key, generation=version.generation, kind="data", codec=codec,
+            k=version.k, m=version.m, chunk_size=version.chunk_size, size=version.size, index=index,
+            stripes=version.stripes, digests=bytes(32 * version.stripes), placement=placement,
+            created_ns=time.time_ns(), meta=version.meta))
+        del header["digests"]
+        try:
+            transport.request(endpoint, "prepare", {"upload": upload, "header": header})
+            transport.request(endpoint, "commit", {"bucket": version.bucket, "key": version.key,
+                                                   "gen": version.generation, "idx": index})
+            committed.append(index)
+        except HCStoreError:
+            continue
+    return committed
+
+
+@dataclass
+class ScanReport:
+    """What one scan of an agent's objects found and did (sent to the controller with heartbeats)."""
+
+    objects: int = 0
+    protected: int = 0
+    degraded: int = 0
+    misplaced: int = 0
+    unreadable: int = 0
+    waiting: int = 0
+    bytes_awaiting_repair: int = 0
+    bytes_repaired: int = 0
+    repaired: int = 0
+    failed: int = 0
+    started: float = 0.0
+    finished: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ScrubReport:
+    """What one scrub pass over an agent's fragment files verified and found."""
+
+    fragments: int = 0
+    bytes: int = 0
+    corrupt: int = 0
+    started: float = 0.0
+    finished: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+PROTECTION_FIELDS = ("objects", "protected", "degraded", "misplaced", "unreadable", "bytes_awaiting_repair",
+                     "bytes_repaired", "repaired", "failed")
+
+
+def protection_summary(stats: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Add up the agents' latest scan reports (each object is counted by its one designated agent)."""
+    total = dict.fromkeys(PROTECTION_FIELDS, 0)
+    for node_stats in stats.values():
+        report = node_stats.get("repair") or {}
+        for name in PROTECTION_FIELDS:
+            total[name] += int(report.get(name, 0))
+    total["scrub_corrupt"] = sum(int((s.get("repair") or {}).get("scrub", {}).get("corrupt", 0)) for s in stats.values())
+    return total
