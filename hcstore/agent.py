@@ -191,7 +191,8 @@ class Agent:
     def report(self) -> dict[str, Any]:
         """What the agent tells the controller each heartbeat."""
         stats = self.store.stats()
-        report = {"fragments": stats["fragments"], "used": stats["used"], "free": stats["free"], "pid": os.getpid()}
+        report = {"fragments": stats["fragments"], "data_fragments": stats["data_fragments"], "used": stats["used"],
+                  "free": stats["free"], "pid": os.getpid()}
         if self.maintainer is not None:
             report["repair"] = self.maintainer.status()
         return report

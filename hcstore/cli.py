@@ -141,7 +141,7 @@ def _wait_drained(args: argparse.Namespace) -> None:
 
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
-        held = _controller_request(args, "status", {})["stats"].get(args.node, {}).get("fragments")
+        held = _controller_request(args, "status", {})["stats"].get(args.node, {}).get("data_fragments")
         if held == 0:
             console.print(f"node {args.node} holds no fragments: safe to remove (`hcstore node remove {args.node}`)")
             return

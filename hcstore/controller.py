@@ -109,6 +109,7 @@ class Controller:
                 self.table.adopt(ClusterMap.from_dict(f["map"]), now)
             except (ValueError, KeyError, TypeError) as exc:
                 raise InvalidRequest(f"heartbeat from {f['node']}: bad map: {exc}") from None
+        self.table.observe_epoch(request.epoch)
         labels = {str(k): str(v) for k, v in f["labels"].items()}
         try:
             self.table.heartbeat(f["node"], f["endpoint"], labels, float(f["weight"]), now)
@@ -132,7 +133,7 @@ class Controller:
         if node not in self.cluster_map:
             raise ObjectNotFound(f"no node {node!r} in the cluster map")
         if action == "remove" and not f.get("force"):
-            held = self.stats.get(node, {}).get("fragments")
+            held = self.stats.get(node, {}).get("data_fragments")     # tombstones have copies elsewhere
             if held is None or held > 0:
                 raise InvalidRequest(
                     f"node {node} still holds {held if held is not None else 'an unknown number of'} fragments; "

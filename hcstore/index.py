@@ -160,8 +160,10 @@ class FragmentIndex:
     def total_bytes(self) -> int:
         return int(self._db.execute("SELECT COALESCE(SUM(file_bytes), 0) FROM fragments").fetchone()[0])
 
-    def count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM fragments").fetchone()[0])
+    def count(self, kind: str | None = None) -> int:
+        if kind is None:
+            return int(self._db.execute("SELECT COUNT(*) FROM fragments").fetchone()[0])
+        return int(self._db.execute("SELECT COUNT(*) FROM fragments WHERE kind=?", (kind,)).fetchone()[0])
 
     def close(self) -> None:
         self._db.close()

@@ -256,7 +256,8 @@ class LocalCluster:
         for agent, proc in procs:
             _wait_ready(f"agent {agent.node_id}", proc, agent.ready_file, agent.directory / "agent.log", deadline)
             self._remember_port(agent.node_id, json.loads(agent.ready_file.read_text())["endpoint"])
-        self.wait_for_map(lambda m: all(a.node_id in m and m.node(a.node_id).state == "alive" for a in targets),
+        serving = ("alive", "maintenance", "decommissioned")      # an admin state survives a restart
+        self.wait_for_map(lambda m: all(a.node_id in m and m.node(a.node_id).state in serving for a in targets),
                           timeout=max(1.0, deadline - time.monotonic()))
 
     def wait_for_map(self, condition: Any, *, timeout: float = 30.0) -> ClusterMap:

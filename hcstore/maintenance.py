@@ -3,9 +3,13 @@
 A thread inside the agent process. It wakes on every new cluster map, every
 ``scan_interval`` seconds, and on request (``hcstore repair``), and walks the
 newest committed generation of every object this node holds. Each object is
-checked by exactly one holder, its :func:`~hcstore.repair.designated_repairer`
-(all holders compute the same answer from the object's placement), so the
-work spreads over the agents without being done twice. The worker talks to
+looked at by the first ``m+1`` serving nodes of its placement (at least one of
+them holds a fragment while the object is recoverable), and on every
+``FULL_SCAN_EVERY``-th scan (and while the node drains) by every holder,
+since repair can leave trailers naming stale holders. It is acted on by one
+node, its :func:`~hcstore.repair.repairer` (all compute the same answer from
+the same locate round), so the work is not done twice. Every node drops its
+copies of generations that something newer has replaced. The worker talks to
 the cluster, its own agent included, only through the wire protocol, so the
 agent's store keeps a single writer.
 """
@@ -28,9 +32,10 @@ from hcstore.repair import (
     RateLimiter,
     ScanReport,
     ScrubReport,
-    designated_repairer,
+    checkers,
     plan_object,
     repair_object,
+    repairer,
 )
 from hcstore.store import LocalStore
 
@@ -38,10 +43,11 @@ if TYPE_CHECKING:
     from hcstore.agent import Agent
 
 log = logging.getLogger(__name__)
+FULL_SCAN_EVERY = 5   # trailers can name stale holders after repair; a periodic full scan misses nothing
 
 
 class Maintainer(threading.Thread):
-    """Repairs and rebalances the objects its agent is designated for."""
+    """Repairs and rebalances the objects its agent is a checker of; scrubs its fragment files."""
 
     def __init__(self, agent: "Agent") -> None:
         super().__init__(name=f"maintainer-{agent.config.node_id}", daemon=True)
@@ -51,6 +57,8 @@ class Maintainer(threading.Thread):
         self.scrub_report = ScrubReport()
         self.scans = 0
         self.scrubs = 0
+        self.bytes_repaired = 0
+        self.repaired = 0
         self._scrub_requested = False
         self._next_scrub = time.monotonic() + agent.config.scrub_interval
         self.running = False
@@ -67,8 +75,10 @@ class Maintainer(threading.Thread):
         self._wake.set()
 
     def status(self) -> dict[str, Any]:
-        return {**self.report.to_dict(), "scans": self.scans, "running": self.running,
-                "scrubs": self.scrubs, "scrub": self.scrub_report.to_dict()}
+        """The last finished scan's counts; ``bytes_repaired`` and ``repaired`` add up over all scans."""
+        return {**self.report.to_dict(), "bytes_repaired": self.bytes_repaired, "repaired": self.repaired,
+                "scans": self.scans, "running": self.running, "scrubs": self.scrubs,
+                "scrub": self.scrub_report.to_dict()}
 
     def run(self) -> None:
         while not self._stop.is_set():
@@ -87,6 +97,8 @@ class Maintainer(threading.Thread):
                     self.scrubs += 1
                     self._next_scrub = time.monotonic() + self.agent.config.scrub_interval
                 self.report = self.scan()
+                self.bytes_repaired += self.report.bytes_repaired
+                self.repaired += self.report.repaired
             except Exception:      # the worker must outlive any one bad object or scan
                 log.exception("background scan failed")
             finally:
@@ -94,10 +106,12 @@ class Maintainer(threading.Thread):
                 self.scans += 1
 
     def scan(self) -> ScanReport:
-        """Check every object this node is designated for; rebuild or move what the map wants elsewhere."""
+        """Check every object this node is a checker of; rebuild or move what the map wants elsewhere."""
         cluster_map = self.agent.cluster_map
         assert cluster_map is not None
         me = self.agent.config.node_id
+        draining = me in cluster_map and cluster_map.node(me).state == "maintenance"
+        full = self.scans % FULL_SCAN_EVERY == 0     # now and then look at everything held here
         client = self._client_for(cluster_map)
         report = ScanReport(started=time.time())
         for mountpath in self.agent.store.mountpaths:
@@ -106,7 +120,7 @@ class Maintainer(threading.Thread):
                     report.finished = time.time()
                     return report          # a newer map: the next scan starts over with it
                 info = msgpack.unpackb(info_blob, raw=False)
-                if designated_repairer(tuple(info["placement"]), cluster_map) != me:
+                if not (full or draining or me in checkers(tuple(info["placement"]), cluster_map, info["m"])):
                     continue
                 self._check(client, bucket, key, gen, report)
         report.finished = time.time()
@@ -143,15 +157,22 @@ class Maintainer(threading.Thread):
         return report
 
     def _check(self, client: Client, bucket: str, key: str, gen: str, report: ScanReport) -> None:
+        me = self.agent.config.node_id
         try:
-            version = resolve(client, bucket, key)
-        except ObjectNotFound:
-            return                       # deleted since: nothing to protect
+            version = resolve(client, bucket, key, exhaustive=True)
+        except ObjectNotFound as exc:
+            tombstone = getattr(exc, "tombstone", None)
+            if tombstone:
+                self._retire_here(client, bucket, key, tombstone)   # deleted since: our copy is garbage
+            return
         except HCStoreError as exc:
             log.info("repair scan: %s/%s not resolved: %s", bucket, key, exc)
             return
         if version.generation != gen:
-            return                       # a newer generation exists: it is checked on its own
+            self._retire_here(client, bucket, key, version.generation)   # superseded: drop our old copy
+            return
+        if repairer(version, client.cluster_map) != me:
+            return                       # another holder acts on it
         report.objects += 1
         plan = plan_object(version, client.cluster_map)
         status = plan.status(version.k, version.k + version.m)
@@ -171,9 +192,18 @@ class Maintainer(threading.Thread):
             report.failed += 1
             log.warning("repair of %s/%s failed (will retry): %s", bucket, key, exc)
 
+    def _retire_here(self, client: Client, bucket: str, key: str, newer: str) -> None:
+        """Drop this node's generations of a key older than ``newer`` (a newer version or a tombstone)."""
+        try:
+            client.transport.request(self.agent.endpoint, "retire", {"bucket": bucket, "key": key, "gen": newer})
+        except HCStoreError as exc:
+            log.info("could not retire old copies of %s/%s: %s", bucket, key, exc)
+
     def _client_for(self, cluster_map: Any) -> Client:
         if self._client is None:
             self._client = Client(cluster_map, config=ClientConfig(request_timeout=10.0))
+        if self._client._map.epoch != cluster_map.epoch:     # nodes the new map calls alive get another chance
+            self._client.transport.forgive(n.endpoint for n in cluster_map.nodes if n.state == "alive")
         self._client._map = cluster_map          # the agent's map is the truth for its own work
         return self._client
 

@@ -81,6 +81,11 @@ class MembershipTable:
                 self.members[node.id] = _Member(node, now, admin)
         self._refresh_states(now)
 
+    def observe_epoch(self, epoch: int) -> None:
+        """An agent has seen ``epoch``: never publish a map at or below it."""
+        if epoch >= self.epoch:
+            self.epoch = epoch + 1
+
     def heartbeat(self, node_id: str, endpoint: str, labels: dict[str, str], weight: float, now: float) -> None:
         """Record a heartbeat (the first one registers the node)."""
         member = self.members.get(node_id)

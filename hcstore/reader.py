@@ -92,8 +92,8 @@ class CorruptionReport:
     node: str
 
 
-def resolve(client: "Client", bucket: str, key: str) -> ObjectVersion:
-    """The newest readable version of ``bucket/key``.
+def resolve(client: "Client", bucket: str, key: str, *, exhaustive: bool = False) -> ObjectVersion:
+    """The newest readable version of ``bucket/key`` (``exhaustive``: ask every node, as repair does).
 
     Raises:
         ObjectNotFound: no agent holds a committed generation, or the newest is a tombstone.
@@ -102,7 +102,7 @@ def resolve(client: "Client", bucket: str, key: str) -> ObjectVersion:
     check_key(key)
     cluster_map = client.cluster_map
     ranking = [node for node in rank(f"{bucket}/{key}", cluster_map.nodes) if node.endpoint]
-    first = client.locate_fanout()
+    first = len(ranking) if exhaustive else _first_batch(ranking, client.locate_fanout())
     groups: dict[str, dict[str, Any]] = {}
     answered: set[str] = set()
     for batch in (ranking[:first], ranking[first:]):
@@ -121,7 +121,9 @@ def resolve(client: "Client", bucket: str, key: str) -> ObjectVersion:
     group = groups[gen]
     info = group["info"]
     if info["kind"] == "tombstone":
-        raise ObjectNotFound(f"hcstore://{bucket}/{key} not found (deleted)")
+        error = ObjectNotFound(f"hcstore://{bucket}/{key} not found (deleted)")
+        error.tombstone = gen            # type: ignore[attr-defined]
+        raise error
     locations = list(info["placement"])
     for idx, node in group["where"].items():
         if 0 <= idx < len(locations):
@@ -131,6 +133,17 @@ def resolve(client: "Client", bucket: str, key: str) -> ObjectVersion:
                          info["chunk_size"], info["stripes"], tuple(locations), group["committed"],
                          len(group["where"]), dict(info.get("meta") or {}), found_at, frozenset(answered),
                          tuple(group["copies"]))
+
+
+def _first_batch(ranking: list[Any], fanout: int) -> int:
+    """How many of the ranking to ask first: enough to include ``fanout`` alive nodes, since placement
+    skips nodes that are not alive and fragments then sit further down the ranking."""
+    alive = 0
+    for position, node in enumerate(ranking):
+        alive += node.state == "alive"
+        if alive == fanout:
+            return position + 1
+    return len(ranking)
 
 
 def _gather_locations(client: "Client", nodes: list[Any], bucket: str, key: str) -> list[tuple[str, Reply]]:

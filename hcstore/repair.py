@@ -34,7 +34,7 @@ from ec import FragmentHeader, header_to_dict, make_codec
 from hcstore.errors import HCStoreError, NotEnoughNodes
 from hcstore.protocol import Reply
 from hcstore.reader import ObjectVersion, StripeReader
-from placement import ClusterMap, Node, plan_moves
+from placement import ClusterMap, Node, plan_moves, rank
 
 if TYPE_CHECKING:
     from hcstore.client import Client
@@ -102,13 +102,31 @@ def plan_object(version: ObjectVersion, cluster_map: ClusterMap) -> ObjectPlan:
     return ObjectPlan(rebuild=rebuild, drop=drop, extra=extra, waiting=tuple(waiting), available=available)
 
 
-def designated_repairer(placement: tuple[str, ...], cluster_map: ClusterMap) -> str:
-    """The one holder that checks an object: the lowest fragment index on an alive (else draining) node."""
+def checkers(placement: tuple[str, ...], cluster_map: ClusterMap, m: int) -> list[str]:
+    """The nodes that look at an object in their scans: the first ``m+1`` serving nodes of its placement.
+
+    As long as the object is recoverable, at least one of them still holds a fragment of it, so
+    someone always looks, whichever fragments were lost.
+    """
     state = {node.id: node.state for node in cluster_map.nodes}
-    for wanted in ("alive", "maintenance"):
-        for node in placement:
-            if node and state.get(node) == wanted:
-                return node
+    serving = [n for n in placement if n and state.get(n) == "alive"]
+    serving += [n for n in placement if n and state.get(n) == "maintenance"]
+    return list(dict.fromkeys(serving))[: m + 1]
+
+
+def repairer(version: ObjectVersion, cluster_map: ClusterMap) -> str:
+    """The one node that acts on an object: the first alive holder of a fragment in the key's ranking.
+
+    It depends only on where fragments were found (not on any trailer, which repair may have made
+    stale), so every checker computes the same answer from the same locate round.
+    """
+    holding = {node for node in version.found_at if node}
+    for node in rank(f"{version.bucket}/{version.key}", cluster_map.nodes):
+        if node.id in holding and node.state == "alive":
+            return node.id
+    for node in rank(f"{version.bucket}/{version.key}", cluster_map.nodes):
+        if node.id in holding and node.state == "maintenance":
+            return node.id
     return ""
 
 
@@ -146,7 +164,8 @@ def repair_object(client: "Client", version: ObjectVersion, plan: ObjectPlan, li
     for index, node in plan.rebuild.items():
         placement[index] = node
     transport = client.transport
-    uploads = _open_uploads(client, version, plan.rebuild)
+    errors: list[str] = []
+    uploads = _open_uploads(client, version, plan.rebuild, errors)
     written = 0
     inflight: dict[int, int] = {}
     for stripe, data in StripeReader(client, version).stripes(0, version.stripes):
@@ -156,23 +175,25 @@ def repair_object(client: "Client", version: ObjectVersion, plan: ObjectPlan, li
             try:
                 inflight[transport.send(endpoint, "write", {"upload": upload, "stripe": stripe},
                                         [bytes(chunks[index])])] = index
-            except HCStoreError:
+            except HCStoreError as exc:
+                errors.append(f"fragment {index}: {exc}")
                 del uploads[index]
             written += len(chunks[index])
         while len(inflight) > 4 * max(1, len(uploads)):
-            for request_id, result in transport.poll(list(inflight)).items():
-                index = inflight.pop(request_id)
-                if not (isinstance(result, Reply) and result.ok):
-                    uploads.pop(index, None)
+            results = transport.poll(list(inflight))
+            if not results:
+                transport.expire(list(inflight))
+            for request_id, result in results.items():
+                _check_write(inflight.pop(request_id), result, uploads, errors)
     for request_id, result in transport.wait(list(inflight)).items():
-        if not (isinstance(result, Reply) and result.ok):
-            uploads.pop(inflight[request_id], None)
-    done = _seal(client, version, codec.name, uploads, tuple(placement))
+        _check_write(inflight[request_id], result, uploads, errors)
+    done = _seal(client, version, codec.name, uploads, tuple(placement), errors)
     for index in done:
         if plan.drop.get(index):
             _drop(client, version, index, plan.drop[index])
     if not done:
-        raise NotEnoughNodes(f"repair of {version.bucket}/{version.key}: no rebuilt fragment could be committed")
+        raise NotEnoughNodes(f"repair of {version.bucket}/{version.key}: no rebuilt fragment could be committed "
+                             f"({'; '.join(errors) or 'no upload could be opened'})")
     return written
 
 
@@ -184,7 +205,14 @@ def _drop(client: "Client", version: ObjectVersion, index: int, node: str) -> No
         pass          # the stale copy stays; a later scan drops it
 
 
-def _open_uploads(client: "Client", version: ObjectVersion, targets: dict[int, str]) -> dict[int, tuple[str, str]]:
+def _check_write(index: int, result: Any, uploads: dict[int, tuple[str, str]], errors: list[str]) -> None:
+    if not (isinstance(result, Reply) and result.ok):
+        errors.append(f"fragment {index}: {result.error() if isinstance(result, Reply) else result}")
+        uploads.pop(index, None)
+
+
+def _open_uploads(client: "Client", version: ObjectVersion, targets: dict[int, str],
+                  errors: list[str]) -> dict[int, tuple[str, str]]:
     transport = client.transport
     sent: dict[int, tuple[int, str]] = {}
     for index, node in targets.items():
@@ -194,18 +222,21 @@ def _open_uploads(client: "Client", version: ObjectVersion, targets: dict[int, s
                 "bucket": version.bucket, "key": version.key, "gen": version.generation, "idx": index,
                 "chunk_size": version.chunk_size, "expected_bytes": version.stripes * version.chunk_size})] = (
                 index, endpoint)
-        except HCStoreError:
-            continue
+        except HCStoreError as exc:
+            errors.append(f"open fragment {index} on {node}: {exc}")
     uploads: dict[int, tuple[str, str]] = {}
     for request_id, result in transport.wait(list(sent)).items():
+        index, endpoint = sent[request_id]
         if isinstance(result, Reply) and result.ok:
-            index, endpoint = sent[request_id]
             uploads[index] = (endpoint, result.header["upload"])
+        else:
+            errors.append(f"open fragment {index} on {endpoint}: "
+                          f"{result.error() if isinstance(result, Reply) else result}")
     return uploads
 
 
 def _seal(client: "Client", version: ObjectVersion, codec: str, uploads: dict[int, tuple[str, str]],
-          placement: tuple[str, ...]) -> list[int]:
+          placement: tuple[str, ...], errors: list[str]) -> list[int]:
     """Prepare and commit the rebuilt fragments; returns the indices now committed."""
     transport = client.transport
     committed: list[int] = []
@@ -221,8 +252,8 @@ def _seal(client: "Client", version: ObjectVersion, codec: str, uploads: dict[in
             transport.request(endpoint, "commit", {"bucket": version.bucket, "key": version.key,
                                                    "gen": version.generation, "idx": index})
             committed.append(index)
-        except HCStoreError:
-            continue
+        except HCStoreError as exc:
+            errors.append(f"fragment {index}: {exc}")
     return committed
 
 
@@ -266,7 +297,7 @@ PROTECTION_FIELDS = ("objects", "protected", "degraded", "misplaced", "unreadabl
 
 
 def protection_summary(stats: dict[str, dict[str, Any]]) -> dict[str, int]:
-    """Add up the agents' latest scan reports (each object is counted by its one designated agent)."""
+    """Add up the agents' latest scan reports (each object is counted by its one repairer)."""
     total = dict.fromkeys(PROTECTION_FIELDS, 0)
     for node_stats in stats.values():
         report = node_stats.get("repair") or {}

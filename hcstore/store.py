@@ -482,6 +482,7 @@ class LocalStore:
             "used": sum(m["stored"] for m in mountpaths),
             "free": sum(free_by_device.values()),
             "fragments": sum(m["fragments"] for m in mountpaths),
+            "data_fragments": sum(mp.index.count("data") for mp in self.mountpaths),
             "uploads": len(self.uploads),
         }
 

@@ -296,6 +296,24 @@ class ObjectWriter:
             return self.client.transport.send(self.client.endpoint(node), "store", fields, payloads)
 
         self._open_targets(send, prepared=True)
+        actual = tuple(t.node if t is not None else "" for t in self._targets)
+        if actual != placement:
+            # Spares stood in for failed nodes: store again so every trailer names the real holders
+            # (repair and readers trust the trailer's placement).
+            placement = actual
+            self._phase_with(send, self._live_targets())
+
+    def _phase_with(self, send: Callable[[int, str], int], targets: list[_Target]) -> None:
+        """Send each target its request through ``send(index, node)`` and wait; failures mark the target."""
+        ids: dict[int, _Target] = {}
+        for target in targets:
+            try:
+                ids[send(target.index, target.node)] = target
+            except HCStoreError as exc:
+                target.failed = exc
+        for request_id, result in self.client.transport.wait(ids).items():
+            if not (isinstance(result, Reply) and result.ok):
+                ids[request_id].failed = result.error() if isinstance(result, Reply) else result
 
     def _send_open(self, index: int, node: str) -> int:
         fields = {"bucket": self.bucket, "key": self.key, "gen": self.generation, "idx": index,
@@ -400,16 +418,9 @@ class ObjectWriter:
 
     def _phase(self, op: str, targets: list[_Target], fields_of: Callable[[_Target], dict[str, Any]]) -> None:
         """Send ``op`` to each target and wait; a target whose request fails is marked failed."""
-        transport = self.client.transport
-        ids: dict[int, _Target] = {}
-        for target in targets:
-            try:
-                ids[transport.send(target.endpoint, op, fields_of(target))] = target
-            except HCStoreError as exc:
-                target.failed = exc
-        for request_id, result in transport.wait(ids).items():
-            if not (isinstance(result, Reply) and result.ok):
-                ids[request_id].failed = result.error() if isinstance(result, Reply) else result
+        by_index = {t.index: t for t in targets}
+        self._phase_with(lambda index, node: self.client.transport.send(
+            by_index[index].endpoint, op, fields_of(by_index[index])), targets)
 
     def _finish(self) -> PutResult:
         codec = self._codec

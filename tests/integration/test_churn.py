@@ -1,0 +1,173 @@
+"""Churn: failure detection, repair after *out*, none for a short outage, rebalance on join,
+drain and remove, scrub and quarantine, disk loss, and a controller restart.
+
+Real agent and controller processes, with failure intervals shrunk from minutes to seconds.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from hcstore.errors import InvalidRequest
+from hcstore.membership import Intervals
+from hcstore.repair import protection_summary
+from hcstore.transport import Transport
+
+from integration_support import flip_bytes, fragment_files_of, seeded_bytes, wait_until
+
+BUCKET = "churn"
+CHUNK = 64 << 10
+FAST = Intervals(heartbeat=0.2, suspect_after=0.6, down_after=1.0, out_after=3.0)
+NO_OUT = Intervals(heartbeat=0.2, suspect_after=0.6, down_after=1.0, out_after=120.0)
+
+
+def start(make_cluster, intervals=FAST, agents=7, **options):
+    cluster = make_cluster(agents=agents, intervals=intervals, scan_interval=1.0, **options)
+    client = cluster.client(chunk_size=CHUNK, request_timeout=5.0)
+    objects = {f"obj/{i:02d}": seeded_bytes(i, 200_000 + 7919 * i) for i in range(12)}
+    for key, data in objects.items():
+        assert not client.put(BUCKET, key, data).degraded
+    return cluster, client, objects
+
+
+def controller(cluster, op, **fields):
+    transport = Transport(connect_timeout=1.0, request_timeout=5.0)
+    try:
+        return transport.request(cluster.controller_endpoint(), op, fields).header
+    finally:
+        transport.close()
+
+
+def fully_protected(client, objects, *, excluding=()):
+    """Every object has all k+m fragments, none of them on an excluded node."""
+    for key in objects:
+        version = client.resolve(BUCKET, key)
+        held = [n for n in version.found_at if n]
+        if len(held) < version.k + version.m or any(n in excluding for n in held):
+            return False
+    return True
+
+
+def node_state(client, node_id):
+    return client.refresh().node(node_id).state
+
+
+def test_node_down_for_less_than_the_out_interval_causes_no_repair(make_cluster):
+    cluster, client, objects = start(make_cluster, intervals=NO_OUT)
+    victim = client.put(BUCKET, "probe", b"p" * 300_000).fragments[0]
+    files_before = {a.node_id: len(cluster.fragment_files(a.node_id)) for a in cluster.agents()}
+    cluster.kill(victim)
+    wait_until(lambda: node_state(client, victim) == "down", timeout=10, what=f"{victim} down")
+    scans = controller(cluster, "status")["stats"]
+    wait_until(lambda: all((controller(cluster, "status")["stats"][n].get("repair") or {}).get("scans", 0)
+                           > (scans[n].get("repair") or {}).get("scans", 0) + 1
+                           for n in files_before if n != victim), timeout=20, what="two scans on every agent")
+    summary = protection_summary(controller(cluster, "status")["stats"])
+    assert summary["bytes_repaired"] == 0 and summary["repaired"] == 0
+    assert summary["degraded"] > 0               # the down node's fragments are missed, not rebuilt
+    assert {a.node_id: len(cluster.fragment_files(a.node_id)) for a in cluster.agents()} == files_before
+    for key, data in objects.items():            # served around by degraded reads meanwhile
+        assert client.get(BUCKET, key) == data
+    cluster.start(victim)                        # it comes back with its fragments, and they count again
+    client.refresh()
+    wait_until(lambda: fully_protected(client, objects), timeout=20, what="full protection after return")
+    assert protection_summary(controller(cluster, "status")["stats"])["bytes_repaired"] == 0
+
+
+def test_node_that_stays_out_is_repaired(make_cluster):
+    cluster, client, objects = start(make_cluster)
+    victim = client.resolve(BUCKET, "obj/00").found_at[0]
+    cluster.kill(victim)
+    wait_until(lambda: node_state(client, victim) == "out", timeout=15, what=f"{victim} out")
+    wait_until(lambda: fully_protected(client, objects, excluding={victim}), timeout=40,
+               what="every object rebuilt on the surviving nodes")
+    for key, data in objects.items():
+        assert client.get(BUCKET, key) == data
+    summary = protection_summary(controller(cluster, "status")["stats"])
+    assert summary["bytes_repaired"] > 0
+    # The node returns after all: its stale copies are dropped, nothing is lost or duplicated.
+    cluster.start(victim)
+    client.refresh()
+    wait_until(lambda: fully_protected(client, objects), timeout=30, what="protection after the node returned")
+    for key, data in objects.items():
+        assert client.get(BUCKET, key) == data
+
+
+def test_join_rebalances_and_reads_succeed_throughout(make_cluster):
+    cluster, client, objects = start(make_cluster, agents=6)
+    newcomer = cluster.add_agent()
+    client.refresh()
+    for key, data in objects.items():             # reads work while fragments move
+        assert client.get(BUCKET, key) == data
+    wait_until(lambda: len(cluster.fragment_files(newcomer)) > 0, timeout=20, what="fragments on the new node")
+    wait_until(lambda: fully_protected(client, objects), timeout=20, what="protection after the join")
+    moved = len(cluster.fragment_files(newcomer))
+    total = sum(len(cluster.fragment_files(a.node_id)) for a in cluster.agents())
+    assert 0 < moved < total / 3                  # about 1/N of the fragments, not a reshuffle
+    for key, data in objects.items():
+        assert client.get(BUCKET, key) == data
+
+
+def test_drain_hands_everything_over_and_remove_is_guarded(make_cluster):
+    cluster, client, objects = start(make_cluster)
+    victim = client.resolve(BUCKET, "obj/01").found_at[0]
+    with pytest.raises(InvalidRequest, match="drain"):
+        controller(cluster, "node_admin", node=victim, action="remove")
+    controller(cluster, "node_admin", node=victim, action="drain")
+    wait_until(lambda: not cluster.fragment_files(victim), timeout=30, what=f"{victim} drained")
+    wait_until(lambda: fully_protected(client, objects, excluding={victim}), timeout=20, what="protection")
+    wait_until(lambda: controller(cluster, "status")["stats"][victim]["data_fragments"] == 0, timeout=5,
+               what="the controller to see the drained node empty")
+    controller(cluster, "node_admin", node=victim, action="remove")
+    assert node_state(client, victim) == "decommissioned"
+    new = client.put(BUCKET, "after-drain", b"x" * 200_000)
+    assert victim not in new.fragments
+    for key, data in objects.items():
+        assert client.get(BUCKET, key) == data
+
+
+def test_scrub_quarantines_a_corrupt_fragment_and_repair_rebuilds_it(make_cluster):
+    cluster, client, objects = start(make_cluster)
+    version = client.resolve(BUCKET, "obj/03")
+    files = fragment_files_of(cluster, BUCKET, "obj/03", version.generation)
+    node, path = files[1]
+    flip_bytes(path, 16 + 100)
+    transport = Transport()
+    transport.request(client.endpoint(node), "maintain", {"job": "scrub"})
+    wait_until(lambda: not path.exists(), timeout=20, what="the corrupt fragment to be quarantined")
+    assert list(path.parent.parent.parent.glob("quarantine/*"))
+    wait_until(lambda: fully_protected(client, {"obj/03": b""}), timeout=20, what="the fragment rebuilt")
+    assert client.get(BUCKET, "obj/03") == objects["obj/03"]
+    transport.close()
+
+
+def test_lost_disk_is_rebuilt(make_cluster):
+    cluster, client, objects = start(make_cluster, mountpaths_per_agent=2)
+    node = client.resolve(BUCKET, "obj/04").found_at[0]
+    agent = cluster.agent(node)
+    cluster.stop(node)
+    shutil.rmtree(agent.mountpaths[0])            # the SSD is replaced by an empty one
+    cluster.start(node)
+    client.refresh()
+    wait_until(lambda: fully_protected(client, objects), timeout=30, what="protection after the disk loss")
+    for key, data in objects.items():
+        assert client.get(BUCKET, key) == data
+
+
+def test_controller_restart_keeps_data_and_epoch_rising(make_cluster):
+    cluster, client, objects = start(make_cluster, intervals=NO_OUT)
+    epoch = controller(cluster, "get_map")["map"]["epoch"]
+    cluster.stop_controller(sig=9)
+    # The data path goes on with the cached map.
+    client.put(BUCKET, "during-outage", b"d" * 150_000)
+    for key, data in objects.items():
+        assert client.get(BUCKET, key) == data
+    cluster.start_controller()
+    restarted = cluster.wait_for_map(lambda m: len(m.nodes) == 7 and all(n.state == "alive" for n in m.nodes),
+                                     timeout=20)
+    assert restarted.epoch > epoch
+    client.refresh()
+    assert client.cluster_map.epoch >= restarted.epoch
+    assert client.get(BUCKET, "during-outage") == b"d" * 150_000
