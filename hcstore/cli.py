@@ -306,8 +306,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from hcstore.bench import run_bench
+    from hcstore.bench import run_bench, run_repair_bench
 
+    if args.repair:
+        run_repair_bench(agents=args.agents + 1, ec=args.ec, node_mb=args.repair_node_mb, data_dir=args.data_dir)
+        return 0
     run_bench(agents=args.agents, ec=args.ec, size_mb=args.size_mb, data_dir=args.data_dir,
               durability=args.durability, quick=args.quick)
     return 0
@@ -387,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--durability", default="commit", choices=["none", "commit", "always"])
     bench.add_argument("--data-dir", default=None)
     bench.add_argument("--quick", action="store_true", help="small sizes and counts, for a smoke run")
+    bench.add_argument("--repair", action="store_true",
+                       help="instead: repair after losing a node, and rebalance onto a joining one")
+    bench.add_argument("--repair-node-mb", type=int, default=512, help="fragment data on the lost node (MiB)")
     bench.set_defaults(func=cmd_bench)
     return parser
 
