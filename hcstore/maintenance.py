@@ -114,7 +114,7 @@ class Maintainer(threading.Thread):
         full = self.scans % FULL_SCAN_EVERY == 0     # now and then look at everything held here
         client = self._client_for(cluster_map)
         report = ScanReport(started=time.time())
-        for mountpath in self.agent.store.mountpaths:
+        for mountpath in self.agent.store.serving:
             for bucket, key, gen, info_blob in FragmentIndex.newest_objects(mountpath.index.path):
                 if self._stop.is_set() or self.agent.cluster_map is not cluster_map:
                     report.finished = time.time()
@@ -134,7 +134,7 @@ class Maintainer(threading.Thread):
         """
         report = ScrubReport(started=time.time())
         client = self._client_for(self.agent.cluster_map) if self.agent.cluster_map else None
-        for mountpath in self.agent.store.mountpaths:
+        for mountpath in self.agent.store.serving:
             for name, bucket, key, gen, idx in FragmentIndex.fragment_files(mountpath.index.path):
                 if self._stop.is_set():
                     return report

@@ -121,10 +121,23 @@ class LocalStore:
         if len(set(ids)) != len(ids):
             raise InvalidRequest(f"two mountpaths share one id (copied directory?): {config.mountpaths}")
         self._by_id = {mp.id: mp for mp in self.mountpaths}
+        self.disabled: dict[str, str] = {}        # mountpath id -> the I/O error that disabled it
         self.uploads: dict[str, Upload] = {}
         self._headers: OrderedDict[str, FragmentHeader] = OrderedDict()
         for mp in self.mountpaths:
             self._reconcile(mp)
+
+    @property
+    def serving(self) -> list[Mountpath]:
+        """Mountpaths in service (an I/O error takes one out until the agent restarts)."""
+        return [mp for mp in self.mountpaths if mp.id not in self.disabled]
+
+    def _disable(self, mp: Mountpath, exc: OSError) -> None:
+        """Take a failing mountpath out of service: its fragments count as lost and repair rebuilds them."""
+        if mp.id not in self.disabled:
+            self.disabled[mp.id] = f"{type(exc).__name__}: {exc.strerror or exc}"
+            log.error("mountpath %s disabled after an I/O error (%s); its fragments will be rebuilt elsewhere",
+                      mp.path, self.disabled[mp.id])
 
     # ------------------------------------------------------------------ startup
 
@@ -177,17 +190,18 @@ class LocalStore:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             os.write(fd, encode_preamble())
         except OSError as exc:
+            self._disable(mp, exc)
             raise DiskError(f"cannot create {path} on mountpath {mp.id}: {exc.strerror}") from None
         mp.reserved += need
         self.uploads[upload_id] = Upload(upload_id, mp, path, fd, bucket, key, gen, idx, chunk_size, need)
         return upload_id
 
     def _mountpath_with_room(self, bucket: str, key: str, nbytes: int) -> Mountpath:
-        for mp_id in choose_mountpaths(f"{bucket}/{key}", list(self._by_id)):
+        for mp_id in choose_mountpaths(f"{bucket}/{key}", [mp.id for mp in self.serving]):
             mp = self._by_id[mp_id]
             if mp.can_fit(nbytes):
                 return mp
-        usage = [f"{mp.path}: {mp.usage().used}/{mp.usage().limit} bytes" for mp in self.mountpaths]
+        usage = [f"{mp.path}: {mp.usage().used}/{mp.usage().limit} bytes" for mp in self.serving]
         raise StoreFull(
             f"node {self.config.node_id}: no mountpath can take {nbytes} more bytes under the "
             f"{self.config.high_watermark:.0%} high watermark ({'; '.join(usage)}); free space or add mountpaths")
@@ -223,6 +237,7 @@ class LocalStore:
             if self.config.durability == "always":
                 os.fdatasync(upload.fd)
         except OSError as exc:
+            self._disable(upload.mountpath, exc)
             self.abort(upload_id)
             raise DiskError(f"write to {upload.path} failed: {exc.strerror}") from None
         upload.next_stripe += 1
@@ -252,6 +267,7 @@ class LocalStore:
             upload.fd = -1
             self._rename_into_place(upload.mountpath, upload.path, name)
         except OSError as exc:
+            self._disable(upload.mountpath, exc)
             self.abort(upload_id)
             raise DiskError(f"sealing {upload.path} failed: {exc.strerror}") from None
         del self.uploads[upload_id]
@@ -280,6 +296,7 @@ class LocalStore:
         try:
             self._rename_into_place(mp, mp.fragment_path(entry.name), name)
         except OSError as exc:
+            self._disable(mp, exc)
             raise DiskError(f"commit of {bucket}/{key} fragment {idx} failed: {exc.strerror}") from None
         self._headers.pop(str(mp.fragment_path(entry.name)), None)
         mp.index.put(IndexEntry(**{**entry.__dict__, "state": "committed", "name": name}))
@@ -323,6 +340,7 @@ class LocalStore:
                     os.fsync(f.fileno())
             self._rename_into_place(mp, tmp, name)
         except OSError as exc:
+            self._disable(mp, exc)
             tmp.unlink(missing_ok=True)
             raise DiskError(f"tombstone of {header.bucket}/{header.key} failed: {exc.strerror}") from None
         mp.index.put(self._entry(header, "committed", name, mp.fragment_path(name).stat().st_size))
@@ -336,7 +354,7 @@ class LocalStore:
         """
         _check_fragment_id(bucket, key, gen)
         removed = 0
-        for mp in self.mountpaths:
+        for mp in self.serving:
             for entry in mp.index.entries(bucket, key):
                 if entry.gen < gen and entry.state == "committed":
                     path = mp.fragment_path(entry.name)
@@ -349,7 +367,7 @@ class LocalStore:
     def drop(self, bucket: str, key: str, gen: str, idx: int) -> None:
         """Delete one fragment that now lives elsewhere (rebalance); idempotent."""
         _check_fragment_id(bucket, key, gen)
-        for mp in self.mountpaths:
+        for mp in self.serving:
             entry = mp.index.get(bucket, key, gen, idx)
             if entry is not None:
                 path = mp.fragment_path(entry.name)
@@ -361,7 +379,7 @@ class LocalStore:
         """Move a corrupt fragment out of service into ``quarantine/`` (kept for inspection); it then
         counts as lost and is rebuilt by repair. Idempotent."""
         _check_fragment_id(bucket, key, gen)
-        for mp in self.mountpaths:
+        for mp in self.serving:
             entry = mp.index.get(bucket, key, gen, idx)
             if entry is not None:
                 path = mp.fragment_path(entry.name)
@@ -375,7 +393,7 @@ class LocalStore:
     # ------------------------------------------------------------------ read path
 
     def _find(self, bucket: str, key: str, gen: str, idx: int) -> tuple[Mountpath, IndexEntry]:
-        for mp in self.mountpaths:
+        for mp in self.serving:
             entry = mp.index.get(bucket, key, gen, idx)
             if entry is not None:
                 return mp, entry
@@ -392,6 +410,9 @@ class LocalStore:
                 raise CorruptFragment(f"fragment {idx} of {bucket}/{key} on node {self.config.node_id}: {exc}") from None
             except FileNotFoundError:
                 raise ObjectNotFound(f"fragment {idx} of {bucket}/{key} generation {gen} was removed") from None
+            except OSError as exc:
+                self._disable(mp, exc)
+                raise DiskError(f"reading the trailer of {path} failed: {exc.strerror or exc}") from None
             self._headers[str(path)] = cached
             if len(self._headers) > _HEADER_CACHE_SIZE:
                 self._headers.popitem(last=False)
@@ -418,6 +439,7 @@ class LocalStore:
                     max_bytes: int) -> tuple[list[bytes], list[bytes]]:
         """Chunks ``first..first+count-1`` of a fragment and their recorded digests."""
         _check_fragment_id(bucket, key, gen)
+        mp, _ = self._find(bucket, key, gen, idx)
         path, header = self.header(bucket, key, gen, idx)
         if count * header.chunk_size > max_bytes:
             raise MessageTooLarge(f"read of {count} chunks of {header.chunk_size} bytes exceeds {max_bytes} bytes")
@@ -436,6 +458,7 @@ class LocalStore:
         except FileNotFoundError:
             raise ObjectNotFound(f"fragment {idx} of {bucket}/{key} generation {gen} was removed") from None
         except OSError as exc:
+            self._disable(mp, exc)
             raise DiskError(f"read of {path} failed: {exc.strerror}") from None
         data = [mapping[chunk_offset(s, chunk):chunk_offset(s + 1, chunk)] for s in range(first, first + count)]
         return [header.digest(s) for s in range(first, first + count)], data
@@ -447,21 +470,21 @@ class LocalStore:
         return [
             {"gen": e.gen, "idx": e.idx, "state": e.state, "kind": e.kind, "size": e.size,
              "info": msgpack.unpackb(e.info, raw=False)}
-            for mp in self.mountpaths for e in mp.index.entries(bucket, key)
+            for mp in self.serving for e in mp.index.entries(bucket, key)
         ]
 
     def list(self, bucket: str, prefix: str, start_after: str, limit: int) -> list[tuple[str, str, str, int]]:
         """Newest committed ``(key, gen, kind, size)`` per key under ``prefix``, merged over mountpaths."""
         check_bucket(bucket)
         newest: dict[str, tuple[str, str, str, int]] = {}
-        for mp in self.mountpaths:
+        for mp in self.serving:
             for row in mp.index.newest_per_key(bucket, prefix, start_after, limit):
                 if row[0] not in newest or row[1] > newest[row[0]][1]:
                     newest[row[0]] = row
         return [newest[k] for k in sorted(newest)[:limit]]
 
     def buckets(self) -> list[str]:
-        return sorted({b for mp in self.mountpaths for b in mp.index.buckets()})
+        return sorted({b for mp in self.serving for b in mp.index.buckets()})
 
     def stats(self) -> dict[str, Any]:
         """Per mountpath and in total: fragment bytes stored, room left under the watermark, fragment count.
@@ -471,10 +494,15 @@ class LocalStore:
         mountpaths = []
         free_by_device: dict[int, int] = {}
         for mp in self.mountpaths:
+            if mp.id in self.disabled:
+                mountpaths.append({"id": mp.id, "path": str(mp.path), "capacity": 0, "stored": 0, "free": 0,
+                                   "fragments": 0, "disabled": self.disabled[mp.id]})
+                continue
             usage = mp.usage()
             stored = mp.index.total_bytes()
             mountpaths.append({"id": mp.id, "path": str(mp.path), "capacity": usage.capacity, "stored": stored,
-                               "free": usage.free, "fragments": mp.index.count()})
+                               "free": usage.free, "fragments": mp.index.count(),
+                               "disabled": self.disabled.get(mp.id, "")})
             device = -len(free_by_device) - 1 if mp.capacity_bytes else os.stat(mp.path).st_dev
             free_by_device[device] = max(free_by_device.get(device, 0), usage.free)
         return {
@@ -482,7 +510,7 @@ class LocalStore:
             "used": sum(m["stored"] for m in mountpaths),
             "free": sum(free_by_device.values()),
             "fragments": sum(m["fragments"] for m in mountpaths),
-            "data_fragments": sum(mp.index.count("data") for mp in self.mountpaths),
+            "data_fragments": sum(mp.index.count("data") for mp in self.serving),
             "uploads": len(self.uploads),
         }
 

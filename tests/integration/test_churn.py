@@ -171,3 +171,21 @@ def test_controller_restart_keeps_data_and_epoch_rising(make_cluster):
     client.refresh()
     assert client.cluster_map.epoch >= restarted.epoch
     assert client.get(BUCKET, "during-outage") == b"d" * 150_000
+
+
+def test_io_errors_disable_a_mountpath_and_its_fragments_are_rebuilt(make_cluster):
+    cluster, client, objects = start(make_cluster, mountpaths_per_agent=2)
+    version = client.resolve(BUCKET, "obj/05")
+    node, path = fragment_files_of(cluster, BUCKET, "obj/05", version.generation)[0]
+    mountpath = path.parent.parent.parent
+    frags = mountpath / "frags"
+    frags.rename(mountpath / "frags.failed")      # the disk fails: every open under it now errors (ENOTDIR)
+    frags.write_bytes(b"")
+    for key, data in objects.items():             # reads go around the failed disk
+        assert client.get(BUCKET, key) == data
+    stats = client.node_stats()[node]
+    failed = [mp for mp in stats["mountpaths"] if mp["path"] == str(mountpath)]
+    assert failed and failed[0]["disabled"], stats["mountpaths"]
+    wait_until(lambda: fully_protected(client, objects), timeout=30, what="fragments of the failed disk rebuilt")
+    for key, data in objects.items():
+        assert client.get(BUCKET, key) == data
