@@ -177,10 +177,7 @@ def run_bench(*, agents: int = 6, ec: str = "4+2", size_mb: int = 1024, data_dir
             client.close()
         finally:
             cluster.destroy()
-    _print(console, figures)
-    if json_out:
-        Path(json_out).write_text(json.dumps([f.__dict__ for f in figures], indent=2))
-    return figures
+    return _report(console, figures, json_out)
 
 
 def _best_get_rate(client: Any, size: int, data: bytes) -> float:
@@ -207,6 +204,13 @@ def _best_get_into_rate(client: Any, size: int, data: bytes) -> float:
     if buffer != data:
         raise AssertionError("benchmark read returned wrong bytes")
     return max(rates)
+
+
+def _report(console: Console, figures: list[Figure], json_out: str | None) -> list[Figure]:
+    _print(console, figures)
+    if json_out:
+        Path(json_out).write_text(json.dumps([f.__dict__ for f in figures], indent=2))
+    return figures
 
 
 def _print(console: Console, figures: list[Figure]) -> None:
@@ -277,10 +281,7 @@ def run_repair_bench(*, agents: int = 7, ec: str = "4+2", node_mb: int = 512, da
             client.close()
         finally:
             cluster.destroy()
-    _print(console, figures)
-    if json_out:
-        Path(json_out).write_text(json.dumps([f.__dict__ for f in figures], indent=2))
-    return figures
+    return _report(console, figures, json_out)
 
 
 def _raw_read_rate(files: list[Path], nbytes: int) -> float:

@@ -257,8 +257,13 @@ def _seal(client: "Client", version: ObjectVersion, codec: str, uploads: dict[in
     return committed
 
 
+class _Report:
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
 @dataclass
-class ScanReport:
+class ScanReport(_Report):
     """What one scan of an agent's objects found and did (sent to the controller with heartbeats)."""
 
     objects: int = 0
@@ -274,12 +279,9 @@ class ScanReport:
     started: float = 0.0
     finished: float = 0.0
 
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
 
 @dataclass
-class ScrubReport:
+class ScrubReport(_Report):
     """What one scrub pass over an agent's fragment files verified and found."""
 
     fragments: int = 0
@@ -287,9 +289,6 @@ class ScrubReport:
     corrupt: int = 0
     started: float = 0.0
     finished: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 PROTECTION_FIELDS = ("objects", "protected", "degraded", "misplaced", "unreadable", "bytes_awaiting_repair",
