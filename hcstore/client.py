@@ -200,10 +200,15 @@ class Client:
             InvalidRequest: a bad bucket, key or setting.
         """
         if isinstance(data, (bytes, bytearray, memoryview)):
-            size = memoryview(data).nbytes
-            with self.writer(bucket, key, size=size, ec=ec, codec=codec, meta=meta) as w:
-                w.write(data)
-            return w.close()
+            for attempt in (1, 2):              # an agent that knows a newer map makes us retry once with it
+                epoch = self.cluster_map.epoch
+                try:
+                    with self.writer(bucket, key, size=memoryview(data).nbytes, ec=ec, codec=codec, meta=meta) as w:
+                        w.write(data)
+                    return w.close()
+                except NotEnoughNodes:
+                    if attempt == 2 or self.transport.max_epoch <= epoch or self.refresh().epoch <= epoch:
+                        raise
         if size is None and hasattr(data, "fileno"):
             try:
                 size = os.fstat(data.fileno()).st_size - data.tell()  # type: ignore[union-attr]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 FULL_SCAN_EVERY = 5   # trailers can name stale holders after repair; a periodic full scan misses nothing
+REPAIR_WORKERS = 4    # objects checked and rebuilt at once by one agent
 
 
 class Maintainer(threading.Thread):
@@ -63,6 +65,7 @@ class Maintainer(threading.Thread):
         self._next_scrub = time.monotonic() + agent.config.scrub_interval
         self.running = False
         self._wake = threading.Event()
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._client: Client | None = None
 
@@ -114,15 +117,19 @@ class Maintainer(threading.Thread):
         full = self.scans % FULL_SCAN_EVERY == 0     # now and then look at everything held here
         client = self._client_for(cluster_map)
         report = ScanReport(started=time.time())
+        todo = []
         for mountpath in self.agent.store.serving:
             for bucket, key, gen, info_blob in FragmentIndex.newest_objects(mountpath.index.path):
-                if self._stop.is_set() or self.agent.cluster_map is not cluster_map:
-                    report.finished = time.time()
-                    return report          # a newer map: the next scan starts over with it
                 info = msgpack.unpackb(info_blob, raw=False)
-                if not (full or draining or me in checkers(tuple(info["placement"]), cluster_map, info["m"])):
-                    continue
-                self._check(client, bucket, key, gen, report)
+                if full or draining or me in checkers(tuple(info["placement"]), cluster_map, info["m"]):
+                    todo.append((bucket, key, gen))
+
+        def check(item: tuple[str, str, str]) -> None:
+            if not self._stop.is_set() and self.agent.cluster_map is cluster_map:   # else: a newer map, start over
+                self._check(client, *item, report)
+
+        with ThreadPoolExecutor(REPAIR_WORKERS, thread_name_prefix="repair") as pool:
+            list(pool.map(check, todo))
         report.finished = time.time()
         return report
 
@@ -173,23 +180,27 @@ class Maintainer(threading.Thread):
             return
         if repairer(version, client.cluster_map) != me:
             return                       # another holder acts on it
-        report.objects += 1
         plan = plan_object(version, client.cluster_map)
         status = plan.status(version.k, version.k + version.m)
-        setattr(report, status, getattr(report, status) + 1)
-        report.waiting += len(plan.waiting)
         fragment_bytes = version.stripes * version.chunk_size
-        report.bytes_awaiting_repair += fragment_bytes * len(plan.rebuild)
+        with self._lock:
+            report.objects += 1
+            setattr(report, status, getattr(report, status) + 1)
+            report.waiting += len(plan.waiting)
+            report.bytes_awaiting_repair += fragment_bytes * len(plan.rebuild)
         if not plan.rebuild and not plan.extra:
             return
         try:
-            report.bytes_repaired += repair_object(client, version, plan, self.limiter)
-            report.repaired += bool(plan.rebuild)
-            report.bytes_awaiting_repair -= fragment_bytes * len(plan.rebuild)
+            written = repair_object(client, version, plan, self.limiter)
             log.info("repaired %s/%s: fragments %s rebuilt on %s", bucket, key, sorted(plan.rebuild),
                      sorted(set(plan.rebuild.values())))
+            with self._lock:
+                report.bytes_repaired += written
+                report.repaired += bool(plan.rebuild)
+                report.bytes_awaiting_repair -= fragment_bytes * len(plan.rebuild)
         except HCStoreError as exc:
-            report.failed += 1
+            with self._lock:
+                report.failed += 1
             log.warning("repair of %s/%s failed (will retry): %s", bucket, key, exc)
 
     def _retire_here(self, client: Client, bucket: str, key: str, newer: str) -> None:

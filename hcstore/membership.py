@@ -82,8 +82,8 @@ class MembershipTable:
         self._refresh_states(now)
 
     def observe_epoch(self, epoch: int) -> None:
-        """An agent has seen ``epoch``: never publish a map at or below it."""
-        if epoch >= self.epoch:
+        """An agent has seen ``epoch``: never publish a map below it (a restarted controller jumps past it)."""
+        if epoch > self.epoch:
             self.epoch = epoch + 1
 
     def heartbeat(self, node_id: str, endpoint: str, labels: dict[str, str], weight: float, now: float) -> None:

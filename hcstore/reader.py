@@ -115,6 +115,10 @@ def resolve(client: "Client", bucket: str, key: str, *, exhaustive: bool = False
             break
     visible = [gen for gen, g in groups.items() if g["committed"]]
     if not visible:
+        if client.transport.max_epoch > cluster_map.epoch:     # an agent knows a newer map: retry once with it
+            client.refresh()
+            if client.cluster_map.epoch > cluster_map.epoch:
+                return resolve(client, bucket, key, exhaustive=exhaustive)
         raise ObjectNotFound(f"hcstore://{bucket}/{key} not found")
     gen = max(visible)
     client.clock.observe(gen)

@@ -12,8 +12,8 @@ with where :func:`placement.plan_moves` wants them under the current map:
   or the node is draining) is **moved**: rebuilt on its new owner, and only
   then dropped from the old one.
 
-Fragments whose node is *down* are left alone until it is *out*, so a node
-that reboots within the out-interval causes no repair traffic at all.
+Fragments whose node did not answer are left alone until the node is *out*,
+so a node that reboots within the out-interval causes no repair traffic at all.
 
 :func:`repair_object` executes a plan: it reads the object's stripes through
 the normal verified read path (``k`` fragments, decoding when needed),
@@ -81,8 +81,8 @@ def plan_object(version: ObjectVersion, cluster_map: ClusterMap) -> ObjectPlan:
         expected = version.locations[index] if index < len(version.locations) else ""
         if found:
             holders.append(found)
-        elif expected and state.get(expected) in MAY_RETURN and expected not in version.answered:
-            holders.append(expected)           # unreachable for now: keep its place, do nothing yet
+        elif expected and expected not in version.answered and state.get(expected) not in GONE | {None}:
+            holders.append(expected)           # unreachable for now, not out: keep its place, do nothing yet
             waiting.append(index)
         else:
             holders.append("")

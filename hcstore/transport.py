@@ -52,7 +52,9 @@ class _ThreadState:
 
     def __init__(self, io_threads: int) -> None:
         self.pid = os.getpid()
-        self.context = zmq.Context(io_threads=io_threads)
+        # One context per process, never terminated by garbage collection: a collected context
+        # whose sockets are still open would block in zmq_ctx_term forever.
+        self.context = zmq.Context.instance(io_threads=io_threads)
         self.sockets: dict[str, zmq.Socket] = {}
         self.endpoint_of: dict[zmq.Socket, str] = {}
         self.poller = zmq.Poller()
@@ -93,7 +95,7 @@ class _ThreadState:
         for sock in self.sockets.values():
             sock.close(linger=0)
         self.sockets.clear()
-        self.context.term()
+        self.endpoint_of.clear()
 
 
 class Transport:

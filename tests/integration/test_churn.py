@@ -85,8 +85,8 @@ def test_node_that_stays_out_is_repaired(make_cluster):
                what="every object rebuilt on the surviving nodes")
     for key, data in objects.items():
         assert client.get(BUCKET, key) == data
-    summary = protection_summary(controller(cluster, "status")["stats"])
-    assert summary["bytes_repaired"] > 0
+    wait_until(lambda: protection_summary(controller(cluster, "status")["stats"])["bytes_repaired"] > 0,
+               timeout=10, what="the rebuilt bytes to reach the controller's summary")
     # The node returns after all: its stale copies are dropped, nothing is lost or duplicated.
     cluster.start(victim)
     client.refresh()
