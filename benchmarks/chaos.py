@@ -51,7 +51,7 @@ if __package__ in (None, ""):          # run as a script: make the repository ro
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hcstore.client import Client
-from hcstore.errors import HCStoreError, NotEnoughFragments, ObjectNotFound
+from hcstore.errors import HCStoreError, ObjectNotFound
 from hcstore.local_cluster import LocalCluster
 from hcstore.membership import Intervals
 from hcstore.repair import protection_summary

@@ -31,6 +31,7 @@ from hcstore.config import AgentConfig
 from hcstore.errors import HCStoreError, InvalidRequest
 from hcstore.maintenance import Maintainer
 from hcstore.protocol import Request
+from hcstore.serving import answer_pending, write_json_atomic
 from hcstore.store import LocalStore
 from placement import ClusterMap
 
@@ -103,7 +104,7 @@ class Agent:
     def serve(self, *, ready_file: str | None = None) -> None:
         """Serve until :meth:`stop` (or SIGTERM/SIGINT when run as a process)."""
         if ready_file:
-            _write_json_atomic(Path(ready_file), {"endpoint": self.endpoint, "pid": os.getpid(),
+            write_json_atomic(Path(ready_file), {"endpoint": self.endpoint, "pid": os.getpid(),
                                                   "node_id": self.config.node_id})
         log.info("agent %s serving on %s", self.config.node_id, self.endpoint)
         poller = zmq.Poller()
@@ -117,7 +118,7 @@ class Agent:
         while not self._stopping:
             for sock, _ in poller.poll(100):
                 if sock is self.socket:
-                    self._serve_requests()
+                    answer_pending(self.socket, self.handle)
                 else:
                     self._receive_from_controller()
             if self._controller is not None and time.monotonic() >= self._heartbeat_due:
@@ -126,14 +127,6 @@ class Agent:
                 self.store.expire_uploads()
                 next_housekeeping = time.monotonic() + _HOUSEKEEPING_INTERVAL
         self.close()
-
-    def _serve_requests(self) -> None:
-        while True:
-            try:
-                frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            self.socket.send_multipart(self.handle(frames), copy=False)
 
     # ------------------------------------------------------------------ membership
 
@@ -183,7 +176,7 @@ class Agent:
         if cluster_map.epoch <= self.epoch:
             return
         self.cluster_map = cluster_map
-        _write_json_atomic(self.map_file, cluster_map.to_dict())
+        write_json_atomic(self.map_file, cluster_map.to_dict())
         log.info("cluster map epoch %d", cluster_map.epoch)
         if self.maintainer is not None:
             self.maintainer.wake()
@@ -330,12 +323,6 @@ def _load_map(path: Path) -> ClusterMap | None:
     except (ValueError, KeyError, TypeError) as exc:
         log.warning("ignoring unreadable cluster map %s: %s", path, exc)
         return None
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,6 @@ Run it as ``python -m hcstore.controller --ready-file F [--port P]``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -30,6 +29,7 @@ from hcstore import protocol
 from hcstore.errors import HCStoreError, InvalidRequest, ObjectNotFound
 from hcstore.membership import Intervals, MembershipTable
 from hcstore.protocol import Request
+from hcstore.serving import answer_pending, write_json_atomic
 from placement import ClusterMap
 
 log = logging.getLogger(__name__)
@@ -63,18 +63,13 @@ class Controller:
 
     def serve(self, *, ready_file: str | None = None) -> None:
         if ready_file:
-            _write_json_atomic(Path(ready_file), {"endpoint": self.endpoint, "pid": os.getpid()})
+            write_json_atomic(Path(ready_file), {"endpoint": self.endpoint, "pid": os.getpid()})
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
         tick = self.table.intervals.heartbeat / 2
         while not self._stopping:
             if poller.poll(int(tick * 1000)):
-                while True:
-                    try:
-                        frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    self.socket.send_multipart(self.handle(frames), copy=False)
+                answer_pending(self.socket, self.handle)
             if self.table.tick(self.clock()):
                 log.info("cluster map epoch %d: %s", self.table.epoch,
                          {n.id: n.state for n in self.cluster_map.nodes})
@@ -145,12 +140,6 @@ class Controller:
     def _status(self, request: Request) -> dict[str, Any]:
         now = self.clock()
         return {"map": self.cluster_map.to_dict(), "ages": self.table.ages(now), "stats": self.stats}
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:

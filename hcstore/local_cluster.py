@@ -32,6 +32,7 @@ from typing import Any
 
 from hcstore.errors import ClusterNotFound, HCStoreError
 from hcstore.membership import Intervals
+from hcstore.serving import write_json_atomic
 from placement import ClusterMap, Node
 
 CLUSTER_FORMAT = 1
@@ -149,7 +150,7 @@ class LocalCluster:
                 "mountpaths_per_agent": mountpaths_per_agent, "scan_interval": scan_interval,
                 "repair_rate": repair_rate, "scrub_interval": scrub_interval,
                 "controller": {"port": 0, "intervals": (intervals or Intervals()).__dict__}}
-        _write_json(cluster.path / "cluster.json", spec)
+        write_json_atomic(cluster.path / "cluster.json", spec, indent=2)
         return cluster
 
     @property
@@ -200,7 +201,7 @@ class LocalCluster:
         port = int(controller_endpoint(self.path).rsplit(":", 1)[1])
         if spec["controller"]["port"] != port:
             spec["controller"]["port"] = port
-            _write_json(self.path / "cluster.json", spec)
+            write_json_atomic(self.path / "cluster.json", spec, indent=2)
 
     def stop_controller(self, *, sig: int = signal.SIGTERM) -> None:
         _stop_pid(self.controller_pid(), sig)
@@ -220,7 +221,7 @@ class LocalCluster:
         directory = self.path / "agents" / node_id
         spec["nodes"].append({"id": node_id, "weight": 1.0, "labels": labels or {"host": node_id},
                               "mountpaths": [str(directory / f"mp{j}") for j in range(spec["mountpaths_per_agent"])]})
-        _write_json(self.path / "cluster.json", spec)
+        write_json_atomic(self.path / "cluster.json", spec, indent=2)
         self.start(node_id)
         return node_id
 
@@ -288,7 +289,7 @@ class LocalCluster:
         for node in spec["nodes"]:
             if node["id"] == node_id and node.get("port") != port:
                 node["port"] = port
-                _write_json(self.path / "cluster.json", spec)
+                write_json_atomic(self.path / "cluster.json", spec, indent=2)
 
     def stop(self, node_id: str | None = None, *, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
         """Stop agents (all, or one; all also stops the controller) with ``sig`` and wait for them to exit."""
@@ -349,12 +350,6 @@ class LocalCluster:
         """Committed fragment files on disk (for fault injection in tests)."""
         agents = [self.agent(node_id)] if node_id else self.agents()
         return sorted(p for a in agents for mp in a.mountpaths for p in mp.glob("frags/*/*.frag"))
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 def _alive(pid: int | None) -> bool:

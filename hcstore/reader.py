@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 
 from ec import StripeLayout, make_codec, verify_chunk
 from hcstore.errors import (
-    CorruptFragment,
     HCStoreError,
     NotEnoughFragments,
     ObjectChanged,
