@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 
 from ec import FragmentHeader, header_to_dict
 from hcstore.config import ClientConfig
-from hcstore.errors import AgentUnavailable, HCStoreError, InvalidRequest, NotEnoughNodes, ObjectChanged, ObjectNotFound
+from hcstore.errors import AgentUnavailable, ClusterNotFound, HCStoreError, InvalidRequest, NotEnoughNodes, ObjectChanged, ObjectNotFound
 from hcstore.generation import HybridClock
 from hcstore.local_cluster import (
     controller_endpoint,
@@ -67,18 +67,25 @@ class Client:
     """A client of one hcstore cluster.
 
     Args:
-        cluster: a local cluster directory, a :class:`placement.ClusterMap`, or
-            None to find the running local cluster (``HCSTORE_CLUSTER`` or ``hcstore up``'s pointer).
+        cluster: a local cluster directory, a controller's endpoint (``"tcp://host:port"``, as
+            ``ray_integration.deploy`` prints), a :class:`placement.ClusterMap`, or None to find the
+            running cluster (``HCSTORE_CLUSTER``, a directory or endpoint, or ``hcstore up``'s pointer).
         config: a full :class:`ClientConfig`; or pass its fields as keyword arguments
             (argument > ``HCSTORE_*`` environment > default).
     """
 
     def __init__(self, cluster: str | os.PathLike[str] | ClusterMap | None = None, *,
                  config: ClientConfig | None = None, **settings: Any) -> None:
+        self._dir: Path | None = None
+        self._controller = ""
+        if cluster is None and os.environ.get("HCSTORE_CLUSTER", "").startswith("tcp://"):
+            cluster = os.environ["HCSTORE_CLUSTER"]
         if isinstance(cluster, ClusterMap):
             self._cluster_arg: Any = cluster
-            self._dir: Path | None = None
             self._map = cluster
+        elif isinstance(cluster, str) and cluster.startswith("tcp://"):
+            self._cluster_arg = self._controller = cluster
+            self._map = ClusterMap(0, ())
         else:
             self._dir = find_cluster_dir(cluster)
             self._cluster_arg = str(self._dir)
@@ -94,6 +101,21 @@ class Client:
                                    request_timeout=self.config.request_timeout, io_threads=self.config.io_threads)
         self.clock = HybridClock()
         self.corruptions: list[CorruptionReport] = []
+        if self._controller:
+            self._first_map_from_controller(explicit_ec=config is not None or settings.get("ec") is not None
+                                            or "HCSTORE_EC" in os.environ)
+
+    def _first_map_from_controller(self, *, explicit_ec: bool) -> None:
+        try:
+            reply = self.transport.request(self._controller, "get_map", {},
+                                           timeout=max(self.config.request_timeout, 5.0))
+        except HCStoreError as exc:
+            raise ClusterNotFound(f"no hcstore controller answers at {self._controller}: {exc}") from None
+        self._map = ClusterMap.from_dict(reply.header["map"])
+        self._from_controller = True
+        self._checked = time.monotonic()
+        if not explicit_ec and reply.header.get("ec"):
+            self.config = self.config.replace(ec=reply.header["ec"])     # the cluster's EC is the default
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_client, (self._cluster_arg, self.config))
@@ -111,7 +133,7 @@ class Client:
         """
         age = time.monotonic() - self._checked
         stale = age > _MAP_RECHECK or (self.transport.max_epoch > self._map.epoch and age > _MAP_MIN_AGE)
-        if self._dir is not None and stale:
+        if (self._dir is not None or self._controller) and stale:
             with self._lock:
                 self._checked = time.monotonic()
                 fresh = self._load_map()
@@ -121,8 +143,7 @@ class Client:
         return self._map
 
     def _load_map(self) -> ClusterMap:
-        assert self._dir is not None
-        endpoint = controller_endpoint(self._dir)
+        endpoint = self._controller or controller_endpoint(self._dir)
         if endpoint:
             try:
                 reply = self.transport.request(endpoint, "get_map", {}, timeout=min(1.0, self.config.request_timeout))
@@ -131,7 +152,7 @@ class Client:
                 return fresh if first or fresh.epoch >= self._map.epoch else self._map
             except HCStoreError as exc:
                 log.info("controller %s unavailable (%s); using the cached cluster map", endpoint, exc)
-        if self._from_controller:
+        if self._from_controller or self._dir is None:
             return self._map
         stamp = map_stamp(self._dir)
         if stamp != self._stamp:

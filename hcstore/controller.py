@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import queue
 import signal
 import sys
 import time
@@ -40,7 +41,8 @@ class Controller:
     """Serves the cluster map and membership on a ZeroMQ ROUTER socket."""
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, intervals: Intervals | None = None,
-                 clock: Any = time.monotonic) -> None:
+                 clock: Any = time.monotonic, ec: str = "") -> None:
+        self.ec = ec                # the cluster's default erasure coding, told to clients ("" for none)
         self.table = MembershipTable(intervals or Intervals())
         self.clock = clock
         self.stats: dict[str, dict[str, Any]] = {}
@@ -54,6 +56,7 @@ class Controller:
         else:
             self.endpoint = f"tcp://{host}:{self.socket.bind_to_random_port(f'tcp://{host}')}"
         self._stopping = False
+        self._dead: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._handlers = {"heartbeat": self._heartbeat, "get_map": self._get_map,
                           "node_admin": self._node_admin, "status": self._status}
 
@@ -70,6 +73,8 @@ class Controller:
         while not self._stopping:
             if poller.poll(int(tick * 1000)):
                 answer_pending(self.socket, self.handle)
+            while not self._dead.empty():
+                self.table.mark_dead(self._dead.get(), self.clock())
             if self.table.tick(self.clock()):
                 log.info("cluster map epoch %d: %s", self.table.epoch,
                          {n.id: n.state for n in self.cluster_map.nodes})
@@ -77,6 +82,10 @@ class Controller:
 
     def stop(self) -> None:
         self._stopping = True
+
+    def mark_dead(self, node_id: str) -> None:
+        """Thread-safe: the node is known dead (e.g. Ray says so); it turns *down* on the next loop."""
+        self._dead.put(node_id)
 
     def handle(self, frames: list[Any]) -> list[Any]:
         """Answer one ROUTER message; never raises."""
@@ -118,7 +127,7 @@ class Controller:
         return reply
 
     def _get_map(self, request: Request) -> dict[str, Any]:
-        return {"map": self.cluster_map.to_dict()}
+        return {"map": self.cluster_map.to_dict(), **({"ec": self.ec} if self.ec else {})}
 
     def _node_admin(self, request: Request) -> dict[str, Any]:
         f = request.fields
@@ -147,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--ready-file", default=None)
+    parser.add_argument("--ec", default="", help="the cluster's default erasure coding, told to clients")
     parser.add_argument("--log-file", default=None)
     parser.add_argument("--heartbeat", type=float, default=Intervals.heartbeat)
     parser.add_argument("--suspect-after", type=float, default=Intervals.suspect_after)
@@ -155,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(filename=args.log_file, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    controller = Controller(host=args.host, port=args.port, intervals=Intervals(
+    controller = Controller(host=args.host, port=args.port, ec=args.ec, intervals=Intervals(
         args.heartbeat, args.suspect_after, args.down_after, args.out_after))
     signal.signal(signal.SIGTERM, lambda *_: controller.stop())
     signal.signal(signal.SIGINT, lambda *_: controller.stop())

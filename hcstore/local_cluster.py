@@ -196,7 +196,8 @@ class LocalCluster:
         cmd = [sys.executable, "-m", "hcstore.controller", "--ready-file", str(self.controller_ready_file),
                "--log-file", str(self.path / "controller.log"), "--port", str(spec["controller"]["port"]),
                "--heartbeat", str(intervals["heartbeat"]), "--suspect-after", str(intervals["suspect_after"]),
-               "--down-after", str(intervals["down_after"]), "--out-after", str(intervals["out_after"])]
+               "--down-after", str(intervals["down_after"]), "--out-after", str(intervals["out_after"]),
+               "--ec", self.ec]
         self._spawn_and_wait("controller", cmd, self.controller_ready_file, self.path / "controller.log", timeout)
         port = int(controller_endpoint(self.path).rsplit(":", 1)[1])
         if spec["controller"]["port"] != port:

@@ -114,6 +114,17 @@ class MembershipTable:
         self.members[node_id].admin = admin
         self._refresh_states(now)
 
+    def mark_dead(self, node_id: str, now: float) -> None:
+        """An outside authority (Ray's node table) says the node is gone: it is *down* now, not in seconds.
+
+        Its ``out`` clock still runs from its last heartbeat, so repair starts ``out_after`` after it died.
+        Unknown nodes are ignored.
+        """
+        member = self.members.get(node_id)
+        if member is not None:
+            member.last_seen = min(member.last_seen, now - self.intervals.down_after - 1e-6)
+            self._refresh_states(now)
+
     def forget(self, node_id: str) -> None:
         """Drop a decommissioned node from the map entirely."""
         if self.members.pop(node_id, None) is not None:
