@@ -1,0 +1,189 @@
+"""The agent and controller as Ray actors.
+
+``AgentActor`` runs an :class:`hcstore.agent.Agent` on a thread of its actor process,
+bound to its node's IP, and serves object-ref reads: a value returned by
+:meth:`AgentActor.read` lands in the object store of the agent's node, which is the
+caller's node. ``ControllerActor`` runs the :class:`hcstore.controller.Controller` and a
+reconciliation loop that keeps exactly one agent on every alive Ray node (as Ray Serve's
+proxy manager keeps one proxy per node) and marks the nodes Ray declares dead.
+
+The classes are plain; :mod:`ray_integration.deploy` turns them into actors.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from typing import Any
+
+import ray
+
+from hcstore.agent import Agent
+from hcstore.config import AgentConfig
+from hcstore.controller import Controller
+from hcstore.membership import Intervals
+from ray_integration.layout import (
+    NAMESPACE,
+    RayNode,
+    agent_name,
+    labels_for,
+    mountpaths_for,
+    node_id_for,
+    reconcile,
+)
+from ray_integration.objects import client_for, read_value
+
+log = logging.getLogger(__name__)
+AGENT_CONCURRENCY = 16
+
+
+class AgentActor:
+    """One hcstore agent on the Ray node this actor is pinned to."""
+
+    def __init__(self, controller: str, spec: dict[str, Any]) -> None:
+        ray_node_id = ray.get_runtime_context().get_node_id()
+        ip = ray.util.get_node_ip_address()
+        self.node_id = node_id_for(ray_node_id)
+        node_labels = ray.get_runtime_context().get_node_labels()
+        config = AgentConfig.from_env(
+            node_id=self.node_id, host=ip, controller=controller,
+            mountpaths=mountpaths_for(spec.get("mountpaths"), ray_node_id=ray_node_id, ip=ip,
+                                      hostname=socket.gethostname()),
+            labels=labels_for(node_labels) or None, **spec.get("agent", {}))
+        self.agent = Agent(config)
+        self.controller = controller
+        self._thread = threading.Thread(target=self.agent.serve, name=f"hcstore-agent-{self.node_id}", daemon=True)
+        self._thread.start()
+        self.reads = 0
+
+    def info(self) -> dict[str, Any]:
+        """Who this agent is: node ids, endpoint, mountpaths, whether it serves."""
+        return {"node_id": self.node_id, "ray_node_id": ray.get_runtime_context().get_node_id(),
+                "endpoint": self.agent.endpoint, "mountpaths": list(self.agent.config.mountpaths),
+                "serving": self._thread.is_alive(), "reads": self.reads}
+
+    def read(self, bucket: str, key: str) -> Any:
+        """The object's value, assembled on this node from the nearest fragments."""
+        self.reads += 1
+        client = client_for(self.controller, (("local_node", self.node_id),))
+        return read_value(client, bucket, key)
+
+    def stop(self) -> None:
+        self.agent.stop()
+        self._thread.join(timeout=10)
+
+
+class ControllerActor:
+    """The cluster's controller and its reconciliation loop (a detached, named actor)."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        intervals = Intervals(**spec["intervals"]) if spec.get("intervals") else None
+        self.controller = Controller(host=ray.util.get_node_ip_address(), ec=spec.get("ec", ""),
+                                     intervals=intervals)
+        self.agents: dict[str, Any] = {}          # Ray node id -> agent actor handle
+        self.ready: dict[str, bool] = {}          # Ray node id -> agent answered info()
+        self._pending: dict[Any, str] = {}        # info() ref -> Ray node id
+        self.events: list[str] = []
+        self._stopping = False
+        self._lock = threading.Lock()             # the loop and reconcile_now() never overlap
+        threading.Thread(target=self.controller.serve, name="hcstore-controller", daemon=True).start()
+        self._loop = threading.Thread(target=self._reconcile_forever, name="hcstore-reconcile", daemon=True)
+        self._loop.start()
+
+    def endpoint(self) -> str:
+        return self.controller.endpoint
+
+    def spec_of(self) -> dict[str, Any]:
+        return self.spec
+
+    def status(self) -> dict[str, Any]:
+        """Agents by Ray node id (ready or starting), the cluster map, and the latest events."""
+        return {"endpoint": self.controller.endpoint, "agents": dict(self.ready),
+                "map": self.controller.cluster_map.to_dict(), "events": self.events[-50:]}
+
+    def reconcile_now(self) -> dict[str, Any]:
+        self._reconcile_once()
+        return self.status()
+
+    def shutdown(self) -> None:
+        """Stop reconciling, stop and kill every agent, stop the controller."""
+        self._stopping = True
+        self._loop.join(timeout=10)
+        stops = [handle.stop.remote() for handle in self.agents.values()]
+        ray.wait(stops, num_returns=len(stops), timeout=15)
+        for handle in self.agents.values():
+            ray.kill(handle, no_restart=True)
+        self.controller.stop()
+
+    # ------------------------------------------------------------------ reconciliation
+
+    def _reconcile_forever(self) -> None:
+        interval = float(self.spec.get("reconcile_interval", 1.0))
+        while not self._stopping:
+            try:
+                self._reconcile_once()
+            except Exception:                      # a failed round is retried; the loop never dies
+                log.exception("reconciliation round failed")
+            time.sleep(interval)
+
+    def _reconcile_once(self) -> None:
+        with self._lock:
+            self._reconcile_locked()
+
+    def _reconcile_locked(self) -> None:
+        self._collect_ready()
+        nodes = [RayNode(n["NodeID"], bool(n["Alive"]), n.get("NodeManagerAddress", ""),
+                         n.get("NodeManagerHostname", ""), n.get("Labels") or {}) for n in ray.nodes()]
+        known = {node_id: True for node_id in self.agents}
+        plan = reconcile(nodes, known)
+        for node_id in plan.gone:
+            self._forget(node_id)
+        for node in plan.start:
+            self._start_agent(node)
+
+    def _start_agent(self, node: RayNode) -> None:
+        name = agent_name(node.node_id)
+        try:
+            handle = ray.get_actor(name, namespace=NAMESPACE)           # it survived a controller restart
+            self._note(f"attached to agent {name}")
+        except ValueError:
+            from ray_integration.deploy import agent_actor_class
+            handle = agent_actor_class().options(
+                name=name, namespace=NAMESPACE, lifetime="detached", num_cpus=0,
+                label_selector={"ray.io/node-id": node.node_id},      # hard pin: never two on one node
+                max_restarts=-1, max_concurrency=AGENT_CONCURRENCY,
+            ).remote(self.controller.endpoint, self.spec)
+            self._note(f"starting agent on node {node.node_id[:12]} ({node.ip})")
+        self.agents[node.node_id] = handle
+        self.ready[node.node_id] = False
+        self._pending[handle.info.remote()] = node.node_id
+
+    def _collect_ready(self) -> None:
+        if not self._pending:
+            return
+        done, _ = ray.wait(list(self._pending), num_returns=len(self._pending), timeout=0)
+        for ref in done:
+            node_id = self._pending.pop(ref)
+            try:
+                info = ray.get(ref)
+                self.ready[node_id] = True
+                self._note(f"agent {info['node_id']} serves on {info['endpoint']}")
+            except Exception as exc:               # died while starting: retried if the node is alive
+                self._note(f"agent on node {node_id[:12]} failed to start: {exc}")
+                self.agents.pop(node_id, None)
+                self.ready.pop(node_id, None)
+
+    def _forget(self, ray_node_id: str) -> None:
+        handle = self.agents.pop(ray_node_id, None)
+        self.ready.pop(ray_node_id, None)
+        if handle is not None:
+            ray.kill(handle, no_restart=True)
+        self.controller.mark_dead(node_id_for(ray_node_id))
+        self._note(f"node {ray_node_id[:12]} died: its agent is marked down")
+
+    def _note(self, event: str) -> None:
+        log.info(event)
+        self.events.append(f"{time.strftime('%H:%M:%S')} {event}")

@@ -1,0 +1,143 @@
+"""Deploy hcstore on a Ray cluster, attach to a running deployment, or take it down.
+
+``deploy`` starts the controller as a detached, named actor on the head node; the
+controller's reconciliation loop then starts one agent actor on every alive node
+(hard-pinned with ``label_selector={"ray.io/node-id": ...}``) and keeps doing so as
+nodes join and die. Deploying twice attaches to the running deployment.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import ray
+
+from hcstore.errors import ClusterNotFound, HCStoreError
+from ray_integration.actors import AgentActor, ControllerActor
+from ray_integration.handle import HCStore
+from ray_integration.layout import CONTROLLER_NAME, NAMESPACE, agent_name, node_id_for
+
+log = logging.getLogger(__name__)
+HEAD_NODE_RESOURCE = "node:__internal_head__"
+
+
+@functools.cache
+def agent_actor_class() -> Any:
+    return ray.remote(AgentActor)
+
+
+@functools.cache
+def _controller_actor_class() -> Any:
+    return ray.remote(ControllerActor)
+
+
+def deploy(*, mountpaths: Mapping[str, Sequence[str]] | Sequence[str] | None = None, ec: str = "4+2",
+           bucket: str = "ray", agent: Mapping[str, Any] | None = None,
+           intervals: Mapping[str, float] | None = None, reconcile_interval: float = 1.0,
+           timeout: float = 120.0, progress: Callable[[str], None] | None = None) -> HCStore:
+    """Start hcstore on the connected Ray cluster (``ray.init`` first), or attach to it if running.
+
+    Args:
+        mountpaths: directories for every node's agent, or a mapping from Ray node id, IP or
+            hostname (or ``"default"``) to directories; templates may use ``{node_id}``
+            (see :func:`ray_integration.layout.mountpaths_for`). Default: a directory under
+            the temp dir per node.
+        ec: the cluster's default erasure coding, e.g. ``"4+2"``.
+        bucket: the bucket of the returned handle.
+        agent: further :class:`hcstore.config.AgentConfig` settings, e.g. ``{"durability": "none"}``.
+        intervals: failure-detection timing (``heartbeat``, ``suspect_after``, ``down_after``,
+            ``out_after`` seconds; see :class:`hcstore.membership.Intervals`).
+        reconcile_interval: seconds between comparisons of Ray's node table with the agents.
+        timeout: seconds to wait until every alive node has a serving agent.
+        progress: called with a line of text as the deployment comes up.
+
+    Raises:
+        ClusterNotFound: the agents did not all come up within ``timeout``.
+    """
+    if not ray.is_initialized():
+        raise ClusterNotFound("Ray is not initialized: call ray.init(...) before ray_integration.deploy()")
+    spec = {"mountpaths": _plain(mountpaths), "ec": ec, "agent": dict(agent or {}),
+            "intervals": dict(intervals or {}), "reconcile_interval": reconcile_interval}
+    controller = _controller_actor_class().options(
+        name=CONTROLLER_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+        num_cpus=0, resources={HEAD_NODE_RESOURCE: 0.001}, max_concurrency=8,
+    ).remote(spec)
+    running = ray.get(controller.spec_of.remote())
+    if running != spec:
+        log.warning("attached to a running hcstore deployment whose settings differ from those asked for: %s",
+                    {k: running.get(k) for k in spec if running.get(k) != spec[k]})
+    endpoint = ray.get(controller.endpoint.remote())
+    wait_until_ready(controller, timeout=timeout, progress=progress)
+    return HCStore(endpoint, bucket)
+
+
+def attach(*, bucket: str = "ray") -> HCStore:
+    """A handle on the deployment already running on the connected Ray cluster.
+
+    Raises:
+        ClusterNotFound: hcstore is not deployed on this Ray cluster.
+    """
+    return HCStore(ray.get(_controller().endpoint.remote()), bucket)
+
+
+def status() -> dict[str, Any]:
+    """The controller's view: agents by Ray node id, the cluster map and recent events."""
+    return ray.get(_controller().status.remote())
+
+
+def shutdown() -> None:
+    """Stop every agent and the controller (the data stays in the mountpaths)."""
+    controller = _controller()
+    try:
+        ray.get(controller.shutdown.remote(), timeout=60)
+    finally:
+        ray.kill(controller, no_restart=True)
+
+
+def wait_until_ready(controller: Any, *, timeout: float, progress: Callable[[str], None] | None = None) -> None:
+    """Wait until every alive Ray node has an agent that serves and is alive in the cluster map."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        state = ray.get(controller.reconcile_now.remote())
+        alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+        in_map = {n["id"] for n in state["map"]["nodes"] if n["state"] == "alive"}
+        ready = {node for node in alive if state["agents"].get(node) and node_id_for(node) in in_map}
+        line = f"hcstore agents serving on {len(ready)} of {len(alive)} Ray nodes"
+        if progress and line != last:
+            progress(line)
+            last = line
+        if ready == alive:
+            return
+        if time.monotonic() > deadline:
+            raise ClusterNotFound(f"{line} after {timeout:.0f} s; the controller's events: "
+                                  f"{state['events'][-5:]}")
+        time.sleep(0.25)
+
+
+def any_agent() -> Any:
+    """Some serving agent actor of the deployment (for a node that has none yet)."""
+    for ray_node_id, ready in status()["agents"].items():
+        if ready:
+            return ray.get_actor(agent_name(ray_node_id), namespace=NAMESPACE)
+    raise HCStoreError("no hcstore agent is serving on this Ray cluster")
+
+
+def _controller() -> Any:
+    try:
+        return ray.get_actor(CONTROLLER_NAME, namespace=NAMESPACE)
+    except ValueError:
+        raise ClusterNotFound("hcstore is not deployed on this Ray cluster: run ray_integration.deploy() "
+                              "or `hcstore ray deploy`") from None
+
+
+def _plain(mountpaths: Mapping[str, Sequence[str]] | Sequence[str] | None) -> Any:
+    if mountpaths is None:
+        return None
+    if isinstance(mountpaths, Mapping):
+        return {str(k): [str(p) for p in v] for k, v in mountpaths.items()}
+    return [str(p) for p in mountpaths]

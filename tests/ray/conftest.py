@@ -1,0 +1,51 @@
+"""A real multi-node Ray cluster on this machine (``ray.cluster_utils.Cluster``) with hcstore deployed.
+
+Every Ray process is kept on loopback: ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` makes
+Ray pick 127.0.0.1 as each node's address (its setting for single-machine clusters),
+so the agents bind 127.0.0.1 too and nothing listens on another address.
+One cluster serves the whole session; tests that kill a node add a fresh one first.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import pytest  # noqa: E402
+
+ray = pytest.importorskip("ray", reason="Ray is in the test extras: pip install -e '.[test]'")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+import ray_integration  # noqa: E402
+
+NODES = 4                 # the head and three workers; each its own Ray node with its own mountpaths
+INTERVALS = {"heartbeat": 0.5, "suspect_after": 1.5, "down_after": 3.0, "out_after": 600.0}
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    try:
+        for _ in range(NODES - 1):
+            cluster.add_node(num_cpus=2)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.fixture(scope="session")
+def store(ray_cluster, tmp_path_factory):
+    """hcstore deployed on every node of ``ray_cluster``: EC 2+1, two mountpaths per node."""
+    root = tmp_path_factory.mktemp("ray-mountpaths")
+    handle = ray_integration.deploy(mountpaths=[f"{root}/{{node_id}}/mp0", f"{root}/{{node_id}}/mp1"],
+                                    ec="2+1", agent={"durability": "none"}, intervals=INTERVALS,
+                                    reconcile_interval=0.5, timeout=180)
+    try:
+        yield handle
+    finally:
+        ray_integration.shutdown()
