@@ -23,7 +23,7 @@ def encode(value: Any) -> tuple[memoryview | bytes, dict[str, str]]:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return memoryview(value).cast("B"), {}
     if isinstance(value, np.ndarray) and not value.dtype.hasobject:
-        array = np.ascontiguousarray(value)
+        array = value if value.flags.c_contiguous else value.copy(order="C")
         meta = {TYPE_KEY: "ndarray", "dtype": array.dtype.str, "shape": json.dumps(list(array.shape))}
         return memoryview(array.reshape(-1).view(np.uint8)), meta
     return pickle.dumps(value, protocol=5), {TYPE_KEY: "pickle"}
