@@ -8,7 +8,7 @@ from typing import Any
 from hcstore.client import Client
 from hcstore.reader import read_range
 from hcstore.writer import PutResult
-from ray_integration.values import decode, empty_for, encode
+from ray_integration.values import byte_view, decode, empty_for, encode
 
 _clients: dict[tuple[str, tuple[tuple[str, Any], ...]], Client] = {}
 _lock = threading.Lock()
@@ -38,5 +38,5 @@ def read_value(client: Client, bucket: str, key: str) -> Any:
     """
     version = client.resolve(bucket, key)
     array = empty_for(version.meta, version.size)
-    read_range(client, version, 0, version.size, array)
+    read_range(client, version, 0, version.size, byte_view(array))
     return decode(version.meta, array)

@@ -25,8 +25,13 @@ def encode(value: Any) -> tuple[memoryview | bytes, dict[str, str]]:
     if isinstance(value, np.ndarray) and not value.dtype.hasobject:
         array = value if value.flags.c_contiguous else value.copy(order="C")
         meta = {TYPE_KEY: "ndarray", "dtype": array.dtype.str, "shape": json.dumps(list(array.shape))}
-        return memoryview(array.reshape(-1).view(np.uint8)), meta
+        return memoryview(byte_view(array)), meta
     return pickle.dumps(value, protocol=5), {TYPE_KEY: "pickle"}
+
+
+def byte_view(array: np.ndarray) -> np.ndarray:
+    """A flat ``uint8`` view of a C-contiguous array (any shape, empty ones included): no copy."""
+    return array.reshape(-1).view(np.uint8)
 
 
 def empty_for(meta: Mapping[str, str] | None, size: int) -> np.ndarray:

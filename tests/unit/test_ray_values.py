@@ -8,14 +8,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from ray_integration.values import decode, empty_for, encode
+from ray_integration.values import byte_view, decode, empty_for, encode
 
 
 def round_trip(value):
     buffer, meta = encode(value)
     raw = bytes(buffer)
     array = empty_for(meta, len(raw))
-    memoryview(array).cast("B")[:] = raw
+    byte_view(array)[:] = np.frombuffer(raw, dtype=np.uint8)
     return decode(meta, array)
 
 
