@@ -1,9 +1,10 @@
 """The ``hcstore`` command line.
 
-Cluster verbs: ``up``, ``down``, ``status``. Object verbs: ``put``, ``get``,
+Cluster verbs: ``up``, ``down``, ``status``, ``node``, ``repair``, ``scrub``, and
+``ray deploy|status|down`` for a Ray cluster. Object verbs: ``put``, ``get``,
 ``ls``, ``rm``, ``stat`` on ``hcstore://BUCKET/KEY`` URLs. Showcases:
-``demo`` and ``bench``. Every verb finds the running local cluster through
-``--cluster DIR``, ``HCSTORE_CLUSTER``, or the pointer ``hcstore up`` leaves.
+``demo`` and ``bench``. Every verb finds the cluster through ``--cluster DIR``
+or ``--cluster tcp://CONTROLLER``, ``HCSTORE_CLUSTER``, or the pointer ``hcstore up`` leaves.
 Errors print one line naming what went wrong and exit with status 1.
 """
 
@@ -316,9 +317,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ray(args: argparse.Namespace) -> int:
+    try:
+        from ray_integration.cli import run
+    except ImportError as exc:
+        err_console.print(f"[red]error[/]: Ray is not installed ({exc}): pip install 'hcstore[ray]'", highlight=False)
+        return 1
+    return run(args, lambda line: console.print(line, highlight=False))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hcstore", description="Erasure-coded object store on your GPU nodes' SSDs.")
-    parser.add_argument("--cluster", default=None, help="local cluster directory (default: $HCSTORE_CLUSTER or the one `up` started)")
+    parser.add_argument("--cluster", default=None, help="local cluster directory or controller endpoint tcp://HOST:PORT "
+                        "(default: $HCSTORE_CLUSTER or the one `up` started)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="start an embedded local cluster in the background")
@@ -394,6 +405,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="instead: repair after losing a node, and rebalance onto a joining one")
     bench.add_argument("--repair-node-mb", type=int, default=512, help="fragment data on the lost node (MiB)")
     bench.set_defaults(func=cmd_bench)
+
+    ray_verb = sub.add_parser("ray", help="deploy hcstore on a Ray cluster (one agent actor per node), status, down")
+    ray_verb.add_argument("ray_command", choices=["deploy", "status", "down"])
+    ray_verb.add_argument("--address", default="auto", help="Ray cluster address (default: auto)")
+    ray_verb.add_argument("--mountpath", action="append", default=[],
+                          help="directory for every node's agent, repeatable; may use {node_id} "
+                               "(default: a directory under the temp dir)")
+    ray_verb.add_argument("--ec", default="4+2")
+    ray_verb.add_argument("--durability", default="commit", choices=["none", "commit", "always"])
+    ray_verb.add_argument("--timeout", type=float, default=300.0)
+    ray_verb.set_defaults(func=cmd_ray)
     return parser
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -112,6 +114,21 @@ def test_ray_data_round_trip(store):
     assert sorted(r["n"] for r in sizes.take_all()) == [1000 + i for i in range(40)]
 
 
+def test_cli_attaches_reports_and_serves_object_verbs(ray_cluster, store, tmp_path):
+    store.put("cli/x", b"through the CLI")
+    hcstore = [sys.executable, "-m", "hcstore.cli"]
+    deploy = subprocess.run([*hcstore, "ray", "deploy", "--address", ray_cluster.address, "--ec", "2+1"],
+                            capture_output=True, text=True, timeout=120)
+    assert deploy.returncode == 0, deploy.stderr
+    assert store.controller in deploy.stdout
+    status = subprocess.run([*hcstore, "ray", "status", "--address", ray_cluster.address],
+                            capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0, status.stderr
+    assert all(node_id_for(n) in status.stdout for n in alive_nodes())
+    got = subprocess.run([*hcstore, "--cluster", store.controller, "get", "hcstore://ray/cli/x", "-"],
+                         capture_output=True, timeout=60)
+    assert got.returncode == 0 and got.stdout == b"through the CLI"
+
 def test_a_joining_node_gets_an_agent(ray_cluster, store):
     before = set(alive_nodes())
     ray_cluster.add_node(num_cpus=1)
@@ -145,3 +162,4 @@ def test_node_killed_without_warning_reads_keep_working(ray_cluster, store):
         for key, array in arrays.items():
             _, _, value = ray.get(on_node(node).remote(store, key))
             assert np.array_equal(value, array), f"{key} read on {node}"
+

@@ -1,0 +1,35 @@
+"""``hcstore ray deploy | status | down``: hcstore on the Ray cluster at ``--address``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import ray
+
+import ray_integration
+
+
+def run(args: argparse.Namespace, print_line: Any) -> int:
+    ray.init(address=args.address, namespace="hcstore", logging_level="WARNING", log_to_driver=False)
+    try:
+        if args.ray_command == "deploy":
+            store = ray_integration.deploy(mountpaths=args.mountpath or None, ec=args.ec,
+                                           agent={"durability": args.durability}, timeout=args.timeout,
+                                           progress=print_line)
+            print_line(f"hcstore serves on this Ray cluster; controller {store.controller}")
+            print_line(f"object verbs: hcstore --cluster {store.controller} ls   "
+                       f"(or export HCSTORE_CLUSTER={store.controller})")
+        elif args.ray_command == "status":
+            state = ray_integration.status()
+            print_line(f"controller {state['endpoint']}, map epoch {state['map']['epoch']}")
+            for node in state["map"]["nodes"]:
+                print_line(f"  {node['id']:<22} {node['state']:<15} {node['endpoint']}")
+            for event in state["events"][-10:]:
+                print_line(f"  {event}")
+        else:
+            ray_integration.shutdown()
+            print_line("hcstore stopped on this Ray cluster (data stays in the mountpaths)")
+        return 0
+    finally:
+        ray.shutdown()
