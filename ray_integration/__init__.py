@@ -13,6 +13,13 @@ Example::
 from ray_integration.data import HCStoreDatasink, HCStoreDatasource, read_hcstore
 from ray_integration.deploy import attach, deploy, shutdown, status
 from ray_integration.handle import HCStore
+from ray_integration.train import (
+    HCStoreCheckpointCallback,
+    checkpoint_dir_name,
+    latest_checkpoint,
+    storage_filesystem,
+)
 
-__all__ = ["HCStore", "HCStoreDatasink", "HCStoreDatasource", "attach", "deploy", "read_hcstore", "shutdown",
-           "status"]
+__all__ = ["HCStore", "HCStoreCheckpointCallback", "HCStoreDatasink", "HCStoreDatasource", "attach",
+           "checkpoint_dir_name", "deploy", "latest_checkpoint", "read_hcstore", "shutdown", "status",
+           "storage_filesystem"]
