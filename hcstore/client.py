@@ -43,6 +43,7 @@ from placement import ClusterMap, place
 
 log = logging.getLogger(__name__)
 _COPY_BLOCK = 8 << 20
+_LIST_PAGE = 1000
 _MAP_RECHECK = 1.0
 _MAP_MIN_AGE = 0.1
 
@@ -347,27 +348,26 @@ class Client:
             return False
 
     def list(self, bucket: str, prefix: str = "") -> list[ObjectInfo]:
-        """Objects under ``prefix``, merged over every agent, in key order."""
+        """Objects under ``prefix``, merged over every agent (asked all at once), in key order."""
         check_bucket(bucket)
         check_prefix(prefix)
         newest: dict[str, tuple[str, str, int]] = {}
-        nodes = [n for n in self.cluster_map.nodes if n.endpoint]
-        for node in nodes:
-            start_after = ""
-            while True:
-                try:
-                    reply = self.transport.request(node.endpoint, "list", {
-                        "bucket": bucket, "prefix": prefix, "start_after": start_after, "limit": 1000})
-                except HCStoreError as exc:
-                    log.info("list: node %s skipped: %s", node.id, exc)
-                    break
+        pending = {n.endpoint: "" for n in self.cluster_map.nodes if n.endpoint}     # endpoint -> start_after
+        while pending:
+            replies = self.transport.broadcast(pending, "list", {
+                "bucket": bucket, "prefix": prefix, "limit": _LIST_PAGE}, start_after=pending)
+            more = {}
+            for endpoint, reply in replies.items():
+                if isinstance(reply, HCStoreError):
+                    log.info("list: agent %s skipped: %s", endpoint, reply)
+                    continue
                 entries = reply.header.get("entries", [])
                 for key, gen, kind, size in entries:
                     if key not in newest or gen > newest[key][0]:
                         newest[key] = (gen, kind, size)
-                if len(entries) < 1000:
-                    break
-                start_after = entries[-1][0]
+                if len(entries) == _LIST_PAGE:
+                    more[endpoint] = entries[-1][0]
+            pending = more
         return [ObjectInfo(bucket, key, size, gen) for key, (gen, kind, size) in sorted(newest.items())
                 if kind != "tombstone"]
 

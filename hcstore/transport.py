@@ -263,13 +263,17 @@ class Transport:
         return result.unwrap()
 
     def broadcast(self, endpoints: Iterable[str], op: str, fields: dict[str, Any],
-                  *, timeout: float | None = None) -> dict[str, Reply | HCStoreError]:
-        """Send the same request to many agents; their replies or errors by endpoint."""
+                  *, timeout: float | None = None, **per_endpoint: dict[str, Any]) -> dict[str, Reply | HCStoreError]:
+        """Send the same request to many agents; their replies or errors by endpoint.
+
+        ``per_endpoint`` adds a field whose value differs by agent, e.g. ``start_after={endpoint: key}``.
+        """
         ids: dict[int, str] = {}
         results: dict[str, Reply | HCStoreError] = {}
         for endpoint in endpoints:
+            own = {name: values[endpoint] for name, values in per_endpoint.items()}
             try:
-                ids[self.send(endpoint, op, fields)] = endpoint
+                ids[self.send(endpoint, op, {**fields, **own})] = endpoint
             except HCStoreError as exc:
                 results[endpoint] = exc
         for request_id, result in self.wait(ids, timeout).items():

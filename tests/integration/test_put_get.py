@@ -9,6 +9,7 @@ import pytest
 
 from conftest import CHUNK
 from hcstore import InvalidRequest, ObjectNotFound
+from hcstore import client as client_module
 from integration_support import seeded_bytes
 
 BUCKET = "roundtrip"
@@ -204,11 +205,14 @@ def test_list_by_prefix_merges_agents(shared_client):
     assert "listing" in shared_client.buckets()
 
 
-def test_list_pages_past_one_agent_limit(shared_client):
-    # Replicated objects land on 3 of 6 agents; many keys exercise the merge over agents.
+@pytest.mark.parametrize("page", [1000, 7])
+def test_list_pages_past_one_agent_limit(shared_client, monkeypatch, page):
+    # Replicated objects land on 3 of 6 agents; many keys exercise the merge over agents and pages.
+    monkeypatch.setattr(client_module, "_LIST_PAGE", page)
     keys = [f"many/{i:04d}" for i in range(120)]
-    for key in keys:
-        shared_client.put("paging", key, key.encode())
+    if not shared_client.exists("paging", keys[-1]):
+        for key in keys:
+            shared_client.put("paging", key, key.encode())
     assert [i.key for i in shared_client.list("paging", "many/")] == keys
 
 
