@@ -18,7 +18,7 @@ from ray_integration import HCStoreCheckpointCallback
 from ray_integration.layout import node_id_for
 
 torch = pytest.importorskip("torch")
-from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig  # noqa: E402
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig  # noqa: E402
 from ray.train.torch import TorchTrainer  # noqa: E402
 
 EPOCHS = 8
@@ -113,3 +113,20 @@ def _progress(store):
     except FileNotFoundError:
         return None
     return progress if progress["epoch"] >= 2 else None
+
+
+def test_ray_retention_with_num_to_keep_and_the_callback_cleaning_up(store):
+    run_dir = "train-runs/tests/num-to-keep"
+    trainer = TorchTrainer(
+        train_loop, train_loop_config={"store": store.with_bucket("train-runs")},
+        scaling_config=ScalingConfig(num_workers=1),
+        run_config=RunConfig(name="num-to-keep", storage_path="train-runs/tests",
+                             storage_filesystem=ray_integration.storage_filesystem(store),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2),
+                             callbacks=[HCStoreCheckpointCallback(keep_last=5)]))   # Ray's num_to_keep wins
+    result = trainer.fit()
+    assert result.error is None and result.metrics["epoch"] == EPOCHS - 1
+    fs = HCStoreFileSystem(store.controller)
+    assert [c.step for c in CheckpointManager((fs, run_dir), keep_last=None).list()] == [EPOCHS - 2, EPOCHS - 1]
+    assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(run_dir, detail=False) if "/checkpoint_0" in p) == [
+        ray_integration.checkpoint_dir_name(EPOCHS - 2), ray_integration.checkpoint_dir_name(EPOCHS - 1)]
