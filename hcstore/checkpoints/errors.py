@@ -1,0 +1,29 @@
+"""The checkpoint error family: missing, corrupt, and failed durable copies.
+
+All three subclass :class:`hcstore.errors.HCStoreError`; the first two also subclass the
+built-in that fits (``FileNotFoundError``, ``ValueError``), so code that knows nothing of
+hcstore still catches them. *Missing* and *corrupt* stay apart: an incomplete checkpoint
+is skipped, a file that does not match its manifest is an error.
+"""
+
+from __future__ import annotations
+
+from hcstore.errors import HCStoreError
+
+__all__ = ["CheckpointCorrupt", "CheckpointNotFound", "DurableCopyFailed"]
+
+
+class CheckpointNotFound(HCStoreError, FileNotFoundError):
+    """No complete checkpoint matches what was asked for."""
+
+
+class CheckpointCorrupt(HCStoreError, ValueError):
+    """A checkpoint's manifest is unreadable, or a file does not match its manifest entry."""
+
+
+class DurableCopyFailed(HCStoreError):
+    """One or more background copies to the durable location failed (see ``failures``)."""
+
+    def __init__(self, message: str, failures: list[tuple[int, BaseException]]) -> None:
+        super().__init__(message)
+        self.failures = failures
