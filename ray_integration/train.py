@@ -83,7 +83,7 @@ class HCStoreCheckpointCallback(UserCallback):
     ``durable_every``-th is copied to ``durable_url`` (any fsspec URL) by a background thread.
     Training never waits for a copy. A copy still running when the run ends is cut short and
     stays incomplete (never mistaken for a checkpoint); copy it later with
-    :class:`hcstore.checkpoints.CheckpointManager`.
+    ``CheckpointManager((fs, run_path), keep_last=None, durable_url=...).adopt(step, durable=True)``.
 
     Retention is the callback's or Ray's, not both: with ``keep_last`` set, leave
     ``CheckpointConfig.num_to_keep`` unset (Ray 2.60 fails a run when a checkpoint it
