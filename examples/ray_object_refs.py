@@ -19,19 +19,13 @@ finds it again and ``ray_integration.shutdown()`` stops it, leaving the data on 
 
 from __future__ import annotations
 
-import os
-
-os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"      # every Ray node on 127.0.0.1
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+from local_ray import local_ray_cluster  # first: it keeps every Ray node on 127.0.0.1
 
 import logging  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 import ray  # noqa: E402
-from ray.cluster_utils import Cluster  # noqa: E402
 
 import ray_integration  # noqa: E402
 
@@ -55,12 +49,9 @@ def read_on_every_node(store: ray_integration.HCStore, arrays: dict[str, np.ndar
 
 
 def main() -> None:
-    workdir = tempfile.mkdtemp(prefix="hcstore-ray-example-")
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
-    try:
-        workers = [cluster.add_node(num_cpus=1, object_store_memory=100 * 2**20) for _ in range(NODES - 1)]
-        cluster.wait_for_nodes()
-        ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
+    with local_ray_cluster(head={"num_cpus": 2}, prefix="hcstore-ray-example-",
+                           nodes=[{"num_cpus": 1, "object_store_memory": 100 * 2**20}] * (NODES - 1)) as (
+            cluster, workers, workdir):
         ray.data.DataContext.get_current().enable_progress_bars = False
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         print(f"Ray cluster: {NODES} nodes on this machine; hcstore fragments under {workdir}")
@@ -102,15 +93,6 @@ def main() -> None:
         back = ray_integration.read_hcstore(store, "rows/").take_all()
         assert sorted(r["bytes"] for r in back) == sorted(r["bytes"] for r in rows)
         print(f"Ray Data: read the {len(rows)} rows back, all equal")
-    finally:
-        if ray.is_initialized():
-            try:
-                ray_integration.shutdown()
-            finally:
-                ray.shutdown()
-        cluster.shutdown()
-        shutil.rmtree(workdir, ignore_errors=True)
-        print("cluster stopped")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import pytest
 
 from hcstore.local_cluster import LocalCluster
 
-CHUNK = 64 << 10          # small chunks, so a few-MiB object spans many stripes
+from integration_support import CHUNK
 
 
 @pytest.fixture(scope="module")

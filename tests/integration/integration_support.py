@@ -12,6 +12,7 @@ from hcstore.local_cluster import LocalCluster
 from hcstore.store import key_hash
 
 T = TypeVar("T")
+CHUNK = 64 << 10          # small chunks, so a few-MiB object spans many stripes
 
 
 def wait_until(predicate: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.02,

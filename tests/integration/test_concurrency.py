@@ -8,7 +8,7 @@ import struct
 import threading
 import time
 
-from conftest import CHUNK
+from integration_support import CHUNK
 from hcstore import ObjectChanged
 from integration_support import seeded_bytes
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from conftest import CHUNK
+from integration_support import CHUNK
 from ec import DATA_OFFSET, FOOTER_SIZE
 from hcstore import NotEnoughFragments
 from integration_support import flip_bytes, fragment_files_of, seeded_bytes

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CHUNK
+from integration_support import CHUNK
 from hcstore import Client, ObjectNotFound
 from integration_support import fragment_files_of, seeded_bytes
 

@@ -10,7 +10,7 @@ import signal
 
 import pytest
 
-from conftest import CHUNK
+from integration_support import CHUNK
 from hcstore import NotEnoughFragments, NotEnoughNodes, ObjectNotFound
 from integration_support import seeded_bytes, wait_until
 

@@ -14,7 +14,7 @@ import fsspec
 import pytest
 from fsspec.callbacks import Callback
 
-from conftest import CHUNK
+from integration_support import CHUNK
 from hcstore import ObjectChanged
 from hcstore.filesystem import HCStoreFileSystem
 from integration_support import seeded_bytes
@@ -313,8 +313,8 @@ def test_a_used_filesystem_pickles_into_a_spawned_process(fs):
     blob = pickle.dumps(fs)
     child_data = seeded_bytes("from-child", STRIPE + 9)
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        got, generation = pool.apply(child_reads_and_writes,
-                                     (blob, url("pickle/from-parent"), url("pickle/from-child"), child_data))
+        got, generation = pool.apply_async(child_reads_and_writes, (          # a child that dies: no hang
+            blob, url("pickle/from-parent"), url("pickle/from-child"), child_data)).get(timeout=60)
     assert got == data
     assert fs.cat_file(url("pickle/from-child")) == child_data
     assert fs.info(url("pickle/from-child"))["generation"] == generation

@@ -28,7 +28,7 @@ from fsspec.tests.abstract import (
     AbstractPutTests,
 )
 
-from conftest import CHUNK
+from integration_support import CHUNK
 from hcstore.filesystem import HCStoreFileSystem
 from hcstore.local_cluster import LocalCluster
 

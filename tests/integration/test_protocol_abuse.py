@@ -10,7 +10,7 @@ import msgpack
 import pytest
 import zmq
 
-from conftest import CHUNK
+from integration_support import CHUNK
 from hcstore.generation import HybridClock
 from hcstore.protocol import MAX_HEADER_BYTES, PROTOCOL_VERSION
 from integration_support import seeded_bytes

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from conftest import CHUNK
+from integration_support import CHUNK
 from hcstore import InvalidRequest, ObjectNotFound
 from hcstore import client as client_module
 from integration_support import seeded_bytes

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from conftest import CHUNK
+from integration_support import CHUNK
 from hcstore import ObjectNotFound
 from integration_support import fragment_files_of, seeded_bytes
 

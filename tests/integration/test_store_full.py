@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import CHUNK
+from integration_support import CHUNK
 from hcstore import NotEnoughNodes, ObjectNotFound, StoreFull
 from integration_support import seeded_bytes
 

@@ -1,0 +1,51 @@
+"""A multi-node Ray cluster on this one machine, for the examples. Import it before ray.
+
+Every Ray node gets 127.0.0.1 as its address (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``,
+Ray's setting for single-machine clusters), so the hcstore agents bind loopback too.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"      # every Ray node on 127.0.0.1
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+from collections.abc import Iterator, Sequence  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from typing import Any  # noqa: E402
+
+import ray  # noqa: E402
+from ray.cluster_utils import Cluster  # noqa: E402
+
+import ray_integration  # noqa: E402
+
+
+@contextmanager
+def local_ray_cluster(*, head: dict[str, Any], nodes: Sequence[dict[str, Any]],
+                      prefix: str) -> Iterator[tuple[Cluster, list[Any], str]]:
+    """``(cluster, node handles, work dir)``: Ray started and connected; everything torn down on exit.
+
+    ``head`` and each of ``nodes`` are ``Cluster.add_node`` arguments (``num_cpus``, ``resources``, ...).
+    hcstore, if deployed inside the block, is shut down first; the work dir is removed last.
+    """
+    workdir = tempfile.mkdtemp(prefix=prefix)
+    cluster = Cluster(initialize_head=True, head_node_args={"include_dashboard": False, **head})
+    try:
+        handles = [cluster.add_node(**node) for node in nodes]
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
+        yield cluster, handles, workdir
+    finally:
+        if ray.is_initialized():
+            try:
+                ray_integration.shutdown()
+            except Exception as exc:          # not deployed, or already gone
+                print(f"hcstore shutdown: {exc}")
+            finally:
+                ray.shutdown()
+        cluster.shutdown()
+        shutil.rmtree(workdir, ignore_errors=True)
+        print("cluster stopped")
