@@ -86,7 +86,7 @@ from hcstore.checkpoints.writing import PendingCheckpoint
 __all__ = [
     "CHECKPOINT_PREFIX", "MANIFEST_FORMAT", "MANIFEST_NAME", "STEP_DIGITS",
     "Checkpoint", "CheckpointCorrupt", "CheckpointManager", "CheckpointNotFound", "DurableCopyFailed", "FileEntry",
-    "FileSource", "Location",
-    "Manifest", "PendingCheckpoint", "RetentionPlan", "check_file_name", "check_keep", "check_positive", "checkpoint_dirname",
+    "FileSource", "Location", "Manifest", "PendingCheckpoint", "RetentionPlan", "check_file_name", "check_keep",
+    "check_positive", "checkpoint_dirname",
     "dcp_reader", "dcp_writer", "is_durable_save", "manifest_problems", "parse_checkpoint_dirname", "plan_retention",
 ]

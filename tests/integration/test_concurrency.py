@@ -8,9 +8,8 @@ import struct
 import threading
 import time
 
-from integration_support import CHUNK
 from hcstore import ObjectChanged
-from integration_support import seeded_bytes
+from integration_support import CHUNK, seeded_bytes
 
 BUCKET = "race"
 _HEAD = struct.Struct("<IIQ32s")           # writer id, sequence, body length, sha256 of the body

@@ -6,10 +6,9 @@ import os
 
 import pytest
 
-from integration_support import CHUNK
 from ec import DATA_OFFSET, FOOTER_SIZE
 from hcstore import NotEnoughFragments
-from integration_support import flip_bytes, fragment_files_of, seeded_bytes
+from integration_support import CHUNK, flip_bytes, fragment_files_of, seeded_bytes
 
 BUCKET = "rot"
 STRIPE = 4 * CHUNK

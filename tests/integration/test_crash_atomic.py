@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import queue
 import random
 import signal
@@ -13,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from integration_support import CHUNK
-from hcstore import Client, ObjectNotFound
-from integration_support import fragment_files_of, seeded_bytes
+from hcstore import ObjectNotFound
+from integration_support import CHUNK, fragment_files_of, seeded_bytes
 
 BUCKET = "crash"
 STRIPE = 4 * CHUNK

@@ -10,9 +10,8 @@ import signal
 
 import pytest
 
-from integration_support import CHUNK
 from hcstore import NotEnoughFragments, NotEnoughNodes, ObjectNotFound
-from integration_support import seeded_bytes, wait_until
+from integration_support import CHUNK, seeded_bytes, wait_until
 
 BUCKET = "faults"
 STRIPE = 4 * CHUNK

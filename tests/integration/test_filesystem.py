@@ -14,10 +14,9 @@ import fsspec
 import pytest
 from fsspec.callbacks import Callback
 
-from integration_support import CHUNK
 from hcstore import ObjectChanged
 from hcstore.filesystem import HCStoreFileSystem
-from integration_support import seeded_bytes
+from integration_support import CHUNK, seeded_bytes
 
 BUCKET = "fs-tests"
 STRIPE = 4 * CHUNK                        # 4+2 with 64 KiB chunks

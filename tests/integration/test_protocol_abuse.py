@@ -10,10 +10,9 @@ import msgpack
 import pytest
 import zmq
 
-from integration_support import CHUNK
 from hcstore.generation import HybridClock
 from hcstore.protocol import MAX_HEADER_BYTES, PROTOCOL_VERSION
-from integration_support import seeded_bytes
+from integration_support import CHUNK, seeded_bytes
 
 NODE = "n2"
 BUCKET = "abuse"

@@ -7,10 +7,9 @@ import random
 
 import pytest
 
-from integration_support import CHUNK
 from hcstore import InvalidRequest, ObjectNotFound
 from hcstore import client as client_module
-from integration_support import seeded_bytes
+from integration_support import CHUNK, seeded_bytes
 
 BUCKET = "roundtrip"
 STRIPE = 4 * CHUNK            # EC 4+2 with 64 KiB chunks

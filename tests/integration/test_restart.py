@@ -6,9 +6,8 @@ import random
 
 import pytest
 
-from integration_support import CHUNK
 from hcstore import ObjectNotFound
-from integration_support import fragment_files_of, seeded_bytes
+from integration_support import CHUNK, fragment_files_of, seeded_bytes
 
 BUCKET = "restart"
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from integration_support import CHUNK
 from hcstore import NotEnoughNodes, ObjectNotFound, StoreFull
-from integration_support import seeded_bytes
+from integration_support import CHUNK, seeded_bytes
 
 BUCKET = "full"
 CAPACITY = 4 << 20            # per mountpath, one mountpath per agent; high watermark 90%

@@ -134,9 +134,11 @@ def test_a_joining_node_gets_an_agent(ray_cluster, store):
     ray_cluster.add_node(num_cpus=1)
     new = wait_until(lambda: set(alive_nodes()) - before, timeout=60, interval=0.25, what="the new Ray node")
     (node,) = new
-    wait_until(lambda: ray_integration.status()["agents"].get(node), timeout=90, interval=0.25, what="an agent on the new node")
+    wait_until(lambda: ray_integration.status()["agents"].get(node), timeout=90, interval=0.25,
+               what="an agent on the new node")
     wait_until(lambda: any(n["id"] == node_id_for(node) and n["state"] == "alive"
-                           for n in ray_integration.status()["map"]["nodes"]), timeout=30, interval=0.25, what="the new node alive in the map")
+                           for n in ray_integration.status()["map"]["nodes"]),
+               timeout=30, interval=0.25, what="the new node alive in the map")
     assert len(agent_actor_names()) == len(alive_nodes())
 
 
