@@ -6,7 +6,10 @@ and clients close their sockets with linger 0.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import pytest
+from integration_support import started_cluster
 
 from hcstore.local_cluster import LocalCluster
 
@@ -14,19 +17,12 @@ from hcstore.local_cluster import LocalCluster
 @pytest.fixture
 def make_cluster(tmp_path_factory):
     """Factory: ``make_cluster(agents=6, ec="4+2", **options)`` -> a started LocalCluster."""
-    clusters: list[LocalCluster] = []
+    with ExitStack() as clusters:
+        def factory(agents: int = 6, ec: str = "4+2", **options) -> LocalCluster:
+            path = tmp_path_factory.mktemp("cluster") / "c"
+            return clusters.enter_context(started_cluster(path, agents=agents, ec=ec, **options))
 
-    def factory(agents: int = 6, ec: str = "4+2", **options) -> LocalCluster:
-        options.setdefault("durability", "none")
-        path = tmp_path_factory.mktemp("cluster") / "c"
-        cluster = LocalCluster.create(path, agents=agents, ec=ec, **options)
-        clusters.append(cluster)
-        cluster.start()
-        return cluster
-
-    yield factory
-    for cluster in clusters:
-        cluster.destroy()
+        yield factory
 
 
 @pytest.fixture

@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import pytest
 
-from hcstore.local_cluster import LocalCluster
 
-from integration_support import CHUNK
+from integration_support import CHUNK, started_cluster
 
 
 @pytest.fixture(scope="module")
 def shared_cluster(tmp_path_factory):
     """Six agents, EC 4+2, two mountpaths each, shared by the tests of one module."""
-    cluster = LocalCluster.create(tmp_path_factory.mktemp("shared") / "c", agents=6, ec="4+2", durability="none")
-    try:
-        cluster.start()
+    with started_cluster(tmp_path_factory.mktemp("shared") / "c") as cluster:
         yield cluster
-    finally:
-        cluster.destroy()
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,6 +14,18 @@ from hcstore.store import key_hash
 
 T = TypeVar("T")
 CHUNK = 64 << 10          # small chunks, so a few-MiB object spans many stripes
+
+
+@contextmanager
+def started_cluster(path: Path, *, agents: int = 6, ec: str = "4+2", **options: Any) -> Iterator[LocalCluster]:
+    """A started local cluster (durability "none" unless told), destroyed on exit even after a failure."""
+    options.setdefault("durability", "none")
+    cluster = LocalCluster.create(path, agents=agents, ec=ec, **options)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
 
 
 def wait_until(predicate: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.02,

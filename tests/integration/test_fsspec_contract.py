@@ -28,21 +28,16 @@ from fsspec.tests.abstract import (
     AbstractPutTests,
 )
 
-from integration_support import CHUNK
+from integration_support import CHUNK, started_cluster
 from hcstore.filesystem import HCStoreFileSystem
-from hcstore.local_cluster import LocalCluster
 
 BUCKET = "fsspec-contract"
 
 
 @pytest.fixture(scope="module")
 def contract_cluster(tmp_path_factory):
-    cluster = LocalCluster.create(tmp_path_factory.mktemp("contract") / "c", agents=3, ec="2+1", durability="none")
-    try:
-        cluster.start()
+    with started_cluster(tmp_path_factory.mktemp("contract") / "c", agents=3, ec="2+1") as cluster:
         yield cluster
-    finally:
-        cluster.destroy()
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,10 @@ import multiprocessing
 import pickle
 
 from hcstore import Client, ClientConfig
-from integration_support import seeded_bytes
+from integration_support import CHUNK, seeded_bytes
 from placement import ClusterMap
 
 BUCKET = "pickled"
-CHUNK = 64 << 10
 
 
 def child_put_get(blob: bytes, key: str, data: bytes) -> tuple[int, str, bytes]:
