@@ -79,6 +79,7 @@ class Client:
                  config: ClientConfig | None = None, **settings: Any) -> None:
         self._dir: Path | None = None
         self._controller = ""
+        ec_chosen = config is not None or settings.get("ec") is not None or "HCSTORE_EC" in os.environ
         if cluster is None and os.environ.get("HCSTORE_CLUSTER", "").startswith("tcp://"):
             cluster = os.environ["HCSTORE_CLUSTER"]
         if isinstance(cluster, ClusterMap):
@@ -91,7 +92,7 @@ class Client:
             self._dir = find_cluster_dir(cluster)
             self._cluster_arg = str(self._dir)
             self._map = read_cluster_map(self._dir)
-            if config is None and settings.get("ec") is None and "HCSTORE_EC" not in os.environ:
+            if not ec_chosen:
                 settings["ec"] = read_cluster_ec(self._dir)     # the cluster's EC is this client's default
         self.config = config.replace(**settings) if config else ClientConfig.from_env(**settings)
         self._stamp = map_stamp(self._dir) if self._dir else ()
@@ -103,8 +104,7 @@ class Client:
         self.clock = HybridClock()
         self.corruptions: list[CorruptionReport] = []
         if self._controller:
-            self._first_map_from_controller(explicit_ec=config is not None or settings.get("ec") is not None
-                                            or "HCSTORE_EC" in os.environ)
+            self._first_map_from_controller(explicit_ec=ec_chosen)
 
     def _first_map_from_controller(self, *, explicit_ec: bool) -> None:
         try:

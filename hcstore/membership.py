@@ -54,6 +54,7 @@ class _Member:
     node: Node
     last_seen: float
     admin: str = ""          # "", "maintenance" or "decommissioned"
+    dead: bool = False       # declared dead by an outside authority until it heartbeats again
 
 
 @dataclass
@@ -93,6 +94,7 @@ class MembershipTable:
             member = self.members[node_id] = _Member(Node(node_id, endpoint, weight, labels), now)
             self.epoch += 1
         member.last_seen = now
+        member.dead = False
         node = member.node
         if (node.endpoint, dict(node.labels), node.weight) != (endpoint, labels, weight):
             member.node = Node(node_id, endpoint, weight, labels, node.state)
@@ -122,7 +124,7 @@ class MembershipTable:
         """
         member = self.members.get(node_id)
         if member is not None:
-            member.last_seen = min(member.last_seen, now - self.intervals.down_after - 1e-6)
+            member.dead = True
             self._refresh_states(now)
 
     def forget(self, node_id: str) -> None:
@@ -137,6 +139,8 @@ class MembershipTable:
         changed = False
         for member in self.members.values():
             state = liveness(now - member.last_seen, self.intervals)
+            if member.dead and state in ("alive", "suspect"):
+                state = "down"
             if member.admin == "decommissioned":
                 state = "decommissioned"
             elif member.admin == "maintenance" and state in ("alive", "suspect"):

@@ -137,8 +137,7 @@ class ControllerActor:
         self._collect_ready()
         nodes = [RayNode(n["NodeID"], bool(n["Alive"]), n.get("NodeManagerAddress", ""),
                          n.get("NodeManagerHostname", ""), n.get("Labels") or {}) for n in ray.nodes()]
-        known = {node_id: True for node_id in self.agents}
-        plan = reconcile(nodes, known)
+        plan = reconcile(nodes, self.agents.keys())
         for node_id in plan.gone:
             self._forget(node_id)
         for node in plan.start:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,12 +95,12 @@ class Reconciliation:
     gone: tuple[str, ...] = ()           # Ray node ids that died with an agent: drop it, mark it down
 
 
-def reconcile(nodes: Sequence[RayNode], agents: Mapping[str, bool]) -> Reconciliation:
-    """Compare Ray's nodes with the agents we hold (Ray node id -> agent believed healthy).
+def reconcile(nodes: Sequence[RayNode], agents: Collection[str]) -> Reconciliation:
+    """Compare Ray's nodes with the Ray node ids we hold an agent for.
 
     A node may appear in Ray's table both dead (an old incarnation) and alive; alive wins.
     """
     alive = {n.node_id: n for n in nodes if n.alive}
-    start = tuple(n for node_id, n in sorted(alive.items()) if not agents.get(node_id, False))
+    start = tuple(n for node_id, n in sorted(alive.items()) if node_id not in agents)
     gone = tuple(sorted(node_id for node_id in agents if node_id not in alive))
     return Reconciliation(start, gone)

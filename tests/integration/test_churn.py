@@ -7,18 +7,19 @@ Real agent and controller processes, with failure intervals shrunk from minutes 
 from __future__ import annotations
 
 import shutil
+import socket
 
 import pytest
 
-from hcstore.errors import InvalidRequest
+from hcstore import Client
+from hcstore.errors import ClusterNotFound, InvalidRequest
 from hcstore.membership import Intervals
 from hcstore.repair import protection_summary
 from hcstore.transport import Transport
 
-from integration_support import flip_bytes, fragment_files_of, seeded_bytes, wait_until
+from integration_support import CHUNK, flip_bytes, fragment_files_of, seeded_bytes, wait_until
 
 BUCKET = "churn"
-CHUNK = 64 << 10
 FAST = Intervals(heartbeat=0.2, suspect_after=0.6, down_after=1.0, out_after=3.0)
 NO_OUT = Intervals(heartbeat=0.2, suspect_after=0.6, down_after=1.0, out_after=120.0)
 
@@ -189,3 +190,24 @@ def test_io_errors_disable_a_mountpath_and_its_fragments_are_rebuilt(make_cluste
     wait_until(lambda: fully_protected(client, objects), timeout=30, what="fragments of the failed disk rebuilt")
     for key, data in objects.items():
         assert client.get(BUCKET, key) == data
+
+
+def test_a_client_reaches_the_cluster_through_its_controller_and_takes_its_ec(make_cluster):
+    cluster = make_cluster(agents=4, ec="2+1", intervals=NO_OUT)
+    with Client(cluster.controller_endpoint(), chunk_size=CHUNK, request_timeout=5.0) as client:
+        assert client.config.ec == "2+1"                 # told by the controller, not the 4+2 default
+        assert sorted(n.id for n in client.cluster_map.nodes) == ["n1", "n2", "n3", "n4"]
+        data = seeded_bytes("via-controller", 3 * CHUNK + 5)
+        client.put(BUCKET, "via/controller", data)
+        assert client.get(BUCKET, "via/controller") == data
+        assert (client.stat(BUCKET, "via/controller").k, client.stat(BUCKET, "via/controller").m) == (2, 1)
+    with Client(cluster.controller_endpoint(), ec="1+1") as explicit:
+        assert explicit.config.ec == "1+1"               # an explicit setting wins over the controller's
+
+
+def test_no_controller_at_the_endpoint_is_a_clear_error():
+    with socket.socket() as s:                           # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ClusterNotFound, match=f"no hcstore controller answers at tcp://127.0.0.1:{port}"):
+        Client(f"tcp://127.0.0.1:{port}", connect_timeout=0.5, request_timeout=1.0)

@@ -54,6 +54,23 @@ def test_admin_states_drain_resume_remove():
         table.set_admin("n9", "maintenance", 0)
 
 
+def test_a_node_an_outside_authority_declares_dead_is_down_at_once_and_out_on_its_own_clock():
+    table = table_with(3)
+    table.tick(2.0)
+    epoch = table.epoch
+    table.mark_dead("n2", 2.0)                       # Ray says the node is gone, 2 s after its heartbeat
+    assert table.cluster_map().node("n2").state == "down" and table.epoch > epoch
+    assert table.cluster_map().node("n1").state == "alive"
+    table.tick(59.5)
+    assert table.cluster_map().node("n2").state == "down"    # out_after counts from its last heartbeat (0 s)
+    table.tick(60.5)
+    assert table.cluster_map().node("n2").state == "out"
+    table.heartbeat("n2", "tcp://127.0.0.1:7001", {"host": "h2"}, 1.0, 61.0)
+    assert table.cluster_map().node("n2").state == "alive"    # back: no longer dead
+    table.mark_dead("nobody", 61.0)                  # unknown nodes are ignored
+    assert "nobody" not in table.cluster_map()
+
+
 def test_a_restarted_controller_continues_above_the_agents_epoch():
     old = table_with(3)
     for _ in range(5):
