@@ -46,7 +46,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 
 from hcstore.checkpoints import CheckpointManager, dcp_reader, dcp_writer
-from hcstore.local_cluster import LocalCluster
+from hcstore.cluster.local import LocalCluster
 
 GOAL = 1.5                     # hcstore time / local file time, for save and for restore
 BUCKET = "bench"

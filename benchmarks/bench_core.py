@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from hcstore.bench import run_bench
+from hcstore.tools.bench import run_bench
 
 
 def main() -> None:

@@ -50,12 +50,12 @@ from typing import Any, Callable
 if __package__ in (None, ""):          # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hcstore.client import Client
+from hcstore.client.client import Client
 from hcstore.errors import HCStoreError, ObjectNotFound
-from hcstore.local_cluster import LocalCluster
-from hcstore.membership import Intervals
-from hcstore.repair import protection_summary
-from hcstore.transport import Transport
+from hcstore.cluster.local import LocalCluster
+from hcstore.control.membership import Intervals
+from hcstore.node.repair_plan import protection_summary
+from hcstore.wire.transport import Transport
 
 BUCKET = "chaos"
 MAGIC = b"chaos1"

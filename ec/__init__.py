@@ -4,9 +4,9 @@ This package is pure: functions of their inputs, with no file or network I/O,
 so every rule here is property-tested without a cluster. ``hcstore`` does the
 I/O around it.
 
-- :mod:`ec.codec` -- the :class:`Codec` interface and codec selection
-  (:func:`make_codec`, :func:`default_codec_name`, :func:`parse_ec`); the
-  implementations are :mod:`ec.zfec_codec`, :mod:`ec.replica_codec` and the
+- :mod:`ec.codec` -- the :class:`Codec` interface and :func:`parse_ec`;
+  :mod:`ec.codecs` -- codec selection (:func:`make_codec`,
+  :func:`default_codec_name`); the implementations are :mod:`ec.zfec_codec`, :mod:`ec.replica_codec` and the
   optional :mod:`ec.isal_codec`.
 - :mod:`ec.stripe` -- how an object maps onto stripes, chunks and fragments.
 - :mod:`ec.objects` -- whole-object encode/decode in memory.
@@ -17,16 +17,8 @@ I/O around it.
 
 from ec.buffer import Buffer
 from ec.checksum import DIGEST_SIZE, chunk_digest, verify_chunk
-from ec.codec import (
-    MAX_K,
-    MAX_M,
-    Codec,
-    available_codecs,
-    default_codec_name,
-    make_codec,
-    parse_ec,
-    validate_km,
-)
+from ec.codec import MAX_K, MAX_M, Codec, parse_ec, validate_km
+from ec.codecs import available_codecs, default_codec_name, make_codec
 from ec.errors import (
     CodecUnavailable,
     DecodeError,

@@ -1,4 +1,4 @@
-"""The codec interface, codec selection and ``k+m`` validation.
+"""The codec interface and ``k+m`` validation (selection is in :mod:`ec.codecs`).
 
 A :class:`Codec` turns the ``k`` data chunks of one stripe into ``m`` parity
 chunks and back. Every codec here is **systematic** at the level of our chunks:
@@ -17,8 +17,8 @@ Codecs:
 
 Different codecs produce different parity for the same data, so the codec that
 wrote an object is recorded in every fragment trailer, and a reader always
-decodes with ``make_codec(trailer.codec, trailer.k, trailer.m)``.
-:func:`default_codec_name` only chooses the codec for *new* writes.
+decodes with ``ec.codecs.make_codec(trailer.codec, trailer.k, trailer.m)``.
+:func:`ec.codecs.default_codec_name` only chooses the codec for *new* writes.
 
 Input checking lives here (template methods :meth:`Codec.encode` and
 :meth:`Codec.decode`), so each implementation only does the arithmetic.
@@ -38,9 +38,6 @@ __all__ = [
     "MAX_K",
     "MAX_M",
     "Codec",
-    "available_codecs",
-    "default_codec_name",
-    "make_codec",
     "parse_ec",
     "validate_km",
 ]
@@ -128,10 +125,10 @@ class Codec(abc.ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(k={self.k}, m={self.m})"
 
-    def __reduce__(self) -> tuple[Callable[..., Codec], tuple[str, int, int]]:
-        # Rebuild through make_codec in another process: library handles are
-        # not picklable, and make_codec recreates them.
-        return make_codec, (self.name, self.k, self.m)
+    def __reduce__(self) -> tuple[Callable[..., Codec], tuple[int, int]]:
+        # Rebuild from (k, m) in another process: library handles are not
+        # picklable, and the constructor recreates them.
+        return type(self), (self.k, self.m)
 
     def encode(self, data: Sequence[Buffer]) -> list[Buffer]:
         """Compute the parity chunks of one stripe.
@@ -195,59 +192,3 @@ class Codec(abc.ABC):
     @abc.abstractmethod
     def _decode(self, chunks: Mapping[int, Buffer]) -> list[Buffer]:
         """Rebuild the data chunks from >= ``k`` validated chunks, some data missing."""
-
-
-def _codec_classes() -> dict[str, type[Codec]]:
-    # Imported here: the implementations subclass Codec from this module.
-    from ec.isal_codec import IsalCodec
-    from ec.replica_codec import ReplicaCodec
-    from ec.zfec_codec import ZfecCodec
-
-    return {cls.name: cls for cls in (ZfecCodec, ReplicaCodec, IsalCodec)}
-
-
-def make_codec(name: str, k: int, m: int) -> Codec:
-    """Build the codec ``name`` for ``k`` data and ``m`` parity chunks.
-
-    Args:
-        name: ``"zfec"``, ``"replica"`` or ``"isal"``.
-        k: Data chunks per stripe.
-        m: Parity chunks per stripe.
-
-    Returns:
-        A codec; instances are cheap, their library tables are cached per ``(k, m)``.
-
-    Raises:
-        CodecUnavailable: ``name`` is unknown, or its library is not installed.
-        ValueError: ``k``/``m`` are out of range for this codec (named in the message).
-    """
-    classes = _codec_classes()
-    cls = classes.get(name)
-    if cls is None:
-        raise CodecUnavailable(f"unknown codec {name!r}; known codecs: {sorted(classes)}")
-    return cls(k, m)
-
-
-def available_codecs() -> list[str]:
-    """Return the names of the codecs usable in this process, sorted."""
-    return sorted(name for name, cls in _codec_classes().items() if cls.available())
-
-
-def default_codec_name(k: int, m: int) -> str:
-    """Choose the codec for a new ``k+m`` write.
-
-    Args:
-        k: Data chunks per stripe.
-        m: Parity chunks per stripe.
-
-    Returns:
-        ``"isal"`` when pyeclib with a working ISA-L backend is installed and
-        supports ``k+m``; otherwise ``"zfec"``.
-
-    Raises:
-        ValueError: ``k``/``m`` are out of range.
-    """
-    validate_km(k, m)
-    from ec.isal_codec import IsalCodec
-
-    return IsalCodec.name if IsalCodec.available() and IsalCodec.supports(k, m) else "zfec"

@@ -28,7 +28,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader, FsspecWriter   # not exported in 2.13
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from hcstore.local_cluster import LocalCluster
+from hcstore.cluster.local import LocalCluster
 URL = "hcstore://checkpoints/dcp-example/step-000100"
 
 

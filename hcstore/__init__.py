@@ -2,30 +2,43 @@
 
 The public surface: :class:`Client` (put, get, open, delete, list, stat), the
 error family in :mod:`hcstore.errors`, configuration in :mod:`hcstore.config`,
-and the embedded local cluster in :mod:`hcstore.local_cluster`.
+and the embedded local cluster :class:`LocalCluster`.
+
+The names below are imported on first use (PEP 562), so that ``import
+hcstore.errors`` or ``import hcstore.config`` loads neither ZeroMQ nor the
+data path, and no module inside the package depends on this facade.
 """
 
-from hcstore.client import Client, ObjectInfo
-from hcstore.config import AgentConfig, ClientConfig
-from hcstore.errors import (
-    AgentUnavailable,
-    CorruptFragment,
-    HCStoreError,
-    InvalidRequest,
-    NotEnoughFragments,
-    NotEnoughNodes,
-    ObjectChanged,
-    ObjectNotFound,
-    ProtocolError,
-    Retryable,
-    StoreFull,
-)
-from hcstore.local_cluster import LocalCluster
-from hcstore.writer import PutResult
+from __future__ import annotations
 
-__all__ = [
-    "AgentConfig", "AgentUnavailable", "Client", "ClientConfig", "CorruptFragment", "HCStoreError",
-    "InvalidRequest", "LocalCluster", "NotEnoughFragments", "NotEnoughNodes", "ObjectChanged",
-    "ObjectInfo", "ObjectNotFound", "ProtocolError", "PutResult", "Retryable", "StoreFull",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Client": "hcstore.client.client",
+    "ObjectInfo": "hcstore.client.client",
+    "PutResult": "hcstore.client.writer",
+    "LocalCluster": "hcstore.cluster.local",
+    "AgentConfig": "hcstore.config",
+    "ClientConfig": "hcstore.config",
+    "ControllerConfig": "hcstore.config",
+    **{name: "hcstore.errors" for name in (
+        "AgentUnavailable", "CorruptFragment", "HCStoreError", "InvalidRequest", "NotEnoughFragments",
+        "NotEnoughNodes", "ObjectChanged", "ObjectNotFound", "ProtocolError", "Retryable", "StoreFull")},
+}
+
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hcstore' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

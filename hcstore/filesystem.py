@@ -13,7 +13,7 @@ Invariants:
 
 - **No live sockets cross a process boundary.** The filesystem keeps its
   constructor arguments (fsspec's ``_Cached`` metaclass rebuilds instances
-  from them) and makes its :class:`~hcstore.client.Client` on first use in
+  from them) and makes its :class:`~hcstore.client.client.Client` on first use in
   each process. A filesystem made without ``cluster`` records the cluster it
   found (``HCSTORE_CLUSTER`` or ``hcstore up``'s pointer), so a copy pickled
   into another process talks to the same cluster.
@@ -22,7 +22,7 @@ Invariants:
   that generation is overwritten and retired while the file is open, a read
   fails with :class:`~hcstore.errors.ObjectChanged` rather than mix versions.
 - **Writes are all or nothing.** A file opened ``"wb"`` streams into an
-  :class:`~hcstore.writer.ObjectWriter`; the new version appears whole when the
+  :class:`~hcstore.client.writer.ObjectWriter`; the new version appears whole when the
   file is closed, and an exception inside ``with fs.open(path, "wb")``, or a
   file dropped without ``close()``, aborts it, leaving the previous version.
   ``fsspec.open()`` and text mode close their file on any exit, so use
@@ -51,14 +51,15 @@ from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem, make_instance
 from fsspec.utils import isfilelike, tokenize
 
-from hcstore.client import Client
+from hcstore.client.client import Client
 from hcstore.config import ClientConfig
 from hcstore.errors import ClusterNotFound, ObjectChanged
 from hcstore.generation import Generation
-from hcstore.local_cluster import find_cluster_dir
+from hcstore.cluster.directory import find_cluster_dir
 from hcstore.names import check_bucket, check_key
-from hcstore.reader import ObjectVersion, iter_range, read_range
-from hcstore.writer import ObjectWriter
+from hcstore.client.reader import iter_range, read_range
+from hcstore.client.versions import ObjectVersion
+from hcstore.client.writer import ObjectWriter
 
 log = logging.getLogger(__name__)
 
@@ -472,7 +473,7 @@ class HCStoreFile(AbstractBufferedFile):
     Reading resolves the object's version once and fetches ranges of it with
     ``read_range``/``iter_range``; reads of ``block_size`` or more skip the cache
     and land in the caller's buffer. Writing streams straight into an
-    :class:`~hcstore.writer.ObjectWriter` (which buffers one stripe), committed
+    :class:`~hcstore.client.writer.ObjectWriter` (which buffers one stripe), committed
     by ``close()`` (or by ``commit()`` inside a transaction) and aborted by an
     exception in the ``with`` block, by ``discard()``, or by garbage collection.
 

@@ -1,9 +1,9 @@
 """The agent and controller as Ray actors.
 
-``AgentActor`` runs an :class:`hcstore.agent.Agent` on a thread of its actor process,
+``AgentActor`` runs an :class:`hcstore.node.agent.Agent` on a thread of its actor process,
 bound to its node's IP, and serves object-ref reads: a value returned by
 :meth:`AgentActor.read` lands in the object store of the agent's node, which is the
-caller's node. ``ControllerActor`` runs the :class:`hcstore.controller.Controller` and a
+caller's node. ``ControllerActor`` runs the :class:`hcstore.control.controller.Controller` and a
 reconciliation loop that keeps exactly one agent on every alive Ray node (as Ray Serve's
 proxy manager keeps one proxy per node) and marks the nodes Ray declares dead.
 
@@ -11,6 +11,8 @@ The classes are plain; :mod:`ray_integration.deploy` turns them into actors.
 """
 
 from __future__ import annotations
+
+import functools
 
 import logging
 import socket
@@ -20,10 +22,10 @@ from typing import Any
 
 import ray
 
-from hcstore.agent import Agent
+from hcstore.node.agent import Agent
 from hcstore.config import AgentConfig
-from hcstore.controller import Controller
-from hcstore.membership import Intervals
+from hcstore.control.controller import Controller
+from hcstore.control.membership import Intervals
 from ray_integration.layout import (
     NAMESPACE,
     RayNode,
@@ -149,7 +151,6 @@ class ControllerActor:
             handle = ray.get_actor(name, namespace=NAMESPACE)           # it survived a controller restart
             self._note(f"attached to agent {name}")
         except ValueError:
-            from ray_integration.deploy import agent_actor_class
             handle = agent_actor_class().options(
                 name=name, namespace=NAMESPACE, lifetime="detached", num_cpus=0,
                 label_selector={"ray.io/node-id": node.node_id},      # hard pin: never two on one node
@@ -186,3 +187,13 @@ class ControllerActor:
     def _note(self, event: str) -> None:
         log.info(event)
         self.events.append(f"{time.strftime('%H:%M:%S')} {event}")
+
+
+@functools.cache
+def agent_actor_class() -> Any:
+    return ray.remote(AgentActor)
+
+
+@functools.cache
+def controller_actor_class() -> Any:
+    return ray.remote(ControllerActor)

@@ -17,22 +17,13 @@ from typing import Any
 import ray
 
 from hcstore.errors import ClusterNotFound, HCStoreError
-from ray_integration.actors import AgentActor, ControllerActor
+from ray_integration.actors import controller_actor_class
 from ray_integration.handle import HCStore
-from ray_integration.layout import CONTROLLER_NAME, NAMESPACE, agent_name, node_id_for
+from ray_integration.layout import CONTROLLER_NAME, NAMESPACE, node_id_for
+from ray_integration.lookup import controller, status
 
 log = logging.getLogger(__name__)
 HEAD_NODE_RESOURCE = "node:__internal_head__"
-
-
-@functools.cache
-def agent_actor_class() -> Any:
-    return ray.remote(AgentActor)
-
-
-@functools.cache
-def _controller_actor_class() -> Any:
-    return ray.remote(ControllerActor)
 
 
 def deploy(*, mountpaths: Mapping[str, Sequence[str]] | Sequence[str] | None = None, ec: str = "4+2",
@@ -50,7 +41,7 @@ def deploy(*, mountpaths: Mapping[str, Sequence[str]] | Sequence[str] | None = N
         bucket: the bucket of the returned handle.
         agent: further :class:`hcstore.config.AgentConfig` settings, e.g. ``{"durability": "none"}``.
         intervals: failure-detection timing (``heartbeat``, ``suspect_after``, ``down_after``,
-            ``out_after`` seconds; see :class:`hcstore.membership.Intervals`).
+            ``out_after`` seconds; see :class:`hcstore.control.membership.Intervals`).
         reconcile_interval: seconds between comparisons of Ray's node table with the agents.
         timeout: seconds to wait until every alive node has a serving agent.
         progress: called with a line of text as the deployment comes up.
@@ -62,7 +53,7 @@ def deploy(*, mountpaths: Mapping[str, Sequence[str]] | Sequence[str] | None = N
         raise ClusterNotFound("Ray is not initialized: call ray.init(...) before ray_integration.deploy()")
     spec = {"mountpaths": _plain(mountpaths), "ec": ec, "agent": dict(agent or {}),
             "intervals": dict(intervals or {}), "reconcile_interval": reconcile_interval}
-    controller = _controller_actor_class().options(
+    controller = controller_actor_class().options(
         name=CONTROLLER_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
         num_cpus=0, resources={HEAD_NODE_RESOURCE: 0.001}, max_concurrency=8,
     ).remote(spec)
@@ -81,17 +72,12 @@ def attach(*, bucket: str = "ray") -> HCStore:
     Raises:
         ClusterNotFound: hcstore is not deployed on this Ray cluster.
     """
-    return HCStore(ray.get(_controller().endpoint.remote()), bucket)
-
-
-def status() -> dict[str, Any]:
-    """The controller's view: agents by Ray node id, the cluster map and recent events."""
-    return ray.get(_controller().status.remote())
+    return HCStore(ray.get(controller().endpoint.remote()), bucket)
 
 
 def shutdown() -> None:
     """Stop every agent and the controller (the data stays in the mountpaths)."""
-    controller = _controller()
+    controller = controller()
     try:
         ray.get(controller.shutdown.remote(), timeout=60)
     finally:
@@ -117,22 +103,6 @@ def wait_until_ready(controller: Any, *, timeout: float, progress: Callable[[str
             raise ClusterNotFound(f"{line} after {timeout:.0f} s; the controller's events: "
                                   f"{state['events'][-5:]}")
         time.sleep(0.25)
-
-
-def any_agent() -> Any:
-    """Some serving agent actor of the deployment (for a node that has none yet)."""
-    for ray_node_id, ready in status()["agents"].items():
-        if ready:
-            return ray.get_actor(agent_name(ray_node_id), namespace=NAMESPACE)
-    raise HCStoreError("no hcstore agent is serving on this Ray cluster")
-
-
-def _controller() -> Any:
-    try:
-        return ray.get_actor(CONTROLLER_NAME, namespace=NAMESPACE)
-    except ValueError:
-        raise ClusterNotFound("hcstore is not deployed on this Ray cluster: run ray_integration.deploy() "
-                              "or `hcstore ray deploy`") from None
 
 
 def _plain(mountpaths: Mapping[str, Sequence[str]] | Sequence[str] | None) -> Any:

@@ -25,9 +25,10 @@ from typing import Any
 
 import ray
 
-from hcstore.client import Client, ObjectInfo
-from hcstore.writer import PutResult
+from hcstore.client.client import Client, ObjectInfo
+from hcstore.client.writer import PutResult
 from ray_integration.layout import NAMESPACE, agent_name, node_id_for
+from ray_integration.lookup import any_agent
 from ray_integration.objects import client_for, read_value, write_value
 
 _local_agents: dict[str, Any] = {}
@@ -103,8 +104,6 @@ def _local_agent() -> Any:
         try:
             handle = ray.get_actor(agent_name(ray_node_id), namespace=NAMESPACE)
         except ValueError:
-            from ray_integration.deploy import any_agent
-
             return any_agent()          # not cached: this node's own agent may be starting
         _local_agents[ray_node_id] = handle
     return handle

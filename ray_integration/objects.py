@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from hcstore.client import Client
-from hcstore.reader import read_range
-from hcstore.writer import PutResult
+from hcstore.client.client import Client
+from hcstore.client.reader import read_range
+from hcstore.client.writer import PutResult
 from ray_integration.values import byte_view, decode, empty_for, encode
 
 _clients: dict[tuple[str, tuple[tuple[str, Any], ...]], Client] = {}

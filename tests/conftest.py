@@ -11,7 +11,7 @@ from contextlib import ExitStack
 import pytest
 from integration_support import started_cluster
 
-from hcstore.local_cluster import LocalCluster
+from hcstore.cluster.local import LocalCluster
 
 
 @pytest.fixture

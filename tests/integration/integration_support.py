@@ -9,8 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hcstore.local_cluster import LocalCluster
-from hcstore.store import key_hash
+from hcstore.cluster.local import LocalCluster
+from hcstore.node.store import key_hash
 
 T = TypeVar("T")
 CHUNK = 64 << 10          # small chunks, so a few-MiB object spans many stripes

@@ -12,7 +12,7 @@ import sys
 
 import blake3
 
-from hcstore.client import Client
+from hcstore.client.client import Client
 
 BLOCK = 1 << 20
 

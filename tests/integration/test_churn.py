@@ -13,9 +13,9 @@ import pytest
 
 from hcstore import Client
 from hcstore.errors import ClusterNotFound, InvalidRequest
-from hcstore.membership import Intervals
-from hcstore.repair import protection_summary
-from hcstore.transport import Transport
+from hcstore.control.membership import Intervals
+from hcstore.node.repair_plan import protection_summary
+from hcstore.wire.transport import Transport
 
 from integration_support import CHUNK, flip_bytes, fragment_files_of, seeded_bytes, wait_until
 

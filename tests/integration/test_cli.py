@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hcstore.local_cluster import LocalCluster
+from hcstore.cluster.local import LocalCluster
 from integration_support import seeded_bytes, wait_until
 
 HCSTORE = Path(sys.executable).with_name("hcstore")
@@ -18,7 +18,7 @@ HCSTORE = Path(sys.executable).with_name("hcstore")
 
 def run_cli(*args: str, env: dict[str, str] | None = None, stdin: bytes | None = None,
             timeout: float = 60) -> subprocess.CompletedProcess:
-    command = [str(HCSTORE)] if HCSTORE.exists() else [sys.executable, "-m", "hcstore.cli"]
+    command = [str(HCSTORE)] if HCSTORE.exists() else [sys.executable, "-m", "hcstore.tools.cli"]
     return subprocess.run([*command, *args], input=stdin, capture_output=True, env=env, timeout=timeout)
 
 

@@ -11,7 +11,7 @@ import pytest
 import zmq
 
 from hcstore.generation import HybridClock
-from hcstore.protocol import MAX_HEADER_BYTES, PROTOCOL_VERSION
+from hcstore.wire.protocol import MAX_HEADER_BYTES, PROTOCOL_VERSION
 from integration_support import CHUNK, seeded_bytes
 
 NODE = "n2"

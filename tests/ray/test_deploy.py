@@ -116,7 +116,7 @@ def test_ray_data_round_trip(store):
 
 def test_cli_attaches_reports_and_serves_object_verbs(ray_cluster, store, tmp_path):
     store.put("cli/x", b"through the CLI")
-    hcstore = [sys.executable, "-m", "hcstore.cli"]
+    hcstore = [sys.executable, "-m", "hcstore.tools.cli"]
     deploy = subprocess.run([*hcstore, "ray", "deploy", "--address", ray_cluster.address, "--ec", "2+1"],
                             capture_output=True, text=True, timeout=120)
     assert deploy.returncode == 0, deploy.stderr

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from hcstore.membership import Intervals, MembershipTable, liveness
-from hcstore.reader import ObjectVersion
-from hcstore.repair import RateLimiter, checkers, plan_object, protection_summary, repairer
+from hcstore.control.membership import Intervals, MembershipTable, liveness
+from hcstore.client.versions import ObjectVersion
+from hcstore.node.rate_limit import RateLimiter
+from hcstore.node.repair_plan import checkers, plan_object, protection_summary, repairer
 from placement import ClusterMap, Node, place
 
 IV = Intervals(heartbeat=1, suspect_after=3, down_after=8, out_after=60)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from hcstore import protocol
+from hcstore.wire import protocol
 from hcstore.errors import (
     HCStoreError,
     InvalidRequest,

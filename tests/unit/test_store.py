@@ -9,7 +9,7 @@ import pytest
 from ec import FragmentHeader, chunk_digest, header_to_dict
 from hcstore.config import AgentConfig
 from hcstore.errors import InvalidRequest, ObjectNotFound, StoreFull, UploadNotFound
-from hcstore.store import LocalStore
+from hcstore.node.store import LocalStore
 
 CHUNK = 4096
 

@@ -2,7 +2,7 @@
 
 A client holds no live socket when pickled: it is rebuilt from its cluster
 argument and config in the receiving process, and sockets are made there on
-first use (see :mod:`hcstore.transport`).
+first use (see :mod:`hcstore.wire.transport`).
 
 Example::
 
@@ -27,7 +27,7 @@ from ec import FragmentHeader, header_to_dict
 from hcstore.config import ClientConfig
 from hcstore.errors import AgentUnavailable, ClusterNotFound, HCStoreError, InvalidRequest, NotEnoughNodes, ObjectChanged, ObjectNotFound
 from hcstore.generation import HybridClock
-from hcstore.local_cluster import (
+from hcstore.cluster.directory import (
     controller_endpoint,
     find_cluster_dir,
     map_stamp,
@@ -35,10 +35,12 @@ from hcstore.local_cluster import (
     read_cluster_map,
 )
 from hcstore.names import check_bucket, check_prefix
-from hcstore.protocol import Reply
-from hcstore.reader import CorruptionReport, ObjectReader, ObjectVersion, iter_range, read_range, resolve
-from hcstore.transport import Transport
-from hcstore.writer import ObjectWriter, PutResult
+from hcstore.wire.protocol import Reply
+from hcstore.client.reader import ObjectReader, iter_range, read_range
+from hcstore.client.access import CorruptionReport
+from hcstore.client.versions import ObjectVersion, resolve
+from hcstore.wire.transport import Transport
+from hcstore.client.writer import ObjectWriter, PutResult
 from placement import ClusterMap, place
 
 log = logging.getLogger(__name__)
@@ -279,7 +281,7 @@ class Client:
     # ------------------------------------------------------------------ reads
 
     def resolve(self, bucket: str, key: str) -> ObjectVersion:
-        """The newest readable version of an object (see :func:`hcstore.reader.resolve`)."""
+        """The newest readable version of an object (see :func:`hcstore.client.reader.resolve`)."""
         return resolve(self, bucket, key)
 
     def get(self, bucket: str, key: str, *, offset: int = 0, length: int | None = None) -> bytes:

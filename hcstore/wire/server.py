@@ -1,11 +1,8 @@
-"""Small pieces shared by the agent and the controller processes."""
+"""The serving side of a ROUTER socket, shared by the agent and the controller."""
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import zmq
@@ -19,10 +16,3 @@ def answer_pending(socket: zmq.Socket, handle: Callable[[list[Any]], list[Any]])
         except zmq.Again:
             return
         socket.send_multipart(handle(frames), copy=False)
-
-
-def write_json_atomic(path: Path, data: dict[str, Any], *, indent: int | None = None) -> None:
-    """Replace ``path`` with ``data`` as JSON: readers see the old file or the new one, never a mix."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=indent))
-    os.replace(tmp, path)

@@ -2,14 +2,14 @@
 
 Agents heartbeat to it (the first heartbeat registers them) and get the map
 back whenever theirs is older; clients ask it for the map. It runs the
-failure detector (:mod:`hcstore.membership`) on a clock tick, takes drain,
+failure detector (:mod:`hcstore.control.membership`) on a clock tick, takes drain,
 resume and remove commands, and aggregates the agents' reports into the
 cluster's protection summary. It keeps no state on disk: a restarted
 controller learns the highest epoch, and the nodes, from the maps the agents
 persisted, so the epoch keeps rising. While it is down the data path goes on
 with the maps that agents and clients already hold.
 
-Run it as ``python -m hcstore.controller --ready-file F [--port P]``.
+Run it as ``python -m hcstore.control.controller --ready-file F [--port P]``.
 """
 
 from __future__ import annotations
@@ -26,14 +26,17 @@ from typing import Any
 
 import zmq
 
-from hcstore import protocol
-from hcstore.errors import HCStoreError, InvalidRequest, ObjectNotFound
-from hcstore.membership import Intervals, MembershipTable
-from hcstore.protocol import Request
-from hcstore.serving import answer_pending, write_json_atomic
+from hcstore.wire import protocol
+from hcstore.errors import AgentUnavailable, HCStoreError, InvalidRequest, ObjectNotFound
+from hcstore.control.membership import Intervals, MembershipTable
+from hcstore.wire.protocol import Request
+from hcstore.files import write_json_atomic
+from hcstore.wire.server import answer_pending
+from hcstore.wire.transport import Transport
 from placement import ClusterMap
 
 log = logging.getLogger(__name__)
+ADMIN_QUERY_TIMEOUT = 3.0       # seconds an admin guard waits for the node it asks
 ADMIN_ACTIONS = {"drain": "maintenance", "resume": "", "remove": "decommissioned"}
 
 
@@ -57,6 +60,7 @@ class Controller:
             self.endpoint = f"tcp://{host}:{self.socket.bind_to_random_port(f'tcp://{host}')}"
         self._stopping = False
         self._dead: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._transport = Transport(connect_timeout=1.0, request_timeout=ADMIN_QUERY_TIMEOUT)
         self._handlers = {"heartbeat": self._heartbeat, "get_map": self._get_map,
                           "node_admin": self._node_admin, "status": self._status}
 
@@ -79,6 +83,7 @@ class Controller:
                 log.info("cluster map epoch %d: %s", self.table.epoch,
                          {n.id: n.state for n in self.cluster_map.nodes})
         self.socket.close(linger=0)
+        self._transport.close()
 
     def stop(self) -> None:
         self._stopping = True
@@ -137,14 +142,29 @@ class Controller:
         if node not in self.cluster_map:
             raise ObjectNotFound(f"no node {node!r} in the cluster map")
         if action == "remove" and not f.get("force"):
-            held = self.stats.get(node, {}).get("data_fragments")     # tombstones have copies elsewhere
-            if held is None or held > 0:
-                raise InvalidRequest(
-                    f"node {node} still holds {held if held is not None else 'an unknown number of'} fragments; "
-                    "removing it now could lose data: run `hcstore node drain` first and wait until it holds "
-                    "none, or pass --force")
+            self._refuse_unless_empty(node)
         self.table.set_admin(node, ADMIN_ACTIONS[action], self.clock())
         return {"map": self.cluster_map.to_dict()}
+
+    def _refuse_unless_empty(self, node: str) -> None:
+        """Refuse to remove a node that holds data fragments (tombstones have copies elsewhere).
+
+        The node itself is asked: its last heartbeat report may predate the latest puts. A node
+        that cannot be asked counts as holding an unknown number of fragments.
+        """
+        endpoint = self.cluster_map.node(node).endpoint
+        try:
+            if not endpoint:
+                raise AgentUnavailable(f"node {node} is down")
+            held: Any = self._transport.request(endpoint, "node_stats", {}).header.get("data_fragments")
+        except HCStoreError as exc:
+            log.info("remove %s: could not ask the node how many fragments it holds: %s", node, exc)
+            held = None
+        if held is None or held > 0:
+            raise InvalidRequest(
+                f"node {node} still holds {held if held is not None else 'an unknown number of'} fragments; "
+                "removing it now could lose data: run `hcstore node drain` first and wait until it holds "
+                "none, or pass --force")
 
     def _status(self, request: Request) -> dict[str, Any]:
         now = self.clock()

@@ -26,7 +26,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ec import (
     Codec,
@@ -47,12 +47,10 @@ from hcstore.errors import (
     ObjectNotFound,
     StoreFull,
 )
+from hcstore.client.access import ClusterAccess
 from hcstore.names import check_bucket, check_key
-from hcstore.protocol import Reply
+from hcstore.wire.protocol import Reply
 from placement import place
-
-if TYPE_CHECKING:
-    from hcstore.client import Client
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +99,7 @@ class ObjectWriter:
     Use as a context manager, or call :meth:`close` (commit) / :meth:`abort`.
     """
 
-    def __init__(self, client: "Client", bucket: str, key: str, *, size: int | None = None,
+    def __init__(self, client: ClusterAccess, bucket: str, key: str, *, size: int | None = None,
                  ec: str | None = None, codec: str | None = None, meta: dict[str, str] | None = None) -> None:
         self.client = client
         self.bucket = check_bucket(bucket)

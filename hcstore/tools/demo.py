@@ -21,8 +21,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
 from ec import parse_ec
-from hcstore.humanize import rate, size
-from hcstore.local_cluster import LocalCluster
+from hcstore.tools.humanize import rate, size
+from hcstore.cluster.local import LocalCluster
 
 BUCKET = "checkpoints"
 

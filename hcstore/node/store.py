@@ -59,8 +59,8 @@ from hcstore.errors import (
     UploadNotFound,
 )
 from hcstore.generation import is_generation
-from hcstore.index import IndexEntry
-from hcstore.mountpath import Mountpath
+from hcstore.node.index import IndexEntry
+from hcstore.node.mountpath import Mountpath
 from hcstore.names import check_bucket, check_key
 from placement import choose_mountpaths
 

@@ -6,16 +6,7 @@ directories; ``hcstore down`` stops them. Tests use the same class and its
 fault verbs (``kill``, ``pause``, ``resume``, ``restart``), in the spirit of
 tahoe-lafs's no-network grid, but with real processes, sockets and files.
 
-Layout of a cluster directory::
-
-    cluster.json                 nodes, their mountpaths and settings (written by `up`)
-    agents/<node>/agent.json     written by the agent when it serves: endpoint and pid
-    agents/<node>/agent.log      the agent's log
-    agents/<node>/mp<i>/         mountpath directories
-
-The cluster map is derived from these files: a node whose ``agent.json`` is
-missing is *down*. The CLI finds a cluster through ``--cluster DIR``, else
-``HCSTORE_CLUSTER``, else the pointer ``~/.hcstore/current`` that ``up`` writes.
+The directory's files are described in :mod:`hcstore.cluster.directory`.
 """
 
 from __future__ import annotations
@@ -30,67 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hcstore.errors import ClusterNotFound, HCStoreError
-from hcstore.membership import Intervals
-from hcstore.serving import write_json_atomic
-from placement import ClusterMap, Node
-
-CLUSTER_FORMAT = 1
-POINTER = Path.home() / ".hcstore" / "current"
-
-
-def find_cluster_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The cluster directory named by argument, ``HCSTORE_CLUSTER``, or the ``up`` pointer.
-
-    Raises:
-        ClusterNotFound: none is named, or the one named has no cluster.json.
-    """
-    if explicit:
-        path = Path(explicit)
-    elif os.environ.get("HCSTORE_CLUSTER"):
-        path = Path(os.environ["HCSTORE_CLUSTER"])
-    elif POINTER.exists():
-        path = Path(POINTER.read_text().strip())
-    else:
-        raise ClusterNotFound("no hcstore cluster found: run `hcstore up`, or pass --cluster DIR / set HCSTORE_CLUSTER")
-    if not (path / "cluster.json").exists():
-        raise ClusterNotFound(f"no hcstore cluster at {path} (no cluster.json): run `hcstore up --data-dir {path}`")
-    return path
-
-
-def read_cluster_map(path: str | os.PathLike[str]) -> ClusterMap:
-    """The cluster map of a local cluster directory (agents without a ready file are down)."""
-    spec = json.loads((Path(path) / "cluster.json").read_text())
-    nodes = []
-    for node in spec["nodes"]:
-        ready = Path(path) / "agents" / node["id"] / "agent.json"
-        try:
-            endpoint = json.loads(ready.read_text())["endpoint"]
-            state = "alive"
-        except (OSError, ValueError, KeyError):
-            endpoint, state = "", "down"
-        nodes.append(Node(node["id"], endpoint, node.get("weight", 1.0), node.get("labels", {}), state))
-    return ClusterMap(spec.get("epoch", 1), tuple(nodes))
-
-
-def read_cluster_ec(path: str | os.PathLike[str]) -> str:
-    """The erasure-coding scheme a local cluster was created with."""
-    return json.loads((Path(path) / "cluster.json").read_text()).get("ec", "4+2")
-
-
-def controller_endpoint(path: str | os.PathLike[str]) -> str:
-    """The endpoint of the local cluster's controller ("" when it is not running)."""
-    try:
-        return json.loads((Path(path) / "controller.json").read_text())["endpoint"]
-    except (OSError, ValueError, KeyError):
-        return ""
-
-
-def map_stamp(path: str | os.PathLike[str]) -> tuple[float, ...]:
-    """Modification times of the files a cluster map is read from (changes when an agent restarts)."""
-    root = Path(path)
-    files = [root / "cluster.json", *sorted((root / "agents").glob("*/agent.json"))]
-    return tuple(f.stat().st_mtime_ns for f in files if f.exists()) + (len(files),)
+from hcstore.cluster.directory import CLUSTER_FORMAT, controller_endpoint, read_cluster_map
+from hcstore.errors import HCStoreError
+from hcstore.control.membership import Intervals
+from hcstore.files import write_json_atomic
+from placement import ClusterMap
 
 
 @dataclass
@@ -193,7 +128,7 @@ class LocalCluster:
         spec = self.spec
         intervals = spec["controller"]["intervals"]
         self.controller_ready_file.unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "hcstore.controller", "--ready-file", str(self.controller_ready_file),
+        cmd = [sys.executable, "-m", "hcstore.control.controller", "--ready-file", str(self.controller_ready_file),
                "--log-file", str(self.path / "controller.log"), "--port", str(spec["controller"]["port"]),
                "--heartbeat", str(intervals["heartbeat"]), "--suspect-after", str(intervals["suspect_after"]),
                "--down-after", str(intervals["down_after"]), "--out-after", str(intervals["out_after"]),
@@ -240,7 +175,7 @@ class LocalCluster:
                 continue
             agent.directory.mkdir(parents=True, exist_ok=True)
             agent.ready_file.unlink(missing_ok=True)
-            cmd = [sys.executable, "-m", "hcstore.agent", "--node-id", agent.node_id,
+            cmd = [sys.executable, "-m", "hcstore.node.agent", "--node-id", agent.node_id,
                    "--ready-file", str(agent.ready_file), "--log-file", str(agent.directory / "agent.log"),
                    "--durability", spec["durability"], "--high-watermark", str(spec["high_watermark"]),
                    "--capacity-bytes", str(spec["capacity_bytes"]), "--port", str(agent.port),
@@ -264,7 +199,7 @@ class LocalCluster:
 
     def wait_for_map(self, condition: Any, *, timeout: float = 30.0) -> ClusterMap:
         """Poll the controller's map until ``condition(map)`` holds; returns that map."""
-        from hcstore.transport import Transport
+        from hcstore.wire.transport import Transport
 
         transport = Transport(connect_timeout=1.0, request_timeout=2.0)
         deadline = time.monotonic() + timeout
@@ -342,7 +277,7 @@ class LocalCluster:
         return {a.node_id: (a.pid() if _alive(a.pid()) else None) for a in self.agents()}
 
     def client(self, **settings: Any) -> "Any":
-        from hcstore.client import Client
+        from hcstore.client.client import Client
 
         settings.setdefault("ec", self.ec)
         return Client(self.path, **settings)

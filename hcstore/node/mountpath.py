@@ -26,7 +26,7 @@ from pathlib import Path
 
 import psutil
 
-from hcstore.index import FragmentIndex
+from hcstore.node.index import FragmentIndex
 
 ID_FILE = ".hcstore-mountpath"
 MOUNTPATH_FORMAT = 1

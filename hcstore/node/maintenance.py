@@ -7,7 +7,7 @@ looked at by the first ``m+1`` serving nodes of its placement (at least one of
 them holds a fragment while the object is recoverable), and on every
 ``FULL_SCAN_EVERY``-th scan (and while the node drains) by every holder,
 since repair can leave trailers naming stale holders. It is acted on by one
-node, its :func:`~hcstore.repair.repairer` (all compute the same answer from
+node, its :func:`~hcstore.node.repair.repairer` (all compute the same answer from
 the same locate round), so the work is not done twice. Every node drops its
 copies of generations that something newer has replaced. The worker talks to
 the cluster, its own agent included, only through the wire protocol, so the
@@ -20,28 +20,34 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgpack
 
-from hcstore.client import Client
+from hcstore.client.client import Client
 from hcstore.config import ClientConfig
 from hcstore.errors import HCStoreError, ObjectNotFound
-from hcstore.index import FragmentIndex
-from hcstore.reader import resolve
-from hcstore.repair import (
-    RateLimiter,
-    ScanReport,
-    ScrubReport,
-    checkers,
-    plan_object,
-    repair_object,
-    repairer,
-)
-from hcstore.store import LocalStore
+from hcstore.node.index import FragmentIndex
+from hcstore.client.versions import resolve
+from hcstore.config import AgentConfig
+from hcstore.node.rate_limit import RateLimiter
+from hcstore.node.repair import repair_object
+from hcstore.node.repair_plan import ScanReport, ScrubReport, checkers, plan_object, repairer
+from hcstore.node.store import LocalStore
+from placement import ClusterMap
 
-if TYPE_CHECKING:
-    from hcstore.agent import Agent
+
+class MaintainedNode(Protocol):
+    """What the background worker needs of its agent (the agent satisfies it)."""
+
+    config: AgentConfig
+    store: LocalStore
+    endpoint: str
+
+    @property
+    def cluster_map(self) -> ClusterMap | None:
+        """The newest cluster map the agent has."""
+        ...
 
 log = logging.getLogger(__name__)
 FULL_SCAN_EVERY = 5   # trailers can name stale holders after repair; a periodic full scan misses nothing
@@ -51,7 +57,7 @@ REPAIR_WORKERS = 4    # objects checked and rebuilt at once by one agent
 class Maintainer(threading.Thread):
     """Repairs and rebalances the objects its agent is a checker of; scrubs its fragment files."""
 
-    def __init__(self, agent: "Agent") -> None:
+    def __init__(self, agent: MaintainedNode) -> None:
         super().__init__(name=f"maintainer-{agent.config.node_id}", daemon=True)
         self.agent = agent
         self.limiter = RateLimiter(agent.config.repair_rate)

@@ -21,8 +21,9 @@ from rich.console import Console
 from rich.table import Table
 
 from hcstore.errors import HCStoreError
-from hcstore.humanize import size
-from hcstore.local_cluster import POINTER, LocalCluster, find_cluster_dir
+from hcstore.tools.humanize import size
+from hcstore.cluster.directory import POINTER, find_cluster_dir
+from hcstore.cluster.local import LocalCluster
 from hcstore.names import parse_url
 
 DEFAULT_DATA_DIR = Path.home() / ".hcstore" / "cluster"
@@ -31,7 +32,7 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160, s
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from hcstore.client import Client
+    from hcstore.client.client import Client
 
     return Client(args.cluster)
 
@@ -106,8 +107,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _controller_request(args: argparse.Namespace, op: str, fields: dict[str, Any]) -> dict[str, Any]:
-    from hcstore.local_cluster import controller_endpoint
-    from hcstore.transport import Transport
+    from hcstore.cluster.directory import controller_endpoint
+    from hcstore.wire.transport import Transport
 
     path = find_cluster_dir(args.cluster)
     endpoint = controller_endpoint(path)
@@ -155,7 +156,7 @@ def cmd_background(args: argparse.Namespace) -> int:
     """``hcstore repair`` / ``hcstore scrub``: run the job on every agent now and show progress."""
     import time
 
-    from hcstore.repair import protection_summary
+    from hcstore.node.repair_plan import protection_summary
 
     client = _client(args)
     key = "scans" if args.command == "repair" else "scrubs"
@@ -188,7 +189,7 @@ def cmd_background(args: argparse.Namespace) -> int:
 
 
 def _protection(args: argparse.Namespace) -> dict[str, int] | None:
-    from hcstore.repair import protection_summary
+    from hcstore.node.repair_plan import protection_summary
 
     try:
         return protection_summary(_controller_request(args, "status", {})["stats"])
@@ -301,13 +302,13 @@ def cmd_stat(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from hcstore.demo import run_demo
+    from hcstore.tools.demo import run_demo
 
     return 0 if run_demo(size_mb=args.size_mb, agents=args.agents, ec=args.ec, data_dir=args.data_dir) else 1
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from hcstore.bench import run_bench, run_repair_bench
+    from hcstore.tools.bench import run_bench, run_repair_bench
 
     if args.repair:
         run_repair_bench(agents=args.agents + 1, ec=args.ec, node_mb=args.repair_node_mb, data_dir=args.data_dir)
@@ -318,12 +319,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_ray(args: argparse.Namespace) -> int:
+    """``hcstore ray ...``: run by the ``hcstore.plugins`` entry point ``ray`` (``ray_integration.cli``),
+    so that this package never imports the layer above it."""
+    from importlib.metadata import entry_points
+
+    plugins = entry_points(group="hcstore.plugins", name="ray")
     try:
-        from ray_integration.cli import run
-    except ImportError as exc:
-        err_console.print(f"[red]error[/]: Ray is not installed ({exc}): pip install 'hcstore[ray]'", highlight=False)
+        run = next(iter(plugins)).load()
+    except (StopIteration, ImportError) as exc:
+        err_console.print(f"[red]error[/]: Ray support is not installed ({exc}): pip install 'hcstore[ray]'",
+                          highlight=False)
         return 1
-    return run(args, lambda line: console.print(line, highlight=False))
+    return int(run(args, lambda line: console.print(line, highlight=False)))
 
 
 def build_parser() -> argparse.ArgumentParser:

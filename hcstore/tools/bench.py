@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ec import chunk_digest, chunk_size_for, default_codec_name, make_codec, parse_ec, split_stripe
-from hcstore.local_cluster import LocalCluster
+from hcstore.cluster.local import LocalCluster
 
 BUCKET = "bench"
 AISTORE_10MIB_P50_MS = 17.0   # AIStore's published latency for one 10 MiB GET stream on real hardware
@@ -83,7 +83,7 @@ def blake3_rate(data: bytes, chunk_size: int) -> float:
 def _small_ops_worker(args: tuple[str, int, float, int]) -> tuple[int, int]:
     """One of the concurrent clients: 4 KiB puts then gets for ``seconds`` each; returns op counts."""
     cluster_dir, worker, seconds, size = args
-    from hcstore.client import Client
+    from hcstore.client.client import Client
 
     client = Client(cluster_dir)
     payload = os.urandom(size)
@@ -231,8 +231,8 @@ def run_repair_bench(*, agents: int = 7, ec: str = "4+2", node_mb: int = 512, da
     Beside them: the raw read rate of the surviving disks over the same fragment files, measured in
     the same run (repair must read ``k`` fragments for each one it rebuilds).
     """
-    from hcstore.membership import Intervals
-    from hcstore.reader import resolve
+    from hcstore.control.membership import Intervals
+    from hcstore.client.versions import resolve
 
     console = console or Console(width=max(Console().width, 120))
     k, m = parse_ec(ec)

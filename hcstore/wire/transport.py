@@ -27,9 +27,9 @@ from typing import Any
 
 import zmq
 
-from hcstore import protocol
+from hcstore.wire import protocol
 from hcstore.errors import AgentUnavailable, HCStoreError, ProtocolError
-from hcstore.protocol import Reply
+from hcstore.wire.protocol import Reply
 
 COOL_DOWN = 3.0
 

@@ -1,13 +1,13 @@
 """The hcstore agent: one per node, serving its local store over ZeroMQ.
 
 One ROUTER socket, one thread: requests are decoded and validated
-(:func:`hcstore.protocol.decode_request`), dispatched to the
-:class:`~hcstore.store.LocalStore`, and answered on the same socket. Payloads
+(:func:`hcstore.wire.protocol.decode_request`), dispatched to the
+:class:`~hcstore.node.store.LocalStore`, and answered on the same socket. Payloads
 arrive and leave as zero-copy frames. Any failure while handling a request,
 bad input included, becomes an error reply with a stable code; nothing a
 client sends can stop the loop. ``SIGTERM``/``SIGINT`` stop it cleanly.
 
-Run it as ``python -m hcstore.agent --node-id n1 --mountpath DIR ...``; when
+Run it as ``python -m hcstore.node.agent --node-id n1 --mountpath DIR ...``; when
 it is ready it writes ``{"endpoint", "pid", "node_id"}`` to ``--ready-file``.
 """
 
@@ -26,13 +26,14 @@ from typing import Any
 
 import zmq
 
-from hcstore import protocol
+from hcstore.wire import protocol
 from hcstore.config import AgentConfig
 from hcstore.errors import HCStoreError, InvalidRequest
-from hcstore.maintenance import Maintainer
-from hcstore.protocol import Request
-from hcstore.serving import answer_pending, write_json_atomic
-from hcstore.store import LocalStore
+from hcstore.node.maintenance import Maintainer
+from hcstore.wire.protocol import Request
+from hcstore.files import write_json_atomic
+from hcstore.wire.server import answer_pending
+from hcstore.node.store import LocalStore
 from placement import ClusterMap
 
 log = logging.getLogger(__name__)

@@ -1,13 +1,6 @@
-"""The get path: resolve the newest version, then read stripes by plan.
+"""The get path: read the stripes of one resolved version by plan.
 
-Resolution asks the agents at the top of the key's ranking (and, if they know
-nothing, every other agent) for the generations of the key they hold, and
-picks the newest generation that has at least one *committed* fragment; a
-tombstone there means the object is deleted. Because a writer commits only
-after its write quorum is prepared, a committed fragment proves the whole
-generation was durably written, and prepared fragments of it are read too.
-
-Stripes are then fetched in batches: for each batch, ``k`` fragments chosen
+Resolution (:mod:`hcstore.client.versions`) picks the generation; stripes are then fetched in batches: for each batch, ``k`` fragments chosen
 by :func:`placement.plan_read` (own node first, data before parity) are asked
 for their chunks, and every chunk is checked against its blake3 digest. A
 missing, corrupt or unanswering fragment is replaced by the next one of the
@@ -28,166 +21,22 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ec import StripeLayout, make_codec, verify_chunk
+from ec import make_codec, verify_chunk
 from hcstore.errors import (
     HCStoreError,
     NotEnoughFragments,
     ObjectChanged,
     ObjectNotFound,
 )
-from hcstore.names import check_bucket, check_key
-from hcstore.protocol import Reply
-from placement import plan_read, rank
-
-if TYPE_CHECKING:
-    from hcstore.client import Client
+from hcstore.client.access import ClusterAccess, CorruptionReport
+from hcstore.client.versions import ObjectVersion
+from hcstore.wire.protocol import Reply
+from placement import plan_read
 
 log = logging.getLogger(__name__)
 STREAM_BATCHES = 2     # batches a streaming reader fetches at a time
-
-
-@dataclass(frozen=True)
-class ObjectVersion:
-    """The generation of an object that a read will use, and where its fragments are."""
-
-    bucket: str
-    key: str
-    generation: str
-    kind: str
-    size: int
-    codec: str
-    k: int
-    m: int
-    chunk_size: int
-    stripes: int
-    locations: tuple[str, ...]       # node per fragment index ("" unknown)
-    committed: int                   # committed fragments found
-    found: int                       # fragments found (committed or prepared)
-    meta: dict[str, str] = field(default_factory=dict)
-    found_at: tuple[str, ...] = ()   # node where each fragment index was found ("" not found)
-    answered: frozenset[str] = frozenset()   # nodes that answered the locate round
-    copies: tuple[tuple[int, str], ...] = ()  # further copies of a fragment index found on other nodes
-
-    @property
-    def layout(self) -> StripeLayout:
-        return StripeLayout(self.size, self.k, self.chunk_size)
-
-    @property
-    def degraded(self) -> bool:
-        return self.found < self.k + self.m
-
-
-@dataclass(frozen=True)
-class CorruptionReport:
-    """A chunk whose bytes did not match its digest."""
-
-    bucket: str
-    key: str
-    generation: str
-    fragment: int
-    stripe: int
-    node: str
-
-
-def resolve(client: "Client", bucket: str, key: str, *, exhaustive: bool = False) -> ObjectVersion:
-    """The newest readable version of ``bucket/key`` (``exhaustive``: ask every node, as repair does).
-
-    Raises:
-        ObjectNotFound: no agent holds a committed generation, or the newest is a tombstone.
-    """
-    check_bucket(bucket)
-    check_key(key)
-    cluster_map = client.cluster_map
-    ranking = [node for node in rank(f"{bucket}/{key}", cluster_map.nodes) if node.endpoint]
-    first = len(ranking) if exhaustive else _first_batch(ranking, client.locate_fanout())
-    groups: dict[str, dict[str, Any]] = {}
-    answered: set[str] = set()
-    for batch in (ranking[:first], ranking[first:]):
-        if batch:
-            for node, reply in _gather_locations(client, batch, bucket, key):
-                answered.add(node)
-                for entry in reply.header.get("entries", []):
-                    _merge_entry(groups, node, entry)
-        if any(g["committed"] for g in groups.values()):
-            break
-    visible = [gen for gen, g in groups.items() if g["committed"]]
-    if not visible:
-        if client.transport.max_epoch > cluster_map.epoch:     # an agent knows a newer map: retry once with it
-            client.refresh()
-            if client.cluster_map.epoch > cluster_map.epoch:
-                return resolve(client, bucket, key, exhaustive=exhaustive)
-        raise ObjectNotFound(f"hcstore://{bucket}/{key} not found")
-    gen = max(visible)
-    client.clock.observe(gen)
-    group = groups[gen]
-    info = group["info"]
-    if info["kind"] == "tombstone":
-        error = ObjectNotFound(f"hcstore://{bucket}/{key} not found (deleted)")
-        error.tombstone = gen            # type: ignore[attr-defined]
-        raise error
-    locations = list(info["placement"])
-    for idx, node in group["where"].items():
-        if 0 <= idx < len(locations):
-            locations[idx] = node
-    found_at = tuple(group["where"].get(i, "") for i in range(len(locations)))
-    return ObjectVersion(bucket, key, gen, info["kind"], info["size"], info["codec"], info["k"], info["m"],
-                         info["chunk_size"], info["stripes"], tuple(locations), group["committed"],
-                         len(group["where"]), dict(info.get("meta") or {}), found_at, frozenset(answered),
-                         tuple(group["copies"]))
-
-
-def _first_batch(ranking: list[Any], fanout: int) -> int:
-    """How many of the ranking to ask first: enough to include ``fanout`` alive nodes, since placement
-    skips nodes that are not alive and fragments then sit further down the ranking."""
-    alive = 0
-    for position, node in enumerate(ranking):
-        alive += node.state == "alive"
-        if alive == fanout:
-            return position + 1
-    return len(ranking)
-
-
-def _gather_locations(client: "Client", nodes: list[Any], bucket: str, key: str) -> list[tuple[str, Reply]]:
-    """Ask ``nodes`` what they hold of a key; stop waiting for slow ones once some node has answered
-    with a committed fragment and ``hedge_after`` has passed."""
-    transport = client.transport
-    sent: dict[int, str] = {}
-    endpoints: dict[int, str] = {}
-    for node in nodes:
-        try:
-            request_id = transport.send(node.endpoint, "locate", {"bucket": bucket, "key": key})
-        except HCStoreError:
-            continue
-        sent[request_id], endpoints[request_id] = node.id, node.endpoint
-    answers: list[tuple[str, Reply]] = []
-    soon = time.monotonic() + client.config.hedge_after
-    deadline = time.monotonic() + client.config.request_timeout
-    waiting = set(sent)
-    while waiting:
-        now = time.monotonic()
-        if now >= deadline:
-            transport.expire(waiting)
-            break
-        found = any(e.get("state") == "committed" for _, r in answers for e in r.header.get("entries", []))
-        if found and (now >= soon or all(transport.is_slow(endpoints[i]) for i in waiting)):
-            break
-        for request_id, result in transport.poll(waiting, (soon if now < soon else deadline) - now).items():
-            waiting.discard(request_id)
-            if isinstance(result, Reply) and result.ok:
-                answers.append((sent[request_id], result))
-    transport.forget(waiting)
-    return answers
-
-
-def _merge_entry(groups: dict[str, dict[str, Any]], node: str, entry: dict[str, Any]) -> None:
-    group = groups.setdefault(entry["gen"], {"committed": 0, "where": {}, "copies": [], "info": entry["info"]})
-    if entry["idx"] not in group["where"]:
-        group["where"][entry["idx"]] = node
-        group["committed"] += entry["state"] == "committed"
-    elif group["where"][entry["idx"]] != node:
-        group["copies"].append((entry["idx"], node))
 
 
 @dataclass
@@ -208,7 +57,7 @@ class _Batch:
 class StripeReader:
     """Reads decoded stripes of one :class:`ObjectVersion`."""
 
-    def __init__(self, client: "Client", version: ObjectVersion) -> None:
+    def __init__(self, client: ClusterAccess, version: ObjectVersion) -> None:
         self.client = client
         self.version = version
         self.codec = make_codec(version.codec, version.k, version.m)
@@ -347,7 +196,7 @@ class StripeReader:
             f"({reasons or 'corrupt chunks'}); at most {self.version.m} of {self.version.k + self.version.m} may be lost")
 
 
-def iter_range(client: "Client", version: ObjectVersion, offset: int, length: int) -> Iterator[memoryview]:
+def iter_range(client: ClusterAccess, version: ObjectVersion, offset: int, length: int) -> Iterator[memoryview]:
     """The bytes ``offset..offset+length`` of ``version``, as consecutive verified pieces."""
     if length == 0:
         return
@@ -365,7 +214,7 @@ def iter_range(client: "Client", version: ObjectVersion, offset: int, length: in
                 yield memoryview(data)[start:start + hi - lo]
 
 
-def read_range(client: "Client", version: ObjectVersion, offset: int, length: int, out: Any) -> None:
+def read_range(client: ClusterAccess, version: ObjectVersion, offset: int, length: int, out: Any) -> None:
     """Read ``length`` bytes at ``offset`` of ``version`` into the writable buffer ``out``."""
     view = memoryview(out).cast("B")
     if len(view) < length:
@@ -383,7 +232,7 @@ class ObjectReader(io.RawIOBase):
     reads stream at full speed while memory stays bounded.
     """
 
-    def __init__(self, client: "Client", version: ObjectVersion) -> None:
+    def __init__(self, client: ClusterAccess, version: ObjectVersion) -> None:
         super().__init__()
         self.client = client
         self.version = version

@@ -1,0 +1,6 @@
+"""The client side of the data path: put, get, stream, delete, list and stat over a cluster of agents.
+
+``client`` is the public :class:`~hcstore.client.client.Client`; ``writer`` and ``reader`` run one
+put or one read; ``upload`` is the one component that stores fragments on agents (used by
+writers and by repair); ``versions`` finds the newest version of an object.
+"""

@@ -1,0 +1,80 @@
+"""The cluster directory: the files through which a local cluster is found and its map is read.
+
+Layout of a cluster directory::
+
+    cluster.json                 nodes, their mountpaths and settings (written by `up`)
+    controller.json              written by the controller when it serves: endpoint and pid
+    agents/<node>/agent.json     written by the agent when it serves: endpoint and pid
+    agents/<node>/agent.log      the agent's log
+    agents/<node>/mp<i>/         mountpath directories
+
+The cluster map is derived from these files when no controller runs: a node whose
+``agent.json`` is missing is *down*. A cluster is found through an explicit path,
+else ``HCSTORE_CLUSTER``, else the pointer ``~/.hcstore/current`` that ``up`` writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from hcstore.errors import ClusterNotFound
+from placement import ClusterMap, Node
+
+CLUSTER_FORMAT = 1
+POINTER = Path.home() / ".hcstore" / "current"
+
+
+def find_cluster_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The cluster directory named by argument, ``HCSTORE_CLUSTER``, or the ``up`` pointer.
+
+    Raises:
+        ClusterNotFound: none is named, or the one named has no cluster.json.
+    """
+    if explicit:
+        path = Path(explicit)
+    elif os.environ.get("HCSTORE_CLUSTER"):
+        path = Path(os.environ["HCSTORE_CLUSTER"])
+    elif POINTER.exists():
+        path = Path(POINTER.read_text().strip())
+    else:
+        raise ClusterNotFound("no hcstore cluster found: run `hcstore up`, or pass --cluster DIR / set HCSTORE_CLUSTER")
+    if not (path / "cluster.json").exists():
+        raise ClusterNotFound(f"no hcstore cluster at {path} (no cluster.json): run `hcstore up --data-dir {path}`")
+    return path
+
+
+def read_cluster_map(path: str | os.PathLike[str]) -> ClusterMap:
+    """The cluster map of a local cluster directory (agents without a ready file are down)."""
+    spec = json.loads((Path(path) / "cluster.json").read_text())
+    nodes = []
+    for node in spec["nodes"]:
+        ready = Path(path) / "agents" / node["id"] / "agent.json"
+        try:
+            endpoint = json.loads(ready.read_text())["endpoint"]
+            state = "alive"
+        except (OSError, ValueError, KeyError):
+            endpoint, state = "", "down"
+        nodes.append(Node(node["id"], endpoint, node.get("weight", 1.0), node.get("labels", {}), state))
+    return ClusterMap(spec.get("epoch", 1), tuple(nodes))
+
+
+def read_cluster_ec(path: str | os.PathLike[str]) -> str:
+    """The erasure-coding scheme a local cluster was created with."""
+    return json.loads((Path(path) / "cluster.json").read_text()).get("ec", "4+2")
+
+
+def controller_endpoint(path: str | os.PathLike[str]) -> str:
+    """The endpoint of the local cluster's controller ("" when it is not running)."""
+    try:
+        return json.loads((Path(path) / "controller.json").read_text())["endpoint"]
+    except (OSError, ValueError, KeyError):
+        return ""
+
+
+def map_stamp(path: str | os.PathLike[str]) -> tuple[float, ...]:
+    """Modification times of the files a cluster map is read from (changes when an agent restarts)."""
+    root = Path(path)
+    files = [root / "cluster.json", *sorted((root / "agents").glob("*/agent.json"))]
+    return tuple(f.stat().st_mtime_ns for f in files if f.exists()) + (len(files),)

@@ -1,0 +1,1 @@
+"""Command-line tools: the ``hcstore`` CLI, the demo and the benchmark."""
