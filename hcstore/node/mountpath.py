@@ -4,7 +4,7 @@ A mountpath is known by the id written in its id file, never by its path or
 device name, so a disk that comes back mounted elsewhere is still recognised.
 Layout inside a mountpath::
 
-    .hcstore-mountpath      id file: {"id": "<32 hex>", "format": 1}
+    .hcstore-mountpath      id file: {"id": "<32 hex>", "format": 1} (a copy in frags/)
     index.sqlite            the fragment index (rebuildable from the fragment files)
     tmp/<upload>.part       fragments being written (discarded on restart)
     frags/<hh>/<h>.<generation>.<index>.<state>   fragment files; h = hash of bucket/key,
@@ -19,6 +19,7 @@ a byte is written; bytes promised to open uploads count as used.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import uuid
 from dataclasses import dataclass
@@ -26,8 +27,11 @@ from pathlib import Path
 
 import psutil
 
+from hcstore.errors import InvalidRequest
+from hcstore.files import write_bytes_atomic
 from hcstore.node.index import FragmentIndex
 
+log = logging.getLogger(__name__)
 ID_FILE = ".hcstore-mountpath"
 MOUNTPATH_FORMAT = 1
 
@@ -45,18 +49,48 @@ class Usage:
         return max(0, self.limit - self.used)
 
 
-def read_or_create_id(path: Path) -> str:
-    """The id of the mountpath at ``path``, creating the id file on first use."""
-    id_file = path / ID_FILE
-    if id_file.exists():
+def _read_id(id_file: Path) -> str | None:
+    """The id in one id file; None when it is missing, empty or torn (a crash can leave any of these)."""
+    try:
         data = json.loads(id_file.read_text())
-        if data.get("format") != MOUNTPATH_FORMAT or not isinstance(data.get("id"), str):
-            raise ValueError(f"{id_file}: unsupported mountpath id file {data!r}")
-        return data["id"]
-    mountpath_id = uuid.uuid4().hex
-    tmp = id_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"id": mountpath_id, "format": MOUNTPATH_FORMAT}))
-    os.replace(tmp, id_file)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+        return None
+    if data.get("format") != MOUNTPATH_FORMAT:
+        raise InvalidRequest(f"{id_file}: mountpath id file of format {data.get('format')!r}; this version "
+                             f"reads format {MOUNTPATH_FORMAT}: upgrade hcstore before using this disk")
+    return str(data["id"])
+
+
+def read_or_create_id(path: Path) -> str:
+    """The id of the mountpath at ``path``, creating the id file on first use.
+
+    The id is kept twice (``.hcstore-mountpath`` and ``frags/.hcstore-mountpath``), each written
+    crash-safely, and a lost or torn copy is restored from the other. A mountpath whose copies
+    are both lost but which holds fragments is kept as it is (its fragments are indexed again
+    from their trailers) under a new id, and the event is logged: it is never taken for a new,
+    empty disk.
+
+    Raises:
+        InvalidRequest: the id file is of a format this version does not read.
+    """
+    copies = (path / ID_FILE, path / "frags" / ID_FILE)
+    found = [_read_id(copy) for copy in copies]
+    mountpath_id = next((found_id for found_id in found if found_id), None)
+    if mountpath_id is None:
+        mountpath_id = uuid.uuid4().hex
+        held = sum(1 for _ in (path / "frags").glob("*/*.*")) if (path / "frags").is_dir() else 0
+        if held:
+            log.warning("mountpath %s lost its id file but holds %d fragment files: keeping them under the "
+                        "new id %s", path, held, mountpath_id)
+    elif None in found:
+        log.warning("mountpath %s: restoring a lost or torn copy of its id file", path)
+    content = json.dumps({"id": mountpath_id, "format": MOUNTPATH_FORMAT}).encode()
+    for copy, found_id in zip(copies, found):
+        if found_id != mountpath_id:
+            copy.parent.mkdir(exist_ok=True)
+            write_bytes_atomic(copy, content)
     return mountpath_id
 
 

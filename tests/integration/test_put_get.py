@@ -8,7 +8,7 @@ import random
 import pytest
 
 from hcstore import InvalidRequest, ObjectNotFound
-from hcstore import client as client_module
+from hcstore.client import client as client_module
 from integration_support import CHUNK, seeded_bytes
 
 BUCKET = "roundtrip"
