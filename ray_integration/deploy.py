@@ -20,7 +20,7 @@ from hcstore.errors import ClusterNotFound, HCStoreError
 from ray_integration.actors import controller_actor_class
 from ray_integration.handle import HCStore
 from ray_integration.layout import CONTROLLER_NAME, NAMESPACE, node_id_for
-from ray_integration.lookup import controller, status
+from ray_integration.lookup import controller_actor, status
 
 log = logging.getLogger(__name__)
 HEAD_NODE_RESOURCE = "node:__internal_head__"
@@ -72,12 +72,12 @@ def attach(*, bucket: str = "ray") -> HCStore:
     Raises:
         ClusterNotFound: hcstore is not deployed on this Ray cluster.
     """
-    return HCStore(ray.get(controller().endpoint.remote()), bucket)
+    return HCStore(ray.get(controller_actor().endpoint.remote()), bucket)
 
 
 def shutdown() -> None:
     """Stop every agent and the controller (the data stays in the mountpaths)."""
-    controller = controller()
+    controller = controller_actor()
     try:
         ray.get(controller.shutdown.remote(), timeout=60)
     finally:

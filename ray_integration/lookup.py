@@ -16,7 +16,7 @@ from ray_integration.layout import CONTROLLER_NAME, NAMESPACE, agent_name
 
 def status() -> dict[str, Any]:
     """The controller's view: agents by Ray node id, the cluster map and recent events."""
-    return ray.get(controller().status.remote())
+    return ray.get(controller_actor().status.remote())
 
 
 def any_agent() -> Any:
@@ -27,7 +27,7 @@ def any_agent() -> Any:
     raise HCStoreError("no hcstore agent is serving on this Ray cluster")
 
 
-def controller() -> Any:
+def controller_actor() -> Any:
     try:
         return ray.get_actor(CONTROLLER_NAME, namespace=NAMESPACE)
     except ValueError:
