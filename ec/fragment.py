@@ -222,14 +222,16 @@ class FragmentHeader:
         expected = StripeLayout(self.size, self.k, self.chunk_size).stripes
         if self.stripes != expected:
             raise _bad(
-                "stripes", self.stripes,
+                "stripes",
+                self.stripes,
                 f"must be {expected} for size={self.size}, k={self.k}, chunk_size={self.chunk_size}",
             )
         if not isinstance(self.digests, bytes):
             raise _bad("digests", type(self.digests).__name__, "must be bytes")
         if len(self.digests) != DIGEST_SIZE * self.stripes:
             raise _bad(
-                "digests", f"<{len(self.digests)} bytes>",
+                "digests",
+                f"<{len(self.digests)} bytes>",
                 f"must be {DIGEST_SIZE} bytes per stripe = {DIGEST_SIZE * self.stripes}",
             )
         if self.kind == "tombstone" and self.size != 0:
@@ -428,9 +430,7 @@ def parse_footer(buf: bytes, file_size: int | None = None) -> tuple[int, int, by
     return offset, length, digest
 
 
-def parse_trailer(
-    buf: bytes, expected_digest: bytes, trailer_offset: int | None = None
-) -> FragmentHeader:
+def parse_trailer(buf: bytes, expected_digest: bytes, trailer_offset: int | None = None) -> FragmentHeader:
     """Verify and decode a trailer.
 
     Args:

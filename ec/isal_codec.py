@@ -70,9 +70,7 @@ def _encode_stripe(k: int, m: int, stripe: bytes, chunk_size: int) -> tuple[list
     """Encode one stripe with liberasurecode; return fragments and header size."""
     fragments = _driver(k, m).encode(stripe)
     header_size = len(fragments[0]) - chunk_size
-    if len(fragments) != k + m or header_size <= 0 or any(
-        len(f) != header_size + chunk_size for f in fragments
-    ):
+    if len(fragments) != k + m or header_size <= 0 or any(len(f) != header_size + chunk_size for f in fragments):
         raise ECError(
             f"liberasurecode {ISAL_EC_TYPE} returned fragments of sizes "
             f"{[len(f) for f in fragments]} for {k}+{m} chunks of {chunk_size} bytes"
@@ -146,8 +144,7 @@ class IsalCodec(Codec):
         super().__init__(k, m)
         if not self.available():
             raise CodecUnavailable(
-                "isal codec needs pyeclib with a working ISA-L backend; "
-                "install the hcstore[isal] extra"
+                "isal codec needs pyeclib with a working ISA-L backend; install the hcstore[isal] extra"
             )
         if not self.supports(k, m):
             raise ValueError(f"isal codec needs m >= 1 and k + m <= {ISAL_MAX_N}, got k={k}, m={m}")

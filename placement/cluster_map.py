@@ -79,8 +79,7 @@ class Labels(Mapping[str, str]):
         for name, value in pairs.items():
             if not isinstance(name, str) or not isinstance(value, str):
                 raise ValueError(
-                    f"node.labels: label {name!r}={value!r} is invalid; "
-                    "label names and values must be strings"
+                    f"node.labels: label {name!r}={value!r} is invalid; label names and values must be strings"
                 )
         self._items: dict[str, str] = dict(sorted(pairs.items()))
 

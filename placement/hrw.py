@@ -206,9 +206,7 @@ def _checked_weights(weights: Sequence[float] | None, n: int) -> list[float]:
     return weights
 
 
-def hrw_score_matrix(
-    keys: Sequence[str], ids: Sequence[str], weights: Sequence[float] | None = None
-) -> np.ndarray:
+def hrw_score_matrix(keys: Sequence[str], ids: Sequence[str], weights: Sequence[float] | None = None) -> np.ndarray:
     """Return the scores of every ``(key, id)`` pair at once, vectorised with numpy.
 
     The bulk twin of :func:`hrw_score` for planners (rebalance, capacity what-ifs) and
