@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from ec.buffer import Buffer, byte_view
 from ec.codec import Codec
@@ -49,7 +48,9 @@ from ec.errors import CodecUnavailable, DecodeError, ECError
 try:  # optional dependency
     from pyeclib.ec_iface import ECDriver
 except ImportError:  # pragma: no cover - depends on the environment
-    ECDriver = None
+    _HAVE_PYECLIB = False
+else:
+    _HAVE_PYECLIB = True
 
 __all__ = ["ISAL_EC_TYPE", "ISAL_MAX_N", "SEGMENT_SIZE", "IsalCodec"]
 
@@ -62,7 +63,7 @@ SEGMENT_SIZE = 32 << 10
 
 
 @functools.lru_cache(maxsize=64)
-def _driver(k: int, m: int) -> Any:
+def _driver(k: int, m: int) -> ECDriver:
     return ECDriver(k=k, m=m, ec_type=ISAL_EC_TYPE)
 
 
@@ -125,13 +126,13 @@ def _rebuild(k: int, m: int, chunks: Mapping[int, Buffer]) -> list[Buffer]:
 @functools.lru_cache(maxsize=1)
 def _works() -> bool:
     """Round-trip one tiny stripe to prove the backend loads and codes correctly."""
-    if ECDriver is None:
+    if not _HAVE_PYECLIB:
         return False
     data = [bytes(range(64)), bytes(range(64, 128))]
     try:
         parity = _parity(2, 1, data)
         return [bytes(c) for c in _rebuild(2, 1, {1: data[1], 2: parity[0]})] == data
-    except Exception:  # any failure to load or run the backend means "unavailable"
+    except Exception:  # noqa: BLE001 - any failure to load or run the backend means "unavailable"
         return False
 
 

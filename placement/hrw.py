@@ -144,7 +144,7 @@ def _ranked(key: str, ids: Sequence[str], weights: Sequence[float]) -> list[int]
     kh = key_hash(key)
     log = math.log
     scores = []
-    for candidate, weight in zip(ids, weights):
+    for candidate, weight in zip(ids, weights, strict=True):
         x = kh ^ id_hash(candidate)  # _fmix64 and _score, inlined: this is the hot loop
         x ^= x >> 33
         x = (x * _FMIX_C1) & _MASK64

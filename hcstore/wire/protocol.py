@@ -139,7 +139,8 @@ class Request:
 
 def pack(header: dict[str, Any]) -> bytes:
     """Serialise a header map."""
-    return msgpack.packb(header, use_bin_type=True)
+    packed: bytes = msgpack.packb(header, use_bin_type=True)
+    return packed
 
 
 def _unpack(frame: Any) -> dict[str, Any]:
@@ -148,7 +149,7 @@ def _unpack(frame: Any) -> dict[str, Any]:
         raise MessageTooLarge(f"header of {len(raw)} bytes exceeds the limit of {MAX_HEADER_BYTES}")
     try:
         header = msgpack.unpackb(raw, raw=False, strict_map_key=True)
-    except Exception as exc:  # msgpack raises several unrelated types for bad input
+    except Exception as exc:  # noqa: BLE001 - msgpack raises several unrelated types for bad input
         raise ProtocolError(f"header is not valid msgpack: {type(exc).__name__}") from None
     if not isinstance(header, dict):
         raise ProtocolError(f"header must be a map, got {type(header).__name__}")
@@ -196,7 +197,7 @@ def peek_request_id(frames: Sequence[Any]) -> int:
 def _check_field(op: str, name: str, spec: Field, value: Any) -> None:
     if (isinstance(value, bool) and spec.kind is not bool) or not isinstance(value, spec.kind):
         raise InvalidRequest(f"{op}: field {name!r} must be {_kind_name(spec.kind)}, got {type(value).__name__}")
-    if spec.bounds is not None:
+    if spec.bounds is not None and isinstance(value, int):  # bounds are declared on integer fields only
         low, high = spec.bounds
         if not low <= value <= high:
             raise (MessageTooLarge if value > high else InvalidRequest)(
@@ -260,6 +261,7 @@ class Reply:
 
     @property
     def ok(self) -> bool:
+        """Whether the request succeeded (an error reply carries a code and a detail instead)."""
         return bool(self.header.get("ok"))
 
     def error(self) -> HCStoreError:

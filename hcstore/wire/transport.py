@@ -54,15 +54,15 @@ class _ThreadState:
         self.pid = os.getpid()
         # One context per process, never terminated by garbage collection: a collected context
         # whose sockets are still open would block in zmq_ctx_term forever.
-        self.context = zmq.Context.instance(io_threads=io_threads)
-        self.sockets: dict[str, zmq.Socket] = {}
-        self.endpoint_of: dict[zmq.Socket, str] = {}
+        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance(io_threads=io_threads)
+        self.sockets: dict[str, zmq.Socket[bytes]] = {}
+        self.endpoint_of: dict[zmq.Socket[bytes], str] = {}
         self.poller = zmq.Poller()
         self.pending: dict[int, str] = {}  # request id -> endpoint
         self.established: set[str] = set()  # endpoints whose current socket has sent a request
         self.done: dict[int, Reply | HCStoreError] = {}
 
-    def socket(self, endpoint: str) -> zmq.Socket:
+    def socket(self, endpoint: str) -> zmq.Socket[bytes]:
         sock = self.sockets.get(endpoint)
         if sock is None:
             sock = self.context.socket(zmq.DEALER)
@@ -119,11 +119,11 @@ class Transport:
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(**state)  # type: ignore[misc]
+        type(self).__init__(self, **state)
 
     @property
     def _state(self) -> _ThreadState:
-        state = getattr(self._local, "state", None)
+        state: _ThreadState | None = getattr(self._local, "state", None)
         if state is None or state.pid != os.getpid():
             state = self._local.state = _ThreadState(self.io_threads)
         return state
@@ -137,6 +137,7 @@ class Transport:
         return self._slow_until.get(endpoint, 0.0) > time.monotonic()
 
     def mark_slow(self, endpoint: str) -> None:
+        """Start ``endpoint``'s cool-down after it answered too slowly (see :meth:`is_slow`)."""
         self._slow_until[endpoint] = time.monotonic() + COOL_DOWN
 
     def forgive(self, endpoints: Iterable[str]) -> None:
@@ -146,6 +147,7 @@ class Transport:
             self._slow_until.pop(endpoint, None)
 
     def mark_unavailable(self, endpoint: str, reason: str) -> None:
+        """Start ``endpoint``'s cool-down; this thread's socket to it closes and its requests fail with ``reason``."""
         self._unavailable_until[endpoint] = time.monotonic() + COOL_DOWN
         self._state.drop(endpoint, AgentUnavailable(f"agent {endpoint} {reason}"))
 
@@ -300,7 +302,8 @@ class Transport:
         return results
 
     def close(self) -> None:
-        state = getattr(self._local, "state", None)
+        """Close the calling thread's sockets and forget every thread's sockets and requests."""
+        state: _ThreadState | None = getattr(self._local, "state", None)
         if state is not None and state.pid == os.getpid():
             state.close()
         self._local = threading.local()
