@@ -1,12 +1,13 @@
 # Two set-up commands, both from a fresh clone:
 #   make demo   creates .venv, installs hcstore, runs the demo on an embedded local cluster
-#   make test   creates .venv, installs hcstore with its test extras, runs the whole test suite
+#   make test   creates .venv, installs hcstore with its test extras, runs the static checks
+#               (make lint) and then the whole test suite
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo lint test bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +18,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/hcstore demo
 
-test: $(STAMP)
+# Static checks, configured in pyproject.toml: lint, formatting, types (strict for ec, placement, hcstore.wire).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/hcstore bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache

@@ -32,7 +32,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 
 from ec.buffer import Buffer, nbytes
-from ec.errors import CodecUnavailable, DecodeError
+from ec.errors import DecodeError
 
 __all__ = [
     "MAX_K",

@@ -222,14 +222,16 @@ class FragmentHeader:
         expected = StripeLayout(self.size, self.k, self.chunk_size).stripes
         if self.stripes != expected:
             raise _bad(
-                "stripes", self.stripes,
+                "stripes",
+                self.stripes,
                 f"must be {expected} for size={self.size}, k={self.k}, chunk_size={self.chunk_size}",
             )
         if not isinstance(self.digests, bytes):
             raise _bad("digests", type(self.digests).__name__, "must be bytes")
         if len(self.digests) != DIGEST_SIZE * self.stripes:
             raise _bad(
-                "digests", f"<{len(self.digests)} bytes>",
+                "digests",
+                f"<{len(self.digests)} bytes>",
                 f"must be {DIGEST_SIZE} bytes per stripe = {DIGEST_SIZE * self.stripes}",
             )
         if self.kind == "tombstone" and self.size != 0:
@@ -324,7 +326,7 @@ def encode_preamble() -> bytes:
     return _PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0, 0)
 
 
-def check_preamble(buf: bytes) -> None:
+def check_preamble(buf: Buffer) -> None:
     """Validate the preamble at the start of a fragment file.
 
     Args:
@@ -335,8 +337,8 @@ def check_preamble(buf: bytes) -> None:
         FragmentFormatError: ``buf`` is too short, or the magic, flags or
             reserved word is wrong.
     """
-    if len(buf) < PREAMBLE_SIZE:
-        raise FragmentFormatError(f"truncated fragment preamble: {len(buf)} bytes, need {PREAMBLE_SIZE}")
+    if nbytes(buf) < PREAMBLE_SIZE:
+        raise FragmentFormatError(f"truncated fragment preamble: {nbytes(buf)} bytes, need {PREAMBLE_SIZE}")
     magic, version, flags, reserved = _PREAMBLE.unpack_from(buf)
     if magic != MAGIC:
         raise FragmentFormatError(f"bad fragment magic {magic!r}, expected {MAGIC!r}")
@@ -390,12 +392,12 @@ def encode_trailer(header: FragmentHeader, trailer_offset: int) -> bytes:
             f"trailer_offset {trailer_offset} does not match the header: "
             f"{header.stripes} stripes of {header.chunk_size} bytes end at {expected}"
         )
-    trailer = msgpack.packb(header_to_dict(header), use_bin_type=True)
+    trailer: bytes = msgpack.packb(header_to_dict(header), use_bin_type=True)
     footer = _FOOTER.pack(trailer_offset, len(trailer), blake3.blake3(trailer).digest(), FOOTER_MAGIC)
     return trailer + footer
 
 
-def parse_footer(buf: bytes, file_size: int | None = None) -> tuple[int, int, bytes]:
+def parse_footer(buf: Buffer, file_size: int | None = None) -> tuple[int, int, bytes]:
     """Parse the footer at the end of a fragment file.
 
     Args:
@@ -411,9 +413,10 @@ def parse_footer(buf: bytes, file_size: int | None = None) -> tuple[int, int, by
         FragmentFormatError: ``buf`` is shorter than a footer, the magic is
             wrong, or the offsets are impossible.
     """
-    if len(buf) < FOOTER_SIZE:
-        raise FragmentFormatError(f"truncated fragment footer: {len(buf)} bytes, need {FOOTER_SIZE}")
-    offset, length, digest, magic = _FOOTER.unpack_from(buf, len(buf) - FOOTER_SIZE)
+    size = nbytes(buf)
+    if size < FOOTER_SIZE:
+        raise FragmentFormatError(f"truncated fragment footer: {size} bytes, need {FOOTER_SIZE}")
+    offset, length, digest, magic = _FOOTER.unpack_from(buf, size - FOOTER_SIZE)
     if magic != FOOTER_MAGIC:
         raise FragmentFormatError(f"bad fragment footer magic {magic!r}, expected {FOOTER_MAGIC!r}")
     if offset < DATA_OFFSET:
@@ -428,9 +431,7 @@ def parse_footer(buf: bytes, file_size: int | None = None) -> tuple[int, int, by
     return offset, length, digest
 
 
-def parse_trailer(
-    buf: bytes, expected_digest: bytes, trailer_offset: int | None = None
-) -> FragmentHeader:
+def parse_trailer(buf: Buffer, expected_digest: bytes, trailer_offset: int | None = None) -> FragmentHeader:
     """Verify and decode a trailer.
 
     Args:

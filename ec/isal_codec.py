@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from ec.buffer import Buffer, byte_view
 from ec.codec import Codec
@@ -49,7 +48,9 @@ from ec.errors import CodecUnavailable, DecodeError, ECError
 try:  # optional dependency
     from pyeclib.ec_iface import ECDriver
 except ImportError:  # pragma: no cover - depends on the environment
-    ECDriver = None
+    _HAVE_PYECLIB = False
+else:
+    _HAVE_PYECLIB = True
 
 __all__ = ["ISAL_EC_TYPE", "ISAL_MAX_N", "SEGMENT_SIZE", "IsalCodec"]
 
@@ -62,7 +63,7 @@ SEGMENT_SIZE = 32 << 10
 
 
 @functools.lru_cache(maxsize=64)
-def _driver(k: int, m: int) -> Any:
+def _driver(k: int, m: int) -> ECDriver:
     return ECDriver(k=k, m=m, ec_type=ISAL_EC_TYPE)
 
 
@@ -70,9 +71,7 @@ def _encode_stripe(k: int, m: int, stripe: bytes, chunk_size: int) -> tuple[list
     """Encode one stripe with liberasurecode; return fragments and header size."""
     fragments = _driver(k, m).encode(stripe)
     header_size = len(fragments[0]) - chunk_size
-    if len(fragments) != k + m or header_size <= 0 or any(
-        len(f) != header_size + chunk_size for f in fragments
-    ):
+    if len(fragments) != k + m or header_size <= 0 or any(len(f) != header_size + chunk_size for f in fragments):
         raise ECError(
             f"liberasurecode {ISAL_EC_TYPE} returned fragments of sizes "
             f"{[len(f) for f in fragments]} for {k}+{m} chunks of {chunk_size} bytes"
@@ -127,13 +126,13 @@ def _rebuild(k: int, m: int, chunks: Mapping[int, Buffer]) -> list[Buffer]:
 @functools.lru_cache(maxsize=1)
 def _works() -> bool:
     """Round-trip one tiny stripe to prove the backend loads and codes correctly."""
-    if ECDriver is None:
+    if not _HAVE_PYECLIB:
         return False
     data = [bytes(range(64)), bytes(range(64, 128))]
     try:
         parity = _parity(2, 1, data)
         return [bytes(c) for c in _rebuild(2, 1, {1: data[1], 2: parity[0]})] == data
-    except Exception:  # any failure to load or run the backend means "unavailable"
+    except Exception:  # noqa: BLE001 - any failure to load or run the backend means "unavailable"
         return False
 
 
@@ -146,8 +145,7 @@ class IsalCodec(Codec):
         super().__init__(k, m)
         if not self.available():
             raise CodecUnavailable(
-                "isal codec needs pyeclib with a working ISA-L backend; "
-                "install the hcstore[isal] extra"
+                "isal codec needs pyeclib with a working ISA-L backend; install the hcstore[isal] extra"
             )
         if not self.supports(k, m):
             raise ValueError(f"isal codec needs m >= 1 and k + m <= {ISAL_MAX_N}, got k={k}, m={m}")

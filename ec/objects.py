@@ -47,9 +47,7 @@ def encode_object(data: Buffer, codec: Codec, chunk_size: int) -> list[list[Buff
     return fragments
 
 
-def decode_object(
-    fragments: Mapping[int, Sequence[Buffer]], codec: Codec, size: int, chunk_size: int
-) -> bytes:
+def decode_object(fragments: Mapping[int, Sequence[Buffer]], codec: Codec, size: int, chunk_size: int) -> bytes:
     """Rebuild an object from at least ``k`` of its fragments.
 
     Args:

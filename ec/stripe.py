@@ -156,9 +156,7 @@ class StripeLayout:
         _check_int("offset", offset, 0)
         _check_int("length", length, 0)
         if offset + length > self.size:
-            raise ValueError(
-                f"range [{offset}, {offset + length}) runs past the object end ({self.size} bytes)"
-            )
+            raise ValueError(f"range [{offset}, {offset + length}) runs past the object end ({self.size} bytes)")
         if length == 0:
             return range(0)
         first = offset // self.stripe_bytes
@@ -166,9 +164,7 @@ class StripeLayout:
         return range(first, last + 1)
 
 
-def split_stripe(
-    data: Buffer, k: int, chunk_size: int, out: bytearray | None = None
-) -> list[memoryview]:
+def split_stripe(data: Buffer, k: int, chunk_size: int, out: bytearray | None = None) -> list[memoryview]:
     """Cut up to one stripe of object bytes into ``k`` chunks of ``chunk_size``.
 
     A full-length stripe is cut into views of ``data`` (no copy). A short one is
@@ -195,16 +191,12 @@ def split_stripe(
     view = byte_view(data)
     length = view.nbytes
     if length > stripe_bytes:
-        raise ValueError(
-            f"stripe data is {length} bytes, more than k * chunk_size = {stripe_bytes}"
-        )
+        raise ValueError(f"stripe data is {length} bytes, more than k * chunk_size = {stripe_bytes}")
     if length < stripe_bytes:
         if out is None:
             out = bytearray(stripe_bytes)
         elif len(out) != stripe_bytes:
-            raise ValueError(
-                f"out buffer is {len(out)} bytes, expected k * chunk_size = {stripe_bytes}"
-            )
+            raise ValueError(f"out buffer is {len(out)} bytes, expected k * chunk_size = {stripe_bytes}")
         out[:length] = view
         out[length:] = bytes(stripe_bytes - length)
         view = memoryview(out)

@@ -29,6 +29,7 @@ from the network or from a file and must not be trusted blindly.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -79,8 +80,7 @@ class Labels(Mapping[str, str]):
         for name, value in pairs.items():
             if not isinstance(name, str) or not isinstance(value, str):
                 raise ValueError(
-                    f"node.labels: label {name!r}={value!r} is invalid; "
-                    "label names and values must be strings"
+                    f"node.labels: label {name!r}={value!r} is invalid; label names and values must be strings"
                 )
         self._items: dict[str, str] = dict(sorted(pairs.items()))
 
@@ -230,6 +230,9 @@ class ClusterMap:
 
     epoch: int
     nodes: tuple[Node, ...] = ()
+    # Derived from ``nodes`` by __post_init__; not part of the value (no init, repr, equality or hash).
+    _by_id: dict[str, Node] = field(init=False, repr=False, compare=False)
+    _writable: tuple[Node, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.epoch, bool) or not isinstance(self.epoch, int) or self.epoch < 0:
@@ -239,7 +242,7 @@ class ClusterMap:
             if not isinstance(node, Node):
                 raise ValueError(f"cluster_map.nodes must hold Node values, got {node!r}")
         ordered = tuple(sorted(nodes, key=lambda node: node.id))
-        for before, after in zip(ordered, ordered[1:]):
+        for before, after in itertools.pairwise(ordered):
             if before.id == after.id:
                 raise ValueError(f"cluster_map.nodes: duplicate node id {after.id!r}")
         object.__setattr__(self, "nodes", ordered)
@@ -254,19 +257,19 @@ class ClusterMap:
             KeyError: If the map has no such node; the message names the id.
         """
         try:
-            return self._by_id[node_id]  # type: ignore[attr-defined,no-any-return]
+            return self._by_id[node_id]
         except KeyError:
             raise KeyError(f"node {node_id!r} is not in cluster map epoch {self.epoch}") from None
 
     def __contains__(self, node_id: object) -> bool:
-        return node_id in self._by_id  # type: ignore[attr-defined]
+        return node_id in self._by_id
 
     def __len__(self) -> int:
         return len(self.nodes)
 
     def writable(self) -> tuple[Node, ...]:
         """Return the nodes that receive new fragments (state in :data:`WRITABLE_STATES`)."""
-        return self._writable  # type: ignore[attr-defined,no-any-return]
+        return self._writable
 
     def readable(self) -> tuple[Node, ...]:
         """Return the nodes worth asking first for reads (:data:`READABLE_STATES`)."""

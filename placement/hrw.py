@@ -144,7 +144,7 @@ def _ranked(key: str, ids: Sequence[str], weights: Sequence[float]) -> list[int]
     kh = key_hash(key)
     log = math.log
     scores = []
-    for candidate, weight in zip(ids, weights):
+    for candidate, weight in zip(ids, weights, strict=True):
         x = kh ^ id_hash(candidate)  # _fmix64 and _score, inlined: this is the hot loop
         x ^= x >> 33
         x = (x * _FMIX_C1) & _MASK64
@@ -206,9 +206,7 @@ def _checked_weights(weights: Sequence[float] | None, n: int) -> list[float]:
     return weights
 
 
-def hrw_score_matrix(
-    keys: Sequence[str], ids: Sequence[str], weights: Sequence[float] | None = None
-) -> np.ndarray:
+def hrw_score_matrix(keys: Sequence[str], ids: Sequence[str], weights: Sequence[float] | None = None) -> np.ndarray:
     """Return the scores of every ``(key, id)`` pair at once, vectorised with numpy.
 
     The bulk twin of :func:`hrw_score` for planners (rebalance, capacity what-ifs) and

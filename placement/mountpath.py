@@ -20,9 +20,7 @@ from placement.hrw import rank_ids
 __all__ = ["choose_mountpaths"]
 
 
-def choose_mountpaths(
-    key: str, mountpath_ids: Sequence[str], weights: Sequence[float] | None = None
-) -> list[str]:
+def choose_mountpaths(key: str, mountpath_ids: Sequence[str], weights: Sequence[float] | None = None) -> list[str]:
     """Return mountpath ids in preference order for a fragment.
 
     Args:

@@ -110,9 +110,7 @@ def _spread(ranked: Sequence[Node], want: int, cap: int) -> list[int]:
         limits[relax] += 1
 
 
-def place(
-    key: str, cluster_map: ClusterMap, k: int, m: int, *, exclude: Collection[str] = ()
-) -> Placement:
+def place(key: str, cluster_map: ClusterMap, k: int, m: int, *, exclude: Collection[str] = ()) -> Placement:
     """Choose the nodes for the ``k + m`` fragments of ``key``.
 
     Args:
@@ -143,9 +141,7 @@ def place(
     )
 
 
-def plan_moves(
-    old: Sequence[str], key: str, new_map: ClusterMap, k: int, m: int
-) -> tuple[str, ...]:
+def plan_moves(old: Sequence[str], key: str, new_map: ClusterMap, k: int, m: int) -> tuple[str, ...]:
     """Return the target node of every fragment of ``key`` under ``new_map``.
 
     Fragments whose current node is in the new placement set stay on it; fragments on

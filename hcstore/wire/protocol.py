@@ -31,19 +31,19 @@ import msgpack
 
 from hcstore.errors import (
     HCStoreError,
+    InvalidRequest,
     MessageTooLarge,
     ProtocolError,
     ProtocolVersionError,
     UnknownOperation,
     error_for_code,
-    InvalidRequest,
 )
 
 PROTOCOL_VERSION = 1
-MAX_HEADER_BYTES = 1 << 20          # a header with a fragment trailer of a 64 GiB object fits
-MAX_CHUNK_BYTES = 64 << 20          # largest chunk (one frame) of a fragment
-MAX_READ_BYTES = 256 << 20          # largest reply to one read request
-MAX_MESSAGE_BYTES = MAX_CHUNK_BYTES + MAX_HEADER_BYTES + 4096   # enforced by the socket too
+MAX_HEADER_BYTES = 1 << 20  # a header with a fragment trailer of a 64 GiB object fits
+MAX_CHUNK_BYTES = 64 << 20  # largest chunk (one frame) of a fragment
+MAX_READ_BYTES = 256 << 20  # largest reply to one read request
+MAX_MESSAGE_BYTES = MAX_CHUNK_BYTES + MAX_HEADER_BYTES + 4096  # enforced by the socket too
 MAX_STRIPES = 1 << 32
 MAX_LIST_LIMIT = 10_000
 
@@ -68,8 +68,11 @@ OPERATIONS: dict[str, dict[str, Field]] = {
     "ping": {},
     "node_stats": {},
     # Start a fragment upload; the agent checks capacity before anything is written.
-    "open": {**_FRAG, "expected_bytes": Field(int, required=False, bounds=_INT64),
-             "chunk_size": Field(int, bounds=(1, MAX_CHUNK_BYTES))},
+    "open": {
+        **_FRAG,
+        "expected_bytes": Field(int, required=False, bounds=_INT64),
+        "chunk_size": Field(int, bounds=(1, MAX_CHUNK_BYTES)),
+    },
     # Write a whole fragment (its chunks as payload frames) and prepare it: open + write + prepare in one.
     "store": {**_FRAG, "chunk_size": Field(int, bounds=(1, MAX_CHUNK_BYTES)), "header": Field(dict)},
     # Append chunk `stripe` (one payload frame) to an open upload; stripes arrive in order.
@@ -84,8 +87,7 @@ OPERATIONS: dict[str, dict[str, Field]] = {
     # Write a committed tombstone fragment and retire older generations.
     "tombstone": {"header": Field(dict)},
     # Read `count` whole chunks starting at stripe `first` of one fragment.
-    "read": {**_FRAG, "first": Field(int, bounds=(0, MAX_STRIPES)),
-             "count": Field(int, bounds=(1, MAX_STRIPES))},
+    "read": {**_FRAG, "first": Field(int, bounds=(0, MAX_STRIPES)), "count": Field(int, bounds=(1, MAX_STRIPES))},
     # Delete one fragment that has been rebuilt on its new owner (rebalance, drain).
     "drop": dict(_FRAG),
     # Take a corrupt fragment out of service (scrub found a bad chunk); repair rebuilds it.
@@ -95,9 +97,12 @@ OPERATIONS: dict[str, dict[str, Field]] = {
     # All generations and fragments of a key on this node.
     "locate": dict(_OBJ),
     # Newest entry per key under a prefix, in key order, after `start_after`.
-    "list": {"bucket": _STR, "prefix": Field(str, required=False),
-             "start_after": Field(str, required=False),
-             "limit": Field(int, required=False, bounds=(1, MAX_LIST_LIMIT))},
+    "list": {
+        "bucket": _STR,
+        "prefix": Field(str, required=False),
+        "start_after": Field(str, required=False),
+        "limit": Field(int, required=False, bounds=(1, MAX_LIST_LIMIT)),
+    },
     # All buckets that hold at least one fragment on this node.
     "buckets": {},
 }
@@ -106,8 +111,14 @@ OPERATIONS: dict[str, dict[str, Field]] = {
 # The controller's operations (a separate socket and process; same framing and rules).
 CONTROLLER_OPERATIONS: dict[str, dict[str, Field]] = {
     # An agent's periodic report; the first one registers it. The reply carries the map when newer.
-    "heartbeat": {"node": _STR, "endpoint": _STR, "labels": Field(dict), "weight": Field((int, float)),
-                  "map": Field(dict, required=False), "stats": Field(dict, required=False)},
+    "heartbeat": {
+        "node": _STR,
+        "endpoint": _STR,
+        "labels": Field(dict),
+        "weight": Field((int, float)),
+        "map": Field(dict, required=False),
+        "stats": Field(dict, required=False),
+    },
     "get_map": {},
     # drain | resume | remove (remove refuses while the node still holds fragments, unless force)
     "node_admin": {"node": _STR, "action": _STR, "force": Field(bool, required=False)},
@@ -128,7 +139,8 @@ class Request:
 
 def pack(header: dict[str, Any]) -> bytes:
     """Serialise a header map."""
-    return msgpack.packb(header, use_bin_type=True)
+    packed: bytes = msgpack.packb(header, use_bin_type=True)
+    return packed
 
 
 def _unpack(frame: Any) -> dict[str, Any]:
@@ -137,22 +149,24 @@ def _unpack(frame: Any) -> dict[str, Any]:
         raise MessageTooLarge(f"header of {len(raw)} bytes exceeds the limit of {MAX_HEADER_BYTES}")
     try:
         header = msgpack.unpackb(raw, raw=False, strict_map_key=True)
-    except Exception as exc:  # msgpack raises several unrelated types for bad input
+    except Exception as exc:  # noqa: BLE001 - msgpack raises several unrelated types for bad input
         raise ProtocolError(f"header is not valid msgpack: {type(exc).__name__}") from None
     if not isinstance(header, dict):
         raise ProtocolError(f"header must be a map, got {type(header).__name__}")
     return header
 
 
-def request_frames(op: str, request_id: int, epoch: int, fields: dict[str, Any],
-                   payloads: Sequence[Any] = ()) -> list[Any]:
+def request_frames(
+    op: str, request_id: int, epoch: int, fields: dict[str, Any], payloads: Sequence[Any] = ()
+) -> list[Any]:
     """The frames of a request (header first, then payloads as given)."""
     header = {"v": PROTOCOL_VERSION, "op": op, "id": request_id, "epoch": epoch, **fields}
     return [pack(header), *payloads]
 
 
-def reply_frames(request_id: int, epoch: int, fields: dict[str, Any] | None = None,
-                 payloads: Sequence[Any] = ()) -> list[Any]:
+def reply_frames(
+    request_id: int, epoch: int, fields: dict[str, Any] | None = None, payloads: Sequence[Any] = ()
+) -> list[Any]:
     """The frames of a success reply."""
     header = {"v": PROTOCOL_VERSION, "id": request_id, "ok": True, "epoch": epoch, **(fields or {})}
     return [pack(header), *payloads]
@@ -160,8 +174,14 @@ def reply_frames(request_id: int, epoch: int, fields: dict[str, Any] | None = No
 
 def error_frames(request_id: int, epoch: int, error: HCStoreError) -> list[Any]:
     """The frames of an error reply: the stable code plus a human-readable detail."""
-    header = {"v": PROTOCOL_VERSION, "id": request_id, "ok": False, "epoch": epoch,
-              "code": error.code, "detail": str(error)[:2000]}
+    header = {
+        "v": PROTOCOL_VERSION,
+        "id": request_id,
+        "ok": False,
+        "epoch": epoch,
+        "code": error.code,
+        "detail": str(error)[:2000],
+    }
     return [pack(header)]
 
 
@@ -177,11 +197,12 @@ def peek_request_id(frames: Sequence[Any]) -> int:
 def _check_field(op: str, name: str, spec: Field, value: Any) -> None:
     if (isinstance(value, bool) and spec.kind is not bool) or not isinstance(value, spec.kind):
         raise InvalidRequest(f"{op}: field {name!r} must be {_kind_name(spec.kind)}, got {type(value).__name__}")
-    if spec.bounds is not None:
+    if spec.bounds is not None and isinstance(value, int):  # bounds are declared on integer fields only
         low, high = spec.bounds
         if not low <= value <= high:
             raise (MessageTooLarge if value > high else InvalidRequest)(
-                f"{op}: field {name!r}={value} is outside [{low}, {high}]")
+                f"{op}: field {name!r}={value} is outside [{low}, {high}]"
+            )
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
@@ -202,7 +223,9 @@ def decode_request(frames: Sequence[Any], operations: dict[str, dict[str, Field]
     header = _unpack(frames[0])
     version = header.get("v")
     if version != PROTOCOL_VERSION:
-        raise ProtocolVersionError(f"protocol version {version!r} is not supported (this agent speaks {PROTOCOL_VERSION})")
+        raise ProtocolVersionError(
+            f"protocol version {version!r} is not supported (this agent speaks {PROTOCOL_VERSION})"
+        )
     op = header.get("op")
     request_id = header.get("id")
     epoch = header.get("epoch", 0)
@@ -238,13 +261,14 @@ class Reply:
 
     @property
     def ok(self) -> bool:
+        """Whether the request succeeded (an error reply carries a code and a detail instead)."""
         return bool(self.header.get("ok"))
 
     def error(self) -> HCStoreError:
         """The exception this error reply stands for."""
         return error_for_code(str(self.header.get("code", "E_INTERNAL")), str(self.header.get("detail", "")))
 
-    def unwrap(self) -> "Reply":
+    def unwrap(self) -> Reply:
         """Return self, or raise the reply's error."""
         if not self.ok:
             raise self.error()

@@ -27,8 +27,8 @@ from typing import Any
 
 import zmq
 
-from hcstore.wire import protocol
 from hcstore.errors import AgentUnavailable, HCStoreError, ProtocolError
+from hcstore.wire import protocol
 from hcstore.wire.protocol import Reply
 
 COOL_DOWN = 3.0
@@ -39,7 +39,7 @@ def _accepts_connections(endpoint: str, timeout: float) -> bool:
     where ZeroMQ would silently keep retrying. Other transports are assumed reachable."""
     if not endpoint.startswith("tcp://"):
         return True
-    host, _, port = endpoint[len("tcp://"):].rpartition(":")
+    host, _, port = endpoint[len("tcp://") :].rpartition(":")
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
             return True
@@ -54,15 +54,15 @@ class _ThreadState:
         self.pid = os.getpid()
         # One context per process, never terminated by garbage collection: a collected context
         # whose sockets are still open would block in zmq_ctx_term forever.
-        self.context = zmq.Context.instance(io_threads=io_threads)
-        self.sockets: dict[str, zmq.Socket] = {}
-        self.endpoint_of: dict[zmq.Socket, str] = {}
+        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance(io_threads=io_threads)
+        self.sockets: dict[str, zmq.Socket[bytes]] = {}
+        self.endpoint_of: dict[zmq.Socket[bytes], str] = {}
         self.poller = zmq.Poller()
-        self.pending: dict[int, str] = {}          # request id -> endpoint
-        self.established: set[str] = set()         # endpoints whose current socket has sent a request
+        self.pending: dict[int, str] = {}  # request id -> endpoint
+        self.established: set[str] = set()  # endpoints whose current socket has sent a request
         self.done: dict[int, Reply | HCStoreError] = {}
 
-    def socket(self, endpoint: str) -> zmq.Socket:
+    def socket(self, endpoint: str) -> zmq.Socket[bytes]:
         sock = self.sockets.get(endpoint)
         if sock is None:
             sock = self.context.socket(zmq.DEALER)
@@ -109,18 +109,21 @@ class Transport:
         self._ids = itertools.count(1)
         self._unavailable_until: dict[str, float] = {}
         self._slow_until: dict[str, float] = {}
-        self.max_epoch = 0           # highest cluster-map epoch any reply carried
+        self.max_epoch = 0  # highest cluster-map epoch any reply carried
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"connect_timeout": self.connect_timeout, "request_timeout": self.request_timeout,
-                "io_threads": self.io_threads}
+        return {
+            "connect_timeout": self.connect_timeout,
+            "request_timeout": self.request_timeout,
+            "io_threads": self.io_threads,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(**state)  # type: ignore[misc]
+        type(self).__init__(self, **state)
 
     @property
     def _state(self) -> _ThreadState:
-        state = getattr(self._local, "state", None)
+        state: _ThreadState | None = getattr(self._local, "state", None)
         if state is None or state.pid != os.getpid():
             state = self._local.state = _ThreadState(self.io_threads)
         return state
@@ -134,6 +137,7 @@ class Transport:
         return self._slow_until.get(endpoint, 0.0) > time.monotonic()
 
     def mark_slow(self, endpoint: str) -> None:
+        """Start ``endpoint``'s cool-down after it answered too slowly (see :meth:`is_slow`)."""
         self._slow_until[endpoint] = time.monotonic() + COOL_DOWN
 
     def forgive(self, endpoints: Iterable[str]) -> None:
@@ -143,11 +147,13 @@ class Transport:
             self._slow_until.pop(endpoint, None)
 
     def mark_unavailable(self, endpoint: str, reason: str) -> None:
+        """Start ``endpoint``'s cool-down; this thread's socket to it closes and its requests fail with ``reason``."""
         self._unavailable_until[endpoint] = time.monotonic() + COOL_DOWN
         self._state.drop(endpoint, AgentUnavailable(f"agent {endpoint} {reason}"))
 
-    def send(self, endpoint: str, op: str, fields: dict[str, Any], payloads: Sequence[Any] = (),
-             *, epoch: int = 0) -> int:
+    def send(
+        self, endpoint: str, op: str, fields: dict[str, Any], payloads: Sequence[Any] = (), *, epoch: int = 0
+    ) -> int:
         """Queue one request; returns its id.
 
         Raises:
@@ -170,8 +176,9 @@ class Transport:
                 raise AgentUnavailable(f"agent {endpoint} accepted no connection within {self.connect_timeout}s")
         request_id = next(self._ids)
         try:
-            sock.send_multipart(protocol.request_frames(op, request_id, epoch, fields, payloads),
-                                copy=False, flags=zmq.NOBLOCK)
+            sock.send_multipart(
+                protocol.request_frames(op, request_id, epoch, fields, payloads), copy=False, flags=zmq.NOBLOCK
+            )
         except zmq.Again:
             self.mark_unavailable(endpoint, "dropped its connection")
             raise AgentUnavailable(f"agent {endpoint} dropped its connection") from None
@@ -249,8 +256,15 @@ class Transport:
             state.pending.pop(request_id, None)
             state.done.pop(request_id, None)
 
-    def request(self, endpoint: str, op: str, fields: dict[str, Any], payloads: Sequence[Any] = (),
-                *, timeout: float | None = None) -> Reply:
+    def request(
+        self,
+        endpoint: str,
+        op: str,
+        fields: dict[str, Any],
+        payloads: Sequence[Any] = (),
+        *,
+        timeout: float | None = None,
+    ) -> Reply:
         """Send one request and return its successful reply.
 
         Raises:
@@ -262,8 +276,15 @@ class Transport:
             raise result
         return result.unwrap()
 
-    def broadcast(self, endpoints: Iterable[str], op: str, fields: dict[str, Any],
-                  *, timeout: float | None = None, **per_endpoint: dict[str, Any]) -> dict[str, Reply | HCStoreError]:
+    def broadcast(
+        self,
+        endpoints: Iterable[str],
+        op: str,
+        fields: dict[str, Any],
+        *,
+        timeout: float | None = None,
+        **per_endpoint: dict[str, Any],
+    ) -> dict[str, Reply | HCStoreError]:
         """Send the same request to many agents; their replies or errors by endpoint.
 
         ``per_endpoint`` adds a field whose value differs by agent, e.g. ``start_after={endpoint: key}``.
@@ -281,7 +302,8 @@ class Transport:
         return results
 
     def close(self) -> None:
-        state = getattr(self._local, "state", None)
+        """Close the calling thread's sockets and forget every thread's sockets and requests."""
+        state: _ThreadState | None = getattr(self._local, "state", None)
         if state is not None and state.pid == os.getpid():
             state.close()
         self._local = threading.local()

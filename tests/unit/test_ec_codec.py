@@ -160,7 +160,9 @@ def test_make_codec_rejects_out_of_range(k: int, m: int, bad: str) -> None:
         make_codec("zfec", k, m)
 
 
-@pytest.mark.parametrize(("spec", "expected"), [("4+2", (4, 2)), ("1+0", (1, 0)), (" 10 + 4 ", (10, 4)), ("128+64", (128, 64))])
+@pytest.mark.parametrize(
+    ("spec", "expected"), [("4+2", (4, 2)), ("1+0", (1, 0)), (" 10 + 4 ", (10, 4)), ("128+64", (128, 64))]
+)
 def test_parse_ec(spec: str, expected: tuple[int, int]) -> None:
     assert ec.parse_ec(spec) == expected
 

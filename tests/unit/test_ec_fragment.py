@@ -40,9 +40,21 @@ def header_from_json(d: dict[str, Any]) -> FragmentHeader:
 
 def make_header(**changes: Any) -> FragmentHeader:
     base = dict(
-        bucket="b", key="k", generation="g1", kind="data", codec="zfec", k=4, m=2, chunk_size=64,
-        size=300, index=1, stripes=2, digests=bytes(64), placement=("n1", "n2", "n3", "n4", "n5", ""),
-        created_ns=1, meta={"content-type": "text/plain"},
+        bucket="b",
+        key="k",
+        generation="g1",
+        kind="data",
+        codec="zfec",
+        k=4,
+        m=2,
+        chunk_size=64,
+        size=300,
+        index=1,
+        stripes=2,
+        digests=bytes(64),
+        placement=("n1", "n2", "n3", "n4", "n5", ""),
+        created_ns=1,
+        meta={"content-type": "text/plain"},
     )
     fields = {**base, **changes}
     if "stripes" not in changes:  # keep the layout consistent with a changed size
@@ -82,7 +94,9 @@ def test_golden_fragments_decode_the_object() -> None:
     fragments = {}
     for vector in GOLDEN["fragments"].values():
         header, data = parse_fragment(bytes.fromhex(vector["file_hex"]))
-        fragments[header.index] = [data[i * header.chunk_size : (i + 1) * header.chunk_size] for i in range(header.stripes)]
+        fragments[header.index] = [
+            data[i * header.chunk_size : (i + 1) * header.chunk_size] for i in range(header.stripes)
+        ]
     # Only two of the four needed; add the remaining data fragments from a fresh encode.
     codec = ec.make_codec(header.codec, header.k, header.m)
     obj = bytes.fromhex(GOLDEN["object_hex"])
@@ -158,7 +172,9 @@ def test_future_version() -> None:
         parse_fragment(struct.pack("<8sHHI", ec.MAGIC, 2, 0, 0) + golden_file()[PREAMBLE_SIZE:])
 
 
-@pytest.mark.parametrize(("flags", "reserved", "match"), [(1, 0, "unknown fragment flags"), (0, 7, "reserved preamble word")])
+@pytest.mark.parametrize(
+    ("flags", "reserved", "match"), [(1, 0, "unknown fragment flags"), (0, 7, "reserved preamble word")]
+)
 def test_nonzero_flags_or_reserved(flags: int, reserved: int, match: str) -> None:
     with pytest.raises(FragmentFormatError, match=match):
         check_preamble(struct.pack("<8sHHI", ec.MAGIC, 1, flags, reserved))

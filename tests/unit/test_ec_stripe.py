@@ -19,7 +19,7 @@ FAST = settings(max_examples=200, deadline=None, derandomize=True)
         (1, 4, CHUNK_ALIGN),
         (256, 4, 64),
         (257, 4, 128),
-        (10 * DEFAULT_CHUNK_SIZE, 4, 873_856),       # 3 nearly full stripes, not 3 of 1 MiB
+        (10 * DEFAULT_CHUNK_SIZE, 4, 873_856),  # 3 nearly full stripes, not 3 of 1 MiB
         (8 * DEFAULT_CHUNK_SIZE, 4, DEFAULT_CHUNK_SIZE),
         (4 * DEFAULT_CHUNK_SIZE - 1, 4, DEFAULT_CHUNK_SIZE),
     ],
@@ -43,7 +43,9 @@ def test_chunk_size_for_properties(size: int, k: int, align_units: int) -> None:
     assert chunk == CHUNK_ALIGN or k * stripes * (chunk - CHUNK_ALIGN) < size
 
 
-@pytest.mark.parametrize(("args", "name"), [((-1, 4), "size"), ((10, 0), "k"), ((10, 4, 100), "max_chunk"), ((10, 4, 0), "max_chunk")])
+@pytest.mark.parametrize(
+    ("args", "name"), [((-1, 4), "size"), ((10, 0), "k"), ((10, 4, 100), "max_chunk"), ((10, 4, 0), "max_chunk")]
+)
 def test_chunk_size_for_rejects(args: tuple, name: str) -> None:
     with pytest.raises(ValueError, match=name):
         chunk_size_for(*args)
@@ -64,7 +66,9 @@ def test_stripe_span_rejects(stripe: int) -> None:
         StripeLayout(1000, 4, 64).stripe_span(stripe)
 
 
-@pytest.mark.parametrize(("kwargs", "name"), [({"size": -1}, "size"), ({"k": 0}, "k"), ({"chunk_size": 0}, "chunk_size")])
+@pytest.mark.parametrize(
+    ("kwargs", "name"), [({"size": -1}, "size"), ({"k": 0}, "k"), ({"chunk_size": 0}, "chunk_size")]
+)
 def test_layout_rejects(kwargs: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):
         StripeLayout(**{"size": 10, "k": 2, "chunk_size": 64, **kwargs})
@@ -90,13 +94,16 @@ def test_stripes_for_range_matches_brute_force(data: st.DataObject, size: int, k
     offset = data.draw(st.integers(0, size))
     length = data.draw(st.integers(0, size - offset))
     expected = [
-        s for s in range(layout.stripes)
+        s
+        for s in range(layout.stripes)
         if length and (span := layout.stripe_span(s))[0] < offset + length and offset < span[0] + span[1]
     ]
     assert list(layout.stripes_for_range(offset, length)) == expected
 
 
-@pytest.mark.parametrize(("offset", "length", "match"), [(-1, 1, "offset"), (0, -1, "length"), (990, 11, "past the object end")])
+@pytest.mark.parametrize(
+    ("offset", "length", "match"), [(-1, 1, "offset"), (0, -1, "length"), (990, 11, "past the object end")]
+)
 def test_stripes_for_range_rejects(offset: int, length: int, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         StripeLayout(1000, 4, 64).stripes_for_range(offset, length)
@@ -124,7 +131,9 @@ def test_split_short_stripe_without_buffer() -> None:
     assert bytes(chunks[0]) == b"x" * 64 and bytes(chunks[1]) == b"x" * 36 + bytes(28)
 
 
-@pytest.mark.parametrize(("data", "out", "match"), [(b"x" * 257, None, "more than k"), (b"x", bytearray(100), "out buffer is 100")])
+@pytest.mark.parametrize(
+    ("data", "out", "match"), [(b"x" * 257, None, "more than k"), (b"x", bytearray(100), "out buffer is 100")]
+)
 def test_split_rejects(data: bytes, out: bytearray | None, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         split_stripe(data, 4, 64, out=out)

@@ -44,7 +44,7 @@ def test_vectorised_count_agrees_with_place() -> None:
     ids = [n.id for n in cmap.nodes]
     keys = [f"bucket/obj-{i}" for i in range(60)]
     top = np.argpartition(hrw_score_matrix(keys, ids, weights), -WIDTH, axis=1)[:, -WIDTH:]
-    for key, row in zip(keys, top):
+    for key, row in zip(keys, top, strict=True):
         assert set(place(key, cmap, 4, 2).nodes) == {ids[c] for c in row}
 
 

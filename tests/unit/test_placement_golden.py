@@ -51,10 +51,7 @@ def compute() -> dict:
         "hrw_hash": [[k, i, hrw_hash(k, i)] for k in KEYS for i in IDS],
         "hrw_score": [[k, i, w, hrw_score(k, i, w)] for k in KEYS[:3] for i in IDS[:3] for w in (1.0, 2.5)],
         "rank_ids": [[k, rank_ids(k, IDS)] for k in KEYS],
-        "mountpaths": [
-            [k, choose_mountpaths(k, ["mp0", "mp1", "mp2", "mp3"], [1.0, 1.0, 2.0, 0.5])]
-            for k in KEYS
-        ],
+        "mountpaths": [[k, choose_mountpaths(k, ["mp0", "mp1", "mp2", "mp3"], [1.0, 1.0, 2.0, 0.5])] for k in KEYS],
         "map": cmap.to_dict(),
         "place": [[key, k, m, list(place(key, cmap, k, m).nodes)] for key in PLACE_KEYS for k, m in CODES],
     }

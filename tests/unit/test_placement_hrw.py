@@ -62,7 +62,7 @@ def test_matrix_matches_scalar() -> None:
     weights = [1.0 + (i % 4) for i in range(30)]
     matrix = hrw_score_matrix(keys, ids, weights)
     for r, key in enumerate(keys):
-        expected = [hrw_score(key, i, w) for i, w in zip(ids, weights)]
+        expected = [hrw_score(key, i, w) for i, w in zip(ids, weights, strict=True)]
         np.testing.assert_allclose(matrix[r], expected, rtol=1e-13)
         by_matrix = [ids[c] for c in np.lexsort((np.array(ids), -matrix[r]))]
         assert by_matrix == rank_ids(key, ids, weights)

@@ -67,7 +67,7 @@ def test_state_change_moves_only_that_nodes_fragments(before) -> None:  # type: 
         assert "n023" not in targets
         if "n023" not in old:
             # Unaffected objects: at most a domain-cap cascade, never a shuffle.
-            assert sum(t != o for t, o in zip(targets, old)) <= 1
+            assert sum(t != o for t, o in zip(targets, old, strict=True)) <= 1
 
 
 def test_missing_fragments_go_to_newcomers() -> None:
