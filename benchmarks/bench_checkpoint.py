@@ -48,7 +48,7 @@ import torch.distributed.checkpoint as dcp
 from hcstore.checkpoints import CheckpointManager, dcp_reader, dcp_writer
 from hcstore.cluster.local import LocalCluster
 
-GOAL = 1.5                     # hcstore time / local file time, for save and for restore
+GOAL = 1.5  # hcstore time / local file time, for save and for restore
 BUCKET = "bench"
 
 
@@ -96,7 +96,7 @@ class _BufferReader(io.RawIOBase):
 
     def readinto(self, out: Any) -> int:
         count = max(0, min(len(out), len(self._view) - self._pos))
-        memoryview(out).cast("B")[:count] = self._view[self._pos:self._pos + count]
+        memoryview(out).cast("B")[:count] = self._view[self._pos : self._pos + count]
         self._pos += count
         return count
 
@@ -105,10 +105,10 @@ class _BufferReader(io.RawIOBase):
 class Method:
     """One way to save or restore, with its timings (seconds, one per round)."""
 
-    op: str                    # "save" or "restore"
+    op: str  # "save" or "restore"
     name: str
     description: str
-    run: Callable[[int], Any] = field(repr=False)          # round number -> restored state (restore)
+    run: Callable[[int], Any] = field(repr=False)  # round number -> restored state (restore)
     seconds: list[float] = field(default_factory=list)
 
     @property
@@ -214,24 +214,38 @@ def report(methods: list[Method], size: int) -> dict[str, Any]:
             ratio = m.best / local.best
             beside = "" if m is local else f"{ratio:5.2f}x local time"
             print(f"{op:8s}{m.name:10s}{m.description:46s}{m.best:8.2f}s{size / m.best / 1e6:8.0f}   {beside}")
-            figures["methods"].append({"op": op, "name": m.name, "description": m.description, "seconds": m.seconds,
-                                       "best_s": m.best, "mb_per_s": size / m.best / 1e6, "ratio_to_local": ratio})
+            figures["methods"].append(
+                {
+                    "op": op,
+                    "name": m.name,
+                    "description": m.description,
+                    "seconds": m.seconds,
+                    "best_s": m.best,
+                    "mb_per_s": size / m.best / 1e6,
+                    "ratio_to_local": ratio,
+                }
+            )
         best = min((m for m in methods if m.op == op and m.name != "local"), key=lambda m: m.best)
         ratio = best.best / local.best
         met = ratio <= GOAL
         figures["goal"][op] = {"method": best.name, "ratio": ratio, "goal": GOAL, "met": met}
-        print(f"{op:8s}best hcstore: {best.name} {best.best:.2f} s vs local file {local.best:.2f} s = "
-              f"{ratio:.2f}x (goal <= {GOAL}x): {'met' if met else 'NOT met'}")
+        print(
+            f"{op:8s}best hcstore: {best.name} {best.best:.2f} s vs local file {local.best:.2f} s = "
+            f"{ratio:.2f}x (goal <= {GOAL}x): {'met' if met else 'NOT met'}"
+        )
     return figures
 
 
-def run(*, size_mb: int, repeats: int, agents: int, ec: str, data_dir: str | None,
-        json_out: str | None) -> dict[str, Any]:
+def run(
+    *, size_mb: int, repeats: int, agents: int, ec: str, data_dir: str | None, json_out: str | None
+) -> dict[str, Any]:
     """Start a local cluster, run every method ``repeats`` times, print and return the figures."""
     state = make_state_dict(size_mb << 20)
     size = nbytes(state)
-    print(f"state dict: {len(state)} float32 tensors, {size / 2**20:,.0f} MiB; cluster: {agents} agents, EC {ec}, "
-          f"durability commit; {os.cpu_count()} cores, {platform.machine()}; torch {torch.__version__}")
+    print(
+        f"state dict: {len(state)} float32 tensors, {size / 2**20:,.0f} MiB; cluster: {agents} agents, EC {ec}, "
+        f"durability commit; {os.cpu_count()} cores, {platform.machine()}; torch {torch.__version__}"
+    )
     with tempfile.TemporaryDirectory(prefix="hcstore-bench-ckpt-", dir=data_dir) as tmp:
         cluster = LocalCluster.create(Path(tmp) / "cluster", agents=agents, ec=ec, durability="commit")
         try:
@@ -242,8 +256,15 @@ def run(*, size_mb: int, repeats: int, agents: int, ec: str, data_dir: str | Non
             figures = report(methods, size)
         finally:
             cluster.destroy()
-    figures["settings"] = {"size_bytes": size, "repeats": repeats, "agents": agents, "ec": ec,
-                           "durability": "commit", "cores": os.cpu_count(), "torch": torch.__version__}
+    figures["settings"] = {
+        "size_bytes": size,
+        "repeats": repeats,
+        "agents": agents,
+        "ec": ec,
+        "durability": "commit",
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+    }
     if json_out:
         Path(json_out).write_text(json.dumps(figures, indent=2))
     return figures
@@ -261,8 +282,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.size_mb < 1 or args.repeats < 1:
         parser.error("--size-mb and --repeats must be >= 1")
     warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-    run(size_mb=args.size_mb, repeats=args.repeats, agents=args.agents, ec=args.ec, data_dir=args.data_dir,
-        json_out=args.json_out)
+    run(
+        size_mb=args.size_mb,
+        repeats=args.repeats,
+        agents=args.agents,
+        ec=args.ec,
+        data_dir=args.data_dir,
+        json_out=args.json_out,
+    )
     return 0
 
 

@@ -1,6 +1,6 @@
 """Core data-path benchmark (the same as ``hcstore bench``), with a JSON output option.
 
-    python benchmarks/bench_core.py [--agents 6] [--ec 4+2] [--size-mb 1024] [--durability commit] [--json-out F]
+python benchmarks/bench_core.py [--agents 6] [--ec 4+2] [--size-mb 1024] [--durability commit] [--json-out F]
 """
 
 from __future__ import annotations
@@ -20,8 +20,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args()
-    run_bench(agents=args.agents, ec=args.ec, size_mb=args.size_mb, durability=args.durability,
-              quick=args.quick, clients=args.clients, json_out=args.json_out)
+    run_bench(
+        agents=args.agents,
+        ec=args.ec,
+        size_mb=args.size_mb,
+        durability=args.durability,
+        quick=args.quick,
+        clients=args.clients,
+        json_out=args.json_out,
+    )
 
 
 if __name__ == "__main__":

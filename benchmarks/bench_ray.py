@@ -40,30 +40,30 @@ from __future__ import annotations
 
 import os
 
-os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"      # every Ray node on 127.0.0.1: nothing leaves loopback
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # every Ray node on 127.0.0.1: nothing leaves loopback
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-import numpy as np  # noqa: E402
-import ray  # noqa: E402
-from ray._private.internal_api import memory_summary  # noqa: E402
-from ray.cluster_utils import Cluster  # noqa: E402
+import numpy as np
+import ray
+from ray._private.internal_api import memory_summary
+from ray.cluster_utils import Cluster
 
-import ray_integration  # noqa: E402
+import ray_integration
 
 KEY = "bench/array"
 MIB = 2**20
-HEAD_STORE_FACTOR = 2.7           # the head's object store, in array sizes: one array fits, two and a half do not
+HEAD_STORE_FACTOR = 2.7  # the head's object store, in array sizes: one array fits, two and a half do not
 
 
 def make_array(nbytes: int, seed: int = 0) -> np.ndarray:
@@ -80,7 +80,7 @@ def make_array_task(nbytes: int, seed: int) -> np.ndarray:
 class Method:
     name: str
     description: str
-    read: Callable[[bool], float]             # read(check) -> seconds of the timed read
+    read: Callable[[bool], float]  # read(check) -> seconds of the timed read
     seconds: list[float] = field(default_factory=list)
 
     @property
@@ -123,17 +123,27 @@ def spill_counters(address: str) -> str:
 class RayReadBench:
     """The five ways of reading one array, each a function that times only the read."""
 
-    def __init__(self, store: ray_integration.HCStore, array: np.ndarray, *, head_store: int,
-                 other_node: str, seed: int, cold_roots: tuple[Path, ...]) -> None:
+    def __init__(
+        self,
+        store: ray_integration.HCStore,
+        array: np.ndarray,
+        *,
+        head_store: int,
+        other_node: str,
+        seed: int,
+        cold_roots: tuple[Path, ...],
+    ) -> None:
         self.store, self.array, self.head_store = store, array, head_store
         self.other_node, self.seed, self.cold_roots = other_node, seed, cold_roots
 
     def methods(self) -> list[Method]:
-        return [Method("get_ref", "ray.get(store.get_ref(key)), end to end", self.read_get_ref),
-                Method("in-store", "ray.get, array already in this node's store", self.read_in_store),
-                Method("pulled", "ray.get, array in another node's store", self.read_pulled),
-                Method("restore", "ray.get, array spilled to disk by Ray", self.read_restore),
-                Method("store.get", "store.get(key) into the driver, no object store", self.read_store_get)]
+        return [
+            Method("get_ref", "ray.get(store.get_ref(key)), end to end", self.read_get_ref),
+            Method("in-store", "ray.get, array already in this node's store", self.read_in_store),
+            Method("pulled", "ray.get, array in another node's store", self.read_pulled),
+            Method("restore", "ray.get, array spilled to disk by Ray", self.read_restore),
+            Method("store.get", "store.get(key) into the driver, no object store", self.read_store_get),
+        ]
 
     def read_get_ref(self, check: bool) -> float:
         self._cool()
@@ -153,7 +163,8 @@ class RayReadBench:
 
     def read_pulled(self, check: bool) -> float:
         ref = make_array_task.options(label_selector={"ray.io/node-id": self.other_node}).remote(
-            self.array.nbytes, self.seed)
+            self.array.nbytes, self.seed
+        )
         ray.wait([ref], fetch_local=False)
         if ray.experimental.get_object_locations([ref])[ref]["node_ids"] != [self.other_node]:
             raise RuntimeError("the pulled array is not held on the other node only")
@@ -166,7 +177,7 @@ class RayReadBench:
     def read_restore(self, check: bool) -> float:
         ref = ray.put(self.array)
         evictor = ray.put(np.zeros(self.head_store - self.array.nbytes // 2, dtype=np.uint8))
-        del evictor                                  # it made Ray spill the array and evict it from memory
+        del evictor  # it made Ray spill the array and evict it from memory
         if not ray.experimental.get_object_locations([ref])[ref].get("did_spill"):
             raise RuntimeError("Ray did not spill the array: the head's object store is too large for this test")
         if in_local_object_store(ref):
@@ -196,7 +207,7 @@ class RayReadBench:
 
 
 def run_rounds(methods: list[Method], repeats: int) -> None:
-    for method in methods:                           # warm-up: connections, actor handles; checks every value
+    for method in methods:  # warm-up: connections, actor handles; checks every value
         method.read(True)
     for round_ in range(repeats):
         line = []
@@ -210,8 +221,10 @@ def report(methods: list[Method], nbytes: int) -> dict[str, Any]:
     by_name = {m.name: m for m in methods}
     print(f"\n{'method':11s}{'what':50s}{'median s':>10s}{'best s':>10s}{'median MB/s':>13s}{'best MB/s':>12s}")
     for m in methods:
-        print(f"{m.name:11s}{m.description:50s}{m.median:10.4f}{m.best:10.4f}"
-              f"{nbytes / m.median / 1e6:13,.0f}{nbytes / m.best / 1e6:12,.0f}")
+        print(
+            f"{m.name:11s}{m.description:50s}{m.median:10.4f}{m.best:10.4f}"
+            f"{nbytes / m.median / 1e6:13,.0f}{nbytes / m.best / 1e6:12,.0f}"
+        )
     ratios = {}
     print("\nthroughput ratios (above 1: get_ref is faster)")
     for other in ("in-store", "restore", "pulled", "store.get"):
@@ -219,14 +232,25 @@ def report(methods: list[Method], nbytes: int) -> dict[str, Any]:
         best = by_name[other].best / by_name["get_ref"].best
         ratios[f"get_ref/{other}"] = {"median": median, "best": best}
         print(f"  get_ref / {other:10s} median {median:8.3f}x   best {best:8.3f}x")
-    return {"methods": {m.name: {"description": m.description, "seconds": m.seconds, "median_s": m.median,
-                                 "best_s": m.best, "median_mbps": nbytes / m.median / 1e6,
-                                 "best_mbps": nbytes / m.best / 1e6} for m in methods},
-            "ratios": ratios}
+    return {
+        "methods": {
+            m.name: {
+                "description": m.description,
+                "seconds": m.seconds,
+                "median_s": m.median,
+                "best_s": m.best,
+                "median_mbps": nbytes / m.median / 1e6,
+                "best_mbps": nbytes / m.best / 1e6,
+            }
+            for m in methods
+        },
+        "ratios": ratios,
+    }
 
 
-def run(*, size_mb: int, repeats: int, nodes: int, ec: str, durability: str, cold: bool,
-        json_out: str | None) -> dict[str, Any]:
+def run(
+    *, size_mb: int, repeats: int, nodes: int, ec: str, durability: str, cold: bool, json_out: str | None
+) -> dict[str, Any]:
     """Start the cluster, deploy hcstore, time every method ``repeats`` times, print and return the figures."""
     nbytes = size_mb * MIB
     head_store = int(HEAD_STORE_FACTOR * nbytes)
@@ -236,8 +260,9 @@ def run(*, size_mb: int, repeats: int, nodes: int, ec: str, durability: str, col
     common = {"include_dashboard": False, "object_spilling_directory": str(spill_dir)}
     cluster = None
     try:
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "object_store_memory": head_store,
-                                                                 **common})
+        cluster = Cluster(
+            initialize_head=True, head_node_args={"num_cpus": 2, "object_store_memory": head_store, **common}
+        )
         for _ in range(nodes - 1):
             cluster.add_node(num_cpus=1, object_store_memory=int(1.5 * nbytes) + 64 * MIB, **common)
         cluster.wait_for_nodes()
@@ -246,24 +271,51 @@ def run(*, size_mb: int, repeats: int, nodes: int, ec: str, durability: str, col
         if ray.get_runtime_context().get_node_id() != head:
             raise RuntimeError("the driver is not on the head node")
         other_node = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] != head)
-        print(f"Ray {ray.__version__}: {nodes} nodes on 127.0.0.1; head object store {head_store / MIB:,.0f} MiB, "
-              f"spilling to {spill_dir}", flush=True)
-        store = ray_integration.deploy(mountpaths=[f"{mountpaths}/{{node_id}}/mp0"], ec=ec,
-                                       agent={"durability": durability}, timeout=180, progress=print)
+        print(
+            f"Ray {ray.__version__}: {nodes} nodes on 127.0.0.1; head object store {head_store / MIB:,.0f} MiB, "
+            f"spilling to {spill_dir}",
+            flush=True,
+        )
+        store = ray_integration.deploy(
+            mountpaths=[f"{mountpaths}/{{node_id}}/mp0"],
+            ec=ec,
+            agent={"durability": durability},
+            timeout=180,
+            progress=print,
+        )
         array = make_array(nbytes)
         t0 = time.perf_counter()
         store.put(KEY, array)
-        print(f"stored a float32 array of {size_mb} MiB in {time.perf_counter() - t0:.2f} s (EC {ec}, "
-              f"durability {durability}); page cache: {'dropped before each read' if cold else 'as it is'}\n"
-              f"{repeats} rounds, methods alternating:", flush=True)
-        bench = RayReadBench(store, array, head_store=head_store, other_node=other_node, seed=0,
-                             cold_roots=(mountpaths, spill_dir) if cold else ())
+        print(
+            f"stored a float32 array of {size_mb} MiB in {time.perf_counter() - t0:.2f} s (EC {ec}, "
+            f"durability {durability}); page cache: {'dropped before each read' if cold else 'as it is'}\n"
+            f"{repeats} rounds, methods alternating:",
+            flush=True,
+        )
+        bench = RayReadBench(
+            store,
+            array,
+            head_store=head_store,
+            other_node=other_node,
+            seed=0,
+            cold_roots=(mountpaths, spill_dir) if cold else (),
+        )
         methods = bench.methods()
         run_rounds(methods, repeats)
         figures = report(methods, nbytes)
         print("\nRay's own spill counters: " + spill_counters(cluster.address))
-        figures.update({"size_bytes": nbytes, "repeats": repeats, "nodes": nodes, "ec": ec, "durability": durability,
-                        "cold": cold, "ray": ray.__version__, "head_object_store_bytes": head_store})
+        figures.update(
+            {
+                "size_bytes": nbytes,
+                "repeats": repeats,
+                "nodes": nodes,
+                "ec": ec,
+                "durability": durability,
+                "cold": cold,
+                "ray": ray.__version__,
+                "head_object_store_bytes": head_store,
+            }
+        )
         if json_out:
             Path(json_out).write_text(json.dumps(figures, indent=2))
         return figures
@@ -271,7 +323,7 @@ def run(*, size_mb: int, repeats: int, nodes: int, ec: str, durability: str, col
         if ray.is_initialized():
             try:
                 ray_integration.shutdown()
-            except Exception as exc:                 # still take Ray down below
+            except Exception as exc:  # still take Ray down below
                 print(f"hcstore shutdown failed: {exc}")
         ray.shutdown()
         if cluster is not None:
@@ -286,12 +338,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=6, help="Ray nodes, each with one hcstore agent")
     parser.add_argument("--ec", default="4+2")
     parser.add_argument("--durability", default="none", choices=["none", "commit", "always"])
-    parser.add_argument("--cold", action="store_true", help="drop fragments and spill files from the page cache "
-                                                            "before each timed read")
+    parser.add_argument(
+        "--cold", action="store_true", help="drop fragments and spill files from the page cache before each timed read"
+    )
     parser.add_argument("--json-out", default=None, help="also write the figures as JSON to this file")
     args = parser.parse_args(argv)
-    run(size_mb=args.size_mb, repeats=args.repeats, nodes=args.nodes, ec=args.ec, durability=args.durability,
-        cold=args.cold, json_out=args.json_out)
+    run(
+        size_mb=args.size_mb,
+        repeats=args.repeats,
+        nodes=args.nodes,
+        ec=args.ec,
+        durability=args.durability,
+        cold=args.cold,
+        json_out=args.json_out,
+    )
     return 0
 
 

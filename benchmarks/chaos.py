@@ -43,17 +43,18 @@ import threading
 import time
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-if __package__ in (None, ""):          # run as a script: make the repository root importable
+if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hcstore.client.client import Client
-from hcstore.errors import HCStoreError, ObjectNotFound
 from hcstore.cluster.local import LocalCluster
 from hcstore.control.membership import Intervals
+from hcstore.errors import HCStoreError, ObjectNotFound
 from hcstore.node.repair_plan import protection_summary
 from hcstore.wire.transport import Transport
 
@@ -62,6 +63,7 @@ MAGIC = b"chaos1"
 
 
 # ---------------------------------------------------------------------- settings and results
+
 
 @dataclass
 class ChaosConfig:
@@ -76,17 +78,18 @@ class ChaosConfig:
     max_size: int = 1 << 20
     chunk_size: int = 64 << 10
     request_timeout: float = 3.0
-    intervals: Intervals = field(default_factory=lambda: Intervals(heartbeat=0.2, suspect_after=0.6,
-                                                                   down_after=1.0, out_after=3.0))
+    intervals: Intervals = field(
+        default_factory=lambda: Intervals(heartbeat=0.2, suspect_after=0.6, down_after=1.0, out_after=3.0)
+    )
     scan_interval: float = 1.0
     repair_rate: float = 256e6
     durability: str = "none"
-    max_down: int | None = None            # default: m of the EC scheme
-    kill_gap: tuple[float, float] = (0.3, 2.0)     # seconds between kill attempts
-    down_time: tuple[float, float] = (0.5, 4.0)    # seconds a killed agent stays down
-    long_down_chance: float = 0.25                 # chance a kill lasts longer than out_after
-    add_agent_at: float | None = 0.3               # fraction of the run at which one agent is added (None: never)
-    drain_at: float | None = 0.5                   # fraction of the run at which one agent is drained (None: never)
+    max_down: int | None = None  # default: m of the EC scheme
+    kill_gap: tuple[float, float] = (0.3, 2.0)  # seconds between kill attempts
+    down_time: tuple[float, float] = (0.5, 4.0)  # seconds a killed agent stays down
+    long_down_chance: float = 0.25  # chance a kill lasts longer than out_after
+    add_agent_at: float | None = 0.3  # fraction of the run at which one agent is added (None: never)
+    drain_at: float | None = 0.5  # fraction of the run at which one agent is drained (None: never)
     settle_timeout: float = 60.0
     verbose: bool = True
 
@@ -127,8 +130,15 @@ class ChaosReport:
 
     @property
     def ok(self) -> bool:
-        return (self.settled and self.objects_lost == 0 and self.wrong_reads == 0 and self.objects_wrong == 0
-                and self.objects_resurrected == 0 and self.objects_unprotected == 0 and not self.driver_errors)
+        return (
+            self.settled
+            and self.objects_lost == 0
+            and self.wrong_reads == 0
+            and self.objects_wrong == 0
+            and self.objects_resurrected == 0
+            and self.objects_unprotected == 0
+            and not self.driver_errors
+        )
 
     def summary(self) -> str:
         lines = [
@@ -148,9 +158,12 @@ class ChaosReport:
             f"  protection (agents' last scans): {self.protection}",
             f"  drained node fragments left: {self.drained_fragments_left}",
         ]
-        for title, items in (("wrong reads", self.wrong_read_details),
-                             ("unexpected not-found", self.unexpected_not_found_details),
-                             ("final problems", self.final_problems), ("driver errors", self.driver_errors)):
+        for title, items in (
+            ("wrong reads", self.wrong_read_details),
+            ("unexpected not-found", self.unexpected_not_found_details),
+            ("final problems", self.final_problems),
+            ("driver errors", self.driver_errors),
+        ):
             if items:
                 lines.append(f"  {title}:")
                 lines.extend(f"    {item}" for item in items[:20])
@@ -162,10 +175,11 @@ class ChaosReport:
 
 # ---------------------------------------------------------------------- values
 
+
 def make_value(key: str, writer: int, seq: int, body_len: int, rng: random.Random) -> bytes:
     """A self-describing value: a header line naming key, writer, sequence, body length and hash, then the body."""
     if body_len < 0:
-        return b""                                   # the empty object (recognised by its hash)
+        return b""  # the empty object (recognised by its hash)
     body = rng.randbytes(body_len)
     header = f"{MAGIC.decode()} {key} {writer} {seq} {body_len} {hashlib.sha256(body).hexdigest()}\n".encode()
     return header + body
@@ -189,11 +203,12 @@ def describe(data: bytes) -> tuple[str, str]:
 
 # ---------------------------------------------------------------------- the ledger of operations
 
+
 @dataclass
 class Op:
-    kind: str                 # "put" or "delete"
+    kind: str  # "put" or "delete"
     key: str
-    digest: str = ""          # put: SHA-256 of the whole value
+    digest: str = ""  # put: SHA-256 of the whole value
     label: str = ""
     start: float = 0.0
     end: float | None = None  # None while in flight
@@ -250,7 +265,8 @@ class Ledger:
         with self.lock:
             ops = list(self.ops.get(op.key, ()))
         return op.end is not None and any(
-            o.acked and o.end is not None and o.start > op.end and o.end < t0 for o in ops)
+            o.acked and o.end is not None and o.start > op.end and o.end < t0 for o in ops
+        )
 
     def final_candidates(self, key: str) -> list[Op]:
         """Attempts that may be the key's final state: no acknowledged op began after they ended."""
@@ -261,6 +277,7 @@ class Ledger:
 
 
 # ---------------------------------------------------------------------- the run
+
 
 class Chaos:
     def __init__(self, cluster: LocalCluster, config: ChaosConfig, log: Callable[[str], None]) -> None:
@@ -275,7 +292,7 @@ class Chaos:
         self.report = ChaosReport()
         self.lock = threading.Lock()
         self.stop = threading.Event()
-        self.down: dict[str, float] = {}          # node -> when to restart it
+        self.down: dict[str, float] = {}  # node -> when to restart it
         self.t0 = time.monotonic()
         self._log = log
 
@@ -295,18 +312,19 @@ class Chaos:
     def _size(self, rng: random.Random) -> int:
         roll = rng.random()
         if roll < 0.03:
-            return -1                                   # the empty object
+            return -1  # the empty object
         if roll < 0.35:
-            return rng.randrange(0, 48 << 10)           # small: replicated
+            return rng.randrange(0, 48 << 10)  # small: replicated
         if roll < 0.85:
-            return rng.randrange(48 << 10, 320 << 10)   # a few stripes
+            return rng.randrange(48 << 10, 320 << 10)  # a few stripes
         return rng.randrange(320 << 10, self.config.max_size)
 
     def worker(self, index: int) -> None:
         rng = random.Random(f"{self.config.seed}/client/{index}")
         seq = 0
-        client = Client(self.cluster.path, chunk_size=self.config.chunk_size,
-                        request_timeout=self.config.request_timeout)
+        client = Client(
+            self.cluster.path, chunk_size=self.config.chunk_size, request_timeout=self.config.request_timeout
+        )
         acked_once: set[str] = set()
         try:
             while not self.stop.is_set():
@@ -323,7 +341,7 @@ class Chaos:
                         self._delete(client, key)
                 except HCStoreError as exc:
                     self.count("errors", type(exc).__name__)
-        except Exception:                  # a bug in the driver or an unexpected exception type
+        except Exception:  # a bug in the driver or an unexpected exception type
             with self.lock:
                 self.report.driver_errors.append(f"client {index}: {traceback.format_exc()}")
             self.stop.set()
@@ -348,7 +366,7 @@ class Chaos:
         try:
             client.delete(BUCKET, key)
         except ObjectNotFound:
-            self.ledger.discard(op)       # resolve found nothing; no tombstone was written
+            self.ledger.discard(op)  # resolve found nothing; no tombstone was written
             self.count("ops", "delete_absent")
             return
         except BaseException:
@@ -370,7 +388,8 @@ class Chaos:
                     down = sorted(self.down)
                     self.report.unexpected_not_found += 1
                     self.report.unexpected_not_found_details.append(
-                        f"t={t0 - self.t0:.2f} {key}: not found after an acknowledged put (agents down: {down})")
+                        f"t={t0 - self.t0:.2f} {key}: not found after an acknowledged put (agents down: {down})"
+                    )
                 self.log(f"UNEXPECTED NOT FOUND {key} (down {down})")
             return
         verdict, text = describe(data)
@@ -448,8 +467,11 @@ class Chaos:
                     if len(self.down) < self.max_down:
                         node = rng.choice(self.running_agents())
                         long = rng.random() < config.long_down_chance
-                        outage = (config.intervals.out_after + rng.uniform(0.5, 2.0) if long
-                                  else rng.uniform(*config.down_time))
+                        outage = (
+                            config.intervals.out_after + rng.uniform(0.5, 2.0)
+                            if long
+                            else rng.uniform(*config.down_time)
+                        )
                         self.cluster.kill(node)
                         with self.lock:
                             self.down[node] = time.monotonic() + outage
@@ -473,8 +495,9 @@ class Chaos:
                 self.log(f"agent {agent.node_id} was not running at the end: starting it")
                 self.restart(agent.node_id)
         ids = {a.node_id for a in self.cluster.agents()}
-        self.cluster.wait_for_map(lambda m: all(i in m and m.node(i).state in ("alive", "maintenance") for i in ids),
-                                  timeout=30.0)
+        self.cluster.wait_for_map(
+            lambda m: all(i in m and m.node(i).state in ("alive", "maintenance") for i in ids), timeout=30.0
+        )
 
     def ask_for_repair(self, client: Client) -> None:
         for node in client.cluster_map.nodes:
@@ -488,8 +511,9 @@ class Chaos:
         """("ok" | "lost" | "wrong" | "resurrected" | "unprotected", detail) for one key at the end."""
         candidates = self.ledger.final_candidates(key)
         puts = {o.digest: o for o in candidates if o.kind == "put"}
-        may_be_absent = (any(o.kind == "delete" for o in candidates)
-                         or not any(o.acked for o in candidates if o.kind == "put"))
+        may_be_absent = any(o.kind == "delete" for o in candidates) or not any(
+            o.acked for o in candidates if o.kind == "put"
+        )
         labels = sorted(f"{o.label}{'' if o.acked else '?'}" for o in candidates)
         try:
             data = client.get(BUCKET, key)
@@ -511,8 +535,10 @@ class Chaos:
         except HCStoreError as exc:
             return "unprotected", f"{key}: stat failed: {type(exc).__name__}: {exc}"
         if info.fragments != info.k + info.m:
-            return "unprotected", (f"{key}: {info.fragments} of {info.k}+{info.m} fragments "
-                                   f"({info.codec}, {info.size} B, generation {info.generation})")
+            return "unprotected", (
+                f"{key}: {info.fragments} of {info.k}+{info.m} fragments "
+                f"({info.codec}, {info.size} B, generation {info.generation})"
+            )
         return "ok", "present"
 
     def settle(self) -> None:
@@ -540,27 +566,36 @@ class Chaos:
             report.settled = not bad
             report.objects_checked = len(results)
             report.objects_expected = sum(1 for r in results.values() if r == ("ok", "present")) + sum(
-                1 for r in results.values() if r[0] in ("lost", "wrong", "unprotected"))
+                1 for r in results.values() if r[0] in ("lost", "wrong", "unprotected")
+            )
             report.objects_deleted = sum(1 for r in results.values() if r == ("ok", "absent")) + sum(
-                1 for r in results.values() if r[0] == "resurrected")
-            for kind, attr in (("lost", "objects_lost"), ("wrong", "objects_wrong"),
-                               ("resurrected", "objects_resurrected"), ("unprotected", "objects_unprotected")):
+                1 for r in results.values() if r[0] == "resurrected"
+            )
+            for kind, attr in (
+                ("lost", "objects_lost"),
+                ("wrong", "objects_wrong"),
+                ("resurrected", "objects_resurrected"),
+                ("unprotected", "objects_unprotected"),
+            ):
                 setattr(report, attr, sum(1 for r in results.values() if r[0] == kind))
             report.final_problems = [r[1] for r in bad.values()]
             try:
                 status = self.controller("status", {})
                 report.protection = protection_summary(status["stats"])
-                report.drained_fragments_left = {n: status["stats"].get(n, {}).get("fragments")
-                                                 for n in report.drained}
+                report.drained_fragments_left = {n: status["stats"].get(n, {}).get("fragments") for n in report.drained}
             except HCStoreError as exc:
                 report.driver_errors.append(f"controller status: {exc}")
 
     def run(self) -> ChaosReport:
         config = self.config
-        self.log(f"chaos: {len(self.cluster.agents())} agents, EC {config.ec}, {config.keys} keys, "
-                 f"{config.clients} clients, {config.seconds:.0f} s, seed {config.seed}")
-        threads = [threading.Thread(target=self.worker, args=(i,), name=f"chaos-client-{i}", daemon=True)
-                   for i in range(config.clients)]
+        self.log(
+            f"chaos: {len(self.cluster.agents())} agents, EC {config.ec}, {config.keys} keys, "
+            f"{config.clients} clients, {config.seconds:.0f} s, seed {config.seed}"
+        )
+        threads = [
+            threading.Thread(target=self.worker, args=(i,), name=f"chaos-client-{i}", daemon=True)
+            for i in range(config.clients)
+        ]
         start = time.monotonic()
         for t in threads:
             t.start()
@@ -583,16 +618,23 @@ class Chaos:
         return self.report
 
 
-def run_chaos(path: str | Path, config: ChaosConfig | None = None, *,
-              log: Callable[[str], None] = print) -> ChaosReport:
+def run_chaos(
+    path: str | Path, config: ChaosConfig | None = None, *, log: Callable[[str], None] = print
+) -> ChaosReport:
     """Create a local cluster at ``path`` (which must not hold one), run the chaos on it, and report.
 
     The cluster is left stopped but not removed (its logs are under ``path``).
     """
     config = config or ChaosConfig()
-    cluster = LocalCluster.create(path, agents=config.agents, ec=config.ec, durability=config.durability,
-                                  intervals=config.intervals, scan_interval=config.scan_interval,
-                                  repair_rate=config.repair_rate)
+    cluster = LocalCluster.create(
+        path,
+        agents=config.agents,
+        ec=config.ec,
+        durability=config.durability,
+        intervals=config.intervals,
+        scan_interval=config.scan_interval,
+        repair_rate=config.repair_rate,
+    )
     try:
         cluster.start()
         return Chaos(cluster, config, log).run()
@@ -616,9 +658,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json-out", default=None, help="also write the counts as JSON to this file")
     args = parser.parse_args(argv)
     root = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="hcstore-chaos-"))
-    config = ChaosConfig(seconds=args.seconds, agents=args.agents, ec=args.ec, keys=args.keys, clients=args.clients,
-                         seed=args.seed, max_size=args.max_size, settle_timeout=args.settle_timeout,
-                         verbose=not args.quiet)
+    config = ChaosConfig(
+        seconds=args.seconds,
+        agents=args.agents,
+        ec=args.ec,
+        keys=args.keys,
+        clients=args.clients,
+        seed=args.seed,
+        max_size=args.max_size,
+        settle_timeout=args.settle_timeout,
+        verbose=not args.quiet,
+    )
     report = run_chaos(root / "cluster", config)
     print(report.summary())
     if args.json_out:

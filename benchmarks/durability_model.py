@@ -32,8 +32,9 @@ def afr_to_hourly_rate(afr: float) -> float:
     return -math.log1p(-afr) / HOURS_PER_YEAR
 
 
-def repair_window_hours(node_tb: float, repair_mbps: float, out_interval_minutes: float = 10.0,
-                        parallelism: float = 1.0) -> float:
+def repair_window_hours(
+    node_tb: float, repair_mbps: float, out_interval_minutes: float = 10.0, parallelism: float = 1.0
+) -> float:
     """Window during which a failed node's fragments are missing: out-interval + rebuild time.
 
     ``node_tb`` is the fragment data held by one node (TB, 1e12 bytes); ``repair_mbps`` the
@@ -65,8 +66,9 @@ def _falling(n: int, j: int) -> int:
     return math.perm(n, j)
 
 
-def group_mttdl_hours(k: int, m: int, node_failure_rate_per_hour: float, repair_hours: float,
-                      repair: str = "parallel") -> float:
+def group_mttdl_hours(
+    k: int, m: int, node_failure_rate_per_hour: float, repair_hours: float, repair: str = "parallel"
+) -> float:
     """Closed-form MTTDL of one group of n = k+m nodes (first order in lambda*T).
 
     Birth-death chain on the number of failed nodes i = 0..m+1 (m+1 = loss): failure rate
@@ -89,8 +91,9 @@ def group_mttdl_hours(k: int, m: int, node_failure_rate_per_hour: float, repair_
     return factor * mu**m / (_falling(n, m + 1) * lam ** (m + 1))
 
 
-def group_mttdl_exact_hours(k: int, m: int, node_failure_rate_per_hour: float, repair_hours: float,
-                            repair: str = "parallel") -> float:
+def group_mttdl_exact_hours(
+    k: int, m: int, node_failure_rate_per_hour: float, repair_hours: float, repair: str = "parallel"
+) -> float:
     """Exact expected time to absorption of the same birth-death chain (exponential repair), from state 0."""
     _check(k, m, node_failure_rate_per_hour, repair_hours)
     lam, n, mu = node_failure_rate_per_hour, k + m, 1.0 / repair_hours
@@ -109,8 +112,9 @@ def group_mttdl_exact_hours(k: int, m: int, node_failure_rate_per_hour: float, r
     return float(np.linalg.solve(a, np.ones(m + 1))[0])
 
 
-def group_loss_rate_per_hour(k: int, m: int, node_failure_rate_per_hour: float, repair_hours: float,
-                             repair: str = "parallel") -> float:
+def group_loss_rate_per_hour(
+    k: int, m: int, node_failure_rate_per_hour: float, repair_hours: float, repair: str = "parallel"
+) -> float:
     """Loss rate of one placement group: 1 / MTTDL."""
     return 1.0 / group_mttdl_hours(k, m, node_failure_rate_per_hour, repair_hours, repair)
 
@@ -118,8 +122,9 @@ def group_loss_rate_per_hour(k: int, m: int, node_failure_rate_per_hour: float, 
 # --------------------------------------------------------------------------- fleet
 
 
-def concurrent_failure_rate_per_hour(n_nodes: int, m: int, node_failure_rate_per_hour: float,
-                                     repair_hours: float) -> float:
+def concurrent_failure_rate_per_hour(
+    n_nodes: int, m: int, node_failure_rate_per_hour: float, repair_hours: float
+) -> float:
     """Rate of events "a node fails while m other nodes of the fleet are inside their repair window".
 
         rate ~= N lambda * C(N-1, m) * (lambda T)^m = (m+1) C(N, m+1) lambda^(m+1) T^m
@@ -159,19 +164,35 @@ def placement_coverage(n_nodes: int, k: int, m: int, objects: float, placement: 
     return -math.expm1(objects * math.log1p(-p)) if p < 1 else 1.0
 
 
-def fleet_loss_rate_per_hour(n_nodes: int, k: int, m: int, node_failure_rate_per_hour: float,
-                             repair_hours: float, objects: float, placement: str = "random") -> float:
+def fleet_loss_rate_per_hour(
+    n_nodes: int,
+    k: int,
+    m: int,
+    node_failure_rate_per_hour: float,
+    repair_hours: float,
+    objects: float,
+    placement: str = "random",
+) -> float:
     """Rate of data-loss events on the fleet: concurrent (m+1)-failure rate x placement coverage."""
     _check(k, m, node_failure_rate_per_hour, repair_hours)
-    return (concurrent_failure_rate_per_hour(n_nodes, m, node_failure_rate_per_hour, repair_hours)
-            * placement_coverage(n_nodes, k, m, objects, placement))
+    return concurrent_failure_rate_per_hour(n_nodes, m, node_failure_rate_per_hour, repair_hours) * placement_coverage(
+        n_nodes, k, m, objects, placement
+    )
 
 
-def loss_probability_per_year(n_nodes: int, k: int, m: int, node_failure_rate_per_hour: float,
-                              repair_hours: float, objects: float, placement: str = "random") -> float:
+def loss_probability_per_year(
+    n_nodes: int,
+    k: int,
+    m: int,
+    node_failure_rate_per_hour: float,
+    repair_hours: float,
+    objects: float,
+    placement: str = "random",
+) -> float:
     """Annual probability that the fleet loses at least one object: 1 - exp(-rate * 8760)."""
-    return annual_probability(fleet_loss_rate_per_hour(
-        n_nodes, k, m, node_failure_rate_per_hour, repair_hours, objects, placement))
+    return annual_probability(
+        fleet_loss_rate_per_hour(n_nodes, k, m, node_failure_rate_per_hour, repair_hours, objects, placement)
+    )
 
 
 def _check(k: int, m: int, lam: float, repair_hours: float) -> None:
@@ -184,8 +205,9 @@ def _check(k: int, m: int, lam: float, repair_hours: float) -> None:
 # --------------------------------------------------------------------------- Monte Carlo (for tests)
 
 
-def simulate_group_mttdl_hours(n: int, m: int, node_failure_rate_per_hour: float, repair_hours: float,
-                               trials: int, seed: int = 0) -> float:
+def simulate_group_mttdl_hours(
+    n: int, m: int, node_failure_rate_per_hour: float, repair_hours: float, trials: int, seed: int = 0
+) -> float:
     """Monte Carlo MTTDL of one group of n nodes with *deterministic* repair windows of repair_hours.
 
     Each node alternates up (exponential, rate lambda) and down (exactly T); data is lost when a
@@ -211,9 +233,15 @@ def simulate_group_mttdl_hours(n: int, m: int, node_failure_rate_per_hour: float
 # --------------------------------------------------------------------------- table / CLI
 
 
-def sensitivity_rows(n_nodes: int, repair_hours: float, objects: float, afrs: Sequence[float],
-                     window_factors: Sequence[float], schemes: Sequence[tuple[int, int]] = SCHEMES,
-                     placement: str = "random") -> list[dict[str, float | str]]:
+def sensitivity_rows(
+    n_nodes: int,
+    repair_hours: float,
+    objects: float,
+    afrs: Sequence[float],
+    window_factors: Sequence[float],
+    schemes: Sequence[tuple[int, int]] = SCHEMES,
+    placement: str = "random",
+) -> list[dict[str, float | str]]:
     rows: list[dict[str, float | str]] = []
     for k, m in schemes:
         for afr in afrs:
@@ -223,40 +251,59 @@ def sensitivity_rows(n_nodes: int, repair_hours: float, objects: float, afrs: Se
                 group_p = annual_probability(group_loss_rate_per_hour(k, m, lam, t))
                 worst_p = loss_probability_per_year(n_nodes, k, m, lam, t, objects, "all")
                 fleet_p = loss_probability_per_year(n_nodes, k, m, lam, t, objects, placement)
-                rows.append({
-                    "scheme": f"{k}+{m}", "afr": afr, "factor": factor, "window_h": t,
-                    "group_p": group_p,
-                    "coverage": placement_coverage(n_nodes, k, m, objects, placement),
-                    "worst_p": worst_p, "fleet_p": fleet_p, "nines": nines(fleet_p),
-                })
+                rows.append(
+                    {
+                        "scheme": f"{k}+{m}",
+                        "afr": afr,
+                        "factor": factor,
+                        "window_h": t,
+                        "group_p": group_p,
+                        "coverage": placement_coverage(n_nodes, k, m, objects, placement),
+                        "worst_p": worst_p,
+                        "fleet_p": fleet_p,
+                        "nines": nines(fleet_p),
+                    }
+                )
     return rows
 
 
 def format_table(rows: list[dict[str, float | str]]) -> str:
-    head = (f"{'scheme':<6} {'AFR':>5} {'window':>13} {'P/yr':>9} {'nines':>5} {'P/yr fleet':>10} "
-            f"{'coverage':>8} {'P/yr fleet':>10} {'nines':>5}")
-    sub = (f"{'':<6} {'':>5} {'':>13} {'1 object':>9} {'obj':>5} {'all sets':>10} "
-           f"{'':>8} {'objects':>10} {'fleet':>5}")
+    head = (
+        f"{'scheme':<6} {'AFR':>5} {'window':>13} {'P/yr':>9} {'nines':>5} {'P/yr fleet':>10} "
+        f"{'coverage':>8} {'P/yr fleet':>10} {'nines':>5}"
+    )
+    sub = f"{'':<6} {'':>5} {'':>13} {'1 object':>9} {'obj':>5} {'all sets':>10} {'':>8} {'objects':>10} {'fleet':>5}"
     lines = [head, sub, "-" * len(head)]
     for r in rows:
         factor = "meas" if r["factor"] == 1 else f"{r['factor']:g}x"
         window = f"{r['window_h']:.2f}h ({factor})"
-        lines.append(f"{r['scheme']:<6} {r['afr']:>5.1%} {window:>13} {r['group_p']:>9.2e} "
-                     f"{nines(float(r['group_p'])):>5.1f} {r['worst_p']:>10.2e} {r['coverage']:>8.3g} "
-                     f"{r['fleet_p']:>10.2e} {r['nines']:>5.1f}")
+        lines.append(
+            f"{r['scheme']:<6} {r['afr']:>5.1%} {window:>13} {r['group_p']:>9.2e} "
+            f"{nines(float(r['group_p'])):>5.1f} {r['worst_p']:>10.2e} {r['coverage']:>8.3g} "
+            f"{r['fleet_p']:>10.2e} {r['nines']:>5.1f}"
+        )
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", type=int, default=1000)
-    parser.add_argument("--repair-hours", type=float, default=None,
-                        help="measured repair window (out-interval included); or give --repair-mbps")
-    parser.add_argument("--repair-mbps", type=float, default=None,
-                        help="measured rebuild rate, MB/s (from `hcstore bench --repair`)")
+    parser.add_argument(
+        "--repair-hours",
+        type=float,
+        default=None,
+        help="measured repair window (out-interval included); or give --repair-mbps",
+    )
+    parser.add_argument(
+        "--repair-mbps", type=float, default=None, help="measured rebuild rate, MB/s (from `hcstore bench --repair`)"
+    )
     parser.add_argument("--node-tb", type=float, default=2.0, help="fragment data per node, TB")
-    parser.add_argument("--parallelism", type=float, default=1.0,
-                        help="concurrent rebuild streams at --repair-mbps each (1 = conservative)")
+    parser.add_argument(
+        "--parallelism",
+        type=float,
+        default=1.0,
+        help="concurrent rebuild streams at --repair-mbps each (1 = conservative)",
+    )
     parser.add_argument("--out-interval-minutes", type=float, default=10.0)
     parser.add_argument("--afr", type=float, default=0.02, help="annual permanent node-data-loss rate")
     parser.add_argument("--objects", type=float, default=1e7, help="objects (placement groups) on the fleet")
@@ -270,26 +317,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         source = f"--repair-hours {window:g} (given)"
     elif args.repair_mbps is not None:
         window = repair_window_hours(args.node_tb, args.repair_mbps, args.out_interval_minutes, args.parallelism)
-        source = (f"{args.out_interval_minutes:g} min out-interval + {args.node_tb:g} TB / "
-                  f"({args.repair_mbps:g} MB/s x {args.parallelism:g})")
+        source = (
+            f"{args.out_interval_minutes:g} min out-interval + {args.node_tb:g} TB / "
+            f"({args.repair_mbps:g} MB/s x {args.parallelism:g})"
+        )
     else:
         parser.error("give the measured --repair-hours, or --repair-mbps (with --node-tb)")
 
     afrs = sorted(set(args.sensitivity_afr) | {args.afr})
-    print(f"fleet: {args.nodes} nodes, {args.objects:.3g} objects, placement={args.placement}, "
-          "parallel repair, independent failures")
+    print(
+        f"fleet: {args.nodes} nodes, {args.objects:.3g} objects, placement={args.placement}, "
+        "parallel repair, independent failures"
+    )
     print(f"repair window: {window:.3f} h = {source}")
     lam = afr_to_hourly_rate(args.afr)
-    print(f"default AFR {args.afr:.1%}/node-year -> lambda = {lam:.3e}/node-hour; "
-          f"nodes inside a repair window on average: {args.nodes * lam * window:.2e}")
+    print(
+        f"default AFR {args.afr:.1%}/node-year -> lambda = {lam:.3e}/node-hour; "
+        f"nodes inside a repair window on average: {args.nodes * lam * window:.2e}"
+    )
     print()
-    print(format_table(sensitivity_rows(args.nodes, window, args.objects, afrs, args.window_factors,
-                                        placement=args.placement)))
+    print(
+        format_table(
+            sensitivity_rows(args.nodes, window, args.objects, afrs, args.window_factors, placement=args.placement)
+        )
+    )
     print()
-    print("1 object: one object's k+m placement group (S3-style per-object durability). "
-          "all sets: fleet, every (m+1)-node set\nholds some object (objects -> inf). coverage: share of "
-          "(m+1)-node sets holding m+1 fragments of one object.\nobjects: fleet with --objects objects; "
-          "P/yr = annual probability of losing at least one object.")
+    print(
+        "1 object: one object's k+m placement group (S3-style per-object durability). "
+        "all sets: fleet, every (m+1)-node set\nholds some object (objects -> inf). coverage: share of "
+        "(m+1)-node sets holding m+1 fragments of one object.\nobjects: fleet with --objects objects; "
+        "P/yr = annual probability of losing at least one object."
+    )
     return 0
 
 

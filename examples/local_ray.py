@@ -8,24 +8,25 @@ from __future__ import annotations
 
 import os
 
-os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"      # every Ray node on 127.0.0.1
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # every Ray node on 127.0.0.1
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-from collections.abc import Iterator, Sequence  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
-from typing import Any  # noqa: E402
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
-import ray  # noqa: E402
-from ray.cluster_utils import Cluster  # noqa: E402
+import ray
+from ray.cluster_utils import Cluster
 
-import ray_integration  # noqa: E402
+import ray_integration
 
 
 @contextmanager
-def local_ray_cluster(*, head: dict[str, Any], nodes: Sequence[dict[str, Any]],
-                      prefix: str) -> Iterator[tuple[Cluster, list[Any], str]]:
+def local_ray_cluster(
+    *, head: dict[str, Any], nodes: Sequence[dict[str, Any]], prefix: str
+) -> Iterator[tuple[Cluster, list[Any], str]]:
     """``(cluster, node handles, work dir)``: Ray started and connected; everything torn down on exit.
 
     ``head`` and each of ``nodes`` are ``Cluster.add_node`` arguments (``num_cpus``, ``resources``, ...).
@@ -42,7 +43,7 @@ def local_ray_cluster(*, head: dict[str, Any], nodes: Sequence[dict[str, Any]],
         if ray.is_initialized():
             try:
                 ray_integration.shutdown()
-            except Exception as exc:          # not deployed, or already gone
+            except Exception as exc:  # not deployed, or already gone
                 print(f"hcstore shutdown: {exc}")
             finally:
                 ray.shutdown()

@@ -19,23 +19,22 @@ finds it again and ``ray_integration.shutdown()`` stops it, leaving the data on 
 
 from __future__ import annotations
 
+import logging
+import time
+
+import numpy as np
+import ray
 from local_ray import local_ray_cluster  # first: it keeps every Ray node on 127.0.0.1
 
-import logging  # noqa: E402
-import time  # noqa: E402
+import ray_integration
 
-import numpy as np  # noqa: E402
-import ray  # noqa: E402
-
-import ray_integration  # noqa: E402
-
-NODES = 6                  # EC 4+2 puts each object's six fragments on six different nodes
+NODES = 6  # EC 4+2 puts each object's six fragments on six different nodes
 
 
 @ray.remote(num_cpus=0)
 def read_here(store: ray_integration.HCStore, key: str, expected: np.ndarray) -> str:
     """Read ``key`` through an object ref assembled on this task's own node; return the node's id."""
-    array = ray.get(store.get_ref(key))           # read-only, zero-copy view into this node's object store
+    array = ray.get(store.get_ref(key))  # read-only, zero-copy view into this node's object store
     assert np.array_equal(array, expected), f"{key} differs"
     return ray.get_runtime_context().get_node_id()
 
@@ -49,15 +48,21 @@ def read_on_every_node(store: ray_integration.HCStore, arrays: dict[str, np.ndar
 
 
 def main() -> None:
-    with local_ray_cluster(head={"num_cpus": 2}, prefix="hcstore-ray-example-",
-                           nodes=[{"num_cpus": 1, "object_store_memory": 100 * 2**20}] * (NODES - 1)) as (
-            cluster, workers, workdir):
+    with local_ray_cluster(
+        head={"num_cpus": 2},
+        prefix="hcstore-ray-example-",
+        nodes=[{"num_cpus": 1, "object_store_memory": 100 * 2**20}] * (NODES - 1),
+    ) as (cluster, workers, workdir):
         ray.data.DataContext.get_current().enable_progress_bars = False
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         print(f"Ray cluster: {NODES} nodes on this machine; hcstore fragments under {workdir}")
 
-        store = ray_integration.deploy(mountpaths=[f"{workdir}/{{node_id}}/mp0"], ec="4+2",
-                                       agent={"durability": "none"}, progress=lambda line: print(" ", line))
+        store = ray_integration.deploy(
+            mountpaths=[f"{workdir}/{{node_id}}/mp0"],
+            ec="4+2",
+            agent={"durability": "none"},
+            progress=lambda line: print(" ", line),
+        )
 
         rng = np.random.default_rng(0)
         arrays = {f"arrays/{i}": rng.standard_normal((256, 1024 * (i + 1)), dtype=np.float32) for i in range(3)}
@@ -76,15 +81,17 @@ def main() -> None:
         print(f"Ray Data: wrote {len(rows)} rows as objects under rows/, read them back with read_hcstore")
 
         victim = workers[-1]
-        cluster.remove_node(victim, allow_graceful=False)        # its raylet and processes are SIGKILLed
+        cluster.remove_node(victim, allow_graceful=False)  # its raylet and processes are SIGKILLed
         survivors = [node for node in nodes if node != victim.node_id]
-        print(f"killed node {victim.node_id[:8]} without warning: a sixth of every object's fragments is gone "
-              "(Ray logs the unexpected termination below)")
+        print(
+            f"killed node {victim.node_id[:8]} without warning: a sixth of every object's fragments is gone "
+            "(Ray logs the unexpected termination below)"
+        )
 
         killed_at = time.monotonic()
-        read_on_every_node(store, arrays, survivors)      # at once: missing fragments are rebuilt from parity
+        read_on_every_node(store, arrays, survivors)  # at once: missing fragments are rebuilt from parity
 
-        def victim_alive() -> bool:                        # until Ray notices, it may still schedule tasks there
+        def victim_alive() -> bool:  # until Ray notices, it may still schedule tasks there
             return any(n["NodeID"] == victim.node_id and n["Alive"] for n in ray.nodes())
 
         while victim_alive() and time.monotonic() < killed_at + 120:

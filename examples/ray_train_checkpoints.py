@@ -25,25 +25,24 @@ On a real cluster, skip the local cluster and deploy on the one you have::
 
 from __future__ import annotations
 
+import argparse
+import os
+import tempfile
+import threading
+import time
+from typing import Any
+
+import ray
+import torch
 from local_ray import local_ray_cluster  # first: it keeps every Ray node on 127.0.0.1
+from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer, prepare_model
 
-import argparse  # noqa: E402
-import os  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
+import ray_integration
+from hcstore.checkpoints import CheckpointManager
+from hcstore.filesystem import HCStoreFileSystem
 
-import ray  # noqa: E402
-import torch  # noqa: E402
-from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig  # noqa: E402
-from ray.train.torch import TorchTrainer, prepare_model  # noqa: E402
-
-import ray_integration  # noqa: E402
-from hcstore.checkpoints import CheckpointManager  # noqa: E402
-from hcstore.filesystem import HCStoreFileSystem  # noqa: E402
-
-RUN, STORAGE_PATH = "resume-after-node-loss", "train-runs/examples"      # bucket "train-runs"
+RUN, STORAGE_PATH = "resume-after-node-loss", "train-runs/examples"  # bucket "train-runs"
 KILL_AFTER_EPOCH = 2
 
 
@@ -52,13 +51,13 @@ def train_loop(config: dict) -> None:
     torch.manual_seed(0)
     model = torch.nn.Linear(8, 1)
     start = 0
-    checkpoint = ray.train.get_checkpoint()              # None on a fresh start; the newest after a restart
+    checkpoint = ray.train.get_checkpoint()  # None on a fresh start; the newest after a restart
     if checkpoint:
         with checkpoint.as_directory() as folder:
             state = torch.load(os.path.join(folder, "state.pt"))
         model.load_state_dict(state["model"])
         start = state["epoch"] + 1
-    model = prepare_model(model)                         # DistributedDataParallel across the workers
+    model = prepare_model(model)  # DistributedDataParallel across the workers
     optimizer = torch.optim.SGD(model.parameters(), lr=0.2)
     if checkpoint:
         optimizer.load_state_dict(state["optimizer"])
@@ -72,18 +71,23 @@ def train_loop(config: dict) -> None:
         optimizer.step()
         with tempfile.TemporaryDirectory() as folder:
             if rank == 0:
-                torch.save({"epoch": epoch, "model": model.module.state_dict(), "optimizer": optimizer.state_dict()},
-                           os.path.join(folder, "state.pt"))
-            ray.train.report({"epoch": epoch, "start": start, "loss": loss.item()},
-                             checkpoint=Checkpoint.from_directory(folder) if rank == 0 else None,
-                             checkpoint_dir_name=ray_integration.checkpoint_dir_name(epoch))
+                torch.save(
+                    {"epoch": epoch, "model": model.module.state_dict(), "optimizer": optimizer.state_dict()},
+                    os.path.join(folder, "state.pt"),
+                )
+            ray.train.report(
+                {"epoch": epoch, "start": start, "loss": loss.item()},
+                checkpoint=Checkpoint.from_directory(folder) if rank == 0 else None,
+                checkpoint_dir_name=ray_integration.checkpoint_dir_name(epoch),
+            )
         if rank == 0:
             config["store"].put("progress", {"epoch": epoch, "node": ray.get_runtime_context().get_node_id()})
-        time.sleep(1.0)                                  # slow enough to kill a node mid-run
+        time.sleep(1.0)  # slow enough to kill a node mid-run
 
 
-def kill_rank0_node(store: ray_integration.HCStore, cluster: Any, trainers: list, killed: list[str],
-                    done: threading.Event) -> None:
+def kill_rank0_node(
+    store: ray_integration.HCStore, cluster: Any, trainers: list, killed: list[str], done: threading.Event
+) -> None:
     """Once rank 0 has saved epoch ``KILL_AFTER_EPOCH``, SIGKILL the node it runs on."""
     while not done.wait(0.2):
         try:
@@ -92,9 +96,11 @@ def kill_rank0_node(store: ray_integration.HCStore, cluster: Any, trainers: list
             continue
         if progress["epoch"] >= KILL_AFTER_EPOCH:
             victim = next(node for node in trainers if node.node_id == progress["node"])
-            print(f"after epoch {progress['epoch']}: killing node {victim.node_id[:8]}, rank 0's, without warning "
-                  "(Ray logs the unexpected termination below)")
-            cluster.remove_node(victim, allow_graceful=False)          # its raylet and workers are SIGKILLed
+            print(
+                f"after epoch {progress['epoch']}: killing node {victim.node_id[:8]}, rank 0's, without warning "
+                "(Ray logs the unexpected termination below)"
+            )
+            cluster.remove_node(victim, allow_graceful=False)  # its raylet and workers are SIGKILLed
             killed.append(victim.node_id)
             return
 
@@ -109,12 +115,19 @@ def main() -> None:
         parser.error(f"--epochs must be at least {KILL_AFTER_EPOCH + 2} to kill a node mid-run")
 
     done = threading.Event()
-    nodes = [{"num_cpus": 1}] + [{"num_cpus": 2, "resources": {"trainer": 2}}] * 2   # a spare: EC 2+1 needs 3
+    nodes = [{"num_cpus": 1}] + [{"num_cpus": 2, "resources": {"trainer": 2}}] * 2  # a spare: EC 2+1 needs 3
     with local_ray_cluster(head={"num_cpus": 1}, nodes=nodes, prefix="hcstore-ray-train-") as (
-            cluster, (_, *trainers), workdir):
-        store = ray_integration.deploy(mountpaths=[f"{workdir}/{{node_id}}/mp0"], ec="2+1",
-                                       agent={"durability": "commit"}, timeout=180,
-                                       progress=lambda line: print(" ", line))
+        cluster,
+        (_, *trainers),
+        workdir,
+    ):
+        store = ray_integration.deploy(
+            mountpaths=[f"{workdir}/{{node_id}}/mp0"],
+            ec="2+1",
+            agent={"durability": "commit"},
+            timeout=180,
+            progress=lambda line: print(" ", line),
+        )
         print(f"Ray cluster: 4 nodes on this machine; hcstore fragments under {workdir}")
 
         killed: list[str] = []
@@ -122,22 +135,31 @@ def main() -> None:
         killer.start()
         durable_url = f"file://{workdir}/durable"
         trainer = TorchTrainer(
-            train_loop, train_loop_config={"store": store, "epochs": args.epochs},
+            train_loop,
+            train_loop_config={"store": store, "epochs": args.epochs},
             scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1, "trainer": 1}),
-            run_config=RunConfig(name=RUN, storage_path=STORAGE_PATH,
-                                 storage_filesystem=ray_integration.storage_filesystem(store),
-                                 failure_config=FailureConfig(max_failures=3),
-                                 callbacks=[ray_integration.HCStoreCheckpointCallback(
-                                     keep_last=args.keep_last, durable_url=durable_url,
-                                     durable_every=args.durable_every)]))
+            run_config=RunConfig(
+                name=RUN,
+                storage_path=STORAGE_PATH,
+                storage_filesystem=ray_integration.storage_filesystem(store),
+                failure_config=FailureConfig(max_failures=3),
+                callbacks=[
+                    ray_integration.HCStoreCheckpointCallback(
+                        keep_last=args.keep_last, durable_url=durable_url, durable_every=args.durable_every
+                    )
+                ],
+            ),
+        )
         print(f"training {args.epochs} epochs on 2 workers, a checkpoint per epoch to hcstore://{STORAGE_PATH}/{RUN}")
         result = trainer.fit()
         done.set()
         assert result.error is None, result.error
         assert killed, "training ended before a node could be killed"
         start = result.metrics["start"]
-        print(f"the restarted workers loaded the checkpoint of epoch {start - 1} from hcstore and went on from "
-              f"epoch {start}; final epoch {result.metrics['epoch']}, loss {result.metrics['loss']:.4f}")
+        print(
+            f"the restarted workers loaded the checkpoint of epoch {start - 1} from hcstore and went on from "
+            f"epoch {start}; final epoch {result.metrics['epoch']}, loss {result.metrics['loss']:.4f}"
+        )
 
         run_dir = f"{STORAGE_PATH}/{RUN}"
         on_hcstore = CheckpointManager((HCStoreFileSystem(store.controller), run_dir), keep_last=None).list()

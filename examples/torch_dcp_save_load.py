@@ -25,18 +25,25 @@ from pathlib import Path
 
 import torch
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader, FsspecWriter   # not exported in 2.13
+from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader, FsspecWriter  # not exported in 2.13
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from hcstore.cluster.local import LocalCluster
+
 URL = "hcstore://checkpoints/dcp-example/step-000100"
 
 
 def make_model(seed: int) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     """A small MLP and its AdamW optimizer, one training step in (so the optimizer has state)."""
     torch.manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Embedding(1000, 128), torch.nn.Flatten(), torch.nn.Linear(128 * 8, 512),
-                                torch.nn.GELU(), torch.nn.LayerNorm(512), torch.nn.Linear(512, 10))
+    model = torch.nn.Sequential(
+        torch.nn.Embedding(1000, 128),
+        torch.nn.Flatten(),
+        torch.nn.Linear(128 * 8, 512),
+        torch.nn.GELU(),
+        torch.nn.LayerNorm(512),
+        torch.nn.Linear(512, 10),
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     tokens = torch.randint(0, 1000, (16, 8))
     torch.nn.functional.cross_entropy(model(tokens), torch.randint(0, 10, (16,))).backward()
@@ -49,15 +56,15 @@ def snapshot(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[s
     model_state, optim_state = get_state_dict(model, optimizer)
     flat = {f"model.{k}": v.detach().clone() for k, v in model_state.items()}
     for param, state in optim_state["state"].items():
-        flat.update({f"optim.{param}.{k}": v.detach().clone() for k, v in state.items()
-                     if isinstance(v, torch.Tensor)})
+        flat.update({f"optim.{param}.{k}": v.detach().clone() for k, v in state.items() if isinstance(v, torch.Tensor)})
     return flat
 
 
 def save(model: torch.nn.Module, optimizer: torch.optim.Optimizer, options: dict[str, str]) -> None:
     model_state, optim_state = get_state_dict(model, optimizer)
-    dcp.save({"model": model_state, "optim": optim_state},
-             storage_writer=FsspecWriter(URL, sync_files=False, **options))
+    dcp.save(
+        {"model": model_state, "optim": optim_state}, storage_writer=FsspecWriter(URL, sync_files=False, **options)
+    )
 
 
 def load(model: torch.nn.Module, optimizer: torch.optim.Optimizer, options: dict[str, str]) -> None:
@@ -69,8 +76,7 @@ def load(model: torch.nn.Module, optimizer: torch.optim.Optimizer, options: dict
 
 def compare(saved: dict[str, torch.Tensor], loaded: dict[str, torch.Tensor]) -> list[str]:
     """Names of tensors that differ (or are missing) after the round trip."""
-    return [name for name, tensor in saved.items()
-            if name not in loaded or not torch.equal(loaded[name], tensor)]
+    return [name for name, tensor in saved.items() if name not in loaded or not torch.equal(loaded[name], tensor)]
 
 
 def run(cluster_arg: str | None) -> bool:
@@ -89,8 +95,9 @@ def run(cluster_arg: str | None) -> bool:
             started = time.perf_counter()
             save(model, optimizer, options)
             size = sum(t.numel() * t.element_size() for t in saved.values())
-            print(f"saved {len(saved)} tensors ({size / 2**20:.1f} MiB) to {URL} "
-                  f"in {time.perf_counter() - started:.2f} s")
+            print(
+                f"saved {len(saved)} tensors ({size / 2**20:.1f} MiB) to {URL} in {time.perf_counter() - started:.2f} s"
+            )
             if own is not None:
                 for node in ("n1", "n2"):
                     own.kill(node)
@@ -113,8 +120,9 @@ def run(cluster_arg: str | None) -> bool:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cluster", default=None,
-                        help="a running cluster (directory or tcp://controller:port); default: start one")
+    parser.add_argument(
+        "--cluster", default=None, help="a running cluster (directory or tcp://controller:port); default: start one"
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message="torch.distributed is disabled")
     return 0 if run(args.cluster) else 1

@@ -22,9 +22,22 @@ _EXPORTS = {
     "AgentConfig": "hcstore.config",
     "ClientConfig": "hcstore.config",
     "ControllerConfig": "hcstore.config",
-    **{name: "hcstore.errors" for name in (
-        "AgentUnavailable", "CorruptFragment", "HCStoreError", "InvalidRequest", "NotEnoughFragments",
-        "NotEnoughNodes", "ObjectChanged", "ObjectNotFound", "ProtocolError", "Retryable", "StoreFull")},
+    **{
+        name: "hcstore.errors"
+        for name in (
+            "AgentUnavailable",
+            "CorruptFragment",
+            "HCStoreError",
+            "InvalidRequest",
+            "NotEnoughFragments",
+            "NotEnoughNodes",
+            "ObjectChanged",
+            "ObjectNotFound",
+            "ProtocolError",
+            "Retryable",
+            "StoreFull",
+        )
+    },
 }
 
 __all__ = sorted(_EXPORTS)

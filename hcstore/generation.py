@@ -38,7 +38,7 @@ class Generation:
         return f"{self.wall_ns:019d}-{self.counter:04d}-{self.writer}"
 
     @classmethod
-    def parse(cls, text: str) -> "Generation":
+    def parse(cls, text: str) -> Generation:
         """Parse a generation string.
 
         Raises:

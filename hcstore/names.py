@@ -60,7 +60,7 @@ def parse_url(url: str, *, key_required: bool = True) -> tuple[str, str]:
     Raises:
         InvalidRequest: the URL has no bucket, or no key when one is required.
     """
-    path = url[len(SCHEME):] if url.startswith(SCHEME) else url
+    path = url[len(SCHEME) :] if url.startswith(SCHEME) else url
     bucket, _, key = path.partition("/")
     check_bucket(bucket)
     if key_required:

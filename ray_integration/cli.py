@@ -14,12 +14,18 @@ def run(args: argparse.Namespace, print_line: Any) -> int:
     ray.init(address=args.address, namespace="hcstore", logging_level="WARNING", log_to_driver=False)
     try:
         if args.ray_command == "deploy":
-            store = ray_integration.deploy(mountpaths=args.mountpath or None, ec=args.ec,
-                                           agent={"durability": args.durability}, timeout=args.timeout,
-                                           progress=print_line)
+            store = ray_integration.deploy(
+                mountpaths=args.mountpath or None,
+                ec=args.ec,
+                agent={"durability": args.durability},
+                timeout=args.timeout,
+                progress=print_line,
+            )
             print_line(f"hcstore serves on this Ray cluster; controller {store.controller}")
-            print_line(f"object verbs: hcstore --cluster {store.controller} ls   "
-                       f"(or export HCSTORE_CLUSTER={store.controller})")
+            print_line(
+                f"object verbs: hcstore --cluster {store.controller} ls   "
+                f"(or export HCSTORE_CLUSTER={store.controller})"
+            )
         elif args.ray_command == "status":
             state = ray_integration.status()
             print_line(f"controller {state['endpoint']}, map epoch {state['map']['epoch']}")

@@ -40,18 +40,25 @@ class HCStoreDatasource(Datasource):
     def estimate_inmemory_data_size(self) -> int:
         return sum(size for _, size in self.objects)
 
-    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
-                       data_context: Any = None) -> list[ReadTask]:
+    def get_read_tasks(
+        self, parallelism: int, per_task_row_limit: int | None = None, data_context: Any = None
+    ) -> list[ReadTask]:
         shares = _split(self.objects, max(1, parallelism))
-        return [ReadTask(_reader(self.store, [key for key, _ in share], self.decoder),
-                         BlockMetadata(num_rows=len(share), size_bytes=sum(size for _, size in share),
-                                       input_files=None, exec_stats=None),
-                         per_task_row_limit=per_task_row_limit)
-                for share in shares]
+        return [
+            ReadTask(
+                _reader(self.store, [key for key, _ in share], self.decoder),
+                BlockMetadata(
+                    num_rows=len(share), size_bytes=sum(size for _, size in share), input_files=None, exec_stats=None
+                ),
+                per_task_row_limit=per_task_row_limit,
+            )
+            for share in shares
+        ]
 
 
-def read_hcstore(store: HCStore, prefix: str = "", *, decoder: Decoder | None = None,
-                 **read_args: Any) -> "ray.data.Dataset":
+def read_hcstore(
+    store: HCStore, prefix: str = "", *, decoder: Decoder | None = None, **read_args: Any
+) -> ray.data.Dataset:
     """A dataset of the objects under ``prefix`` (see :class:`HCStoreDatasource`)."""
     return ray.data.read_datasource(HCStoreDatasource(store, prefix, decoder=decoder), **read_args)
 
@@ -64,8 +71,15 @@ class HCStoreDatasink(Datasink[int]):
     ``encoder(row)``.
     """
 
-    def __init__(self, store: HCStore, prefix: str = "", *, key_column: str = "key",
-                 value_column: str = "bytes", encoder: Encoder | None = None) -> None:
+    def __init__(
+        self,
+        store: HCStore,
+        prefix: str = "",
+        *,
+        key_column: str = "key",
+        value_column: str = "bytes",
+        encoder: Encoder | None = None,
+    ) -> None:
         self.store, self.prefix = store, prefix
         self.key_column, self.value_column, self.encoder = key_column, value_column, encoder
 
@@ -73,8 +87,9 @@ class HCStoreDatasink(Datasink[int]):
         client, written = self.store.client, 0
         for block in blocks:
             for row in BlockAccessor.for_block(block).iter_rows(public_row_format=True):
-                key = self.prefix + (str(row[self.key_column]) if self.key_column in row
-                                     else f"{ctx.task_idx:05d}-{written:08d}")
+                key = self.prefix + (
+                    str(row[self.key_column]) if self.key_column in row else f"{ctx.task_idx:05d}-{written:08d}"
+                )
                 client.put(self.store.bucket, key, self._value(row))
                 written += 1
         return written
@@ -83,8 +98,10 @@ class HCStoreDatasink(Datasink[int]):
         if self.encoder is not None:
             return self.encoder(row)
         if self.value_column not in row:
-            raise KeyError(f"HCStoreDatasink: row has no column {self.value_column!r} "
-                           f"(columns: {', '.join(row)}); pass value_column= or encoder=")
+            raise KeyError(
+                f"HCStoreDatasink: row has no column {self.value_column!r} "
+                f"(columns: {', '.join(row)}); pass value_column= or encoder="
+            )
         value = row[self.value_column]
         return value if isinstance(value, bytes) else bytes(value)
 
@@ -97,6 +114,7 @@ def _reader(store: HCStore, keys: list[str], decoder: Decoder | None) -> Callabl
             data = client.get(store.bucket, key)
             rows.append(dict(decoder(key, data)) if decoder else {"key": key, "bytes": data})
         yield pa.Table.from_pylist(rows)
+
     return read
 
 

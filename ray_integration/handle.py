@@ -46,7 +46,7 @@ class HCStore:
     controller: str
     bucket: str = "ray"
 
-    def with_bucket(self, bucket: str) -> "HCStore":
+    def with_bucket(self, bucket: str) -> HCStore:
         """The same deployment, another bucket."""
         return HCStore(self.controller, bucket)
 
@@ -104,6 +104,6 @@ def _local_agent() -> Any:
         try:
             handle = ray.get_actor(agent_name(ray_node_id), namespace=NAMESPACE)
         except ValueError:
-            return any_agent()          # not cached: this node's own agent may be starting
+            return any_agent()  # not cached: this node's own agent may be starting
         _local_agents[ray_node_id] = handle
     return handle

@@ -15,7 +15,7 @@ from typing import Any
 NAMESPACE = "hcstore"
 CONTROLLER_NAME = "hcstore-controller"
 AGENT_PREFIX = "hcstore-agent-"
-_SHORT_ID = 16                       # hex digits of a Ray node id kept in the hcstore node id
+_SHORT_ID = 16  # hex digits of a Ray node id kept in the hcstore node id
 
 DEFAULT_MOUNTPATHS: tuple[str, ...] = (os.path.join(tempfile.gettempdir(), "hcstore-ray", "{node_id}"),)
 LABEL_KEYS = {"zone": "zone", "ray.io/availability-zone": "zone", "rack": "rack", "host": "host"}
@@ -33,8 +33,9 @@ def agent_name(ray_node_id: str) -> str:
     return AGENT_PREFIX + ray_node_id
 
 
-def mountpaths_for(spec: Mapping[str, Sequence[str]] | Sequence[str] | None, *, ray_node_id: str,
-                   ip: str = "", hostname: str = "") -> tuple[str, ...]:
+def mountpaths_for(
+    spec: Mapping[str, Sequence[str]] | Sequence[str] | None, *, ray_node_id: str, ip: str = "", hostname: str = ""
+) -> tuple[str, ...]:
     """The mountpaths of one node's agent.
 
     ``spec`` is a list of path templates for every node, or a mapping from a Ray node id,
@@ -53,8 +54,9 @@ def mountpaths_for(spec: Mapping[str, Sequence[str]] | Sequence[str] | None, *, 
                 templates = spec[key]
                 break
         else:
-            raise ValueError(f"mountpaths: no entry for node {ray_node_id} ({ip or '?'}, {hostname or '?'}) "
-                             "and no 'default'")
+            raise ValueError(
+                f"mountpaths: no entry for node {ray_node_id} ({ip or '?'}, {hostname or '?'}) and no 'default'"
+            )
     else:
         templates = spec
     if isinstance(templates, str) or not templates:
@@ -91,8 +93,8 @@ class RayNode:
 class Reconciliation:
     """What the controller must do to have exactly one agent per alive Ray node."""
 
-    start: tuple[RayNode, ...] = ()      # alive nodes with no agent (or a dead one): start one
-    gone: tuple[str, ...] = ()           # Ray node ids that died with an agent: drop it, mark it down
+    start: tuple[RayNode, ...] = ()  # alive nodes with no agent (or a dead one): start one
+    gone: tuple[str, ...] = ()  # Ray node ids that died with an agent: drop it, mark it down
 
 
 def reconcile(nodes: Sequence[RayNode], agents: Collection[str]) -> Reconciliation:

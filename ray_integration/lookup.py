@@ -31,5 +31,6 @@ def controller_actor() -> Any:
     try:
         return ray.get_actor(CONTROLLER_NAME, namespace=NAMESPACE)
     except ValueError:
-        raise ClusterNotFound("hcstore is not deployed on this Ray cluster: run ray_integration.deploy() "
-                              "or `hcstore ray deploy`") from None
+        raise ClusterNotFound(
+            "hcstore is not deployed on this Ray cluster: run ray_integration.deploy() or `hcstore ray deploy`"
+        ) from None

@@ -98,8 +98,14 @@ class HCStoreCheckpointCallback(UserCallback):
         durable_storage_options: options of ``durable_url``'s filesystem.
     """
 
-    def __init__(self, *, keep_last: int | None = 3, durable_url: str | None = None, durable_every: int = 1,
-                 durable_storage_options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        keep_last: int | None = 3,
+        durable_url: str | None = None,
+        durable_every: int = 1,
+        durable_storage_options: dict[str, Any] | None = None,
+    ) -> None:
         self.keep_last, self.durable_every = keep_last, durable_every
         self.durable_url, self.durable_storage_options = durable_url, durable_storage_options or {}
         check_keep("keep_last", keep_last)
@@ -107,7 +113,7 @@ class HCStoreCheckpointCallback(UserCallback):
         self._managers: dict[str, CheckpointManager] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_managers": {}}          # managers (threads) are made where it runs
+        return {**self.__dict__, "_managers": {}}  # managers (threads) are made where it runs
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Checkpoint | None) -> None:
         if checkpoint is None:
@@ -115,8 +121,11 @@ class HCStoreCheckpointCallback(UserCallback):
         run_path, name = checkpoint.path.rstrip("/").rsplit("/", 1)
         step = parse_checkpoint_dirname(name)
         if step is None:
-            log.warning("checkpoint %s is not named by step: pass checkpoint_dir_name="
-                        "ray_integration.checkpoint_dir_name(step) to ray.train.report; left alone", name)
+            log.warning(
+                "checkpoint %s is not named by step: pass checkpoint_dir_name="
+                "ray_integration.checkpoint_dir_name(step) to ray.train.report; left alone",
+                name,
+            )
             return
         ray_keeps = run_context.run_config.checkpoint_config.num_to_keep
         self._manager(checkpoint.filesystem, run_path, ray_keeps).adopt(step)
@@ -126,15 +135,23 @@ class HCStoreCheckpointCallback(UserCallback):
         if manager is None:
             keep_last = self.keep_last
             if keep_last is not None and ray_keeps is not None:
-                log.warning("CheckpointConfig(num_to_keep=%d) is set: Ray retires checkpoints, the callback's "
-                            "keep_last=%d is not applied", ray_keeps, keep_last)
+                log.warning(
+                    "CheckpointConfig(num_to_keep=%d) is set: Ray retires checkpoints, the callback's "
+                    "keep_last=%d is not applied",
+                    ray_keeps,
+                    keep_last,
+                )
                 keep_last = None
             durable = None
             if self.durable_url:
                 durable = fsspec.core.url_to_fs(self.durable_url, **self.durable_storage_options)
             manager = self._managers[run_path] = CheckpointManager(
-                (_fsspec(filesystem), run_path), keep_last=keep_last, durable_url=durable,
-                durable_every=self.durable_every, checksum=False)
+                (_fsspec(filesystem), run_path),
+                keep_last=keep_last,
+                durable_url=durable,
+                durable_every=self.durable_every,
+                checksum=False,
+            )
         return manager
 
 

@@ -24,15 +24,16 @@ log = logging.getLogger(__name__)
 class _DurableCopier:
     """One background thread that copies checkpoints to a durable root, newest first when it falls behind."""
 
-    def __init__(self, target: _CheckpointRoot, *, max_waiting: int, checksum: bool,
-                 on_done: Callable[[int], None]) -> None:
+    def __init__(
+        self, target: _CheckpointRoot, *, max_waiting: int, checksum: bool, on_done: Callable[[int], None]
+    ) -> None:
         self.target = target
         self._max_waiting = max_waiting
         self._checksum = checksum
         self._on_done = on_done
         self._waiting: collections.deque[Checkpoint] = collections.deque()
-        self._active: Checkpoint | None = None      # being copied (busy)
-        self._running = False                        # copying, or applying retention after a copy
+        self._active: Checkpoint | None = None  # being copied (busy)
+        self._running = False  # copying, or applying retention after a copy
         self._closing = False
         self._cond = threading.Condition()
         self.errors: list[tuple[int, BaseException]] = []
@@ -52,8 +53,11 @@ class _DurableCopier:
             if len(self._waiting) >= self._max_waiting:
                 dropped = self._waiting.popleft()
                 self.dropped.append(dropped.step)
-                log.warning("durable copy of checkpoint %d dropped: %d copies were waiting, keeping the newest",
-                            dropped.step, self._max_waiting)
+                log.warning(
+                    "durable copy of checkpoint %d dropped: %d copies were waiting, keeping the newest",
+                    dropped.step,
+                    self._max_waiting,
+                )
             self._waiting.append(checkpoint)
             self._cond.notify_all()
 
@@ -80,14 +84,14 @@ class _DurableCopier:
                 self._cond.wait_for(lambda: self._waiting or self._closing)
                 if not self._waiting:
                     return
-                source = self._active = self._waiting.pop()        # newest first
+                source = self._active = self._waiting.pop()  # newest first
                 self._running = True
             self._copy_or_record(source)
             with self._cond:
-                self._active = None                                  # no longer busy: retention may delete it
+                self._active = None  # no longer busy: retention may delete it
             try:
                 self._on_done(source.step)
-            except Exception:       # noqa: BLE001 - retention runs again after the next save
+            except Exception:
                 log.exception("retention after the durable copy of checkpoint %d failed", source.step)
             with self._cond:
                 self._running = False
@@ -96,7 +100,7 @@ class _DurableCopier:
     def _copy_or_record(self, source: Checkpoint) -> None:
         try:
             self._copy(source)
-        except Exception as exc:     # noqa: BLE001 - recorded, and raised by wait()/close()
+        except Exception as exc:  # noqa: BLE001 - recorded, and raised by wait()/close()
             log.error("durable copy of checkpoint %d to %s failed: %s", source.step, self.target.url, exc)
             self.errors.append((source.step, exc))
             self._discard(source.step)
@@ -105,17 +109,21 @@ class _DurableCopier:
         """Copy one checkpoint, verifying every file against the source manifest; manifest last."""
         started = time.perf_counter()
         self.target.delete(source.step)
-        pending = PendingCheckpoint(self.target.fs, self.target.dir(source.step), source.step,
-                                    checksum=self._checksum)
+        pending = PendingCheckpoint(self.target.fs, self.target.dir(source.step), source.step, checksum=self._checksum)
         for entry in source.files:
             _copy_verified(source, entry, pending.open(entry.name))
         _write_manifest(pending, self.target.sizes(source.step))
         seconds = time.perf_counter() - started
-        log.info("checkpoint %d copied to %s (%d bytes, %.1fs)", source.step, pending.url,
-                 source.manifest.total_bytes, seconds)
+        log.info(
+            "checkpoint %d copied to %s (%d bytes, %.1fs)",
+            source.step,
+            pending.url,
+            source.manifest.total_bytes,
+            seconds,
+        )
 
     def _discard(self, step: int) -> None:
         try:
             self.target.delete(step)
-        except Exception as exc:    # noqa: BLE001 - it stays incomplete; retention removes it later
+        except Exception as exc:  # noqa: BLE001 - it stays incomplete; retention removes it later
             log.warning("could not remove the partial durable copy of checkpoint %d: %s", step, exc)

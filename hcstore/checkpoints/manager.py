@@ -69,9 +69,18 @@ class CheckpointManager:
                 state = torch.load(f)
     """
 
-    def __init__(self, root: Location, *, keep_last: int | None = 3, durable_url: Location | None = None,
-                 durable_every: int = 1, durable_queue: int = 2, durable_keep_last: int | None = None,
-                 checksum: bool = True, storage_options: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        root: Location,
+        *,
+        keep_last: int | None = 3,
+        durable_url: Location | None = None,
+        durable_every: int = 1,
+        durable_queue: int = 2,
+        durable_keep_last: int | None = None,
+        checksum: bool = True,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> None:
         self.keep_last = check_keep("keep_last", keep_last)
         self.durable_keep_last = check_keep("durable_keep_last", durable_keep_last)
         check_positive("durable_every", durable_every)
@@ -79,16 +88,17 @@ class CheckpointManager:
         self.durable_every = durable_every
         self.checksum = checksum
         self._root = _CheckpointRoot(*_resolve(root, storage_options))
-        self._lock = threading.Lock()             # one retention pass at a time
-        self._state = threading.Lock()            # guards _writing
+        self._lock = threading.Lock()  # one retention pass at a time
+        self._state = threading.Lock()  # guards _writing
         self._saves = 0
-        self._reported = 0                        # durable errors already raised by wait()/close()
+        self._reported = 0  # durable errors already raised by wait()/close()
         self._writing: set[int] = set()
         self._durable: _DurableCopier | None = None
         if durable_url is not None:
             target = _CheckpointRoot(*_resolve(durable_url, None))
-            self._durable = _DurableCopier(target, max_waiting=durable_queue, checksum=checksum,
-                                           on_done=self._after_durable_copy)
+            self._durable = _DurableCopier(
+                target, max_waiting=durable_queue, checksum=checksum, on_done=self._after_durable_copy
+            )
 
     # ------------------------------------------------------------------ properties
 
@@ -145,8 +155,14 @@ class CheckpointManager:
         finally:
             with self._state:
                 self._writing.discard(step)
-        log.info("checkpoint %d saved to %s: %d files, %d bytes in %.2fs", step, pending.url,
-                 len(manifest.files), manifest.total_bytes, time.perf_counter() - started)
+        log.info(
+            "checkpoint %d saved to %s: %d files, %d bytes in %.2fs",
+            step,
+            pending.url,
+            len(manifest.files),
+            manifest.total_bytes,
+            time.perf_counter() - started,
+        )
         pending.checkpoint = Checkpoint(step, pending.path, pending.url, manifest, self.fs)
         self._after_save(pending.checkpoint, durable)
 
@@ -182,8 +198,13 @@ class CheckpointManager:
         pending = PendingCheckpoint(self.fs, self._root.dir(step), step, checksum=False)
         manifest = _write_manifest(pending, found)
         checkpoint = Checkpoint(step, pending.path, pending.url, manifest, self.fs)
-        log.info("checkpoint %d adopted at %s: %d files, %d bytes", step, pending.url, len(manifest.files),
-                 manifest.total_bytes)
+        log.info(
+            "checkpoint %d adopted at %s: %d files, %d bytes",
+            step,
+            pending.url,
+            len(manifest.files),
+            manifest.total_bytes,
+        )
         self._after_save(checkpoint, durable)
         return checkpoint
 
@@ -191,8 +212,10 @@ class CheckpointManager:
         """Claim ``step`` for writing and clear its directory; returns the directory."""
         dirpath = self._root.dir(step)
         if self._durable and step in self._durable.busy():
-            raise InvalidRequest(f"checkpoint {step} is being copied to {self.durable_url}; call wait() before "
-                                 "saving the same step again")
+            raise InvalidRequest(
+                f"checkpoint {step} is being copied to {self.durable_url}; call wait() before "
+                "saving the same step again"
+            )
         with self._state:
             self._writing.add(step)
         if self.fs.exists(dirpath):
@@ -266,13 +289,14 @@ class CheckpointManager:
 
     def _raise_new_errors(self) -> None:
         errors = self.durable_errors
-        new, self._reported = errors[self._reported:], len(errors)
+        new, self._reported = errors[self._reported :], len(errors)
         if new:
             steps = ", ".join(str(step) for step, _ in new)
-            raise DurableCopyFailed(f"durable copy to {self.durable_url} failed for checkpoint(s) {steps}: "
-                                    f"{new[0][1]}", new) from new[0][1]
+            raise DurableCopyFailed(
+                f"durable copy to {self.durable_url} failed for checkpoint(s) {steps}: {new[0][1]}", new
+            ) from new[0][1]
 
-    def __enter__(self) -> "CheckpointManager":
+    def __enter__(self) -> CheckpointManager:
         return self
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
@@ -281,7 +305,7 @@ class CheckpointManager:
         else:
             try:
                 self.close()
-            except Exception:   # noqa: BLE001 - do not hide the exception that is already propagating
+            except Exception:
                 log.exception("closing the checkpoint manager after an error")
 
 
@@ -295,5 +319,6 @@ def _write_source(pending: PendingCheckpoint, name: str, source: FileSource) -> 
         with pending.open(name) as f:
             source(f)
     else:
-        raise InvalidRequest(f"save: file {name!r} must be bytes, a local path or a callable(file), "
-                             f"got {type(source).__name__}")
+        raise InvalidRequest(
+            f"save: file {name!r} must be bytes, a local path or a callable(file), got {type(source).__name__}"
+        )

@@ -57,7 +57,7 @@ def _resolve(location: Location, storage_options: Mapping[str, Any] | None) -> t
     return fs, path
 
 
-def _copy_verified(source: "Checkpoint", entry: FileEntry, out: _HashingWriter) -> None:
+def _copy_verified(source: Checkpoint, entry: FileEntry, out: _HashingWriter) -> None:
     """Stream one file of ``source`` into ``out`` (closing it) and check what passed against ``entry``.
 
     Raises:
@@ -75,8 +75,8 @@ class Checkpoint:
     """A complete checkpoint: its step, where it is, and its manifest."""
 
     step: int
-    path: str                       # on ``fs``, without protocol
-    url: str                        # the same, as a URL (e.g. hcstore://bucket/run/checkpoint_000000100)
+    path: str  # on ``fs``, without protocol
+    url: str  # the same, as a URL (e.g. hcstore://bucket/run/checkpoint_000000100)
     manifest: Manifest
     fs: AbstractFileSystem = field(repr=False, compare=False)
 
@@ -110,13 +110,19 @@ class Checkpoint:
             local.parent.mkdir(parents=True, exist_ok=True)
             part = local.with_name(f".{local.name}.part")
             try:
-                _copy_verified(self, entry, _HashingWriter(open(part, "wb"), entry.name,
-                                                           checksum=entry.blake3 is not None))
+                _copy_verified(
+                    self, entry, _HashingWriter(open(part, "wb"), entry.name, checksum=entry.blake3 is not None)
+                )
                 os.replace(part, local)
             finally:
                 part.unlink(missing_ok=True)
-        log.info("checkpoint %d: downloaded %d files (%d bytes) to %s",
-                 self.step, len(self.files), self.manifest.total_bytes, target)
+        log.info(
+            "checkpoint %d: downloaded %d files (%d bytes) to %s",
+            self.step,
+            len(self.files),
+            self.manifest.total_bytes,
+            target,
+        )
         return target
 
     def dcp_reader(self, **options: Any) -> Any:
@@ -155,8 +161,11 @@ class _CheckpointRoot:
             found = self.fs.find(base, detail=True)
         except FileNotFoundError:
             return {}
-        return {path[len(base) + 1:]: int(info["size"]) for path, info in found.items()
-                if info.get("type", "file") == "file" and path.startswith(base + "/")}
+        return {
+            path[len(base) + 1 :]: int(info["size"])
+            for path, info in found.items()
+            if info.get("type", "file") == "file" and path.startswith(base + "/")
+        }
 
     def load(self, step: int) -> Checkpoint | None:
         """The checkpoint of ``step`` if it is complete, else None (why not is logged)."""
@@ -170,8 +179,9 @@ class _CheckpointRoot:
         except CheckpointCorrupt as exc:
             log.warning("checkpoint %d is incomplete: %s", step, exc)
             return None
-        problems = ([f"manifest names step {manifest.step}"] if manifest.step != step else []) + \
-            manifest_problems(manifest, self.sizes(step))
+        problems = ([f"manifest names step {manifest.step}"] if manifest.step != step else []) + manifest_problems(
+            manifest, self.sizes(step)
+        )
         if problems:
             log.warning("checkpoint %d is incomplete: %s", step, "; ".join(problems))
             return None

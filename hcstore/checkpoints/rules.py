@@ -18,9 +18,21 @@ from hcstore.checkpoints.errors import CheckpointCorrupt
 from hcstore.errors import InvalidRequest
 
 __all__ = [
-    "CHECKPOINT_PREFIX", "MANIFEST_FORMAT", "MANIFEST_NAME", "STEP_DIGITS", "FileEntry", "Manifest", "RetentionPlan",
-    "check_file_name", "check_keep", "check_positive", "checkpoint_dirname", "is_durable_save", "manifest_problems",
-    "parse_checkpoint_dirname", "plan_retention",
+    "CHECKPOINT_PREFIX",
+    "MANIFEST_FORMAT",
+    "MANIFEST_NAME",
+    "STEP_DIGITS",
+    "FileEntry",
+    "Manifest",
+    "RetentionPlan",
+    "check_file_name",
+    "check_keep",
+    "check_positive",
+    "checkpoint_dirname",
+    "is_durable_save",
+    "manifest_problems",
+    "parse_checkpoint_dirname",
+    "plan_retention",
 ]
 
 MANIFEST_NAME = "MANIFEST.json"
@@ -45,7 +57,7 @@ def parse_checkpoint_dirname(name: str) -> int | None:
     """The step of a checkpoint directory name (or path), or None for any other name."""
     base = name.rstrip("/").rsplit("/", 1)[-1]
     match = _DIRNAME.fullmatch(base)
-    if not match or checkpoint_dirname(int(match.group(1))) != base:     # only the names we make
+    if not match or checkpoint_dirname(int(match.group(1))) != base:  # only the names we make
         return None
     return int(match.group(1))
 
@@ -60,8 +72,9 @@ def check_file_name(name: str) -> str:
         raise InvalidRequest(f"checkpoint file name must be a non-empty string, got {name!r}")
     parts = name.split("/")
     if "\\" in name or any(part in ("", ".", "..") for part in parts):
-        raise InvalidRequest(f"checkpoint file name {name!r} must be relative, '/'-separated, "
-                             "without empty, '.' or '..' parts")
+        raise InvalidRequest(
+            f"checkpoint file name {name!r} must be relative, '/'-separated, without empty, '.' or '..' parts"
+        )
     if name == MANIFEST_NAME:
         raise InvalidRequest(f"checkpoint file name {name!r} is reserved for the manifest")
     return name
@@ -97,7 +110,7 @@ class FileEntry:
     size: int
     blake3: str | None = None
 
-    def mismatch(self, other: "FileEntry") -> str | None:
+    def mismatch(self, other: FileEntry) -> str | None:
         """Why ``other`` (what was found) does not match this entry, or None when it does."""
         if other.size != self.size:
             return f"{self.name}: {other.size} bytes, the manifest says {self.size}"
@@ -120,12 +133,16 @@ class Manifest:
 
     def to_json(self) -> bytes:
         """The manifest file's bytes."""
-        doc = {"format": MANIFEST_FORMAT, "step": self.step, "created": self.created,
-               "files": [{"name": f.name, "size": f.size, "blake3": f.blake3} for f in self.files]}
+        doc = {
+            "format": MANIFEST_FORMAT,
+            "step": self.step,
+            "created": self.created,
+            "files": [{"name": f.name, "size": f.size, "blake3": f.blake3} for f in self.files],
+        }
         return json.dumps(doc, indent=1).encode()
 
     @classmethod
-    def from_json(cls, data: bytes, *, where: str = "manifest") -> "Manifest":
+    def from_json(cls, data: bytes, *, where: str = "manifest") -> Manifest:
         """Parse and validate a manifest file.
 
         Raises:
@@ -134,10 +151,10 @@ class Manifest:
         try:
             doc = json.loads(data)
             if doc.get("format") != MANIFEST_FORMAT:
-                raise CheckpointCorrupt(f"{where}: manifest format {doc.get('format')!r}, "
-                                        f"this reader knows {MANIFEST_FORMAT}")
-            files = tuple(FileEntry(check_file_name(f["name"]), int(f["size"]), f.get("blake3"))
-                          for f in doc["files"])
+                raise CheckpointCorrupt(
+                    f"{where}: manifest format {doc.get('format')!r}, this reader knows {MANIFEST_FORMAT}"
+                )
+            files = tuple(FileEntry(check_file_name(f["name"]), int(f["size"]), f.get("blake3")) for f in doc["files"])
             return cls(int(doc["step"]), files, float(doc.get("created", 0.0)))
         except CheckpointCorrupt:
             raise
@@ -167,11 +184,12 @@ class RetentionPlan:
 
     keep: tuple[int, ...]
     delete: tuple[int, ...]
-    deferred: tuple[int, ...] = ()       # would be deleted, but busy (a durable copy in flight)
+    deferred: tuple[int, ...] = ()  # would be deleted, but busy (a durable copy in flight)
 
 
-def plan_retention(complete: Iterable[int], incomplete: Iterable[int], *, keep_last: int | None,
-                   busy: Collection[int] = ()) -> RetentionPlan:
+def plan_retention(
+    complete: Iterable[int], incomplete: Iterable[int], *, keep_last: int | None, busy: Collection[int] = ()
+) -> RetentionPlan:
     """Which checkpoints to delete so that the ``keep_last`` newest complete ones remain.
 
     Incomplete checkpoints older than the newest complete one are leftovers of

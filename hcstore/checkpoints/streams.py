@@ -27,9 +27,15 @@ class _HashingWriter(io.RawIOBase):
     and calls ``on_abort`` instead.
     """
 
-    def __init__(self, raw: BinaryIO, name: str, *, checksum: bool,
-                 on_close: Callable[[FileEntry], None] = lambda entry: None,
-                 on_abort: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        raw: BinaryIO,
+        name: str,
+        *,
+        checksum: bool,
+        on_close: Callable[[FileEntry], None] = lambda entry: None,
+        on_abort: Callable[[], None] = lambda: None,
+    ) -> None:
         super().__init__()
         self._raw = raw
         self._name = name
@@ -37,7 +43,7 @@ class _HashingWriter(io.RawIOBase):
         self._size = 0
         self._on_close = on_close
         self._on_abort = on_abort
-        self.entry: FileEntry | None = None       # what was written, once closed cleanly
+        self.entry: FileEntry | None = None  # what was written, once closed cleanly
 
     def writable(self) -> bool:
         return True

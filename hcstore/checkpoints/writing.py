@@ -46,7 +46,7 @@ class PendingCheckpoint:
         self._checksum = checksum
         self._entries: dict[str, FileEntry] = {}
         self._made_dirs: set[str] = set()
-        self.checkpoint: Checkpoint | None = None     # set when the manifest has been written
+        self.checkpoint: Checkpoint | None = None  # set when the manifest has been written
 
     @property
     def storage_options(self) -> dict[str, Any]:
@@ -67,8 +67,13 @@ class PendingCheckpoint:
         if parent not in self._made_dirs:
             self.fs.makedirs(parent, exist_ok=True)
             self._made_dirs.add(parent)
-        return _HashingWriter(self.fs.open(path, "wb"), name, checksum=self._checksum,
-                              on_close=self._record, on_abort=lambda: self._remove(path))
+        return _HashingWriter(
+            self.fs.open(path, "wb"),
+            name,
+            checksum=self._checksum,
+            on_close=self._record,
+            on_abort=lambda: self._remove(path),
+        )
 
     def write(self, name: str, data: bytes | bytearray | memoryview) -> None:
         """Write a whole file from bytes."""
@@ -111,8 +116,11 @@ class PendingCheckpoint:
         problems = manifest_problems(Manifest(self.step, tuple(self._entries.values())), found)
         if problems:
             raise CheckpointCorrupt(f"checkpoint {self.step} at {self.url}: after writing, " + "; ".join(problems))
-        adopted = {name: FileEntry(name, size) for name, size in found.items()
-                   if name not in self._entries and name != MANIFEST_NAME}
+        adopted = {
+            name: FileEntry(name, size)
+            for name, size in found.items()
+            if name not in self._entries and name != MANIFEST_NAME
+        }
         files = sorted({**self._entries, **adopted}.values(), key=lambda e: e.name)
         return Manifest(self.step, tuple(files), time.time())
 

@@ -15,7 +15,6 @@ from hcstore.wire.transport import Transport
 from placement import ClusterMap
 
 
-
 @dataclass(frozen=True)
 class CorruptionReport:
     """A chunk whose bytes did not match its digest."""

@@ -36,12 +36,12 @@ class ObjectVersion:
     m: int
     chunk_size: int
     stripes: int
-    locations: tuple[str, ...]       # node per fragment index ("" unknown)
-    committed: int                   # committed fragments found
-    found: int                       # fragments found (committed or prepared)
+    locations: tuple[str, ...]  # node per fragment index ("" unknown)
+    committed: int  # committed fragments found
+    found: int  # fragments found (committed or prepared)
     meta: dict[str, str] = field(default_factory=dict)
-    found_at: tuple[str, ...] = ()   # node where each fragment index was found ("" not found)
-    answered: frozenset[str] = frozenset()   # nodes that answered the locate round
+    found_at: tuple[str, ...] = ()  # node where each fragment index was found ("" not found)
+    answered: frozenset[str] = frozenset()  # nodes that answered the locate round
     copies: tuple[tuple[int, str], ...] = ()  # further copies of a fragment index found on other nodes
 
     @property
@@ -76,7 +76,7 @@ def resolve(client: ClusterAccess, bucket: str, key: str, *, exhaustive: bool = 
             break
     visible = [gen for gen, g in groups.items() if g["committed"]]
     if not visible:
-        if client.transport.max_epoch > cluster_map.epoch:     # an agent knows a newer map: retry once with it
+        if client.transport.max_epoch > cluster_map.epoch:  # an agent knows a newer map: retry once with it
             client.refresh()
             if client.cluster_map.epoch > cluster_map.epoch:
                 return resolve(client, bucket, key, exhaustive=exhaustive)
@@ -87,17 +87,32 @@ def resolve(client: ClusterAccess, bucket: str, key: str, *, exhaustive: bool = 
     info = group["info"]
     if info["kind"] == "tombstone":
         error = ObjectNotFound(f"hcstore://{bucket}/{key} not found (deleted)")
-        error.tombstone = gen            # type: ignore[attr-defined]
+        error.tombstone = gen  # type: ignore[attr-defined]
         raise error
     locations = list(info["placement"])
     for idx, node in group["where"].items():
         if 0 <= idx < len(locations):
             locations[idx] = node
     found_at = tuple(group["where"].get(i, "") for i in range(len(locations)))
-    return ObjectVersion(bucket, key, gen, info["kind"], info["size"], info["codec"], info["k"], info["m"],
-                         info["chunk_size"], info["stripes"], tuple(locations), group["committed"],
-                         len(group["where"]), dict(info.get("meta") or {}), found_at, frozenset(answered),
-                         tuple(group["copies"]))
+    return ObjectVersion(
+        bucket,
+        key,
+        gen,
+        info["kind"],
+        info["size"],
+        info["codec"],
+        info["k"],
+        info["m"],
+        info["chunk_size"],
+        info["stripes"],
+        tuple(locations),
+        group["committed"],
+        len(group["where"]),
+        dict(info.get("meta") or {}),
+        found_at,
+        frozenset(answered),
+        tuple(group["copies"]),
+    )
 
 
 def _first_batch(ranking: list[Any], fanout: int) -> int:

@@ -42,7 +42,7 @@ class Usage:
 
     capacity: int
     used: int
-    limit: int      # used may not grow past this (capacity * high watermark)
+    limit: int  # used may not grow past this (capacity * high watermark)
 
     @property
     def free(self) -> int:
@@ -58,8 +58,10 @@ def _read_id(id_file: Path) -> str | None:
     if not isinstance(data, dict) or not isinstance(data.get("id"), str):
         return None
     if data.get("format") != MOUNTPATH_FORMAT:
-        raise InvalidRequest(f"{id_file}: mountpath id file of format {data.get('format')!r}; this version "
-                             f"reads format {MOUNTPATH_FORMAT}: upgrade hcstore before using this disk")
+        raise InvalidRequest(
+            f"{id_file}: mountpath id file of format {data.get('format')!r}; this version "
+            f"reads format {MOUNTPATH_FORMAT}: upgrade hcstore before using this disk"
+        )
     return str(data["id"])
 
 
@@ -82,8 +84,12 @@ def read_or_create_id(path: Path) -> str:
         mountpath_id = uuid.uuid4().hex
         held = sum(1 for _ in (path / "frags").glob("*/*.*")) if (path / "frags").is_dir() else 0
         if held:
-            log.warning("mountpath %s lost its id file but holds %d fragment files: keeping them under the "
-                        "new id %s", path, held, mountpath_id)
+            log.warning(
+                "mountpath %s lost its id file but holds %d fragment files: keeping them under the new id %s",
+                path,
+                held,
+                mountpath_id,
+            )
     elif None in found:
         log.warning("mountpath %s: restoring a lost or torn copy of its id file", path)
     content = json.dumps({"id": mountpath_id, "format": MOUNTPATH_FORMAT}).encode()

@@ -30,16 +30,15 @@ MAY_RETURN = frozenset({"suspect", "down"})
 GONE = frozenset({"out", "decommissioned"})
 
 
-
 @dataclass(frozen=True)
 class ObjectPlan:
     """What an object needs. ``rebuild`` maps fragment index -> new node; ``drop`` index -> old node."""
 
     rebuild: dict[int, str] = field(default_factory=dict)
     drop: dict[int, str] = field(default_factory=dict)
-    extra: tuple[tuple[int, str], ...] = ()   # surplus copies (a node came back after repair): drop now
-    waiting: tuple[int, ...] = ()     # fragments on nodes that are down but not yet out
-    available: int = 0                # fragments readable now
+    extra: tuple[tuple[int, str], ...] = ()  # surplus copies (a node came back after repair): drop now
+    waiting: tuple[int, ...] = ()  # fragments on nodes that are down but not yet out
+    available: int = 0  # fragments readable now
 
     def status(self, k: int, n: int) -> str:
         """``unreadable`` (< k fragments), ``degraded`` (< n), ``misplaced`` (n, some to move) or ``protected``."""
@@ -52,8 +51,9 @@ class ObjectPlan:
 
 def _planning_map(cluster_map: ClusterMap) -> ClusterMap:
     """The map as placement should see it for existing data: nodes that may come back keep their place."""
-    nodes = tuple(Node(n.id, n.endpoint, n.weight, n.labels, "alive") if n.state in MAY_RETURN else n
-                  for n in cluster_map.nodes)
+    nodes = tuple(
+        Node(n.id, n.endpoint, n.weight, n.labels, "alive") if n.state in MAY_RETURN else n for n in cluster_map.nodes
+    )
     return ClusterMap(cluster_map.epoch, nodes)
 
 
@@ -69,12 +69,11 @@ def plan_object(version: ObjectVersion, cluster_map: ClusterMap) -> ObjectPlan:
         if found:
             holders.append(found)
         elif expected and expected not in version.answered and state.get(expected) not in GONE | {None}:
-            holders.append(expected)           # unreachable for now, not out: keep its place, do nothing yet
+            holders.append(expected)  # unreachable for now, not out: keep its place, do nothing yet
             waiting.append(index)
         else:
             holders.append("")
-    targets = plan_moves(holders, f"{version.bucket}/{version.key}", _planning_map(cluster_map),
-                         version.k, version.m)
+    targets = plan_moves(holders, f"{version.bucket}/{version.key}", _planning_map(cluster_map), version.k, version.m)
     rebuild: dict[int, str] = {}
     drop: dict[int, str] = {}
     for index, (holder, target) in enumerate(zip(holders, targets)):
@@ -84,8 +83,11 @@ def plan_object(version: ObjectVersion, cluster_map: ClusterMap) -> ObjectPlan:
         if holder and state.get(holder) not in GONE and holder in state:
             drop[index] = holder
     available = sum(1 for i, h in enumerate(holders) if h and i not in waiting)
-    extra = tuple((index, node) for index, node in version.copies
-                  if node != targets[index] and node != holders[index] and state.get(node) == "alive")
+    extra = tuple(
+        (index, node)
+        for index, node in version.copies
+        if node != targets[index] and node != holders[index] and state.get(node) == "alive"
+    )
     return ObjectPlan(rebuild=rebuild, drop=drop, extra=extra, waiting=tuple(waiting), available=available)
 
 
@@ -151,8 +153,17 @@ class ScrubReport(_Report):
     finished: float = 0.0
 
 
-PROTECTION_FIELDS = ("objects", "protected", "degraded", "misplaced", "unreadable", "bytes_awaiting_repair",
-                     "bytes_repaired", "repaired", "failed")
+PROTECTION_FIELDS = (
+    "objects",
+    "protected",
+    "degraded",
+    "misplaced",
+    "unreadable",
+    "bytes_awaiting_repair",
+    "bytes_repaired",
+    "repaired",
+    "failed",
+)
 
 
 def protection_summary(stats: dict[str, dict[str, Any]]) -> dict[str, int]:
@@ -162,5 +173,7 @@ def protection_summary(stats: dict[str, dict[str, Any]]) -> dict[str, int]:
         report = node_stats.get("repair") or {}
         for name in PROTECTION_FIELDS:
             total[name] += int(report.get(name, 0))
-    total["scrub_corrupt"] = sum(int((s.get("repair") or {}).get("scrub", {}).get("corrupt", 0)) for s in stats.values())
+    total["scrub_corrupt"] = sum(
+        int((s.get("repair") or {}).get("scrub", {}).get("corrupt", 0)) for s in stats.values()
+    )
     return total

@@ -27,7 +27,7 @@ from ec import chunk_digest, chunk_size_for, default_codec_name, make_codec, par
 from hcstore.cluster.local import LocalCluster
 
 BUCKET = "bench"
-AISTORE_10MIB_P50_MS = 17.0   # AIStore's published latency for one 10 MiB GET stream on real hardware
+AISTORE_10MIB_P50_MS = 17.0  # AIStore's published latency for one 10 MiB GET stream on real hardware
 
 
 @dataclass
@@ -52,7 +52,7 @@ def encode_only_rate(data: bytes, k: int, m: int, chunk_size: int) -> float:
     stripe = k * chunk_size
     t0 = time.perf_counter()
     for off in range(0, len(data), stripe):
-        codec.encode(split_stripe(view[off:off + stripe], k, chunk_size))
+        codec.encode(split_stripe(view[off : off + stripe], k, chunk_size))
     return _mbps(len(data), time.perf_counter() - t0)
 
 
@@ -63,7 +63,7 @@ def local_file_rate(data: bytes, directory: Path, durability: str) -> float:
     t0 = time.perf_counter()
     with open(path, "wb", buffering=0) as f:
         for off in range(0, len(data), 8 << 20):
-            f.write(view[off:off + (8 << 20)])
+            f.write(view[off : off + (8 << 20)])
         if durability != "none":
             os.fsync(f.fileno())
     rate = _mbps(len(data), time.perf_counter() - t0)
@@ -76,7 +76,7 @@ def blake3_rate(data: bytes, chunk_size: int) -> float:
     view = memoryview(data)
     t0 = time.perf_counter()
     for off in range(0, len(data), chunk_size):
-        chunk_digest(view[off:off + chunk_size])
+        chunk_digest(view[off : off + chunk_size])
     return _mbps(len(data), time.perf_counter() - t0)
 
 
@@ -100,9 +100,18 @@ def _small_ops_worker(args: tuple[str, int, float, int]) -> tuple[int, int]:
     return puts, gets
 
 
-def run_bench(*, agents: int = 6, ec: str = "4+2", size_mb: int = 1024, data_dir: str | None = None,
-              durability: str = "commit", quick: bool = False, clients: int = 8,
-              json_out: str | None = None, console: Console | None = None) -> list[Figure]:
+def run_bench(
+    *,
+    agents: int = 6,
+    ec: str = "4+2",
+    size_mb: int = 1024,
+    data_dir: str | None = None,
+    durability: str = "commit",
+    quick: bool = False,
+    clients: int = 8,
+    json_out: str | None = None,
+    console: Console | None = None,
+) -> list[Figure]:
     """Run every benchmark on a fresh local cluster and print the table; returns the figures."""
     console = console or Console(width=max(Console().width, 120))
     k, m = parse_ec(ec)
@@ -118,14 +127,16 @@ def run_bench(*, agents: int = 6, ec: str = "4+2", size_mb: int = 1024, data_dir
             client = cluster.client()
             chunk = chunk_size_for(None, k, client.config.chunk_size)
             size = size_mb << 20
-            console.print(f"cluster: {agents} agents, EC {ec}, codec {default_codec_name(k, m)}, "
-                          f"chunk {chunk >> 10} KiB, durability {durability}, object {size_mb} MiB, "
-                          f"{os.cpu_count()} cores")
+            console.print(
+                f"cluster: {agents} agents, EC {ec}, codec {default_codec_name(k, m)}, "
+                f"chunk {chunk >> 10} KiB, durability {durability}, object {size_mb} MiB, "
+                f"{os.cpu_count()} cores"
+            )
             data = np.random.default_rng(7).integers(0, 256, size, dtype=np.uint8).tobytes()
 
             encode = encode_only_rate(data, k, m, chunk)
             local_rates, put_rates = [], []
-            for _ in range(2):        # alternate, each from a clean page cache (os.sync first)
+            for _ in range(2):  # alternate, each from a clean page cache (os.sync first)
                 os.sync()
                 local_rates.append(local_file_rate(data, Path(tmp), durability))
                 os.sync()
@@ -133,18 +144,34 @@ def run_bench(*, agents: int = 6, ec: str = "4+2", size_mb: int = 1024, data_dir
                 large = client.put(BUCKET, "large", data)
                 put_rates.append(_mbps(size, time.perf_counter() - t0))
             local, put = max(local_rates), max(put_rates)
-            figures.append(Figure(f"put {size_mb} MiB", put, "MB/s", f"encode-only {encode:,.0f} MB/s",
-                                  put / encode, ">= 0.5x encode-only", put >= 0.5 * encode))
-            figures.append(Figure(f"put {size_mb} MiB", put, "MB/s", f"local file write {local:,.0f} MB/s",
-                                  put / local))
+            figures.append(
+                Figure(
+                    f"put {size_mb} MiB",
+                    put,
+                    "MB/s",
+                    f"encode-only {encode:,.0f} MB/s",
+                    put / encode,
+                    ">= 0.5x encode-only",
+                    put >= 0.5 * encode,
+                )
+            )
+            figures.append(
+                Figure(f"put {size_mb} MiB", put, "MB/s", f"local file write {local:,.0f} MB/s", put / local)
+            )
 
             hash_rate = blake3_rate(data, chunk)
             healthy = _best_get_rate(client, size, data)
-            figures.append(Figure(f"get {size_mb} MiB healthy", healthy, "MB/s", f"blake3 {hash_rate:,.0f} MB/s",
-                                  healthy / hash_rate))
+            figures.append(
+                Figure(
+                    f"get {size_mb} MiB healthy", healthy, "MB/s", f"blake3 {hash_rate:,.0f} MB/s", healthy / hash_rate
+                )
+            )
             into = _best_get_into_rate(client, size, data)
-            figures.append(Figure(f"get_into {size_mb} MiB buffer", into, "MB/s", f"blake3 {hash_rate:,.0f} MB/s",
-                                  into / hash_rate))
+            figures.append(
+                Figure(
+                    f"get_into {size_mb} MiB buffer", into, "MB/s", f"blake3 {hash_rate:,.0f} MB/s", into / hash_rate
+                )
+            )
 
             ten = data[: 10 << 20]
             client.put(BUCKET, "ten-mib", ten)
@@ -155,25 +182,43 @@ def run_bench(*, agents: int = 6, ec: str = "4+2", size_mb: int = 1024, data_dir
                 latencies.append((time.perf_counter() - t0) * 1000)
             p50 = statistics.median(latencies)
             p99 = float(np.percentile(latencies, 99))
-            figures.append(Figure("get 10 MiB p50", p50, "ms", f"AIStore {AISTORE_10MIB_P50_MS:.0f} ms",
-                                  p50 / AISTORE_10MIB_P50_MS, "<= 17 ms", p50 <= AISTORE_10MIB_P50_MS))
+            figures.append(
+                Figure(
+                    "get 10 MiB p50",
+                    p50,
+                    "ms",
+                    f"AIStore {AISTORE_10MIB_P50_MS:.0f} ms",
+                    p50 / AISTORE_10MIB_P50_MS,
+                    "<= 17 ms",
+                    p50 <= AISTORE_10MIB_P50_MS,
+                )
+            )
             figures.append(Figure("get 10 MiB p99", p99, "ms"))
 
             ctx = multiprocessing.get_context("spawn")
             with ctx.Pool(clients) as pool:
-                counts = pool.map(_small_ops_worker,
-                                  [(str(cluster.path), w, small_seconds, 4096) for w in range(clients)])
+                counts = pool.map(
+                    _small_ops_worker, [(str(cluster.path), w, small_seconds, 4096) for w in range(clients)]
+                )
             figures.append(Figure(f"4 KiB put, {clients} clients", sum(c[0] for c in counts) / small_seconds, "ops/s"))
             figures.append(Figure(f"4 KiB get, {clients} clients", sum(c[1] for c in counts) / small_seconds, "ops/s"))
 
-            victims = list(large.fragments[:m])     # holders of data fragments: every stripe must be decoded
+            victims = list(large.fragments[:m])  # holders of data fragments: every stripe must be decoded
             for node in victims:
                 cluster.kill(node)
             client.refresh()
             degraded = _best_get_rate(client, size, data)
-            figures.append(Figure(f"get {size_mb} MiB, {m} data-holding agents killed", degraded, "MB/s",
-                                  f"healthy get {healthy:,.0f} MB/s", degraded / healthy, ">= 0.5x healthy",
-                                  degraded >= 0.5 * healthy))
+            figures.append(
+                Figure(
+                    f"get {size_mb} MiB, {m} data-holding agents killed",
+                    degraded,
+                    "MB/s",
+                    f"healthy get {healthy:,.0f} MB/s",
+                    degraded / healthy,
+                    ">= 0.5x healthy",
+                    degraded >= 0.5 * healthy,
+                )
+            )
             client.close()
         finally:
             cluster.destroy()
@@ -219,30 +264,50 @@ def _print(console: Console, figures: list[Figure]) -> None:
         table.add_column(column)
     for f in figures:
         value = f"{f.value:,.1f} {f.unit}" if f.unit == "ms" else f"{f.value:,.0f} {f.unit}"
-        table.add_row(f.name, value, f.reference, "" if f.ratio is None else f"{f.ratio:.2f}x", f.target,
-                      "" if f.met is None else ("yes" if f.met else "NO"))
+        table.add_row(
+            f.name,
+            value,
+            f.reference,
+            "" if f.ratio is None else f"{f.ratio:.2f}x",
+            f.target,
+            "" if f.met is None else ("yes" if f.met else "NO"),
+        )
     console.print(table)
 
 
-def run_repair_bench(*, agents: int = 7, ec: str = "4+2", node_mb: int = 512, data_dir: str | None = None,
-                     json_out: str | None = None, console: Console | None = None) -> list[Figure]:
+def run_repair_bench(
+    *,
+    agents: int = 7,
+    ec: str = "4+2",
+    node_mb: int = 512,
+    data_dir: str | None = None,
+    json_out: str | None = None,
+    console: Console | None = None,
+) -> list[Figure]:
     """Lose one node holding ``node_mb`` MiB of fragments; time repair to full protection, and a rebalance.
 
     Beside them: the raw read rate of the surviving disks over the same fragment files, measured in
     the same run (repair must read ``k`` fragments for each one it rebuilds).
     """
-    from hcstore.control.membership import Intervals
     from hcstore.client.versions import resolve
+    from hcstore.control.membership import Intervals
 
     console = console or Console(width=max(Console().width, 120))
     k, m = parse_ec(ec)
     object_mb = 32
-    total = int(node_mb * agents / (k + m) * k)          # object bytes that put about node_mb on each node
+    total = int(node_mb * agents / (k + m) * k)  # object bytes that put about node_mb on each node
     count = max(1, total // object_mb)
     figures: list[Figure] = []
     with tempfile.TemporaryDirectory(prefix="hcstore-repair-bench-", dir=data_dir) as tmp:
-        cluster = LocalCluster.create(Path(tmp) / "cluster", agents=agents, ec=ec, durability="commit",
-                                      intervals=Intervals(0.25, 0.75, 1.5, 3.0), scan_interval=1.0, repair_rate=0)
+        cluster = LocalCluster.create(
+            Path(tmp) / "cluster",
+            agents=agents,
+            ec=ec,
+            durability="commit",
+            intervals=Intervals(0.25, 0.75, 1.5, 3.0),
+            scan_interval=1.0,
+            repair_rate=0,
+        )
         try:
             cluster.start()
             client = cluster.client()
@@ -256,8 +321,10 @@ def run_repair_bench(*, agents: int = 7, ec: str = "4+2", node_mb: int = 512, da
             survivors = [p for n, files in held.items() if n != victim for p in files]
             os.sync()
             raw = _raw_read_rate(survivors, k * lost)
-            console.print(f"{count} objects of {object_mb} MiB, EC {ec}, {agents} agents; node {victim} holds "
-                          f"{lost / 1e9:.2f} GB of fragments; out after 3 s")
+            console.print(
+                f"{count} objects of {object_mb} MiB, EC {ec}, {agents} agents; node {victim} holds "
+                f"{lost / 1e9:.2f} GB of fragments; out after 3 s"
+            )
             cluster.kill(victim)
             t_kill = time.perf_counter()
             cluster.wait_for_map(lambda cm: cm.node(victim).state == "out", timeout=60)
@@ -265,19 +332,35 @@ def run_repair_bench(*, agents: int = 7, ec: str = "4+2", node_mb: int = 512, da
             _wait_protected(client, keys, resolve, excluding={victim}, timeout=1800)
             t_done = time.perf_counter()
             repair_rate = lost / (t_done - t_out) / 1e6
-            figures.append(Figure(f"repair of {lost / 1e9:.2f} GB lost node", repair_rate, "MB/s",
-                                  f"raw read of surviving disks {raw:,.0f} MB/s (reads k={k}x)",
-                                  repair_rate * k / raw))
-            figures.append(Figure("time from kill to full protection", t_done - t_kill, "s",
-                                  f"detection (out-interval) {t_out - t_kill:.1f} s"))
+            figures.append(
+                Figure(
+                    f"repair of {lost / 1e9:.2f} GB lost node",
+                    repair_rate,
+                    "MB/s",
+                    f"raw read of surviving disks {raw:,.0f} MB/s (reads k={k}x)",
+                    repair_rate * k / raw,
+                )
+            )
+            figures.append(
+                Figure(
+                    "time from kill to full protection",
+                    t_done - t_kill,
+                    "s",
+                    f"detection (out-interval) {t_out - t_kill:.1f} s",
+                )
+            )
             newcomer = cluster.add_agent()
             t_join = time.perf_counter()
-            _wait_protected(client, keys, resolve, excluding=set(), timeout=1800, settle_on=newcomer,
-                            cluster=cluster)
+            _wait_protected(client, keys, resolve, excluding=set(), timeout=1800, settle_on=newcomer, cluster=cluster)
             moved = sum(p.stat().st_size for p in cluster.fragment_files(newcomer))
-            figures.append(Figure(f"rebalance onto a joining node ({moved / 1e9:.2f} GB)",
-                                  moved / (time.perf_counter() - t_join) / 1e6, "MB/s",
-                                  f"raw read of surviving disks {raw:,.0f} MB/s"))
+            figures.append(
+                Figure(
+                    f"rebalance onto a joining node ({moved / 1e9:.2f} GB)",
+                    moved / (time.perf_counter() - t_join) / 1e6,
+                    "MB/s",
+                    f"raw read of surviving disks {raw:,.0f} MB/s",
+                )
+            )
             client.close()
         finally:
             cluster.destroy()
@@ -297,8 +380,16 @@ def _raw_read_rate(files: list[Path], nbytes: int) -> float:
     return _mbps(done, time.perf_counter() - t0)
 
 
-def _wait_protected(client: Any, keys: list[str], resolve: Any, *, excluding: set[str], timeout: float,
-                    settle_on: str | None = None, cluster: Any = None) -> None:
+def _wait_protected(
+    client: Any,
+    keys: list[str],
+    resolve: Any,
+    *,
+    excluding: set[str],
+    timeout: float,
+    settle_on: str | None = None,
+    cluster: Any = None,
+) -> None:
     """Poll until every object has all k+m fragments off ``excluding`` (and, for a join, the
     newcomer's fragment count has stopped growing)."""
     deadline = time.monotonic() + timeout

@@ -21,8 +21,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
 from ec import parse_ec
-from hcstore.tools.humanize import rate, size
 from hcstore.cluster.local import LocalCluster
+from hcstore.tools.humanize import rate, size
 
 BUCKET = "checkpoints"
 
@@ -40,8 +40,11 @@ def checkpoint_layout(total_bytes: int, *, step: int = 1000, shards: int = 4) ->
     prefix = f"run-demo/step-{step:07d}"
     files = [CheckpointFile(f"{prefix}/model-{i:05d}-of-{shards:05d}.safetensors", model) for i in range(shards)]
     files += [CheckpointFile(f"{prefix}/optim-{i:05d}-of-{shards:05d}.pt", optim) for i in range(shards)]
-    files += [CheckpointFile(f"{prefix}/config.json", 2_345), CheckpointFile(f"{prefix}/trainer_state.json", 9_876),
-              CheckpointFile(f"{prefix}/rng_state.pth", 14_960)]
+    files += [
+        CheckpointFile(f"{prefix}/config.json", 2_345),
+        CheckpointFile(f"{prefix}/trainer_state.json", 9_876),
+        CheckpointFile(f"{prefix}/rng_state.pth", 14_960),
+    ]
     return files
 
 
@@ -49,8 +52,9 @@ def make_bytes(nbytes: int, seed: int) -> bytes:
     return np.random.default_rng(seed).integers(0, 256, nbytes, dtype=np.uint8).tobytes()
 
 
-def run_demo(*, size_mb: int = 256, agents: int = 6, ec: str = "4+2", data_dir: str | None = None,
-             console: Console | None = None) -> bool:
+def run_demo(
+    *, size_mb: int = 256, agents: int = 6, ec: str = "4+2", data_dir: str | None = None, console: Console | None = None
+) -> bool:
     """Run the demo; returns True when every object read back byte-identical."""
     console = console or Console()
     k, m = parse_ec(ec)
@@ -63,8 +67,10 @@ def run_demo(*, size_mb: int = 256, agents: int = 6, ec: str = "4+2", data_dir: 
         try:
             started = time.perf_counter()
             cluster.start()
-            console.print(f"[bold]local cluster[/]: {agents} agents, EC {ec}, 2 mountpaths each, in {root} "
-                          f"(started in {time.perf_counter() - started:.1f}s)")
+            console.print(
+                f"[bold]local cluster[/]: {agents} agents, EC {ec}, 2 mountpaths each, in {root} "
+                f"(started in {time.perf_counter() - started:.1f}s)"
+            )
             client = cluster.client()
             files = checkpoint_layout(size_mb << 20)
             total = sum(f.size for f in files)
@@ -82,11 +88,13 @@ def run_demo(*, size_mb: int = 256, agents: int = 6, ec: str = "4+2", data_dir: 
                     del data
             rows.append(("write", f"{len(files)} objects", size(total), f"{put_s:.2f}s  {rate(total, put_s)}"))
             coded = sum(1 for f in files if f.size >= client.config.replicate_below)
-            console.print(f"stored {len(files)} objects: {coded} erasure-coded {ec} "
-                          f"(overhead {(k + m) / k:.2f}x), {len(files) - coded} small ones replicated x{m + 1}; "
-                          f"last put: codec {result.codec}")
+            console.print(
+                f"stored {len(files)} objects: {coded} erasure-coded {ec} "
+                f"(overhead {(k + m) / k:.2f}x), {len(files) - coded} small ones replicated x{m + 1}; "
+                f"last put: codec {result.codec}"
+            )
             largest = client.stat(BUCKET, max(files, key=lambda f: f.size).key)
-            victims = list(client.resolve(BUCKET, largest.key).locations[:m])   # data holders: reads must decode
+            victims = list(client.resolve(BUCKET, largest.key).locations[:m])  # data holders: reads must decode
             for node in victims:
                 cluster.kill(node)
             rows.append(("kill -9", ", ".join(victims), f"{m} of {agents} agents", "no warning, no drain"))
@@ -101,8 +109,9 @@ def run_demo(*, size_mb: int = 256, agents: int = 6, ec: str = "4+2", data_dir: 
                     progress.advance(task, f.size)
                     del data
                 get_s = time.perf_counter() - t0
-            rows.append(("degraded read", f"{ok}/{len(files)} verified", size(total),
-                         f"{get_s:.2f}s  {rate(total, get_s)}"))
+            rows.append(
+                ("degraded read", f"{ok}/{len(files)} verified", size(total), f"{get_s:.2f}s  {rate(total, get_s)}")
+            )
             table = Table(title="hcstore demo")
             for column in ("step", "what", "bytes", "time / rate"):
                 table.add_column(column)
@@ -111,8 +120,10 @@ def run_demo(*, size_mb: int = 256, agents: int = 6, ec: str = "4+2", data_dir: 
             console.print(table)
             success = ok == len(files)
             if success:
-                console.print(f"[bold green]every byte of the checkpoint read back verified after losing "
-                              f"{m} of {agents} agents[/]")
+                console.print(
+                    f"[bold green]every byte of the checkpoint read back verified after losing "
+                    f"{m} of {agents} agents[/]"
+                )
             else:
                 console.print(f"[bold red]{len(files) - ok} objects did not verify[/]")
             client.close()
@@ -122,5 +133,6 @@ def run_demo(*, size_mb: int = 256, agents: int = 6, ec: str = "4+2", data_dir: 
 
 
 def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), TransferSpeedColumn(), console=console,
-                    transient=False)
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), TransferSpeedColumn(), console=console, transient=False
+    )

@@ -44,8 +44,18 @@ def test_dirname_round_trips(step):
     assert parse_checkpoint_dirname(f"bucket/run/{checkpoint_dirname(step)}/") == step
 
 
-@pytest.mark.parametrize("name", ["checkpoint_12", "checkpoint_000000012.tmp", "ckpt_000000012",
-                                  "checkpoint_-00000012", "checkpoint_0000000012", "MANIFEST.json", ""])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "checkpoint_12",
+        "checkpoint_000000012.tmp",
+        "ckpt_000000012",
+        "checkpoint_-00000012",
+        "checkpoint_0000000012",
+        "MANIFEST.json",
+        "",
+    ],
+)
 def test_other_names_are_not_checkpoints(name):
     assert parse_checkpoint_dirname(name) is None
 
@@ -71,6 +81,7 @@ def test_keep_none_means_all():
     assert check_keep("keep_last", None) is None
     assert check_keep("keep_last", 1) == 1
 
+
 # ---------------------------------------------------------------------- manifest
 
 
@@ -85,8 +96,7 @@ def test_manifest_round_trips():
 
 
 def test_golden_manifest_stays_readable():
-    golden = (b'{"format": 1, "step": 3, "created": 2.0, "files": '
-              b'[{"name": "m.pt", "size": 4, "blake3": null}]}')
+    golden = b'{"format": 1, "step": 3, "created": 2.0, "files": [{"name": "m.pt", "size": 4, "blake3": null}]}'
     assert Manifest.from_json(golden) == Manifest(3, (FileEntry("m.pt", 4, None),), 2.0)
 
 
@@ -97,13 +107,16 @@ def test_torn_manifest_is_corrupt():
             Manifest.from_json(data[:cut])
 
 
-@pytest.mark.parametrize("doc", [
-    {"format": MANIFEST_FORMAT + 1, "step": 1, "files": []},
-    {"format": MANIFEST_FORMAT, "files": []},
-    {"format": MANIFEST_FORMAT, "step": 1, "files": [{"name": "../x", "size": 1}]},
-    {"format": MANIFEST_FORMAT, "step": 1, "files": [{"size": 1}]},
-    [1, 2],
-])
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"format": MANIFEST_FORMAT + 1, "step": 1, "files": []},
+        {"format": MANIFEST_FORMAT, "files": []},
+        {"format": MANIFEST_FORMAT, "step": 1, "files": [{"name": "../x", "size": 1}]},
+        {"format": MANIFEST_FORMAT, "step": 1, "files": [{"size": 1}]},
+        [1, 2],
+    ],
+)
 def test_malformed_manifests_are_corrupt(doc):
     with pytest.raises(CheckpointCorrupt, match="where-it-was"):
         Manifest.from_json(json.dumps(doc).encode(), where="where-it-was")
@@ -119,9 +132,10 @@ def test_problems_name_missing_and_resized_files():
 def test_entry_mismatch_checks_size_then_digest():
     entry = FileEntry("a", 3, "00" * 32)
     assert entry.mismatch(FileEntry("a", 3, "00" * 32)) is None
-    assert entry.mismatch(FileEntry("a", 3, None)) is None            # nothing to compare
+    assert entry.mismatch(FileEntry("a", 3, None)) is None  # nothing to compare
     assert "bytes" in entry.mismatch(FileEntry("a", 4, "00" * 32))
     assert "blake3" in entry.mismatch(FileEntry("a", 3, "11" * 32))
+
 
 # ---------------------------------------------------------------------- retention
 
@@ -161,10 +175,11 @@ def test_bad_keep_last_is_refused():
 def test_retention_properties(complete, incomplete, keep_last, busy):
     plan = plan_retention(complete, incomplete, keep_last=keep_last, busy=busy)
     everything = complete | incomplete
-    assert sorted(plan.keep + plan.delete + plan.deferred) == sorted(everything)     # a partition
+    assert sorted(plan.keep + plan.delete + plan.deferred) == sorted(everything)  # a partition
     assert not set(plan.delete) & busy
     newest_complete = set(sorted(complete, reverse=True)[:keep_last])
-    assert {s for s in plan.keep if s in complete} == newest_complete     # exactly the newest complete stay
+    assert {s for s in plan.keep if s in complete} == newest_complete  # exactly the newest complete stay
+
 
 # ---------------------------------------------------------------------- durable cadence
 

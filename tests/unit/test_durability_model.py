@@ -20,8 +20,9 @@ _spec.loader.exec_module(dm)
 LAM = dm.afr_to_hourly_rate(0.02)
 
 
-def fleet_p(k: int, m: int, lam: float = LAM, t: float = 2.0, objects: float = 1e7, placement: str = "random",
-            nodes: int = 1000) -> float:
+def fleet_p(
+    k: int, m: int, lam: float = LAM, t: float = 2.0, objects: float = 1e7, placement: str = "random", nodes: int = 1000
+) -> float:
     return dm.loss_probability_per_year(nodes, k, m, lam, t, objects, placement)
 
 
@@ -62,17 +63,20 @@ def test_closed_form_matches_exact_chain() -> None:
             assert approx == pytest.approx(exact, rel=0.02)
     # Serial repair is the conservative bound, m! times shorter.
     assert dm.group_mttdl_hours(10, 4, 1e-4, 1.0, "serial") * 24 == pytest.approx(
-        dm.group_mttdl_hours(10, 4, 1e-4, 1.0, "parallel"))
+        dm.group_mttdl_hours(10, 4, 1e-4, 1.0, "parallel")
+    )
 
 
 def test_fleet_formula_reduces_to_group_and_per_object_rate() -> None:
     for k, m in ((2, 1), (4, 2), (10, 4)):
         n = k + m
         assert dm.concurrent_failure_rate_per_hour(n, m, LAM, 2.0) == pytest.approx(
-            dm.group_loss_rate_per_hour(k, m, LAM, 2.0))
+            dm.group_loss_rate_per_hour(k, m, LAM, 2.0)
+        )
         # all-sets rate x share of (m+1)-sets one object covers = one object's loss rate
         per_object = dm.concurrent_failure_rate_per_hour(1000, m, LAM, 2.0) * (
-            math.comb(n, m + 1) / math.comb(1000, m + 1))
+            math.comb(n, m + 1) / math.comb(1000, m + 1)
+        )
         assert per_object == pytest.approx(dm.group_loss_rate_per_hour(k, m, LAM, 2.0))
 
 
@@ -101,8 +105,9 @@ def test_cli_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert "repair window: 2.019 h" in out
     for scheme in ("4+2", "8+2", "10+4"):
         assert out.count(f"\n{scheme} ") == 9
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--repair-hours", "1"], capture_output=True, text=True,
-                          check=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--repair-hours", "1"], capture_output=True, text=True, check=True, timeout=60
+    )
     assert "10+4" in proc.stdout
     proc = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "--repair-hours" in proc.stderr

@@ -67,10 +67,15 @@ def test_config_precedence_argument_env_default(monkeypatch):
     assert pickle.loads(pickle.dumps(config)) == config
 
 
-@pytest.mark.parametrize("setting, value, name", [
-    ("ec", "4-2", "ec"), ("chunk_size", 100, "chunk_size"), ("window", 0, "window"),
-    ("request_timeout", -1.0, "request_timeout"),
-])
+@pytest.mark.parametrize(
+    "setting, value, name",
+    [
+        ("ec", "4-2", "ec"),
+        ("chunk_size", 100, "chunk_size"),
+        ("window", 0, "window"),
+        ("request_timeout", -1.0, "request_timeout"),
+    ],
+)
 def test_bad_client_settings_name_the_setting(setting, value, name):
     with pytest.raises(InvalidRequest, match=name):
         ClientConfig(**{setting: value})
@@ -84,10 +89,16 @@ def test_bad_env_value_names_the_variable(monkeypatch):
         ClientConfig.from_env(windw=3)
 
 
-@pytest.mark.parametrize("kwargs, name", [
-    ({"durability": "sometimes"}, "durability"), ({"high_watermark": 1.5}, "high_watermark"),
-    ({"port": 70000}, "port"), ({"capacity_bytes": -1}, "capacity_bytes"), ({"node_id": ""}, "node_id"),
-])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"durability": "sometimes"}, "durability"),
+        ({"high_watermark": 1.5}, "high_watermark"),
+        ({"port": 70000}, "port"),
+        ({"capacity_bytes": -1}, "capacity_bytes"),
+        ({"node_id": ""}, "node_id"),
+    ],
+)
 def test_bad_agent_settings(kwargs, name):
     with pytest.raises(InvalidRequest, match=name):
         AgentConfig(**kwargs)

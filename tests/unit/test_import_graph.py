@@ -66,7 +66,7 @@ def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         stack.pop()
@@ -87,8 +87,11 @@ def test_the_graph_reader_sees_a_cycle():
 @pytest.mark.parametrize("package", PACKAGES)
 def test_no_import_cycle(package):
     graph = _graph()
-    inside = {name: {t for t in targets if t.split(".")[0] == package}
-              for name, targets in graph.items() if name.split(".")[0] == package}
+    inside = {
+        name: {t for t in targets if t.split(".")[0] == package}
+        for name, targets in graph.items()
+        if name.split(".")[0] == package
+    }
     assert _find_cycle(inside) is None, f"import cycle: {' -> '.join(_find_cycle(inside) or [])}"
 
 
@@ -96,11 +99,14 @@ def test_no_cycle_across_packages():
     assert _find_cycle(_graph()) is None
 
 
-@pytest.mark.parametrize("package, allowed", [
-    ("ec", {"ec"}),
-    ("placement", {"placement"}),
-    ("hcstore", {"hcstore", "ec", "placement"}),
-])
+@pytest.mark.parametrize(
+    "package, allowed",
+    [
+        ("ec", {"ec"}),
+        ("placement", {"placement"}),
+        ("hcstore", {"hcstore", "ec", "placement"}),
+    ],
+)
 def test_layers_import_only_below_themselves(package, allowed):
     graph = _graph()
     for name, targets in graph.items():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hcstore.control.membership import Intervals, MembershipTable, liveness
 from hcstore.client.versions import ObjectVersion
+from hcstore.control.membership import Intervals, MembershipTable, liveness
 from hcstore.node.rate_limit import RateLimiter
 from hcstore.node.repair_plan import checkers, plan_object, protection_summary, repairer
 from placement import ClusterMap, Node, place
@@ -32,9 +32,9 @@ def test_states_move_with_time_and_a_returning_node_is_alive_again():
     table.heartbeat("n1", "tcp://127.0.0.1:7000", {"host": "h1"}, 1.0, 10)
     table.heartbeat("n2", "tcp://127.0.0.1:7001", {"host": "h2"}, 1.0, 10)
     table.tick(10)
-    assert table.epoch > epoch                                   # n3 went down: a new map
+    assert table.epoch > epoch  # n3 went down: a new map
     assert table.cluster_map().node("n3").state == "down"
-    assert not table.tick(10)                                    # nothing changed: the epoch stays
+    assert not table.tick(10)  # nothing changed: the epoch stays
     table.tick(61)
     assert table.cluster_map().node("n3").state == "out"
     table.heartbeat("n3", "tcp://127.0.0.1:7002", {"host": "h3"}, 1.0, 62)
@@ -50,7 +50,7 @@ def test_admin_states_drain_resume_remove():
     assert table.cluster_map().node("n1").state == "alive"
     table.set_admin("n2", "decommissioned", 0)
     table.heartbeat("n2", "tcp://127.0.0.1:7001", {"host": "h2"}, 1.0, 1)
-    assert table.cluster_map().node("n2").state == "decommissioned"   # never comes back on its own
+    assert table.cluster_map().node("n2").state == "decommissioned"  # never comes back on its own
     with pytest.raises(KeyError, match="n9"):
         table.set_admin("n9", "maintenance", 0)
 
@@ -59,16 +59,16 @@ def test_a_node_an_outside_authority_declares_dead_is_down_at_once_and_out_on_it
     table = table_with(3)
     table.tick(2.0)
     epoch = table.epoch
-    table.mark_dead("n2", 2.0)                       # Ray says the node is gone, 2 s after its heartbeat
+    table.mark_dead("n2", 2.0)  # Ray says the node is gone, 2 s after its heartbeat
     assert table.cluster_map().node("n2").state == "down" and table.epoch > epoch
     assert table.cluster_map().node("n1").state == "alive"
     table.tick(59.5)
-    assert table.cluster_map().node("n2").state == "down"    # out_after counts from its last heartbeat (0 s)
+    assert table.cluster_map().node("n2").state == "down"  # out_after counts from its last heartbeat (0 s)
     table.tick(60.5)
     assert table.cluster_map().node("n2").state == "out"
     table.heartbeat("n2", "tcp://127.0.0.1:7001", {"host": "h2"}, 1.0, 61.0)
-    assert table.cluster_map().node("n2").state == "alive"    # back: no longer dead
-    table.mark_dead("nobody", 61.0)                  # unknown nodes are ignored
+    assert table.cluster_map().node("n2").state == "alive"  # back: no longer dead
+    table.mark_dead("nobody", 61.0)  # unknown nodes are ignored
     assert "nobody" not in table.cluster_map()
 
 
@@ -83,19 +83,36 @@ def test_a_restarted_controller_continues_above_the_agents_epoch():
     fresh.adopt(persisted, now=200)
     assert fresh.epoch > persisted.epoch
     assert {n.id for n in fresh.cluster_map().nodes} == {"n1", "n2", "n3"}
-    assert fresh.cluster_map().node("n2").state == "alive"       # a full out-interval of grace
+    assert fresh.cluster_map().node("n2").state == "alive"  # a full out-interval of grace
 
 
 def alive_map(count: int, **states: str) -> ClusterMap:
-    return ClusterMap(1, tuple(Node(f"n{i}", f"tcp://x:{i}", state=states.get(f"n{i}", "alive"))
-                               for i in range(1, count + 1)))
+    return ClusterMap(
+        1, tuple(Node(f"n{i}", f"tcp://x:{i}", state=states.get(f"n{i}", "alive")) for i in range(1, count + 1))
+    )
 
 
 def version_on(cluster_map: ClusterMap, found: tuple[str, ...] | None = None, copies=()) -> ObjectVersion:
     locations = place("bkt/k", cluster_map, 4, 2).nodes
-    return ObjectVersion("bkt", "k", "0000000000000000001-0000-00000000", "data", 1000, "zfec", 4, 2, 256, 1,
-                         tuple(locations), 6, 6, {}, found if found is not None else tuple(locations),
-                         frozenset(n.id for n in cluster_map.nodes if n.state == "alive"), tuple(copies))
+    return ObjectVersion(
+        "bkt",
+        "k",
+        "0000000000000000001-0000-00000000",
+        "data",
+        1000,
+        "zfec",
+        4,
+        2,
+        256,
+        1,
+        tuple(locations),
+        6,
+        6,
+        {},
+        found if found is not None else tuple(locations),
+        frozenset(n.id for n in cluster_map.nodes if n.state == "alive"),
+        tuple(copies),
+    )
 
 
 def test_a_whole_object_needs_nothing():
@@ -142,9 +159,17 @@ def test_one_repairer_among_the_checkers():
 
 
 def test_protection_summary_adds_up_and_rate_limiter_is_unlimited_at_zero():
-    stats = {"n1": {"repair": {"objects": 2, "protected": 1, "degraded": 1, "bytes_repaired": 10}},
-             "n2": {"repair": {"objects": 1, "protected": 1, "scrub": {"corrupt": 2}}}, "n3": {}}
+    stats = {
+        "n1": {"repair": {"objects": 2, "protected": 1, "degraded": 1, "bytes_repaired": 10}},
+        "n2": {"repair": {"objects": 1, "protected": 1, "scrub": {"corrupt": 2}}},
+        "n3": {},
+    }
     summary = protection_summary(stats)
-    assert (summary["objects"], summary["protected"], summary["degraded"], summary["bytes_repaired"],
-            summary["scrub_corrupt"]) == (3, 2, 1, 10, 2)
-    RateLimiter(0).take(1 << 40)     # returns at once
+    assert (
+        summary["objects"],
+        summary["protected"],
+        summary["degraded"],
+        summary["bytes_repaired"],
+        summary["scrub_corrupt"],
+    ) == (3, 2, 1, 10, 2)
+    RateLimiter(0).take(1 << 40)  # returns at once

@@ -5,7 +5,6 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from hcstore.wire import protocol
 from hcstore.errors import (
     HCStoreError,
     InvalidRequest,
@@ -18,6 +17,7 @@ from hcstore.errors import (
     error_codes,
     error_for_code,
 )
+from hcstore.wire import protocol
 
 # A request header as version 1 puts it on the wire; changing the encoding breaks old peers.
 GOLDEN_READ_REQUEST = bytes.fromhex(
@@ -28,8 +28,14 @@ GOLDEN_READ_REQUEST = bytes.fromhex(
 
 
 def read_fields(**overrides):
-    fields = {"bucket": "bkt", "key": "a/b", "gen": "0000000000000000001-0000-00000000", "idx": 2,
-              "first": 0, "count": 4}
+    fields = {
+        "bucket": "bkt",
+        "key": "a/b",
+        "gen": "0000000000000000001-0000-00000000",
+        "idx": 2,
+        "first": 0,
+        "count": 4,
+    }
     fields.update(overrides)
     return fields
 
@@ -53,8 +59,8 @@ def test_round_trip_with_payloads():
     "frames, error",
     [
         ([], ProtocolError),
-        ([b"\xc1\xc1"], ProtocolError),                                   # not msgpack
-        ([msgpack.packb([1, 2])], ProtocolError),                          # not a map
+        ([b"\xc1\xc1"], ProtocolError),  # not msgpack
+        ([msgpack.packb([1, 2])], ProtocolError),  # not a map
         ([msgpack.packb({"v": 2, "op": "ping", "id": 1})], ProtocolVersionError),
         ([msgpack.packb({"v": 1, "op": "fly", "id": 1})], UnknownOperation),
         ([msgpack.packb({"v": 1, "op": "ping", "id": -1})], ProtocolError),

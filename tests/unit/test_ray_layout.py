@@ -21,7 +21,9 @@ def test_node_id_is_short_stable_and_checked():
 
 def test_mountpaths_from_a_list_are_templated_per_node():
     assert mountpaths_for(["/d/{node_id}/mp0", "/d/{node_id}/mp1"], ray_node_id=A) == (
-        f"/d/ray-{'a' * 16}/mp0", f"/d/ray-{'a' * 16}/mp1")
+        f"/d/ray-{'a' * 16}/mp0",
+        f"/d/ray-{'a' * 16}/mp1",
+    )
 
 
 def test_mountpaths_mapping_prefers_node_id_then_ip_then_hostname_then_default():
@@ -32,12 +34,15 @@ def test_mountpaths_mapping_prefers_node_id_then_ip_then_hostname_then_default()
     assert mountpaths_for(spec, ray_node_id=B, ip="10.0.0.3", hostname="gpu8") == ("/nvme0",)
 
 
-@pytest.mark.parametrize("spec, message", [
-    ({"10.0.0.9": ["/x"]}, "no entry for node"),
-    ([], "non-empty list"),
-    ("/just/a/string", "non-empty list"),
-    (["/d/{rack}"], "unknown template field"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"10.0.0.9": ["/x"]}, "no entry for node"),
+        ([], "non-empty list"),
+        ("/just/a/string", "non-empty list"),
+        (["/d/{rack}"], "unknown template field"),
+    ],
+)
 def test_bad_mountpaths_say_what_is_wrong(spec, message):
     with pytest.raises(ValueError, match=message):
         mountpaths_for(spec, ray_node_id=A, ip="10.0.0.2")
@@ -49,7 +54,9 @@ def test_default_mountpaths_differ_per_node():
 
 def test_labels_take_failure_domains_only():
     assert labels_for({"ray.io/availability-zone": "us-1a", "rack": ["r7"], "ray.io/node-id": A}) == (
-        ("rack", "r7"), ("zone", "us-1a"))
+        ("rack", "r7"),
+        ("zone", "us-1a"),
+    )
     assert labels_for({}) == ()
 
 

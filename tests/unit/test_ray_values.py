@@ -19,8 +19,12 @@ def round_trip(value):
     return decode(meta, array)
 
 
-@given(hnp.arrays(dtype=st.sampled_from([np.float32, np.float64, np.int8, np.uint16, np.complex64, np.bool_]),
-                  shape=hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=6)))
+@given(
+    hnp.arrays(
+        dtype=st.sampled_from([np.float32, np.float64, np.int8, np.uint16, np.complex64, np.bool_]),
+        shape=hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=6),
+    )
+)
 def test_arrays_round_trip_with_dtype_and_shape(array):
     back = round_trip(array)
     assert back.dtype == array.dtype and back.shape == array.shape

@@ -19,16 +19,31 @@ def gen(n: int) -> str:
 
 
 def header(key: str, generation: str, idx: int, stripes: int, size: int) -> dict:
-    fields = header_to_dict(FragmentHeader(
-        bucket="bkt", key=key, generation=generation, kind="data", codec="zfec", k=2, m=1, chunk_size=CHUNK,
-        size=size, index=idx, stripes=stripes, digests=bytes(32 * stripes), placement=("n1", "n2", "n3"),
-        created_ns=1))
+    fields = header_to_dict(
+        FragmentHeader(
+            bucket="bkt",
+            key=key,
+            generation=generation,
+            kind="data",
+            codec="zfec",
+            k=2,
+            m=1,
+            chunk_size=CHUNK,
+            size=size,
+            index=idx,
+            stripes=stripes,
+            digests=bytes(32 * stripes),
+            placement=("n1", "n2", "n3"),
+            created_ns=1,
+        )
+    )
     del fields["digests"]
     return fields
 
 
-def write_fragment(store: LocalStore, key: str, generation: str, idx: int = 0, stripes: int = 2,
-                   commit: bool = True) -> list[bytes]:
+def write_fragment(
+    store: LocalStore, key: str, generation: str, idx: int = 0, stripes: int = 2, commit: bool = True
+) -> list[bytes]:
     chunks = [os.urandom(CHUNK) for _ in range(stripes)]
     upload = store.open_upload("bkt", key, generation, idx, CHUNK, stripes * CHUNK)
     for s, chunk in enumerate(chunks):
@@ -145,7 +160,7 @@ def test_unfinished_uploads_are_discarded_on_restart(make_store):
     upload = store.open_upload("bkt", "a", gen(1), 0, CHUNK, None)
     store.write_chunk(upload, 0, bytes(CHUNK))
     mp = store.uploads[upload].mountpath
-    os.close(store.uploads[upload].fd)     # as if the process died here
+    os.close(store.uploads[upload].fd)  # as if the process died here
     store.uploads.clear()
     store.close()
     assert list(mp.tmp_dir.glob("*.part"))

@@ -27,7 +27,9 @@ def codec_vector(name: str, k: int, m: int) -> dict:
     data = [CODEC_INPUT[i * chunk : (i + 1) * chunk] for i in range(k)]
     parity = ec.make_codec(name, k, m).encode(data)
     return {
-        "codec": name, "k": k, "m": m,
+        "codec": name,
+        "k": k,
+        "m": m,
         "data_hex": [d.hex() for d in data],
         "parity_hex": [bytes(p).hex() for p in parity],
     }
@@ -43,21 +45,36 @@ def fragment_vectors() -> dict:
     codec = ec.make_codec("zfec", 4, 2)
     fragments = ec.encode_object(OBJECT, codec, CHUNK_SIZE)
     base = dict(
-        bucket="bkt", key="dir/obj.bin", generation="0000018bcfe56800-0000-w1", codec="zfec",
-        k=4, m=2, chunk_size=CHUNK_SIZE, placement=("n1", "n2", "n3", "n4", "n5", ""),
-        created_ns=1_700_000_000_000_000_000, meta={"content-type": "application/octet-stream"},
+        bucket="bkt",
+        key="dir/obj.bin",
+        generation="0000018bcfe56800-0000-w1",
+        codec="zfec",
+        k=4,
+        m=2,
+        chunk_size=CHUNK_SIZE,
+        placement=("n1", "n2", "n3", "n4", "n5", ""),
+        created_ns=1_700_000_000_000_000_000,
+        meta={"content-type": "application/octet-stream"},
     )
     files = {}
     for index in FRAGMENT_INDEXES:
         chunks = fragments[index]
         header = ec.FragmentHeader(
-            kind="data", size=len(OBJECT), index=index, stripes=len(chunks),
-            digests=ec.fragment_digests(chunks), **base,
+            kind="data",
+            size=len(OBJECT),
+            index=index,
+            stripes=len(chunks),
+            digests=ec.fragment_digests(chunks),
+            **base,
         )
         files[str(index)] = {"header": header_json(header), "file_hex": ec.encode_fragment(header, chunks).hex()}
     tombstone = ec.FragmentHeader(
         **{**base, "generation": "0000018bcfe56801-0000-w1", "meta": {}},
-        kind="tombstone", size=0, index=0, stripes=0, digests=b"",
+        kind="tombstone",
+        size=0,
+        index=0,
+        stripes=0,
+        digests=b"",
     )
     return {
         "format_version": ec.FORMAT_VERSION,
