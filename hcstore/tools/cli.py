@@ -1,7 +1,8 @@
 """The ``hcstore`` command line.
 
 Cluster verbs: ``up``, ``down``, ``status``, ``node``, ``repair``, ``scrub``, and
-``ray deploy|status|down`` for a Ray cluster. Object verbs: ``put``, ``get``,
+``ray deploy|status|down`` for a Ray cluster; ``agent`` and ``controller`` run one
+daemon in the foreground from its config file. Object verbs: ``put``, ``get``,
 ``ls``, ``rm``, ``stat`` on ``hcstore://BUCKET/KEY`` URLs. Showcases:
 ``demo`` and ``bench``. Every verb finds the cluster through ``--cluster DIR``
 or ``--cluster tcp://CONTROLLER``, ``HCSTORE_CLUSTER``, or the pointer ``hcstore up`` leaves.
@@ -346,7 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--ec", help=f"erasure coding K+M (default {ClientConfig.ec})")
     up.add_argument("--data-dir", default=None, help=f"cluster directory (default {DEFAULT_DATA_DIR})")
     up.add_argument("--mountpaths-per-agent", type=int, help=f"directories per agent (default {DEFAULT_MOUNTPATHS})")
-    up.add_argument("--durability", choices=DURABILITY_POLICIES, help=f"default {AgentConfig.durability}")
+    up.add_argument("--durability", choices=DURABILITY_POLICIES,
+                    help=f"fsync policy (default {AgentConfig.durability})")
     up.add_argument("--capacity-bytes", type=int, help="capacity of each mountpath (default: the disk's)")
     up.set_defaults(func=cmd_up)
 
