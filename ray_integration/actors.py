@@ -23,9 +23,8 @@ from typing import Any
 import ray
 
 from hcstore.node.agent import Agent
-from hcstore.config import AgentConfig
+from hcstore.config import AgentConfig, ControllerConfig
 from hcstore.control.controller import Controller
-from hcstore.control.membership import Intervals
 from ray_integration.layout import (
     NAMESPACE,
     RayNode,
@@ -82,9 +81,8 @@ class ControllerActor:
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.spec = spec
-        intervals = Intervals(**spec["intervals"]) if spec.get("intervals") else None
-        self.controller = Controller(host=ray.util.get_node_ip_address(), ec=spec.get("ec", ""),
-                                     intervals=intervals)
+        self.controller = Controller(ControllerConfig.from_env(
+            host=ray.util.get_node_ip_address(), ec=spec.get("ec") or None, **spec.get("intervals", {})))
         self.agents: dict[str, Any] = {}          # Ray node id -> agent actor handle
         self.ready: dict[str, bool] = {}          # Ray node id -> agent answered info()
         self._pending: dict[Any, str] = {}        # info() ref -> Ray node id

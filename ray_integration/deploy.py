@@ -8,6 +8,7 @@ nodes join and die. Deploying twice attaches to the running deployment.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
@@ -16,7 +17,9 @@ from typing import Any
 
 import ray
 
-from hcstore.errors import ClusterNotFound, HCStoreError
+from hcstore.config import AgentConfig, ControllerConfig
+from hcstore.control.membership import Intervals
+from hcstore.errors import ClusterNotFound, HCStoreError, InvalidRequest
 from ray_integration.actors import controller_actor_class
 from ray_integration.handle import HCStore
 from ray_integration.layout import CONTROLLER_NAME, NAMESPACE, node_id_for
@@ -24,6 +27,7 @@ from ray_integration.lookup import controller_actor, status
 
 log = logging.getLogger(__name__)
 HEAD_NODE_RESOURCE = "node:__internal_head__"
+PER_NODE_SETTINGS = ("node_id", "host", "controller", "mountpaths", "labels")     # set by each agent actor
 
 
 def deploy(*, mountpaths: Mapping[str, Sequence[str]] | Sequence[str] | None = None, ec: str = "4+2",
@@ -47,8 +51,10 @@ def deploy(*, mountpaths: Mapping[str, Sequence[str]] | Sequence[str] | None = N
         progress: called with a line of text as the deployment comes up.
 
     Raises:
+        InvalidRequest: a setting in ``agent`` or ``intervals`` is unknown, invalid, or chosen per node.
         ClusterNotFound: the agents did not all come up within ``timeout``.
     """
+    check_settings(agent or {}, intervals or {})
     if not ray.is_initialized():
         raise ClusterNotFound("Ray is not initialized: call ray.init(...) before ray_integration.deploy()")
     spec = {"mountpaths": _plain(mountpaths), "ec": ec, "agent": dict(agent or {}),
@@ -77,11 +83,11 @@ def attach(*, bucket: str = "ray") -> HCStore:
 
 def shutdown() -> None:
     """Stop every agent and the controller (the data stays in the mountpaths)."""
-    controller = controller_actor()
+    running = controller_actor()
     try:
-        ray.get(controller.shutdown.remote(), timeout=60)
+        ray.get(running.shutdown.remote(), timeout=60)
     finally:
-        ray.kill(controller, no_restart=True)
+        ray.kill(running, no_restart=True)
 
 
 def wait_until_ready(controller: Any, *, timeout: float, progress: Callable[[str], None] | None = None) -> None:
@@ -103,6 +109,24 @@ def wait_until_ready(controller: Any, *, timeout: float, progress: Callable[[str
             raise ClusterNotFound(f"{line} after {timeout:.0f} s; the controller's events: "
                                   f"{state['events'][-5:]}")
         time.sleep(0.25)
+
+
+def check_settings(agent: Mapping[str, Any], intervals: Mapping[str, float]) -> None:
+    """Reject, before anything starts, settings the agents or the controller would reject.
+
+    The actors build their configs from the same settings with :meth:`hcstore.config._Settings.from_env`
+    (these settings beat ``HCSTORE_*`` variables, which beat the defaults).
+    """
+    per_node = sorted(set(agent) & set(PER_NODE_SETTINGS))
+    if per_node:
+        raise InvalidRequest(f"agent setting(s) {', '.join(per_node)} are chosen per node by the deployment: "
+                             "pass deploy(mountpaths=...); labels come from the Ray nodes' labels")
+    unknown = sorted(set(intervals) - {f.name for f in dataclasses.fields(Intervals)})
+    if unknown:
+        raise InvalidRequest(f"unknown interval(s) {', '.join(unknown)}: use heartbeat, suspect_after, down_after, "
+                             "out_after")
+    AgentConfig.load(None, environ={}, **agent)
+    ControllerConfig.load(None, environ={}, **intervals)
 
 
 def _plain(mountpaths: Mapping[str, Sequence[str]] | Sequence[str] | None) -> Any:

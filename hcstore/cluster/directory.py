@@ -2,8 +2,10 @@
 
 Layout of a cluster directory::
 
-    cluster.json                 nodes, their mountpaths and settings (written by `up`)
+    cluster.json                 the cluster's EC and its nodes: id, weight, labels (written by `up`)
+    controller.toml              the controller's config (hcstore.config.ControllerConfig)
     controller.json              written by the controller when it serves: endpoint and pid
+    agents/<node>/agent.toml     the agent's config (hcstore.config.AgentConfig): mountpaths, port, ...
     agents/<node>/agent.json     written by the agent when it serves: endpoint and pid
     agents/<node>/agent.log      the agent's log
     agents/<node>/mp<i>/         mountpath directories

@@ -6,11 +6,16 @@ directories; ``hcstore down`` stops them. Tests use the same class and its
 fault verbs (``kill``, ``pause``, ``resume``, ``restart``), in the spirit of
 tahoe-lafs's no-network grid, but with real processes, sockets and files.
 
-The directory's files are described in :mod:`hcstore.cluster.directory`.
+Every daemon is started as ``python -m MODULE --config FILE`` from its TOML config in the
+cluster directory (``controller.toml``, ``agents/<node>/agent.toml``): the files hold the
+settings that differ from the defaults, and are the daemons' whole configuration (the
+caller's ``HCSTORE_*`` variables are not passed on to them). The directory's files are
+described in :mod:`hcstore.cluster.directory`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -22,10 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from hcstore.cluster.directory import CLUSTER_FORMAT, controller_endpoint, read_cluster_map
-from hcstore.errors import HCStoreError
+from hcstore.config import ENV_PREFIX, AgentConfig, ClientConfig, ControllerConfig
+from hcstore.errors import HCStoreError, InvalidRequest
 from hcstore.control.membership import Intervals
 from hcstore.files import write_json_atomic
 from placement import ClusterMap
+
+DEFAULT_AGENTS = 6
+DEFAULT_MOUNTPATHS = 2          # directories per agent
+CONTROLLER_CONFIG = "controller.toml"
+AGENT_CONFIG = "agent.toml"
 
 
 @dataclass
@@ -41,6 +52,14 @@ class AgentProcess:
     @property
     def ready_file(self) -> Path:
         return self.directory / "agent.json"
+
+    @property
+    def config_file(self) -> Path:
+        return self.directory / AGENT_CONFIG
+
+    @property
+    def log_file(self) -> Path:
+        return self.directory / "agent.log"
 
     def pid(self) -> int | None:
         try:
@@ -58,35 +77,78 @@ class LocalCluster:
     # ------------------------------------------------------------------ lifecycle
 
     @classmethod
-    def create(cls, path: str | os.PathLike[str], *, agents: int = 6, ec: str = "4+2", mountpaths_per_agent: int = 2,
-               durability: str = "commit", capacity_bytes: int = 0, high_watermark: float = 0.9,
-               labels: list[dict[str, str]] | None = None, intervals: Intervals | None = None,
-               scan_interval: float = 30.0, repair_rate: float = 256e6,
-               scrub_interval: float = 86400.0) -> "LocalCluster":
-        """Write a new cluster directory (does not start agents)."""
-        from ec import parse_ec
+    def create(cls, path: str | os.PathLike[str], *, agents: int = DEFAULT_AGENTS, ec: str = ClientConfig.ec,
+               mountpaths_per_agent: int = DEFAULT_MOUNTPATHS, durability: str | None = None,
+               capacity_bytes: int | None = None, high_watermark: float | None = None,
+               labels: list[dict[str, str]] | None = None,
+               intervals: Intervals | None = None, scan_interval: float | None = None,
+               repair_rate: float | None = None, scrub_interval: float | None = None) -> "LocalCluster":
+        """Write a new cluster directory: its node list, ``controller.toml`` and each ``agent.toml``.
 
-        k, m = parse_ec(ec)
+        Starts nothing (see :meth:`start`). Settings left None keep the defaults of
+        :class:`~hcstore.config.AgentConfig` and :class:`~hcstore.config.ControllerConfig`;
+        ``labels`` has one dict per agent (default ``{"host": node_id}``).
+
+        Raises:
+            InvalidRequest: a setting is invalid (nothing is written then).
+            HCStoreError: the directory already holds a cluster.
+        """
         if agents < 1 or mountpaths_per_agent < 1:
-            raise HCStoreError(f"need at least one agent and one mountpath each, got {agents} and {mountpaths_per_agent}")
+            raise InvalidRequest(f"need at least one agent and one mountpath each, got {agents} and "
+                                 f"{mountpaths_per_agent}")
+        if labels is not None and len(labels) != agents:
+            raise InvalidRequest(f"labels: need one dict per agent ({agents}), got {len(labels)}")
+        if not ec:
+            raise InvalidRequest("setting ec='' must be an erasure coding K+M, e.g. '4+2'")
         cluster = cls(path)
         if (cluster.path / "cluster.json").exists():
             raise HCStoreError(f"{cluster.path} already holds a cluster; run `hcstore down` or choose another --data-dir")
+        controller = ControllerConfig(ec=ec, ready_file=str(cluster.controller_ready_file),
+                                      log_file=str(cluster.path / "controller.log"),
+                                      **(dataclasses.asdict(intervals) if intervals else {}))
+        template = AgentConfig(**_given(durability=durability, capacity_bytes=capacity_bytes,
+                                        high_watermark=high_watermark, scan_interval=scan_interval,
+                                        repair_rate=repair_rate, scrub_interval=scrub_interval,
+                                        heartbeat=controller.heartbeat))
+        nodes = [cluster._node_config(template, f"n{i + 1}", mountpaths_per_agent, labels[i] if labels else None)
+                 for i in range(agents)]
         cluster.path.mkdir(parents=True, exist_ok=True)
-        nodes = []
-        for i in range(agents):
-            node_id = f"n{i + 1}"
-            directory = cluster.path / "agents" / node_id
-            mps = [str(directory / f"mp{j}") for j in range(mountpaths_per_agent)]
-            nodes.append({"id": node_id, "mountpaths": mps, "weight": 1.0,
-                          "labels": (labels[i] if labels else {"host": node_id})})
-        spec = {"format": CLUSTER_FORMAT, "epoch": 1, "ec": ec, "durability": durability,
-                "capacity_bytes": capacity_bytes, "high_watermark": high_watermark, "nodes": nodes,
-                "mountpaths_per_agent": mountpaths_per_agent, "scan_interval": scan_interval,
-                "repair_rate": repair_rate, "scrub_interval": scrub_interval,
-                "controller": {"port": 0, "intervals": (intervals or Intervals()).__dict__}}
-        write_json_atomic(cluster.path / "cluster.json", spec, indent=2)
+        controller.write(cluster.path / CONTROLLER_CONFIG)
+        for config in nodes:
+            cluster._write_agent_config(config)
+        write_json_atomic(cluster.path / "cluster.json", {"format": CLUSTER_FORMAT, "epoch": 1, "ec": ec,
+                                                          "nodes": [_roster_entry(c) for c in nodes]}, indent=2)
         return cluster
+
+    def _node_config(self, template: AgentConfig, node_id: str, mountpaths: int,
+                     labels: dict[str, str] | None) -> AgentConfig:
+        """One node's agent config: ``template``'s settings, this node's id, directories and labels."""
+        directory = self.path / "agents" / node_id
+        return template.replace(node_id=node_id, labels={"host": node_id} if labels is None else labels,
+                                mountpaths=tuple(str(directory / f"mp{j}") for j in range(mountpaths)),
+                                state_dir=str(directory), ready_file=str(directory / "agent.json"),
+                                log_file=str(directory / "agent.log"), port=0, controller="")
+
+    def agent_config(self, node_id: str) -> AgentConfig:
+        """The config of a node's agent, as its file says (the environment is not read)."""
+        return AgentConfig.load(self.path / "agents" / node_id / AGENT_CONFIG, environ={})
+
+    def controller_config(self) -> ControllerConfig:
+        """The controller's config, as its file says (the environment is not read)."""
+        if not (self.path / CONTROLLER_CONFIG).exists():
+            raise HCStoreError(f"{self.path} has no {CONTROLLER_CONFIG} (it was created by an older hcstore): "
+                               "remove it with `hcstore down --purge` and create it again with `hcstore up`")
+        return ControllerConfig.load(self.path / CONTROLLER_CONFIG, environ={})
+
+    def _write_agent_config(self, config: AgentConfig) -> None:
+        directory = self.path / "agents" / config.node_id
+        directory.mkdir(parents=True, exist_ok=True)
+        config.write(directory / AGENT_CONFIG, include=("node_id",))
+
+    def _update_agent_config(self, node_id: str, **changes: Any) -> None:
+        config = self.agent_config(node_id)
+        if config.replace(**changes) != config:
+            self._write_agent_config(config.replace(**changes))
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -97,14 +159,18 @@ class LocalCluster:
         return self.spec["ec"]
 
     def agents(self) -> list[AgentProcess]:
-        return [AgentProcess(n["id"], self.path / "agents" / n["id"], [Path(p) for p in n["mountpaths"]],
-                             n.get("port", 0), n.get("labels", {})) for n in self.spec["nodes"]]
+        """The cluster's agents, as their config files describe them."""
+        return [self._agent_process(node["id"]) for node in self.spec["nodes"]]
 
     def agent(self, node_id: str) -> AgentProcess:
-        for agent in self.agents():
-            if agent.node_id == node_id:
-                return agent
-        raise HCStoreError(f"no node {node_id!r} in the cluster at {self.path}")
+        if not any(node["id"] == node_id for node in self.spec["nodes"]):
+            raise HCStoreError(f"no node {node_id!r} in the cluster at {self.path}")
+        return self._agent_process(node_id)
+
+    def _agent_process(self, node_id: str) -> AgentProcess:
+        config = self.agent_config(node_id)
+        return AgentProcess(node_id, self.path / "agents" / node_id, [Path(p) for p in config.mountpaths],
+                            config.port, dict(config.labels))
 
     # ------------------------------------------------------------------ controller
 
@@ -122,22 +188,16 @@ class LocalCluster:
             return None
 
     def start_controller(self, *, timeout: float = 30.0) -> None:
-        """Start the controller (if not running) and wait until it serves."""
+        """Start the controller from ``controller.toml`` (if not running) and wait until it serves."""
         if _alive(self.controller_pid()):
             return
-        spec = self.spec
-        intervals = spec["controller"]["intervals"]
+        config = self.controller_config()
         self.controller_ready_file.unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "hcstore.control.controller", "--ready-file", str(self.controller_ready_file),
-               "--log-file", str(self.path / "controller.log"), "--port", str(spec["controller"]["port"]),
-               "--heartbeat", str(intervals["heartbeat"]), "--suspect-after", str(intervals["suspect_after"]),
-               "--down-after", str(intervals["down_after"]), "--out-after", str(intervals["out_after"]),
-               "--ec", self.ec]
-        self._spawn_and_wait("controller", cmd, self.controller_ready_file, self.path / "controller.log", timeout)
+        self._spawn_and_wait("controller", _daemon_command("hcstore.control.controller", self.path / CONTROLLER_CONFIG),
+                             self.controller_ready_file, self.path / "controller.log", timeout)
         port = int(controller_endpoint(self.path).rsplit(":", 1)[1])
-        if spec["controller"]["port"] != port:
-            spec["controller"]["port"] = port
-            write_json_atomic(self.path / "cluster.json", spec, indent=2)
+        if config.port != port:         # pinned, so that agents and clients find it again after a restart
+            config.replace(port=port).write(self.path / CONTROLLER_CONFIG)
 
     def stop_controller(self, *, sig: int = signal.SIGTERM) -> None:
         _stop_pid(self.controller_pid(), sig)
@@ -147,16 +207,17 @@ class LocalCluster:
         _wait_ready(name, _spawn(cmd, log_file), ready, log_file, time.monotonic() + timeout)
 
     def add_agent(self, *, labels: dict[str, str] | None = None) -> str:
-        """Add a node to the cluster and start its agent; returns its id."""
+        """Add a node, with the settings of the cluster's first agent, and start its agent; returns its id."""
         spec = self.spec
         taken = {n["id"] for n in spec["nodes"]}
         number = len(taken) + 1
         while f"n{number}" in taken:
             number += 1
         node_id = f"n{number}"
-        directory = self.path / "agents" / node_id
-        spec["nodes"].append({"id": node_id, "weight": 1.0, "labels": labels or {"host": node_id},
-                              "mountpaths": [str(directory / f"mp{j}") for j in range(spec["mountpaths_per_agent"])]})
+        template = self.agent_config(spec["nodes"][0]["id"])
+        config = self._node_config(template, node_id, len(template.mountpaths), labels or None)
+        self._write_agent_config(config)
+        spec["nodes"].append(_roster_entry(config))
         write_json_atomic(self.path / "cluster.json", spec, indent=2)
         self.start(node_id)
         return node_id
@@ -165,7 +226,6 @@ class LocalCluster:
 
     def start(self, node_id: str | None = None, *, timeout: float = 30.0) -> None:
         """Start the controller and the agents (all, or one) and wait until each serves."""
-        spec = self.spec
         self.start_controller(timeout=timeout)
         controller = self.controller_endpoint()
         targets = [self.agent(node_id)] if node_id else self.agents()
@@ -175,23 +235,11 @@ class LocalCluster:
                 continue
             agent.directory.mkdir(parents=True, exist_ok=True)
             agent.ready_file.unlink(missing_ok=True)
-            cmd = [sys.executable, "-m", "hcstore.node.agent", "--node-id", agent.node_id,
-                   "--ready-file", str(agent.ready_file), "--log-file", str(agent.directory / "agent.log"),
-                   "--durability", spec["durability"], "--high-watermark", str(spec["high_watermark"]),
-                   "--capacity-bytes", str(spec["capacity_bytes"]), "--port", str(agent.port),
-                   "--controller", controller, "--state-dir", str(agent.directory),
-                   "--heartbeat", str(spec["controller"]["intervals"]["heartbeat"]),
-                   "--scan-interval", str(spec.get("scan_interval", 30.0)),
-                   "--repair-rate", str(spec.get("repair_rate", 256e6)),
-                   "--scrub-interval", str(spec.get("scrub_interval", 86400.0))]
-            for name, value in agent.labels.items():
-                cmd += ["--label", f"{name}={value}"]
-            for mp in agent.mountpaths:
-                cmd += ["--mountpath", str(mp)]
-            procs.append((agent, _spawn(cmd, agent.directory / "agent.log")))
+            self._update_agent_config(agent.node_id, controller=controller)
+            procs.append((agent, _spawn(_daemon_command("hcstore.node.agent", agent.config_file), agent.log_file)))
         deadline = time.monotonic() + timeout
         for agent, proc in procs:
-            _wait_ready(f"agent {agent.node_id}", proc, agent.ready_file, agent.directory / "agent.log", deadline)
+            _wait_ready(f"agent {agent.node_id}", proc, agent.ready_file, agent.log_file, deadline)
             self._remember_port(agent.node_id, json.loads(agent.ready_file.read_text())["endpoint"])
         serving = ("alive", "maintenance", "decommissioned")      # an admin state survives a restart
         self.wait_for_map(lambda m: all(a.node_id in m and m.node(a.node_id).state in serving for a in targets),
@@ -219,13 +267,8 @@ class LocalCluster:
             transport.close()
 
     def _remember_port(self, node_id: str, endpoint: str) -> None:
-        """Pin the node's port so a restarted agent comes back at the same endpoint."""
-        spec = self.spec
-        port = int(endpoint.rsplit(":", 1)[1])
-        for node in spec["nodes"]:
-            if node["id"] == node_id and node.get("port") != port:
-                node["port"] = port
-                write_json_atomic(self.path / "cluster.json", spec, indent=2)
+        """Pin the node's port in its config so a restarted agent comes back at the same endpoint."""
+        self._update_agent_config(node_id, port=int(endpoint.rsplit(":", 1)[1]))
 
     def stop(self, node_id: str | None = None, *, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
         """Stop agents (all, or one; all also stops the controller) with ``sig`` and wait for them to exit."""
@@ -312,10 +355,26 @@ def _not_zombie(pid: int) -> bool:
         return False
 
 
+def _given(**settings: Any) -> dict[str, Any]:
+    """The settings that are not None."""
+    return {name: value for name, value in settings.items() if value is not None}
+
+
+def _roster_entry(config: AgentConfig) -> dict[str, Any]:
+    """A node as cluster.json lists it (what the cluster map needs when no controller runs)."""
+    return {"id": config.node_id, "weight": config.weight, "labels": dict(config.labels)}
+
+
+def _daemon_command(module: str, config_file: Path) -> list[str]:
+    return [sys.executable, "-m", module, "--config", str(config_file)]
+
+
 def _spawn(cmd: list[str], log_file: Path) -> subprocess.Popen[bytes]:
-    """Start a process in its own session (it outlives the CLI), logging to ``log_file``."""
+    """Start a daemon in its own session (it outlives the CLI), output to ``log_file``, no HCSTORE_* variables."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith(ENV_PREFIX)}
     with open(log_file, "ab") as log:
-        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                                env=env)
 
 
 def _wait_ready(name: str, proc: subprocess.Popen[bytes], ready: Path, log_file: Path, deadline: float) -> None:

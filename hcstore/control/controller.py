@@ -9,16 +9,16 @@ controller learns the highest epoch, and the nodes, from the maps the agents
 persisted, so the epoch keeps rising. While it is down the data path goes on
 with the maps that agents and clients already hold.
 
-Run it as ``python -m hcstore.control.controller --ready-file F [--port P]``.
+Run it as ``python -m hcstore.control.controller --config controller.toml`` (or ``hcstore
+controller --config controller.toml``); the file's settings are
+:class:`hcstore.config.ControllerConfig`'s.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import queue
-import signal
 import sys
 import time
 from pathlib import Path
@@ -26,9 +26,11 @@ from typing import Any
 
 import zmq
 
+from hcstore import daemon
+from hcstore.config import ControllerConfig
 from hcstore.wire import protocol
 from hcstore.errors import AgentUnavailable, HCStoreError, InvalidRequest, ObjectNotFound
-from hcstore.control.membership import Intervals, MembershipTable
+from hcstore.control.membership import MembershipTable
 from hcstore.wire.protocol import Request
 from hcstore.files import write_json_atomic
 from hcstore.wire.server import answer_pending
@@ -43,16 +45,24 @@ ADMIN_ACTIONS = {"drain": "maintenance", "resume": "", "remove": "decommissioned
 class Controller:
     """Serves the cluster map and membership on a ZeroMQ ROUTER socket."""
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, intervals: Intervals | None = None,
-                 clock: Any = time.monotonic, ec: str = "") -> None:
-        self.ec = ec                # the cluster's default erasure coding, told to clients ("" for none)
-        self.table = MembershipTable(intervals or Intervals())
+    def __init__(self, config: ControllerConfig | None = None, *, clock: Any = time.monotonic) -> None:
+        """Bind the controller's socket (``serve`` answers on it).
+
+        Args:
+            config: address, the cluster's EC and failure-detection timing (default: the defaults).
+            clock: the monotonic clock membership ages are measured with.
+        """
+        config = config or ControllerConfig()
+        self.config = config
+        self.ec = config.ec         # the cluster's default erasure coding, told to clients ("" for none)
+        self.table = MembershipTable(config.intervals)
         self.clock = clock
         self.stats: dict[str, dict[str, Any]] = {}
         self.context = zmq.Context.instance()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_HEADER_BYTES * 4)
+        host, port = config.host, config.port
         if port:
             self.socket.bind(f"tcp://{host}:{port}")
             self.endpoint = f"tcp://{host}:{port}"
@@ -172,25 +182,8 @@ class Controller:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hcstore-controller", description="Run the hcstore controller.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--ready-file", default=None)
-    parser.add_argument("--ec", default="", help="the cluster's default erasure coding, told to clients")
-    parser.add_argument("--log-file", default=None)
-    parser.add_argument("--heartbeat", type=float, default=Intervals.heartbeat)
-    parser.add_argument("--suspect-after", type=float, default=Intervals.suspect_after)
-    parser.add_argument("--down-after", type=float, default=Intervals.down_after)
-    parser.add_argument("--out-after", type=float, default=Intervals.out_after)
-    args = parser.parse_args(argv)
-    logging.basicConfig(filename=args.log_file, level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    controller = Controller(host=args.host, port=args.port, ec=args.ec, intervals=Intervals(
-        args.heartbeat, args.suspect_after, args.down_after, args.out_after))
-    signal.signal(signal.SIGTERM, lambda *_: controller.stop())
-    signal.signal(signal.SIGINT, lambda *_: controller.stop())
-    controller.serve(ready_file=args.ready_file)
-    return 0
+    """``python -m hcstore.control.controller --config FILE``: run the controller until SIGTERM/SIGINT."""
+    return daemon.main("hcstore-controller", ControllerConfig, Controller, argv)
 
 
 if __name__ == "__main__":

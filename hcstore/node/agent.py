@@ -7,17 +7,16 @@ arrive and leave as zero-copy frames. Any failure while handling a request,
 bad input included, becomes an error reply with a stable code; nothing a
 client sends can stop the loop. ``SIGTERM``/``SIGINT`` stop it cleanly.
 
-Run it as ``python -m hcstore.node.agent --node-id n1 --mountpath DIR ...``; when
-it is ready it writes ``{"endpoint", "pid", "node_id"}`` to ``--ready-file``.
+Run it as ``python -m hcstore.node.agent --config agent.toml`` (or ``hcstore agent --config
+agent.toml``); the file's settings are :class:`hcstore.config.AgentConfig`'s. When it is
+ready it writes ``{"endpoint", "pid", "node_id"}`` to the config's ``ready_file``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from typing import Any
 
 import zmq
 
+from hcstore import daemon
 from hcstore.wire import protocol
 from hcstore.config import AgentConfig
 from hcstore.errors import HCStoreError, InvalidRequest
@@ -327,41 +327,8 @@ def _load_map(path: Path) -> ClusterMap | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hcstore-agent", description="Run one hcstore agent.")
-    parser.add_argument("--node-id", required=True)
-    parser.add_argument("--mountpath", action="append", required=True, help="a directory standing for one SSD")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--durability", default=None, choices=["none", "commit", "always"])
-    parser.add_argument("--high-watermark", type=float, default=None)
-    parser.add_argument("--capacity-bytes", type=int, default=None)
-    parser.add_argument("--ready-file", default=None)
-    parser.add_argument("--log-file", default=None)
-    parser.add_argument("--controller", default=None, help="the controller's endpoint")
-    parser.add_argument("--label", action="append", default=[], help="failure-domain label KEY=VALUE")
-    parser.add_argument("--weight", type=float, default=None)
-    parser.add_argument("--heartbeat", type=float, default=None)
-    parser.add_argument("--state-dir", default=None)
-    parser.add_argument("--repair-rate", type=float, default=None, help="bytes/s for background repair")
-    parser.add_argument("--scan-interval", type=float, default=None)
-    parser.add_argument("--scrub-interval", type=float, default=None)
-    args = parser.parse_args(argv)
-    labels = tuple(tuple(item.split("=", 1)) for item in args.label)
-    if any(len(label) != 2 for label in labels):
-        parser.error(f"--label takes KEY=VALUE, got {args.label}")
-    logging.basicConfig(filename=args.log_file, level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = AgentConfig.from_env(node_id=args.node_id, mountpaths=tuple(args.mountpath), host=args.host,
-                                  port=args.port, durability=args.durability, high_watermark=args.high_watermark,
-                                  capacity_bytes=args.capacity_bytes, controller=args.controller,
-                                  labels=labels or None, weight=args.weight, heartbeat=args.heartbeat,
-                                  state_dir=args.state_dir, repair_rate=args.repair_rate,
-                                  scan_interval=args.scan_interval, scrub_interval=args.scrub_interval)
-    agent = Agent(config)
-    signal.signal(signal.SIGTERM, lambda *_: agent.stop())
-    signal.signal(signal.SIGINT, lambda *_: agent.stop())
-    agent.serve(ready_file=args.ready_file)
-    return 0
+    """``python -m hcstore.node.agent --config FILE``: run one agent until SIGTERM/SIGINT."""
+    return daemon.main("hcstore-agent", AgentConfig, Agent, argv)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The ``hcstore`` command line.
 
 Cluster verbs: ``up``, ``down``, ``status``, ``node``, ``repair``, ``scrub``, and
-``ray deploy|status|down`` for a Ray cluster. Object verbs: ``put``, ``get``,
+``ray deploy|status|down`` for a Ray cluster; ``agent`` and ``controller`` run one
+daemon in the foreground from its config file. Object verbs: ``put``, ``get``,
 ``ls``, ``rm``, ``stat`` on ``hcstore://BUCKET/KEY`` URLs. Showcases:
 ``demo`` and ``bench``. Every verb finds the cluster through ``--cluster DIR``
 or ``--cluster tcp://CONTROLLER``, ``HCSTORE_CLUSTER``, or the pointer ``hcstore up`` leaves.
@@ -20,10 +21,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from hcstore.config import DURABILITY_POLICIES, AgentConfig, ClientConfig
 from hcstore.errors import HCStoreError
+from hcstore.tools.daemons import add_verbs as add_daemon_verbs
 from hcstore.tools.humanize import size
 from hcstore.cluster.directory import POINTER, find_cluster_dir
-from hcstore.cluster.local import LocalCluster
+from hcstore.cluster.local import DEFAULT_AGENTS, DEFAULT_MOUNTPATHS, LocalCluster
 from hcstore.names import parse_url
 
 DEFAULT_DATA_DIR = Path.home() / ".hcstore" / "cluster"
@@ -43,9 +46,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         cluster = LocalCluster(data_dir)
         console.print(f"restarting the existing cluster in {data_dir} (EC {cluster.ec})")
     else:
-        cluster = LocalCluster.create(data_dir, agents=args.agents, ec=args.ec,
-                                      mountpaths_per_agent=args.mountpaths_per_agent, durability=args.durability,
-                                      capacity_bytes=args.capacity_bytes)
+        given = {"agents": args.agents, "ec": args.ec, "mountpaths_per_agent": args.mountpaths_per_agent,
+                 "durability": args.durability, "capacity_bytes": args.capacity_bytes}
+        cluster = LocalCluster.create(data_dir, **{name: value for name, value in given.items() if value is not None})
     cluster.start()
     POINTER.parent.mkdir(parents=True, exist_ok=True)
     POINTER.write_text(str(data_dir))
@@ -340,12 +343,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="start an embedded local cluster in the background")
-    up.add_argument("--agents", type=int, default=6)
-    up.add_argument("--ec", default="4+2", help="erasure coding K+M (default 4+2)")
+    up.add_argument("--agents", type=int, help=f"number of agents (default {DEFAULT_AGENTS})")
+    up.add_argument("--ec", help=f"erasure coding K+M (default {ClientConfig.ec})")
     up.add_argument("--data-dir", default=None, help=f"cluster directory (default {DEFAULT_DATA_DIR})")
-    up.add_argument("--mountpaths-per-agent", type=int, default=2)
-    up.add_argument("--durability", default="commit", choices=["none", "commit", "always"])
-    up.add_argument("--capacity-bytes", type=int, default=0, help="capacity of each mountpath (0: the disk's)")
+    up.add_argument("--mountpaths-per-agent", type=int, help=f"directories per agent (default {DEFAULT_MOUNTPATHS})")
+    up.add_argument("--durability", choices=DURABILITY_POLICIES,
+                    help=f"fsync policy (default {AgentConfig.durability})")
+    up.add_argument("--capacity-bytes", type=int, help="capacity of each mountpath (default: the disk's)")
     up.set_defaults(func=cmd_up)
 
     down = sub.add_parser("down", help="stop the local cluster")
@@ -413,6 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repair-node-mb", type=int, default=512, help="fragment data on the lost node (MiB)")
     bench.set_defaults(func=cmd_bench)
 
+    add_daemon_verbs(sub)
+
     ray_verb = sub.add_parser("ray", help="deploy hcstore on a Ray cluster (one agent actor per node), status, down")
     ray_verb.add_argument("ray_command", choices=["deploy", "status", "down"])
     ray_verb.add_argument("--address", default="auto", help="Ray cluster address (default: auto)")
@@ -420,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="directory for every node's agent, repeatable; may use {node_id} "
                                "(default: a directory under the temp dir)")
     ray_verb.add_argument("--ec", default="4+2")
-    ray_verb.add_argument("--durability", default="commit", choices=["none", "commit", "always"])
+    ray_verb.add_argument("--durability", choices=DURABILITY_POLICIES, help=f"default {AgentConfig.durability}")
     ray_verb.add_argument("--timeout", type=float, default=300.0)
     ray_verb.set_defaults(func=cmd_ray)
     return parser

@@ -1,0 +1,131 @@
+"""Daemons started from hand-written TOML files, as an operator starts them on a node.
+
+``hcstore controller --config``, ``hcstore agent --config`` and ``python -m hcstore.node.agent
+--config`` run as real processes; a client reaches them through the controller's endpoint;
+SIGTERM and SIGINT stop them with exit status 0; a bad file is one line naming the setting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hcstore import Client
+from integration_support import seeded_bytes, wait_until
+
+HCSTORE = Path(sys.executable).with_name("hcstore")
+INTERVALS = 'heartbeat = 0.2\nsuspect_after = 0.6\ndown_after = 1.5\nout_after = 60.0\n'
+
+
+def cli(*args: str) -> list[str]:
+    return [*([str(HCSTORE)] if HCSTORE.exists() else [sys.executable, "-m", "hcstore.tools.cli"]), *args]
+
+
+def clean_env() -> dict[str, str]:
+    """This environment without HCSTORE_* variables: the files alone configure the daemons."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("HCSTORE_")}
+
+
+class Daemons:
+    """Processes started by one test, each logging to its own file; all killed at the end."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
+        with open(self.root / f"{name}.stderr", "wb") as err:
+            proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=clean_env())
+        self.procs[name] = proc
+        return proc
+
+    def ready(self, name: str, ready_file: Path) -> dict:
+        proc = self.procs[name]
+        wait_until(lambda: ready_file.exists() or proc.poll() is not None, timeout=60, what=f"{name} to serve")
+        assert proc.poll() is None, (name, proc.returncode, self.stderr(name))
+        return json.loads(ready_file.read_text())
+
+    def stderr(self, name: str) -> str:
+        return (self.root / f"{name}.stderr").read_text()
+
+    def kill_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=30)
+
+
+@pytest.fixture
+def daemons(tmp_path):
+    running = Daemons(tmp_path)
+    try:
+        yield running
+    finally:
+        running.kill_all()
+
+
+def test_controller_and_agents_from_config_files(tmp_path, daemons, monkeypatch):
+    monkeypatch.delenv("HCSTORE_EC", raising=False)
+    (tmp_path / "controller.toml").write_text(
+        f'ec = "2+1"\n{INTERVALS}ready_file = "{tmp_path / "controller.json"}"\n')
+    daemons.start("controller", cli("controller", "--config", str(tmp_path / "controller.toml")))
+    endpoint = daemons.ready("controller", tmp_path / "controller.json")["endpoint"]
+
+    starters = {"n1": cli("agent", "--config"), "n2": cli("agent", "--config"),
+                "n3": [sys.executable, "-m", "hcstore.node.agent", "--config"]}
+    for node, command in starters.items():
+        directory = tmp_path / node
+        directory.mkdir()
+        log_file = f'log_file = "{directory / "agent.log"}"\n' if node == "n3" else ""
+        (directory / "agent.toml").write_text(
+            f'node_id = "{node}"\nmountpaths = ["{directory / "mp0"}"]\ncontroller = "{endpoint}"\n'
+            f'durability = "none"\nheartbeat = 0.2\nready_file = "{directory / "agent.json"}"\n{log_file}'
+            f'[labels]\nhost = "{node}"\n')
+        daemons.start(node, [*command, str(directory / "agent.toml")])
+    for node in starters:
+        daemons.ready(node, tmp_path / node / "agent.json")
+
+    with Client(endpoint, request_timeout=5.0) as client:
+        wait_until(lambda: sum(n.state == "alive" for n in client.refresh().nodes) == 3, timeout=30,
+                   what="three alive agents in the controller's map")
+        assert client.config.ec == "2+1"                         # the controller's EC
+        data = seeded_bytes("daemons", 300_001)
+        result = client.put("daemons", "obj", data)
+        assert (result.k, result.m, result.degraded) == (2, 1, False)
+        assert client.get("daemons", "obj") == data
+
+    assert "serving on" in (tmp_path / "n3" / "agent.log").read_text()       # the configured log file
+    assert "serving on" in daemons.stderr("n1")                                # else standard error
+    for name, sig in (("n1", signal.SIGTERM), ("n2", signal.SIGTERM), ("n3", signal.SIGINT),
+                      ("controller", signal.SIGTERM)):
+        daemons.procs[name].send_signal(sig)
+        assert daemons.procs[name].wait(timeout=30) == 0, (name, daemons.stderr(name))
+        assert "Traceback" not in daemons.stderr(name)
+
+
+@pytest.mark.parametrize("command, text, needles", [
+    (["agent"], 'node_id = "n1"\nport = "7000"\n', ["port"]),
+    (["agent"], 'mountpaths = "/nvme0"\n', ["mountpaths"]),
+    (["agent"], 'node_id = "n1"\ndurabilty = "none"\n', ["durabilty", "durability"]),
+    (["agent"], 'node_id = "n1"\n', ["mountpath"]),
+    (["controller"], "suspect_after = 0.1\n", ["suspect_after"]),
+    (["-m", "hcstore.control.controller"], 'ec = "4-2"\n', ["ec"]),
+    (["-m", "hcstore.node.agent"], "high_watermark = 2.0\n", ["high_watermark"]),
+])
+def test_a_bad_config_is_one_line_naming_the_setting_and_the_file(tmp_path, command, text, needles):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    full = [sys.executable, *command] if command[0] == "-m" else cli(*command)
+    proc = subprocess.run([*full, "--config", str(path)], check=False, capture_output=True, env=clean_env(),
+                          timeout=60)
+    message = proc.stderr.decode().strip()
+    assert proc.returncode != 0, message
+    assert len(message.splitlines()) == 1 and "Traceback" not in message, message
+    for needle in (str(path), *needles):
+        assert needle in message, message
