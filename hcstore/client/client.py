@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ec import FragmentHeader, header_to_dict
 from hcstore.config import ClientConfig
 from hcstore.errors import AgentUnavailable, ClusterNotFound, HCStoreError, InvalidRequest, NotEnoughNodes, ObjectChanged, ObjectNotFound
 from hcstore.generation import HybridClock
@@ -38,6 +37,7 @@ from hcstore.names import check_bucket, check_prefix
 from hcstore.wire.protocol import Reply
 from hcstore.client.reader import ObjectReader, iter_range, read_range
 from hcstore.client.access import CorruptionReport
+from hcstore.client.headers import fragment_header, tombstone_layout
 from hcstore.client.versions import ObjectVersion, resolve
 from hcstore.wire.transport import Transport
 from hcstore.client.writer import ObjectWriter, PutResult
@@ -265,13 +265,12 @@ class Client:
         gen = self.clock.now()
         placed = place(f"{bucket}/{key}", self.cluster_map, version.k, version.m).nodes
         nodes = tuple(sorted({n for n in version.locations if n} | set(placed)))
+        layout = tombstone_layout(bucket, key, gen, len(nodes))
         ids = []
         for index, node in enumerate(nodes):
-            header = FragmentHeader(bucket=bucket, key=key, generation=gen, kind="tombstone", codec="replica",
-                                    k=1, m=len(nodes) - 1, chunk_size=64, size=0, index=index, stripes=0,
-                                    digests=b"", placement=nodes, created_ns=time.time_ns())
+            header = fragment_header(layout, index, nodes)
             try:
-                ids.append(self.transport.send(self.endpoint(node), "tombstone", {"header": header_to_dict(header)}))
+                ids.append(self.transport.send(self.endpoint(node), "tombstone", {"header": header}))
             except HCStoreError as exc:
                 log.info("delete %s/%s: node %s skipped: %s", bucket, key, node, exc)
         accepted = sum(isinstance(r, Reply) and r.ok for r in self.transport.wait(ids).values())
