@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo lint test bench clean
+.PHONY: demo lint system-deps test bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+# System packages the tests use: mkfs.xfs (xfsprogs) for the power-cut tests, which run as root on loop devices.
+system-deps:
+	command -v mkfs.xfs >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xfsprogs)
+
+test: lint system-deps
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -28,7 +28,7 @@ from pathlib import Path
 import psutil
 
 from hcstore.errors import InvalidRequest
-from hcstore.files import write_bytes_atomic
+from hcstore.files import fsync_directory, write_bytes_atomic
 from hcstore.node.index import FragmentIndex
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,8 @@ def read_or_create_id(path: Path) -> str:
         if found_id != mountpath_id:
             copy.parent.mkdir(exist_ok=True)
             write_bytes_atomic(copy, content)
+    if None in found:
+        fsync_directory(path)  # the entry of frags/, made above for the second copy
     return mountpath_id
 
 

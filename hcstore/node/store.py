@@ -58,6 +58,7 @@ from hcstore.errors import (
     StoreFull,
     UploadNotFound,
 )
+from hcstore.files import fsync_directory
 from hcstore.generation import is_generation
 from hcstore.node.index import IndexEntry
 from hcstore.node.mountpath import Mountpath
@@ -277,7 +278,13 @@ class LocalStore:
 
     def _rename_into_place(self, mp: Mountpath, source: Path, name: str) -> None:
         target = mp.fragment_path(name)
-        target.parent.mkdir(exist_ok=True)
+        try:
+            target.parent.mkdir()
+        except FileExistsError:
+            pass
+        else:
+            if self.config.durability != "none":
+                fsync_directory(mp.frag_dir)  # the new directory itself, or a power cut can take it all
         os.replace(source, target)
         if self.config.durability != "none":
             dir_fd = os.open(target.parent, os.O_RDONLY)
