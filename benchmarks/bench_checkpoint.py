@@ -28,6 +28,7 @@ hcstore save and the best hcstore restore each take at most 1.5x the local file'
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import os
@@ -63,6 +64,7 @@ def make_state_dict(total_bytes: int, *, seed: int = 0, small_tensors: int = 256
 
 
 def nbytes(state: dict[str, torch.Tensor]) -> int:
+    """The bytes held by the tensors of ``state``."""
     return sum(t.numel() * t.element_size() for t in state.values())
 
 
@@ -113,6 +115,7 @@ class Method:
 
     @property
     def best(self) -> float:
+        """The fastest round's time, in seconds."""
         return min(self.seconds)
 
 
@@ -127,6 +130,7 @@ class CheckpointBench:
         self.manager = CheckpointManager(f"hcstore://{BUCKET}/manager", keep_last=1, storage_options=self.options)
 
     def methods(self) -> list[Method]:
+        """Every save method, then every restore method, in the order the rounds run them."""
         return [
             Method("save", "local", "torch.save -> local file + fsync", self.save_local),
             Method("save", "stream", 'torch.save -> hcstore:// open("wb")', self.save_stream),
@@ -147,31 +151,38 @@ class CheckpointBench:
     # saves
 
     def save_local(self, round_: int) -> None:
+        """torch.save into the local file, then flush and fsync it (the baseline)."""
         with open(self.local, "wb") as f:
             torch.save(self.state, f)
             f.flush()
             os.fsync(f.fileno())
 
     def save_stream(self, round_: int) -> None:
+        """torch.save streamed into an ``hcstore://`` file opened "wb"."""
         with self.fs.open(self._key(round_), "wb") as f:
             torch.save(self.state, f)
 
     def save_dcp(self, round_: int) -> None:
+        """torch.distributed.checkpoint save into ``hcstore://`` (FsspecWriter, sync_files=False)."""
         dcp.save(self.state, storage_writer=dcp_writer(self._dcp_url(round_), sync_files=False, **self.options))
 
     def save_manager(self, round_: int) -> None:
+        """CheckpointManager.save of the state as checkpoint ``round_`` (blake3 and manifest included)."""
         self.manager.save(round_, {"model.pt": lambda f: torch.save(self.state, f)})
 
     # restores (each returns the state dict it restored)
 
     def load_local(self, round_: int) -> dict[str, torch.Tensor]:
+        """torch.load of the local file (the baseline)."""
         return torch.load(self.local)
 
     def load_stream(self, round_: int) -> dict[str, torch.Tensor]:
+        """torch.load streamed from the ``hcstore://`` file of round ``round_`` (block cache)."""
         with self.fs.open(self._key(round_), "rb", cache_type="blockcache") as f:
             return torch.load(f)
 
     def load_get_into(self, round_: int) -> dict[str, torch.Tensor]:
+        """Client.get_into a fresh buffer the size of the object, then torch.load over that buffer."""
         bucket, key = self._key(round_).split("/", 1)
         client = self.fs.client
         buffer = np.empty(client.stat(bucket, key).size, dtype=np.uint8)
@@ -179,6 +190,7 @@ class CheckpointBench:
         return torch.load(_BufferReader(buffer))
 
     def load_dcp(self, round_: int) -> dict[str, torch.Tensor]:
+        """torch.distributed.checkpoint load of round ``round_`` into tensors allocated beforehand."""
         target = {name: torch.empty_like(t) for name, t in self.state.items()}
         dcp.load(target, storage_reader=dcp_reader(self._dcp_url(round_), **self.options))
         return target
@@ -196,7 +208,7 @@ def run_rounds(bench: CheckpointBench, methods: list[Method], repeats: int) -> N
     """Alternate every method ``repeats`` times; each round saves first, then restores what it saved."""
     for round_ in range(repeats):
         for method in methods:
-            seconds, restored = timed(lambda: method.run(round_))
+            seconds, restored = timed(functools.partial(method.run, round_))
             method.seconds.append(seconds)
             if method.op == "restore":
                 check_equal(restored, bench.state, f"restore via {method.name}")
@@ -271,6 +283,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the benchmark; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mb", type=int, default=1024, help="state dict size in MiB (default 1024)")
     parser.add_argument("--repeats", type=int, default=2, help="rounds over every method; the best is kept")

@@ -11,6 +11,7 @@ from hcstore.tools.bench import run_bench
 
 
 def main() -> None:
+    """Parse the command line and run the data-path benchmark."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--agents", type=int, default=6)
     parser.add_argument("--ec", default="4+2")

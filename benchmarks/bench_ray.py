@@ -73,11 +73,14 @@ def make_array(nbytes: int, seed: int = 0) -> np.ndarray:
 
 @ray.remote(num_cpus=0)
 def make_array_task(nbytes: int, seed: int) -> np.ndarray:
+    """:func:`make_array` as a Ray task, so that the array is created in the object store of the node it runs on."""
     return make_array(nbytes, seed)
 
 
 @dataclass
 class Method:
+    """One way of reading the array, with the seconds of each timed round."""
+
     name: str
     description: str
     read: Callable[[bool], float]  # read(check) -> seconds of the timed read
@@ -85,10 +88,12 @@ class Method:
 
     @property
     def median(self) -> float:
+        """The median round's time, in seconds."""
         return statistics.median(self.seconds)
 
     @property
     def best(self) -> float:
+        """The fastest round's time, in seconds."""
         return min(self.seconds)
 
 
@@ -137,6 +142,7 @@ class RayReadBench:
         self.other_node, self.seed, self.cold_roots = other_node, seed, cold_roots
 
     def methods(self) -> list[Method]:
+        """The five reads, in the order each round runs them."""
         return [
             Method("get_ref", "ray.get(store.get_ref(key)), end to end", self.read_get_ref),
             Method("in-store", "ray.get, array already in this node's store", self.read_in_store),
@@ -146,6 +152,7 @@ class RayReadBench:
         ]
 
     def read_get_ref(self, check: bool) -> float:
+        """Seconds of ``ray.get(store.get_ref(key))``: the local agent assembles the array into the object store."""
         self._cool()
         t0 = time.perf_counter()
         value = ray.get(self.store.get_ref(KEY))
@@ -154,6 +161,7 @@ class RayReadBench:
         return seconds
 
     def read_in_store(self, check: bool) -> float:
+        """Seconds of ``ray.get`` of an array already in this node's object store."""
         ref = ray.put(self.array)
         t0 = time.perf_counter()
         value = ray.get(ref)
@@ -162,6 +170,11 @@ class RayReadBench:
         return seconds
 
     def read_pulled(self, check: bool) -> float:
+        """Seconds of ``ray.get`` of an array created in another node's object store, which Ray pulls over.
+
+        Raises:
+            RuntimeError: the array is not held by the other node alone, so the read would not measure a pull.
+        """
         ref = make_array_task.options(label_selector={"ray.io/node-id": self.other_node}).remote(
             self.array.nbytes, self.seed
         )
@@ -175,6 +188,11 @@ class RayReadBench:
         return seconds
 
     def read_restore(self, check: bool) -> float:
+        """Seconds of ``ray.get`` of an array that Ray spilled to disk and evicted, so that it is restored.
+
+        Raises:
+            RuntimeError: Ray did not spill the array, or kept it in memory, so the read would not measure a restore.
+        """
         ref = ray.put(self.array)
         evictor = ray.put(np.zeros(self.head_store - self.array.nbytes // 2, dtype=np.uint8))
         del evictor  # it made Ray spill the array and evict it from memory
@@ -190,6 +208,7 @@ class RayReadBench:
         return seconds
 
     def read_store_get(self, check: bool) -> float:
+        """Seconds of ``store.get(key)``: the driver reads the fragments itself, without the object store."""
         self._cool()
         t0 = time.perf_counter()
         value = self.store.get(KEY)
@@ -207,6 +226,7 @@ class RayReadBench:
 
 
 def run_rounds(methods: list[Method], repeats: int) -> None:
+    """Read once by every method, checking the values, then time ``repeats`` rounds of them, alternating."""
     for method in methods:  # warm-up: connections, actor handles; checks every value
         method.read(True)
     for round_ in range(repeats):
@@ -218,6 +238,7 @@ def run_rounds(methods: list[Method], repeats: int) -> None:
 
 
 def report(methods: list[Method], nbytes: int) -> dict[str, Any]:
+    """Print every method's median and best time and rate, and get_ref's ratio to the others; returns the figures."""
     by_name = {m.name: m for m in methods}
     print(f"\n{'method':11s}{'what':50s}{'median s':>10s}{'best s':>10s}{'median MB/s':>13s}{'best MB/s':>12s}")
     for m in methods:
@@ -323,7 +344,7 @@ def run(
         if ray.is_initialized():
             try:
                 ray_integration.shutdown()
-            except Exception as exc:  # still take Ray down below
+            except Exception as exc:  # noqa: BLE001 - reported; Ray and the cluster are still taken down below
                 print(f"hcstore shutdown failed: {exc}")
         ray.shutdown()
         if cluster is not None:
@@ -332,6 +353,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the benchmark; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mb", type=int, default=256, help="the array's size in MiB")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds of every method")

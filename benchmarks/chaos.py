@@ -130,6 +130,7 @@ class ChaosReport:
 
     @property
     def ok(self) -> bool:
+        """The verdict: settled, with nothing lost, wrong, resurrected or unprotected, and no driver error."""
         return (
             self.settled
             and self.objects_lost == 0
@@ -141,6 +142,7 @@ class ChaosReport:
         )
 
     def summary(self) -> str:
+        """The report as text for a terminal: counts, end state, up to 20 of each kind of problem, verdict."""
         lines = [
             f"chaos run: {self.seconds:.1f} s of workload",
             f"  operations: {dict(sorted(self.ops.items()))}",
@@ -206,6 +208,8 @@ def describe(data: bytes) -> tuple[str, str]:
 
 @dataclass
 class Op:
+    """One write attempt (a put or a delete) on one key: what it wrote, when it ran, and how it ended."""
+
     kind: str  # "put" or "delete"
     key: str
     digest: str = ""  # put: SHA-256 of the whole value
@@ -224,6 +228,7 @@ class Ledger:
         self.by_digest: dict[str, dict[str, Op]] = {}
 
     def begin(self, kind: str, key: str, digest: str = "", label: str = "") -> Op:
+        """Record an attempt as it starts (before any byte is sent); returns it, in flight."""
         op = Op(kind, key, digest, label, time.monotonic())
         with self.lock:
             self.ops.setdefault(key, []).append(op)
@@ -233,6 +238,7 @@ class Ledger:
         return op
 
     def finish(self, op: Op, acked: bool) -> None:
+        """Record the end of an attempt: acknowledged, or raised (then it may or may not have landed)."""
         with self.lock:
             op.end = time.monotonic()
             op.acked = acked
@@ -243,6 +249,7 @@ class Ledger:
             self.ops[op.key].remove(op)
 
     def attempt(self, key: str, digest: str) -> Op | None:
+        """The latest put attempt on ``key`` of the value with SHA-256 ``digest``, or None if none wrote it."""
         with self.lock:
             return self.by_digest.get(key, {}).get(digest)
 
@@ -280,6 +287,8 @@ class Ledger:
 
 
 class Chaos:
+    """One chaos run on a started cluster: client threads, the fault driver, then the settling checks."""
+
     def __init__(self, cluster: LocalCluster, config: ChaosConfig, log: Callable[[str], None]) -> None:
         from ec import parse_ec
 
@@ -297,6 +306,7 @@ class Chaos:
         self._log = log
 
     def log(self, text: str) -> None:
+        """Record an event, stamped with the seconds since the run began, and print it when verbose."""
         line = f"[{time.monotonic() - self.t0:7.2f}] {text}"
         with self.lock:
             self.report.events.append(line)
@@ -304,6 +314,7 @@ class Chaos:
             self._log(line)
 
     def count(self, counter: str, name: str) -> None:
+        """Add one to ``name`` in the report's ``counter`` ("ops" or "errors")."""
         with self.lock:
             getattr(self.report, counter)[name] += 1
 
@@ -320,6 +331,7 @@ class Chaos:
         return rng.randrange(320 << 10, self.config.max_size)
 
     def worker(self, index: int) -> None:
+        """Client thread ``index``: random gets, puts and deletes until the run stops, each checked and counted."""
         rng = random.Random(f"{self.config.seed}/client/{index}")
         seq = 0
         client = Client(
@@ -341,7 +353,7 @@ class Chaos:
                         self._delete(client, key)
                 except HCStoreError as exc:
                     self.count("errors", type(exc).__name__)
-        except Exception:  # a bug in the driver or an unexpected exception type
+        except Exception:  # noqa: BLE001 - a driver bug or an unexpected error type: recorded, and it fails the run
             with self.lock:
                 self.report.driver_errors.append(f"client {index}: {traceback.format_exc()}")
             self.stop.set()
@@ -409,9 +421,11 @@ class Chaos:
     # -------------------------------------------------------------- faults
 
     def running_agents(self) -> list[str]:
+        """The agents not killed by the driver at the moment."""
         return [a.node_id for a in self.cluster.agents() if a.node_id not in self.down]
 
     def controller(self, op: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Send one request to the controller; returns its reply's header."""
         transport = Transport(connect_timeout=1.0, request_timeout=5.0)
         try:
             return transport.request(self.cluster.controller_endpoint(), op, fields).header
@@ -419,6 +433,7 @@ class Chaos:
             transport.close()
 
     def restart(self, node: str) -> None:
+        """Start a killed agent again and wait until the map shows it back (alive, or in maintenance if drained)."""
         if node in self.report.drained:
             # LocalCluster.start waits for the node to be "alive", but a drained node comes back in
             # "maintenance" (local_cluster.py start()): wait for the process, then for that state.
@@ -436,6 +451,7 @@ class Chaos:
         self.log(f"restarted {node}")
 
     def faults(self, seconds: float) -> None:
+        """The fault driver for ``seconds``: kill and restart agents, add one and drain one, as configured."""
         config = self.config
         rng = random.Random(f"{config.seed}/faults")
         start = time.monotonic()
@@ -480,7 +496,7 @@ class Chaos:
                             self.report.max_down_seen = max(self.report.max_down_seen, len(self.down))
                         self.log(f"killed {node} for {outage:.1f} s (down now: {sorted(self.down)})")
                 time.sleep(0.05)
-        except Exception:
+        except Exception:  # noqa: BLE001 - recorded as a driver error, which fails the run
             with self.lock:
                 self.report.driver_errors.append(f"fault driver: {traceback.format_exc()}")
             self.stop.set()
@@ -488,6 +504,7 @@ class Chaos:
     # -------------------------------------------------------------- the end
 
     def bring_everyone_back(self) -> None:
+        """Restart every agent that is down and wait until the map shows them all alive or in maintenance."""
         for node in sorted(self.down):
             self.restart(node)
         for agent in self.cluster.agents():
@@ -500,6 +517,7 @@ class Chaos:
         )
 
     def ask_for_repair(self, client: Client) -> None:
+        """Ask every serving agent for a repair pass now; an agent that fails to answer is logged and skipped."""
         for node in client.cluster_map.nodes:
             if node.endpoint and node.state in ("alive", "maintenance"):
                 try:
@@ -542,6 +560,7 @@ class Chaos:
         return "ok", "present"
 
     def settle(self) -> None:
+        """Check every key until all are right or ``settle_timeout`` passes, and record the end state in the report."""
         report = self.report
         config = self.config
         with Client(self.cluster.path, chunk_size=config.chunk_size, request_timeout=5.0) as client:
@@ -587,6 +606,7 @@ class Chaos:
                 report.driver_errors.append(f"controller status: {exc}")
 
     def run(self) -> ChaosReport:
+        """The whole run: workload and faults for ``config.seconds``, then every agent back, then settling."""
         config = self.config
         self.log(
             f"chaos: {len(self.cluster.agents())} agents, EC {config.ec}, {config.keys} keys, "
@@ -643,6 +663,7 @@ def run_chaos(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, run the chaos and print its report; returns 0 when the verdict is OK."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=600.0)
     parser.add_argument("--agents", type=int, default=8)

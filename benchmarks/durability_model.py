@@ -242,6 +242,12 @@ def sensitivity_rows(
     schemes: Sequence[tuple[int, int]] = SCHEMES,
     placement: str = "random",
 ) -> list[dict[str, float | str]]:
+    """One row per scheme, AFR and repair window (the measured one times each factor), for :func:`format_table`.
+
+    Each row holds the annual loss probability of one object's group, of the whole fleet if every set
+    of nodes held an object ("all"), the placement's coverage, and the fleet's probability and nines
+    under ``placement``.
+    """
     rows: list[dict[str, float | str]] = []
     for k, m in schemes:
         for afr in afrs:
@@ -268,6 +274,7 @@ def sensitivity_rows(
 
 
 def format_table(rows: list[dict[str, float | str]]) -> str:
+    """The rows of :func:`sensitivity_rows` as a fixed-width text table with a two-line header."""
     head = (
         f"{'scheme':<6} {'AFR':>5} {'window':>13} {'P/yr':>9} {'nines':>5} {'P/yr fleet':>10} "
         f"{'coverage':>8} {'P/yr fleet':>10} {'nines':>5}"
@@ -286,6 +293,7 @@ def format_table(rows: list[dict[str, float | str]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line and print the durability figures and the sensitivity table; returns 0."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument(

@@ -43,7 +43,7 @@ def local_ray_cluster(
         if ray.is_initialized():
             try:
                 ray_integration.shutdown()
-            except Exception as exc:  # not deployed, or already gone
+            except Exception as exc:  # noqa: BLE001 - not deployed, or already gone: teardown goes on regardless
                 print(f"hcstore shutdown: {exc}")
             finally:
                 ray.shutdown()

@@ -40,6 +40,7 @@ def read_here(store: ray_integration.HCStore, key: str, expected: np.ndarray) ->
 
 
 def read_on_every_node(store: ray_integration.HCStore, arrays: dict[str, np.ndarray], nodes: list[str]) -> None:
+    """Read every array back in a task pinned to each node in turn, checking each value and where it ran."""
     for node in nodes:
         t0 = time.monotonic()
         pinned = read_here.options(label_selector={"ray.io/node-id": node})
@@ -48,6 +49,7 @@ def read_on_every_node(store: ray_integration.HCStore, arrays: dict[str, np.ndar
 
 
 def main() -> None:
+    """Start a local Ray cluster, deploy hcstore, store arrays and read them back through object refs."""
     with local_ray_cluster(
         head={"num_cpus": 2},
         prefix="hcstore-ray-example-",

@@ -106,6 +106,7 @@ def kill_rank0_node(
 
 
 def main() -> None:
+    """Train on a local Ray cluster with checkpoints on hcstore, kill rank 0's node mid-run, and check the resume."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--keep-last", type=int, default=2)

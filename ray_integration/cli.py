@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import logging
+from collections.abc import Callable
 
 import ray
 
 import ray_integration
 
 
-def run(args: argparse.Namespace, print_line: Any) -> int:
-    ray.init(address=args.address, namespace="hcstore", logging_level="WARNING", log_to_driver=False)
+def run(args: argparse.Namespace, print_line: Callable[[str], None]) -> int:
+    """Run ``hcstore ray deploy|status|down`` against the Ray cluster at ``args.address``; returns the exit code.
+
+    Args:
+        args: the parsed ``hcstore ray`` command line (``ray_command``, ``address`` and the deploy options).
+        print_line: shows one line of output to the user.
+    """
+    ray.init(address=args.address, namespace="hcstore", logging_level=logging.WARNING, log_to_driver=False)
     try:
         if args.ray_command == "deploy":
             store = ray_integration.deploy(

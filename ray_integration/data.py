@@ -38,11 +38,19 @@ class HCStoreDatasource(Datasource):
         self.objects = [(info.key, info.size) for info in store.list(prefix)]
 
     def estimate_inmemory_data_size(self) -> int:
+        """The total size of the objects, in bytes: what the dataset holds once read."""
         return sum(size for _, size in self.objects)
 
     def get_read_tasks(
         self, parallelism: int, per_task_row_limit: int | None = None, data_context: Any = None
     ) -> list[ReadTask]:
+        """One read task per share of the objects, at most ``parallelism``, each reading its keys with its own client.
+
+        Args:
+            parallelism: the number of tasks Ray Data asks for (fewer when there are fewer objects).
+            per_task_row_limit: the most rows a task may return, passed on to each :class:`ReadTask`.
+            data_context: Ray Data's context (unused).
+        """
         shares = _split(self.objects, max(1, parallelism))
         return [
             ReadTask(
@@ -84,7 +92,14 @@ class HCStoreDatasink(Datasink[int]):
         self.key_column, self.value_column, self.encoder = key_column, value_column, encoder
 
     def write(self, blocks: Iterable[Block], ctx: Any) -> int:
+        """Put every row of ``blocks`` as one object; returns the number of objects written.
+
+        Args:
+            blocks: the write task's blocks.
+            ctx: Ray Data's task context (its ``task_idx`` names rows that have no key column).
+        """
         client, written = self.store.client, 0
+        row: Mapping[str, Any]  # public_row_format=True: each row is a mapping of column to value
         for block in blocks:
             for row in BlockAccessor.for_block(block).iter_rows(public_row_format=True):
                 key = self.prefix + (

@@ -82,9 +82,15 @@ class HCStore:
         return _local_agent().read.remote(self.bucket, key)
 
     def delete(self, key: str) -> None:
+        """Delete the object (a tombstone is written on its placement nodes).
+
+        Raises:
+            ObjectNotFound: no such key.
+        """
         self.client.delete(self.bucket, key)
 
     def exists(self, key: str) -> bool:
+        """True when the key has a readable, not deleted, version."""
         return self.client.exists(self.bucket, key)
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:

@@ -28,6 +28,11 @@ def any_agent() -> Any:
 
 
 def controller_actor() -> Any:
+    """The deployment's controller actor.
+
+    Raises:
+        ClusterNotFound: hcstore is not deployed on the connected Ray cluster.
+    """
     try:
         return ray.get_actor(CONTROLLER_NAME, namespace=NAMESPACE)
     except ValueError:

@@ -116,6 +116,10 @@ class HCStoreCheckpointCallback(UserCallback):
         return {**self.__dict__, "_managers": {}}  # managers (threads) are made where it runs
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Checkpoint | None) -> None:
+        """Ray Train's hook after ``ray.train.report``: complete the reported checkpoint, prune, copy it durably.
+
+        A report without a checkpoint, or with one not named by :func:`checkpoint_dir_name`, is left alone.
+        """
         if checkpoint is None:
             return
         run_path, name = checkpoint.path.rstrip("/").rsplit("/", 1)

@@ -25,7 +25,7 @@ def encode(value: Any) -> tuple[memoryview | bytes, dict[str, str]]:
     if isinstance(value, np.ndarray) and not value.dtype.hasobject:
         array = value if value.flags.c_contiguous else value.copy(order="C")
         meta = {TYPE_KEY: "ndarray", "dtype": array.dtype.str, "shape": json.dumps(list(array.shape))}
-        return memoryview(byte_view(array)), meta
+        return byte_view(array).data, meta  # ndarray.data: a memoryview of the array's buffer
     return pickle.dumps(value, protocol=5), {TYPE_KEY: "pickle"}
 
 
@@ -56,5 +56,5 @@ def decode(meta: Mapping[str, str] | None, array: np.ndarray) -> Any:
     if kind == "ndarray":
         return array
     if kind == "pickle":
-        return pickle.loads(memoryview(array))
+        return pickle.loads(array.data)
     return array.tobytes()

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Union
+from typing import Any, BinaryIO, cast
 
 from fsspec import AbstractFileSystem
 
@@ -36,7 +36,7 @@ __all__ = ["CheckpointManager", "FileSource"]
 
 log = logging.getLogger(__name__)
 
-FileSource = Union[bytes, bytearray, memoryview, str, os.PathLike, Callable[[BinaryIO], Any]]
+FileSource = bytes | bytearray | memoryview | str | os.PathLike | Callable[[BinaryIO], Any]
 
 
 class CheckpointManager:
@@ -109,10 +109,12 @@ class CheckpointManager:
 
     @property
     def fs(self) -> AbstractFileSystem:
+        """The fsspec filesystem the root is on."""
         return self._root.fs
 
     @property
     def durable_url(self) -> str | None:
+        """The durable root, as a URL, or None when the manager makes no durable copies."""
         return self._durable.target.url if self._durable else None
 
     @property
@@ -180,6 +182,8 @@ class CheckpointManager:
         with self.saving(step, durable=durable) as pending:
             for name, source in files.items():
                 _write_source(pending, name, source)
+        if pending.checkpoint is None:  # saving() sets it whenever its block exits cleanly
+            raise RuntimeError(f"save({step}): the checkpoint was written but not recorded")
         return pending.checkpoint
 
     def adopt(self, step: int, *, durable: bool | None = None) -> Checkpoint:
@@ -317,7 +321,9 @@ def _write_source(pending: PendingCheckpoint, name: str, source: FileSource) -> 
         pending.upload_file(name, source)
     elif callable(source):
         with pending.open(name) as f:
-            source(f)
+            # A _HashingWriter is an io.RawIOBase, not a typing.BinaryIO, but it is the binary write
+            # stream that writers such as torch.save expect: write(), tell(), flush(), close().
+            source(cast(BinaryIO, f))
     else:
         raise InvalidRequest(
             f"save: file {name!r} must be bytes, a local path or a callable(file), got {type(source).__name__}"

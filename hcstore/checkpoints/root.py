@@ -12,7 +12,7 @@ import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Union
+from typing import Any, BinaryIO
 
 from fsspec import AbstractFileSystem
 from fsspec.core import url_to_fs
@@ -37,7 +37,7 @@ __all__ = ["Checkpoint", "Location"]
 
 log = logging.getLogger(__name__)
 
-Location = Union[str, tuple[AbstractFileSystem, str]]
+Location = str | tuple[AbstractFileSystem, str]
 
 
 def _resolve(location: Location, storage_options: Mapping[str, Any] | None) -> tuple[AbstractFileSystem, str]:
@@ -65,6 +65,8 @@ def _copy_verified(source: Checkpoint, entry: FileEntry, out: _HashingWriter) ->
     """
     with out, source.open(entry.name) as src:
         _copy_stream(src, out)
+    if out.entry is None:  # a clean close sets it, and the block above closed ``out`` cleanly
+        raise RuntimeError(f"{source.url}/{entry.name}: the copy's stream closed without recording what it wrote")
     problem = entry.mismatch(out.entry)
     if problem:
         raise CheckpointCorrupt(f"{source.url}/{problem}")
@@ -82,6 +84,7 @@ class Checkpoint:
 
     @property
     def files(self) -> tuple[FileEntry, ...]:
+        """The files its manifest lists: name, size and, when one was computed, blake3 digest."""
         return self.manifest.files
 
     @property
@@ -90,6 +93,11 @@ class Checkpoint:
         return dict(self.fs.storage_options)
 
     def file_url(self, name: str) -> str:
+        """The URL of the checkpoint's file ``name`` (a path relative to the checkpoint directory).
+
+        Raises:
+            InvalidRequest: ``name`` is not a valid checkpoint file name.
+        """
         return f"{self.url}/{check_file_name(name)}"
 
     def open(self, name: str, mode: str = "rb", **options: Any) -> BinaryIO:
@@ -139,9 +147,11 @@ class _CheckpointRoot:
 
     @property
     def url(self) -> str:
+        """The root, as a URL."""
         return self.fs.unstrip_protocol(self.path)
 
     def dir(self, step: int) -> str:
+        """The path of ``step``'s checkpoint directory, without protocol."""
         return f"{self.path}/{checkpoint_dirname(step)}"
 
     def steps(self) -> list[int]:
@@ -199,6 +209,7 @@ class _CheckpointRoot:
         return complete, incomplete
 
     def latest(self) -> Checkpoint | None:
+        """The newest complete checkpoint, or None."""
         for step in reversed(self.steps()):
             found = self.load(step)
             if found:
@@ -216,6 +227,7 @@ class _CheckpointRoot:
         self.fs.invalidate_cache(self.path)
 
     def prune(self, keep_last: int | None, busy: Collection[int]) -> RetentionPlan:
+        """Delete what :func:`plan_retention` says should go, sparing the ``busy`` steps; returns the plan."""
         complete, incomplete = self.scan()
         plan = plan_retention([c.step for c in complete], incomplete, keep_last=keep_last, busy=busy)
         for step in plan.delete:

@@ -10,13 +10,25 @@ from __future__ import annotations
 import io
 import shutil
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import blake3
 
 from hcstore.checkpoints.rules import FileEntry
 
 _COPY_BLOCK = 8 << 20
+
+
+class _Readable(Protocol):
+    """A binary stream that can be read from, such as a local or an fsspec file."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class _Writable(Protocol):
+    """A binary stream that can be written to, such as a file or a :class:`_HashingWriter`."""
+
+    def write(self, data: bytes, /) -> object: ...
 
 
 class _HashingWriter(io.RawIOBase):
@@ -92,5 +104,6 @@ class _HashingWriter(io.RawIOBase):
             self.abort(exc_type, exc, tb)
 
 
-def _copy_stream(src: BinaryIO, dst: BinaryIO) -> None:
+def _copy_stream(src: _Readable, dst: _Writable) -> None:
+    """Copy ``src`` to ``dst`` until end of file, in blocks of :data:`_COPY_BLOCK` bytes."""
     shutil.copyfileobj(src, dst, _COPY_BLOCK)

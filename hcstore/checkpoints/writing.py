@@ -50,6 +50,7 @@ class PendingCheckpoint:
 
     @property
     def storage_options(self) -> dict[str, Any]:
+        """The options that rebuild this checkpoint's filesystem from its URL (e.g. ``cluster=``)."""
         return dict(self.fs.storage_options)
 
     def open(self, name: str, mode: str = "wb") -> _HashingWriter:

@@ -46,10 +46,12 @@ class ObjectVersion:
 
     @property
     def layout(self) -> StripeLayout:
+        """How the object's bytes are split into stripes and chunks."""
         return StripeLayout(self.size, self.k, self.chunk_size)
 
     @property
     def degraded(self) -> bool:
+        """True when fewer than all ``k + m`` fragments were found: the object awaits repair."""
         return self.found < self.k + self.m
 
 

@@ -46,6 +46,7 @@ class Usage:
 
     @property
     def free(self) -> int:
+        """Bytes that may still be written before the limit (0 when it is reached or crossed)."""
         return max(0, self.limit - self.used)
 
 
@@ -93,7 +94,7 @@ def read_or_create_id(path: Path) -> str:
     elif None in found:
         log.warning("mountpath %s: restoring a lost or torn copy of its id file", path)
     content = json.dumps({"id": mountpath_id, "format": MOUNTPATH_FORMAT}).encode()
-    for copy, found_id in zip(copies, found):
+    for copy, found_id in zip(copies, found, strict=True):
         if found_id != mountpath_id:
             copy.parent.mkdir(exist_ok=True)
             write_bytes_atomic(copy, content)
@@ -134,7 +135,9 @@ class Mountpath:
         return usage.used + nbytes <= usage.limit
 
     def fragment_path(self, name: str) -> Path:
+        """The path of a fragment file, from its name relative to ``frags/`` (``<hh>/<h>.<gen>.<i>.<state>``)."""
         return self.frag_dir / name
 
     def close(self) -> None:
+        """Close the mountpath's fragment index."""
         self.index.close()

@@ -15,6 +15,7 @@ class RateLimiter:
         self._next = time.monotonic()
 
     def take(self, nbytes: int) -> None:
+        """Wait until ``nbytes`` may be spent at the configured rate; returns at once when unlimited."""
         if self.rate <= 0:
             return
         with self._lock:

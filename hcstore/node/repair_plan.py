@@ -76,7 +76,7 @@ def plan_object(version: ObjectVersion, cluster_map: ClusterMap) -> ObjectPlan:
     targets = plan_moves(holders, f"{version.bucket}/{version.key}", _planning_map(cluster_map), version.k, version.m)
     rebuild: dict[int, str] = {}
     drop: dict[int, str] = {}
-    for index, (holder, target) in enumerate(zip(holders, targets)):
+    for index, (holder, target) in enumerate(zip(holders, targets, strict=True)):
         if index in waiting or not target or target == holder or state.get(target) != "alive":
             continue
         rebuild[index] = target

@@ -32,6 +32,8 @@ AISTORE_10MIB_P50_MS = 17.0  # AIStore's published latency for one 10 MiB GET st
 
 @dataclass
 class Figure:
+    """One measured figure, with the limit measured in the same run, their ratio, and the target it is held to."""
+
     name: str
     value: float
     unit: str

@@ -29,6 +29,8 @@ BUCKET = "checkpoints"
 
 @dataclass(frozen=True)
 class CheckpointFile:
+    """One file of the demo checkpoint: its object key and its size in bytes."""
+
     key: str
     size: int
 
@@ -49,6 +51,7 @@ def checkpoint_layout(total_bytes: int, *, step: int = 1000, shards: int = 4) ->
 
 
 def make_bytes(nbytes: int, seed: int) -> bytes:
+    """``nbytes`` pseudo-random bytes (incompressible, like trained weights), reproducible from ``seed``."""
     return np.random.default_rng(seed).integers(0, 256, nbytes, dtype=np.uint8).tobytes()
 
 
