@@ -62,10 +62,8 @@ class AgentProcess:
         return self.directory / "agent.log"
 
     def pid(self) -> int | None:
-        try:
-            return int(json.loads(self.ready_file.read_text())["pid"])
-        except (OSError, ValueError, KeyError):
-            return None
+        """The pid in the agent's ready file (None when it is not serving)."""
+        return _ready_pid(self.ready_file)
 
 
 class LocalCluster:
@@ -163,9 +161,19 @@ class LocalCluster:
         return [self._agent_process(node["id"]) for node in self.spec["nodes"]]
 
     def agent(self, node_id: str) -> AgentProcess:
-        if not any(node["id"] == node_id for node in self.spec["nodes"]):
-            raise HCStoreError(f"no node {node_id!r} in the cluster at {self.path}")
+        """One agent of the cluster, as its config file describes it."""
+        self.agent_directory(node_id)
         return self._agent_process(node_id)
+
+    def agent_directory(self, node_id: str) -> Path:
+        """The directory of a node's agent (its config, ready file and log).
+
+        Raises:
+            InvalidRequest: the cluster has no such node.
+        """
+        if not any(node["id"] == node_id for node in self.spec["nodes"]):
+            raise InvalidRequest(f"no node {node_id!r} in the cluster at {self.path}")
+        return self.path / "agents" / node_id
 
     def _agent_process(self, node_id: str) -> AgentProcess:
         config = self.agent_config(node_id)
@@ -182,10 +190,8 @@ class LocalCluster:
         return controller_endpoint(self.path)
 
     def controller_pid(self) -> int | None:
-        try:
-            return int(json.loads(self.controller_ready_file.read_text())["pid"])
-        except (OSError, ValueError, KeyError):
-            return None
+        """The controller's pid from its ready file (None when it is not serving)."""
+        return _ready_pid(self.controller_ready_file)
 
     def start_controller(self, *, timeout: float = 30.0) -> None:
         """Start the controller from ``controller.toml`` (if not running) and wait until it serves."""
@@ -274,16 +280,17 @@ class LocalCluster:
         """Stop agents (all, or one; all also stops the controller) with ``sig`` and wait for them to exit."""
         if node_id is None:
             self.stop_controller(sig=sig)
-        targets = [self.agent(node_id)] if node_id else self.agents()
-        for agent in targets:
-            pid = agent.pid()
+        # Only the ready files are read: stopping must work when an agent's disk, config included, is gone.
+        targets = [self.agent_directory(node_id)] if node_id else [self.agent_directory(n["id"]) for n in self.spec["nodes"]]
+        for directory in targets:
+            pid = _ready_pid(directory / "agent.json")
             if pid is not None and _alive(pid):
                 if sig != signal.SIGKILL:
                     _signal(pid, signal.SIGCONT)
                 _signal(pid, sig)
-        for agent in targets:
-            _stop_pid(agent.pid(), signal.SIGKILL if sig == signal.SIGKILL else sig, timeout)
-            agent.ready_file.unlink(missing_ok=True)
+        for directory in targets:
+            _stop_pid(_ready_pid(directory / "agent.json"), signal.SIGKILL if sig == signal.SIGKILL else sig, timeout)
+            (directory / "agent.json").unlink(missing_ok=True)
 
     def kill(self, node_id: str) -> None:
         """SIGKILL one agent: no clean shutdown, as when a node crashes."""
@@ -329,6 +336,14 @@ class LocalCluster:
         """Committed fragment files on disk (for fault injection in tests)."""
         agents = [self.agent(node_id)] if node_id else self.agents()
         return sorted(p for a in agents for mp in a.mountpaths for p in mp.glob("frags/*/*.frag"))
+
+
+def _ready_pid(ready_file: Path) -> int | None:
+    """The pid a daemon wrote to its ready file; None when the file is missing or unreadable."""
+    try:
+        return int(json.loads(ready_file.read_text())["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _alive(pid: int | None) -> bool:
