@@ -55,7 +55,7 @@ from hcstore.errors import HCStoreError, ObjectNotFound
 from hcstore.cluster.local import LocalCluster
 from hcstore.control.membership import Intervals
 from hcstore.node.repair_plan import protection_summary
-from hcstore.wire.transport import Transport
+from hcstore.control.client import ControllerClient
 
 BUCKET = "chaos"
 MAGIC = b"chaos1"
@@ -392,12 +392,9 @@ class Chaos:
     def running_agents(self) -> list[str]:
         return [a.node_id for a in self.cluster.agents() if a.node_id not in self.down]
 
-    def controller(self, op: str, fields: dict[str, Any]) -> dict[str, Any]:
-        transport = Transport(connect_timeout=1.0, request_timeout=5.0)
-        try:
-            return transport.request(self.cluster.controller_endpoint(), op, fields).header
-        finally:
-            transport.close()
+    def controller(self) -> ControllerClient:
+        """A client of the cluster's controller (close it after use)."""
+        return ControllerClient(self.cluster.controller_endpoint(), timeout=5.0)
 
     def restart(self, node: str) -> None:
         if node in self.report.drained:
@@ -440,7 +437,8 @@ class Chaos:
                     if choices:
                         drain_at = None
                         node = rng.choice(choices)
-                        self.controller("node_admin", {"node": node, "action": "drain"})
+                        with self.controller() as controller:
+                            controller.drain(node)
                         self.report.drained.append(node)
                         self.log(f"draining {node}")
                 if now >= next_kill:
@@ -548,9 +546,10 @@ class Chaos:
                 setattr(report, attr, sum(1 for r in results.values() if r[0] == kind))
             report.final_problems = [r[1] for r in bad.values()]
             try:
-                status = self.controller("status", {})
-                report.protection = protection_summary(status["stats"])
-                report.drained_fragments_left = {n: status["stats"].get(n, {}).get("fragments")
+                with self.controller() as controller:
+                    stats = controller.status().stats
+                report.protection = protection_summary(stats)
+                report.drained_fragments_left = {n: stats.get(n, {}).get("fragments")
                                                  for n in report.drained}
             except HCStoreError as exc:
                 report.driver_errors.append(f"controller status: {exc}")

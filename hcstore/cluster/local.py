@@ -17,12 +17,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hcstore.cluster.directory import CLUSTER_FORMAT, controller_endpoint, read_cluster_map
-from hcstore.errors import HCStoreError
+from hcstore.cluster.source import ClusterSource
+from hcstore.coding import parse_ec_spec
+from hcstore.errors import ClusterExists, InvalidRequest, NodeNotFound, StartFailed, Timeout
 from hcstore.control.membership import Intervals
 from hcstore.files import write_json_atomic
 from placement import ClusterMap
@@ -64,14 +67,14 @@ class LocalCluster:
                scan_interval: float = 30.0, repair_rate: float = 256e6,
                scrub_interval: float = 86400.0) -> "LocalCluster":
         """Write a new cluster directory (does not start agents)."""
-        from ec import parse_ec
-
-        k, m = parse_ec(ec)
+        parse_ec_spec(ec, what="ec")
         if agents < 1 or mountpaths_per_agent < 1:
-            raise HCStoreError(f"need at least one agent and one mountpath each, got {agents} and {mountpaths_per_agent}")
+            raise InvalidRequest(f"need at least one agent and one mountpath each, "
+                                 f"got {agents} and {mountpaths_per_agent}")
         cluster = cls(path)
         if (cluster.path / "cluster.json").exists():
-            raise HCStoreError(f"{cluster.path} already holds a cluster; run `hcstore down` or choose another --data-dir")
+            raise ClusterExists(f"{cluster.path} already holds a cluster; "
+                                "run `hcstore down` or choose another --data-dir")
         cluster.path.mkdir(parents=True, exist_ok=True)
         nodes = []
         for i in range(agents):
@@ -104,7 +107,8 @@ class LocalCluster:
         for agent in self.agents():
             if agent.node_id == node_id:
                 return agent
-        raise HCStoreError(f"no node {node_id!r} in the cluster at {self.path}")
+        raise NodeNotFound(f"no node {node_id!r} in the cluster at {self.path}: it has "
+                           f"{', '.join(a.node_id for a in self.agents())}")
 
     # ------------------------------------------------------------------ controller
 
@@ -197,26 +201,15 @@ class LocalCluster:
         self.wait_for_map(lambda m: all(a.node_id in m and m.node(a.node_id).state in serving for a in targets),
                           timeout=max(1.0, deadline - time.monotonic()))
 
-    def wait_for_map(self, condition: Any, *, timeout: float = 30.0) -> ClusterMap:
-        """Poll the controller's map until ``condition(map)`` holds; returns that map."""
-        from hcstore.wire.transport import Transport
+    def wait_for_map(self, condition: Callable[[ClusterMap], bool], *, timeout: float = 30.0) -> ClusterMap:
+        """Poll the controller's map until ``condition(map)`` holds; returns that map.
 
-        transport = Transport(connect_timeout=1.0, request_timeout=2.0)
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                try:
-                    reply = transport.request(self.controller_endpoint(), "get_map", {})
-                    cluster_map = ClusterMap.from_dict(reply.header["map"])
-                    if condition(cluster_map):
-                        return cluster_map
-                except HCStoreError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise HCStoreError(f"the cluster map did not reach the expected state within {timeout}s")
-                time.sleep(0.05)
-        finally:
-            transport.close()
+        Raises:
+            ControllerUnavailable: the controller is not running.
+            Timeout: the condition did not hold within ``timeout`` seconds.
+        """
+        with ClusterSource.local(self.path).controller(timeout=2.0) as controller:
+            return controller.wait_for_map(condition, timeout=timeout)
 
     def _remember_port(self, node_id: str, endpoint: str) -> None:
         """Pin the node's port so a restarted agent comes back at the same endpoint."""
@@ -321,9 +314,9 @@ def _spawn(cmd: list[str], log_file: Path) -> subprocess.Popen[bytes]:
 def _wait_ready(name: str, proc: subprocess.Popen[bytes], ready: Path, log_file: Path, deadline: float) -> None:
     while not ready.exists():
         if proc.poll() is not None:
-            raise HCStoreError(f"{name} exited with {proc.returncode}; see {log_file}")
+            raise StartFailed(f"{name} exited with {proc.returncode} while starting; see {log_file}")
         if time.monotonic() > deadline:
-            raise HCStoreError(f"{name} did not start in time; see {log_file}")
+            raise Timeout(f"{name} did not start in time; see {log_file}")
         time.sleep(0.02)
 
 
