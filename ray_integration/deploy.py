@@ -77,11 +77,11 @@ def attach(*, bucket: str = "ray") -> HCStore:
 
 def shutdown() -> None:
     """Stop every agent and the controller (the data stays in the mountpaths)."""
-    controller = controller()
+    actor = controller()
     try:
-        ray.get(controller.shutdown.remote(), timeout=60)
+        ray.get(actor.shutdown.remote(), timeout=60)
     finally:
-        ray.kill(controller, no_restart=True)
+        ray.kill(actor, no_restart=True)
 
 
 def wait_until_ready(controller: Any, *, timeout: float, progress: Callable[[str], None] | None = None) -> None:
