@@ -56,7 +56,7 @@ from hcstore.cluster.local import LocalCluster
 from hcstore.control.membership import Intervals
 from hcstore.errors import HCStoreError, ObjectNotFound
 from hcstore.node.repair_plan import protection_summary
-from hcstore.wire.transport import Transport
+from hcstore.control.client import ControllerClient
 
 BUCKET = "chaos"
 MAGIC = b"chaos1"
@@ -424,13 +424,9 @@ class Chaos:
         """The agents not killed by the driver at the moment."""
         return [a.node_id for a in self.cluster.agents() if a.node_id not in self.down]
 
-    def controller(self, op: str, fields: dict[str, Any]) -> dict[str, Any]:
-        """Send one request to the controller; returns its reply's header."""
-        transport = Transport(connect_timeout=1.0, request_timeout=5.0)
-        try:
-            return transport.request(self.cluster.controller_endpoint(), op, fields).header
-        finally:
-            transport.close()
+    def controller(self) -> ControllerClient:
+        """A client of the cluster's controller (close it after use)."""
+        return ControllerClient(self.cluster.controller_endpoint(), timeout=5.0)
 
     def restart(self, node: str) -> None:
         """Start a killed agent again and wait until the map shows it back (alive, or in maintenance if drained)."""
@@ -475,7 +471,8 @@ class Chaos:
                     if choices:
                         drain_at = None
                         node = rng.choice(choices)
-                        self.controller("node_admin", {"node": node, "action": "drain"})
+                        with self.controller() as controller:
+                            controller.drain(node)
                         self.report.drained.append(node)
                         self.log(f"draining {node}")
                 if now >= next_kill:
@@ -599,9 +596,11 @@ class Chaos:
                 setattr(report, attr, sum(1 for r in results.values() if r[0] == kind))
             report.final_problems = [r[1] for r in bad.values()]
             try:
-                status = self.controller("status", {})
-                report.protection = protection_summary(status["stats"])
-                report.drained_fragments_left = {n: status["stats"].get(n, {}).get("fragments") for n in report.drained}
+                with self.controller() as controller:
+                    stats = controller.status().stats
+                report.protection = protection_summary(stats)
+                report.drained_fragments_left = {n: stats.get(n, {}).get("fragments")
+                                                 for n in report.drained}
             except HCStoreError as exc:
                 report.driver_errors.append(f"controller status: {exc}")
 

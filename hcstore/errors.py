@@ -7,7 +7,13 @@ FileNotFoundError`` works on a missing object just as it does for fsspec.
 Errors cross the wire as stable *codes*, never as message text: an agent replies
 ``{"ok": False, "code": "E_STORE_FULL", "detail": ...}`` and the client raises
 the class registered for that code with :func:`error_for_code`. A code, once
-shipped, never changes meaning; new failures get new codes.
+shipped, never changes meaning; new failures get new codes. The base class
+itself (``E_INTERNAL``) stands only for a bug: a user's mistake is an
+:class:`InvalidRequest` (or a more precise class), a wait that ran out is a
+:class:`Timeout`.
+
+:class:`Retryable` errors are retried by one policy (:mod:`hcstore.client.retry`);
+the others are final.
 
 *Corrupt* is kept apart from *missing* (as tahoe-lafs keeps ``BadHashError``
 apart from ``NotEnoughHashesError``): a corrupt fragment is reported and read
@@ -114,9 +120,58 @@ class DiskError(HCStoreError, OSError):
 
 
 class ClusterNotFound(HCStoreError, FileNotFoundError):
-    """No running local cluster was found where the CLI looked."""
+    """No cluster where one was looked for: a directory with no cluster, an endpoint where no
+    controller answers, or none named at all (no argument, ``HCSTORE_CLUSTER`` or pointer)."""
 
     code = "E_NO_CLUSTER"
+
+
+class Timeout(Retryable, TimeoutError):
+    """Something awaited did not happen within the time allowed (it may still happen later)."""
+
+    code = "E_TIMEOUT"
+
+
+class ControllerUnavailable(AgentUnavailable):
+    """The cluster's controller is not running, or did not answer in time."""
+
+    code = "E_NO_CONTROLLER"
+
+
+class NodeNotFound(HCStoreError, LookupError):
+    """A node id that the cluster does not have."""
+
+    code = "E_NO_NODE"
+
+
+class ClusterExists(HCStoreError, FileExistsError):
+    """A new cluster was asked for in a directory that already holds one."""
+
+    code = "E_CLUSTER_EXISTS"
+
+
+class StartFailed(HCStoreError):
+    """A process of a local cluster (an agent or the controller) exited while it was starting."""
+
+    code = "E_START_FAILED"
+
+
+class UnknownCodec(InvalidRequest):
+    """A codec name that is unknown, or whose library is not installed here."""
+
+    code = "E_CODEC"
+
+
+class LocalFileError(HCStoreError, OSError):
+    """A local file named by the user could not be read or written."""
+
+    code = "E_LOCAL_FILE"
+
+
+class NotInstalled(HCStoreError, ImportError):
+    """An optional part of hcstore (such as Ray support) is not installed."""
+
+    code = "E_NOT_INSTALLED"
 
 
 _BY_CODE: dict[str, type[HCStoreError]] = {}
@@ -147,6 +202,14 @@ _register(
     UploadNotFound,
     DiskError,
     ClusterNotFound,
+    Timeout,
+    ControllerUnavailable,
+    NodeNotFound,
+    ClusterExists,
+    StartFailed,
+    UnknownCodec,
+    LocalFileError,
+    NotInstalled,
 )
 
 

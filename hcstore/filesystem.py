@@ -52,20 +52,20 @@ from fsspec.spec import AbstractBufferedFile, AbstractFileSystem, make_instance
 from fsspec.utils import isfilelike, tokenize
 
 from hcstore.client.client import Client
-from hcstore.config import ClientConfig
-from hcstore.errors import ClusterNotFound, ObjectChanged
-from hcstore.generation import Generation
-from hcstore.cluster.directory import find_cluster_dir
-from hcstore.names import check_bucket, check_key
-from hcstore.client.reader import iter_range, read_range
-from hcstore.client.versions import ObjectVersion
+from hcstore.client.reader import iter_range, read_range, retry_pinned
+from hcstore.client.retry import retrying
+from hcstore.client.versions import ObjectVersion, resolve
 from hcstore.client.writer import ObjectWriter
+from hcstore.cluster.source import ClusterSource
+from hcstore.config import ClientConfig
+from hcstore.errors import ClusterNotFound, InvalidRequest, ObjectChanged
+from hcstore.generation import Generation
+from hcstore.names import check_bucket, check_key
 
 log = logging.getLogger(__name__)
 
 PROTOCOL = "hcstore"
 _COPY_BLOCK = 8 << 20          # bytes per read when streaming a local file in
-_READ_ATTEMPTS = 3             # a whole read is retried on a fresh version if overwritten mid-read
 _FSSPEC_OPTIONS = frozenset({"use_listings_cache", "listings_expiry_time", "max_paths", "asynchronous", "loop"})
 _CLIENT_SETTINGS = frozenset(f.name for f in dataclasses.fields(ClientConfig))
 
@@ -81,8 +81,8 @@ class HCStoreFileSystem(AbstractFileSystem):
             which are accepted and ignored (listings are never cached).
 
     Raises:
-        ValueError: an option is neither a ClientConfig setting nor an fsspec option, or a
-            setting has a bad value.
+        InvalidRequest: an option is neither a ClientConfig setting nor an fsspec option, a
+            setting has a bad value, or ``cluster`` is a malformed endpoint (also ValueErrors).
     """
 
     protocol = PROTOCOL
@@ -92,8 +92,8 @@ class HCStoreFileSystem(AbstractFileSystem):
         super().__init__(**{k: v for k, v in options.items() if k in _FSSPEC_OPTIONS})
         unknown = set(options) - _FSSPEC_OPTIONS - _CLIENT_SETTINGS
         if unknown:
-            raise ValueError(f"unknown hcstore storage option(s): {', '.join(sorted(unknown))}; "
-                             f"valid: cluster, {', '.join(sorted(_CLIENT_SETTINGS))}")
+            raise InvalidRequest(f"unknown hcstore storage option(s): {', '.join(sorted(unknown))}; "
+                                 f"valid: cluster, {', '.join(sorted(_CLIENT_SETTINGS))}")
         self.settings = {k: v for k, v in options.items() if k in _CLIENT_SETTINGS}
         ClientConfig.from_env(**self.settings)          # a bad setting fails here, naming itself
         self.cluster = _locate_cluster(cluster)
@@ -284,7 +284,7 @@ class HCStoreFileSystem(AbstractFileSystem):
         if not path:
             return super().find(path, maxdepth=maxdepth, withdirs=withdirs, detail=detail, **kwargs)
         if maxdepth is not None and maxdepth < 1:
-            raise ValueError("maxdepth must be at least 1")
+            raise InvalidRequest(f"maxdepth must be at least 1, got {maxdepth}")
         found: dict[str, dict[str, Any]] = {}
         for name, info in self._under(path):
             parts = name[len(path) + 1:].split("/")
@@ -334,14 +334,8 @@ class HCStoreFileSystem(AbstractFileSystem):
         bucket, key = self._object(path)
         if start is None and end is None:
             return self.client.get(bucket, key)
-        for attempt in range(_READ_ATTEMPTS):
-            version = self.client.resolve(bucket, key)
-            try:
-                return self._read_version(version, start, end)
-            except ObjectChanged:
-                if attempt == _READ_ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
+        return retrying(self.client, lambda: self._read_version(resolve(self.client, bucket, key), start, end),
+                        what=f"cat_file {PROTOCOL}://{bucket}/{key}")
 
     def _read_version(self, version: ObjectVersion, start: int | None, end: int | None) -> bytes:
         """``[start:end]`` of one version, with Python slice semantics.
@@ -506,8 +500,9 @@ class HCStoreFile(AbstractBufferedFile):
     # ------------------------------------------------------------------ reading
 
     def _fetch_range(self, start: int, end: int) -> bytes:
-        assert self.version is not None
-        return self.fs._read_version(self.version, start, end)
+        version = self.version
+        assert version is not None
+        return retry_pinned(self.fs.client, version, lambda: self.fs._read_version(version, start, end))
 
     def read(self, length: int = -1) -> bytes:
         """Up to ``length`` bytes (all that is left if negative); big reads bypass the cache."""
@@ -525,9 +520,10 @@ class HCStoreFile(AbstractBufferedFile):
         view = memoryview(b).cast("B")
         if self.mode != "rb" or self.closed or len(view) < self.blocksize:
             return super().readinto(view)
-        assert self.version is not None
+        version = self.version
+        assert version is not None
         count = max(0, min(len(view), self.size - self.loc))
-        read_range(self.fs.client, self.version, self.loc, count, view)
+        retry_pinned(self.fs.client, version, lambda: read_range(self.fs.client, version, self.loc, count, view))
         self.loc += count
         return count
 
@@ -584,15 +580,15 @@ class HCStoreFile(AbstractBufferedFile):
 
 
 def _locate_cluster(cluster: str | os.PathLike[str] | None) -> str | None:
-    """The cluster argument as a string; for None, the cluster the environment names now (or None)."""
-    if cluster is not None:
-        return os.fspath(cluster)
-    if os.environ.get("HCSTORE_CLUSTER", "").startswith("tcp://"):
-        return os.environ["HCSTORE_CLUSTER"]
+    """The cluster argument as a string; for None, the cluster the environment names now (or None).
+
+    A cluster that cannot be found yet is left for the client to report at first use, with
+    what it tried and how to start or name one.
+    """
     try:
-        return str(find_cluster_dir(None))
+        return ClusterSource.find(cluster).location
     except ClusterNotFound:
-        return None              # the Client will say how to start or name one, at first use
+        return None if cluster is None else os.fspath(cluster)
 
 
 def _object_info(bucket: str, key: str, size: int, generation: str) -> dict[str, Any]:

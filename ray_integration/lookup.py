@@ -10,7 +10,7 @@ from typing import Any
 
 import ray
 
-from hcstore.errors import ClusterNotFound, HCStoreError
+from hcstore.errors import AgentUnavailable, ClusterNotFound
 from ray_integration.layout import CONTROLLER_NAME, NAMESPACE, agent_name
 
 
@@ -24,7 +24,7 @@ def any_agent() -> Any:
     for ray_node_id, ready in status()["agents"].items():
         if ready:
             return ray.get_actor(agent_name(ray_node_id), namespace=NAMESPACE)
-    raise HCStoreError("no hcstore agent is serving on this Ray cluster")
+    raise AgentUnavailable("no hcstore agent is serving on this Ray cluster yet: `hcstore ray status` shows the agents")
 
 
 def controller_actor() -> Any:

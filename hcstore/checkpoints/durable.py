@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from hcstore.checkpoints.root import Checkpoint, _CheckpointRoot, _copy_verified
 from hcstore.checkpoints.writing import PendingCheckpoint, _write_manifest
-from hcstore.errors import HCStoreError
+from hcstore.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class _DurableCopier:
     def submit(self, checkpoint: Checkpoint) -> None:
         with self._cond:
             if self._closing:
-                raise HCStoreError("the checkpoint manager is closed")
+                raise InvalidRequest(f"checkpoint {checkpoint.step}: the checkpoint manager is closed; make a new one")
             if len(self._waiting) >= self._max_waiting:
                 dropped = self._waiting.popleft()
                 self.dropped.append(dropped.step)

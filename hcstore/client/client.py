@@ -18,29 +18,33 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from hcstore.config import ClientConfig
-from hcstore.errors import AgentUnavailable, ClusterNotFound, HCStoreError, InvalidRequest, NotEnoughNodes, ObjectChanged, ObjectNotFound
-from hcstore.generation import HybridClock
-from hcstore.cluster.directory import (
-    controller_endpoint,
-    find_cluster_dir,
-    map_stamp,
-    read_cluster_ec,
-    read_cluster_map,
-)
-from hcstore.names import check_bucket, check_prefix
-from hcstore.wire.protocol import Reply
-from hcstore.client.reader import ObjectReader, iter_range, read_range
 from hcstore.client.access import CorruptionReport
 from hcstore.client.headers import fragment_header, tombstone_layout
+from hcstore.client.reader import ObjectReader, iter_range, read_range
+from hcstore.client.retry import retrying
 from hcstore.client.versions import ObjectVersion, resolve
-from hcstore.wire.transport import Transport
 from hcstore.client.writer import ObjectWriter, PutResult
+from hcstore.cluster.source import ClusterSource
+from hcstore.coding import check_codec, parse_ec_spec
+from hcstore.config import ClientConfig
+from hcstore.control.client import ControllerClient
+from hcstore.errors import (
+    AgentUnavailable,
+    HCStoreError,
+    InvalidRequest,
+    NotEnoughNodes,
+    ObjectChanged,
+    ObjectNotFound,
+)
+from hcstore.generation import HybridClock
+from hcstore.names import check_bucket, check_prefix
+from hcstore.wire.protocol import Reply
+from hcstore.wire.transport import Transport
 from placement import ClusterMap, place
 
 log = logging.getLogger(__name__)
@@ -70,34 +74,32 @@ class Client:
     """A client of one hcstore cluster.
 
     Args:
-        cluster: a local cluster directory, a controller's endpoint (``"tcp://host:port"``, as
-            ``ray_integration.deploy`` prints), a :class:`placement.ClusterMap`, or None to find the
-            running cluster (``HCSTORE_CLUSTER``, a directory or endpoint, or ``hcstore up``'s pointer).
+        cluster: a :class:`~hcstore.cluster.source.ClusterSource`, a local cluster directory, a
+            controller's endpoint (``"tcp://host:port"``, as ``ray_integration.deploy`` prints), a
+            :class:`placement.ClusterMap` (a fixed map, never refreshed), or None to find the running
+            cluster (``HCSTORE_CLUSTER``, or ``hcstore up``'s pointer).
         config: a full :class:`ClientConfig`; or pass its fields as keyword arguments
-            (argument > ``HCSTORE_*`` environment > default).
+            (argument > ``HCSTORE_*`` environment > default). The cluster's own EC is the default
+            when neither names one.
+
+    Raises:
+        ClusterNotFound: no cluster where ``cluster`` (or the environment) points.
+        InvalidRequest: a bad setting, or a malformed endpoint.
     """
 
-    def __init__(self, cluster: str | os.PathLike[str] | ClusterMap | None = None, *,
+    def __init__(self, cluster: str | os.PathLike[str] | ClusterSource | ClusterMap | None = None, *,
                  config: ClientConfig | None = None, **settings: Any) -> None:
-        self._dir: Path | None = None
-        self._controller = ""
         ec_chosen = config is not None or settings.get("ec") is not None or "HCSTORE_EC" in os.environ
-        if cluster is None and os.environ.get("HCSTORE_CLUSTER", "").startswith("tcp://"):
-            cluster = os.environ["HCSTORE_CLUSTER"]
+        self.source: ClusterSource | None = None
         if isinstance(cluster, ClusterMap):
-            self._cluster_arg: Any = cluster
             self._map = cluster
-        elif isinstance(cluster, str) and cluster.startswith("tcp://"):
-            self._cluster_arg = self._controller = cluster
-            self._map = ClusterMap(0, ())
         else:
-            self._dir = find_cluster_dir(cluster)
-            self._cluster_arg = str(self._dir)
-            self._map = read_cluster_map(self._dir)
-            if not ec_chosen:
-                settings["ec"] = read_cluster_ec(self._dir)     # the cluster's EC is this client's default
+            self.source = ClusterSource.find(cluster)
+            self._map = self.source.directory_map() if self.source.is_local else ClusterMap(0, ())
+            if self.source.is_local and not ec_chosen:
+                settings["ec"] = self.source.default_ec()      # the cluster's EC is this client's default
         self.config = config.replace(**settings) if config else ClientConfig.from_env(**settings)
-        self._stamp = map_stamp(self._dir) if self._dir else ()
+        self._stamp = self.source.map_stamp() if self.source else ()
         self._checked = 0.0
         self._from_controller = False
         self._lock = threading.Lock()
@@ -105,25 +107,34 @@ class Client:
                                    request_timeout=self.config.request_timeout, io_threads=self.config.io_threads)
         self.clock = HybridClock()
         self.corruptions: list[CorruptionReport] = []
-        if self._controller:
+        if self.source is not None and not self.source.is_local:
             self._first_map_from_controller(explicit_ec=ec_chosen)
 
     def _first_map_from_controller(self, *, explicit_ec: bool) -> None:
-        try:
-            reply = self.transport.request(self._controller, "get_map", {},
-                                           timeout=max(self.config.request_timeout, 5.0))
-        except HCStoreError as exc:
-            raise ClusterNotFound(f"no hcstore controller answers at {self._controller}: {exc}") from None
-        self._map = ClusterMap.from_dict(reply.header["map"])
+        assert self.source is not None
+        reply = self.source.view(self.controller(timeout=max(self.config.request_timeout, 5.0)))
+        self._map = reply.cluster_map
         self._from_controller = True
         self._checked = time.monotonic()
-        if not explicit_ec and reply.header.get("ec"):
-            self.config = self.config.replace(ec=reply.header["ec"])     # the cluster's EC is the default
+        if not explicit_ec and reply.ec:
+            self.config = self.config.replace(ec=reply.ec)     # the cluster's EC is the default
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_client, (self._cluster_arg, self.config))
+        return (_rebuild_client, (self.source or self._map, self.config))
 
     # ------------------------------------------------------------------ cluster map
+
+    def controller(self, *, timeout: float | None = None) -> ControllerClient:
+        """A client of the cluster's controller, sharing this client's sockets.
+
+        Raises:
+            ControllerUnavailable: a local cluster whose controller is not running.
+            InvalidRequest: this client was given a fixed map, and knows no controller.
+        """
+        if self.source is None:
+            raise InvalidRequest("this client was given a fixed cluster map and knows no controller")
+        return self.source.controller(transport=self.transport,
+                                      timeout=self.config.request_timeout if timeout is None else timeout)
 
     @property
     def cluster_map(self) -> ClusterMap:
@@ -136,7 +147,7 @@ class Client:
         """
         age = time.monotonic() - self._checked
         stale = age > _MAP_RECHECK or (self.transport.max_epoch > self._map.epoch and age > _MAP_MIN_AGE)
-        if (self._dir is not None or self._controller) and stale:
+        if self.source is not None and stale:
             with self._lock:
                 self._checked = time.monotonic()
                 fresh = self._load_map()
@@ -146,21 +157,21 @@ class Client:
         return self._map
 
     def _load_map(self) -> ClusterMap:
-        endpoint = self._controller or controller_endpoint(self._dir)
-        if endpoint:
+        assert self.source is not None
+        if self.source.controller_endpoint():
             try:
-                reply = self.transport.request(endpoint, "get_map", {}, timeout=min(1.0, self.config.request_timeout))
-                fresh = ClusterMap.from_dict(reply.header["map"])
+                fresh = self.controller(timeout=min(1.0, self.config.request_timeout)).get_map().cluster_map
                 first, self._from_controller = not self._from_controller, True
                 return fresh if first or fresh.epoch >= self._map.epoch else self._map
             except HCStoreError as exc:
-                log.info("controller %s unavailable (%s); using the cached cluster map", endpoint, exc)
-        if self._from_controller or self._dir is None:
+                log.info("%s: no map from the controller (%s); using the cached cluster map",
+                         self.source.describe(), exc)
+        if self._from_controller or not self.source.is_local:
             return self._map
-        stamp = map_stamp(self._dir)
+        stamp = self.source.map_stamp()
         if stamp != self._stamp:
             self._stamp = stamp
-            return read_cluster_map(self._dir)
+            return self.source.directory_map()
         return self._map
 
     def refresh(self) -> ClusterMap:
@@ -199,6 +210,7 @@ class Client:
         return k + m + 2
 
     def report_corruption(self, report: CorruptionReport) -> None:
+        """Log a chunk whose bytes did not match their digest, and keep it in ``corruptions``."""
         log.warning("corrupt chunk: hcstore://%s/%s generation %s fragment %d stripe %d on node %s",
                     report.bucket, report.key, report.generation, report.fragment, report.stripe, report.node)
         self.corruptions.append(report)
@@ -207,7 +219,17 @@ class Client:
 
     def writer(self, bucket: str, key: str, *, size: int | None = None, ec: str | None = None,
                codec: str | None = None, meta: dict[str, str] | None = None) -> ObjectWriter:
-        """A writable stream that becomes the object's new version when closed."""
+        """A writable stream that becomes the object's new version when closed.
+
+        Raises:
+            InvalidRequest: a bad bucket, key, size or EC scheme.
+            UnknownCodec: the codec named (or ``HCSTORE_CODEC``) is unknown or not installed here.
+        """
+        codec = codec or self.config.codec
+        if ec is not None or codec:
+            k, m = parse_ec_spec(ec or self.config.ec, what="ec")
+            if codec:
+                check_codec(codec, k, m)
         return ObjectWriter(self, bucket, key, size=size, ec=ec, codec=codec, meta=meta)
 
     def put(self, bucket: str, key: str, data: bytes | bytearray | memoryview | BinaryIO | Iterable[bytes], *,
@@ -216,42 +238,48 @@ class Client:
         """Store ``data`` (bytes, a binary file or stream, or an iterable of bytes) as a new version.
 
         Returns when the fragments are committed on ``k+m`` distinct nodes, or
-        on the write quorum (the result then says ``degraded``).
+        on the write quorum (the result then says ``degraded``). A put from bytes or
+        a seekable file is retried as :mod:`hcstore.client.retry` says (e.g. when an
+        agent knows a newer cluster map); one from a stream is tried once.
 
         Raises:
             NotEnoughNodes: the write quorum could not be reached; the previous version is unchanged.
             StoreFull: the nodes that could take the object are full.
+            ObjectChanged: a newer version (or a delete) superseded this one while it was committed.
             InvalidRequest: a bad bucket, key or setting.
         """
+        options: dict[str, Any] = {"ec": ec, "codec": codec, "meta": meta}
+        what = f"put hcstore://{bucket}/{key}"
         if isinstance(data, (bytes, bytearray, memoryview)):
-            for attempt in (1, 2):              # an agent that knows a newer map makes us retry once with it
-                epoch = self.cluster_map.epoch
-                try:
-                    with self.writer(bucket, key, size=memoryview(data).nbytes, ec=ec, codec=codec, meta=meta) as w:
-                        w.write(data)
-                    return w.close()
-                except NotEnoughNodes:
-                    if attempt == 2 or self.transport.max_epoch <= epoch or self.refresh().epoch <= epoch:
-                        raise
+            nbytes = memoryview(data).nbytes
+            return retrying(self, lambda: self._put_once(bucket, key, (data,), nbytes, options),
+                            what=what, final=(ObjectChanged,))
         if size is None and hasattr(data, "fileno"):
             try:
                 size = os.fstat(data.fileno()).st_size - data.tell()  # type: ignore[union-attr]
             except (OSError, io.UnsupportedOperation, AttributeError):
                 size = None
-        with self.writer(bucket, key, size=size, ec=ec, codec=codec, meta=meta) as w:
-            if hasattr(data, "readinto"):
-                block = bytearray(_COPY_BLOCK)
-                while n := data.readinto(block):  # type: ignore[union-attr]
-                    w.write(memoryview(block)[:n])
-            elif hasattr(data, "read"):
-                while chunk := data.read(_COPY_BLOCK):  # type: ignore[union-attr]
-                    w.write(chunk)
-            else:
-                for chunk in data:  # type: ignore[union-attr]
-                    w.write(chunk)
+        start = _seekable_position(data)
+        if start is None:                       # a stream cannot be sent twice: one attempt
+            return self._put_once(bucket, key, _pieces(data), size, options)
+        seekable: BinaryIO = data  # type: ignore[assignment]
+
+        def from_start() -> PutResult:
+            seekable.seek(start)
+            return self._put_once(bucket, key, _pieces(seekable), size, options)
+
+        return retrying(self, from_start, what=what, final=(ObjectChanged,))
+
+    def _put_once(self, bucket: str, key: str, pieces: Iterable[Any], size: int | None,
+                  options: dict[str, Any]) -> PutResult:
+        """One attempt at a put: stream ``pieces`` into a new version."""
+        with self.writer(bucket, key, size=size, **options) as w:
+            for piece in pieces:
+                w.write(piece)
         return w.close()
 
     def put_file(self, bucket: str, key: str, path: str | os.PathLike[str], **options: Any) -> PutResult:
+        """Store a local file as a new version (see :meth:`put`)."""
         with open(path, "rb") as f:
             return self.put(bucket, key, f, **options)
 
@@ -260,7 +288,12 @@ class Client:
 
         Raises:
             ObjectNotFound: there is no such object.
+            NotEnoughNodes: no agent accepted the tombstone.
         """
+        retrying(self, lambda: self._delete(bucket, key), what=f"delete hcstore://{bucket}/{key}")
+
+    def _delete(self, bucket: str, key: str) -> None:
+        """One attempt at a delete."""
         version = resolve(self, bucket, key)
         gen = self.clock.now()
         placed = place(f"{bucket}/{key}", self.cluster_map, version.k, version.m).nodes
@@ -280,47 +313,53 @@ class Client:
     # ------------------------------------------------------------------ reads
 
     def resolve(self, bucket: str, key: str) -> ObjectVersion:
-        """The newest readable version of an object (see :func:`hcstore.client.reader.resolve`)."""
-        return resolve(self, bucket, key)
+        """The newest readable version of an object (see :func:`hcstore.client.versions.resolve`).
+
+        Raises:
+            ObjectNotFound: no such object.
+        """
+        return retrying(self, lambda: resolve(self, bucket, key), what=f"resolve hcstore://{bucket}/{key}")
 
     def get(self, bucket: str, key: str, *, offset: int = 0, length: int | None = None) -> bytes:
         """The object's bytes, or ``length`` bytes from ``offset``.
 
+        A read that finds its version replaced midway starts again on the new one.
+
         Raises:
             ObjectNotFound: no such object.
             NotEnoughFragments: more than ``m`` fragments are lost or corrupt.
+            InvalidRequest: a bad range.
         """
-        for attempt in range(3):
+        def read() -> bytes:
             version = resolve(self, bucket, key)
             start, count = _check_range(version.size, offset, length)
-            try:
-                return b"".join(iter_range(self, version, start, count))
-            except ObjectChanged:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+            return b"".join(iter_range(self, version, start, count))
+
+        return retrying(self, read, what=f"get hcstore://{bucket}/{key}")
 
     def get_into(self, bucket: str, key: str, buffer: Any, *, offset: int = 0) -> int:
         """Read the object (from ``offset``) into a writable buffer, e.g. a numpy array; returns bytes read.
 
         Raises:
-            ValueError: the buffer is too small for the object.
+            InvalidRequest: the buffer is too small for the object, or a bad offset.
         """
-        version = resolve(self, bucket, key)
-        start, count = _check_range(version.size, offset, None)
-        read_range(self, version, start, count, buffer)
-        return count
+        def read() -> int:
+            version = resolve(self, bucket, key)
+            start, count = _check_range(version.size, offset, None)
+            read_range(self, version, start, count, buffer)
+            return count
+
+        return retrying(self, read, what=f"get_into hcstore://{bucket}/{key}")
 
     def open(self, bucket: str, key: str) -> io.BufferedReader:
         """A seekable binary stream over the object's current version."""
-        return io.BufferedReader(ObjectReader(self, resolve(self, bucket, key)), buffer_size=1 << 20)
+        return io.BufferedReader(ObjectReader(self, self.resolve(bucket, key)), buffer_size=1 << 20)
 
     def get_file(self, bucket: str, key: str, path: str | os.PathLike[str]) -> int:
         """Stream an object into a local file (written to a temporary name, then renamed)."""
         target = Path(path)
         tmp = target.with_name(f".{target.name}.hcstore-part")
-        version = resolve(self, bucket, key)
-        reader = ObjectReader(self, version)
+        reader = ObjectReader(self, self.resolve(bucket, key))
         written = 0
         try:
             with open(tmp, "wb") as f:
@@ -338,12 +377,13 @@ class Client:
         Raises:
             ObjectNotFound: no such object.
         """
-        v = resolve(self, bucket, key)
+        v = self.resolve(bucket, key)
         return ObjectInfo(bucket, key, v.size, v.generation, v.codec, v.k, v.m, v.found, v.degraded, v.meta)
 
     def exists(self, bucket: str, key: str) -> bool:
+        """True when the object exists (its newest version is not a delete)."""
         try:
-            resolve(self, bucket, key)
+            self.resolve(bucket, key)
             return True
         except ObjectNotFound:
             return False
@@ -373,6 +413,7 @@ class Client:
                 if kind != "tombstone"]
 
     def buckets(self) -> list[str]:
+        """Every bucket that some agent holds objects of, sorted."""
         names: set[str] = set()
         for result in self.transport.broadcast([n.endpoint for n in self.cluster_map.nodes if n.endpoint],
                                                "buckets", {}).values():
@@ -387,11 +428,16 @@ class Client:
         out: dict[str, dict[str, Any] | HCStoreError] = {}
         for node in nodes:
             result = results.get(node.endpoint) if node.endpoint else AgentUnavailable(f"node {node.id} is down")
-            out[node.id] = result.header if isinstance(result, Reply) and result.ok else (
-                result if isinstance(result, HCStoreError) else HCStoreError("no reply"))
+            if isinstance(result, Reply) and result.ok:
+                out[node.id] = result.header
+            elif isinstance(result, Reply):
+                out[node.id] = result.error()
+            else:
+                out[node.id] = result or AgentUnavailable(f"node {node.id} did not answer")
         return out
 
     def close(self) -> None:
+        """Close this thread's sockets; the next request opens new ones."""
         self.transport.close()
 
     def __enter__(self) -> "Client":
@@ -401,8 +447,29 @@ class Client:
         self.close()
 
 
-def _rebuild_client(cluster: Any, config: ClientConfig) -> Client:
+def _rebuild_client(cluster: ClusterSource | ClusterMap, config: ClientConfig) -> Client:
     return Client(cluster, config=config)
+
+
+def _seekable_position(data: Any) -> int | None:
+    """Where a seekable file stands now (a put can start there again); None for anything else."""
+    try:
+        return data.tell() if hasattr(data, "seek") and data.seekable() else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _pieces(data: Any) -> Iterator[Any]:
+    """The bytes of a binary file, stream or iterable of bytes, piece by piece."""
+    if hasattr(data, "readinto"):
+        block = bytearray(_COPY_BLOCK)
+        while n := data.readinto(block):
+            yield memoryview(block)[:n]
+    elif hasattr(data, "read"):
+        while chunk := data.read(_COPY_BLOCK):
+            yield chunk
+    else:
+        yield from data
 
 
 def _check_range(size: int, offset: int, length: int | None) -> tuple[int, int]:

@@ -11,31 +11,37 @@ answers first is used, and the slow one is read last from then on. A corrupt chu
 ``corruptions`` list and the log. Every byte of one read comes from one
 generation: if that generation disappears mid-read (a concurrent overwrite
 retired it), the read fails with :class:`ObjectChanged` instead of mixing.
+A read pinned to one version (a stream, a file of the fsspec filesystem) is
+retried by the policy of :mod:`hcstore.client.retry`, except when the version
+itself is gone.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from ec import make_codec, verify_chunk
+from ec import verify_chunk
 from hcstore.errors import (
     HCStoreError,
+    InvalidRequest,
     NotEnoughFragments,
     ObjectChanged,
     ObjectNotFound,
 )
 from hcstore.client.access import ClusterAccess, CorruptionReport
+from hcstore.client.retry import retrying
 from hcstore.client.versions import ObjectVersion
+from hcstore.coding import codec_for
 from hcstore.wire.protocol import Reply
 from placement import plan_read
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 STREAM_BATCHES = 2     # batches a streaming reader fetches at a time
 
 
@@ -60,7 +66,7 @@ class StripeReader:
     def __init__(self, client: ClusterAccess, version: ObjectVersion) -> None:
         self.client = client
         self.version = version
-        self.codec = make_codec(version.codec, version.k, version.m)
+        self.codec = codec_for(version.codec, version.k, version.m)
         unavailable = {n for n in set(version.locations) if n and client.is_unavailable(n)}
         plan = plan_read(version.locations, version.k, local_node=client.config.local_node, unavailable=unavailable)
         self.order = [i for i in (*plan.primary, *plan.spares)]
@@ -218,7 +224,8 @@ def read_range(client: ClusterAccess, version: ObjectVersion, offset: int, lengt
     """Read ``length`` bytes at ``offset`` of ``version`` into the writable buffer ``out``."""
     view = memoryview(out).cast("B")
     if len(view) < length:
-        raise ValueError(f"buffer of {len(view)} bytes is smaller than the {length} bytes asked for")
+        raise InvalidRequest(f"read of hcstore://{version.bucket}/{version.key}: a buffer of {len(view)} bytes "
+                             f"is smaller than the {length} bytes asked for")
     pos = 0
     for piece in iter_range(client, version, offset, length):
         view[pos:pos + len(piece)] = piece
@@ -281,4 +288,24 @@ class ObjectReader(io.RawIOBase):
         start = pos - pos % layout.stripe_bytes
         length = min(span, self.version.size - start)
         self._cache = b""
-        self._cache_start, self._cache = start, b"".join(iter_range(self.client, self.version, start, length))
+        self._cache_start, self._cache = start, read_pinned(self.client, self.version, start, length)
+
+
+def read_pinned(client: ClusterAccess, version: ObjectVersion, offset: int, length: int) -> bytes:
+    """``length`` bytes at ``offset`` of exactly ``version`` (retried as :func:`retry_pinned` says).
+
+    Raises:
+        ObjectChanged: the version was replaced (and retired) while it was read.
+        NotEnoughFragments: more than ``m`` of its fragments are lost or corrupt.
+    """
+    return retry_pinned(client, version, lambda: b"".join(iter_range(client, version, offset, length)))
+
+
+def retry_pinned(client: ClusterAccess, version: ObjectVersion, read: Callable[[], T]) -> T:
+    """Run ``read``, a read of exactly ``version``, under the retry policy of :mod:`hcstore.client.retry`.
+
+    A fresh cluster map can find fragments that moved or an agent that came back, but
+    nothing brings back a version that was replaced: :class:`ObjectChanged` is final here.
+    """
+    return retrying(client, read, final=(ObjectChanged,),
+                    what=f"read of hcstore://{version.bucket}/{version.key} generation {version.generation}")

@@ -11,8 +11,8 @@ Layout of a cluster directory::
     agents/<node>/mp<i>/         mountpath directories
 
 The cluster map is derived from these files when no controller runs: a node whose
-``agent.json`` is missing is *down*. A cluster is found through an explicit path,
-else ``HCSTORE_CLUSTER``, else the pointer ``~/.hcstore/current`` that ``up`` writes.
+``agent.json`` is missing is *down*. How a cluster directory (or a controller endpoint)
+is found is :mod:`hcstore.cluster.source`'s job.
 """
 
 from __future__ import annotations
@@ -21,30 +21,9 @@ import json
 import os
 from pathlib import Path
 
-from hcstore.errors import ClusterNotFound
 from placement import ClusterMap, Node
 
 CLUSTER_FORMAT = 1
-POINTER = Path.home() / ".hcstore" / "current"
-
-
-def find_cluster_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The cluster directory named by argument, ``HCSTORE_CLUSTER``, or the ``up`` pointer.
-
-    Raises:
-        ClusterNotFound: none is named, or the one named has no cluster.json.
-    """
-    if explicit:
-        path = Path(explicit)
-    elif os.environ.get("HCSTORE_CLUSTER"):
-        path = Path(os.environ["HCSTORE_CLUSTER"])
-    elif POINTER.exists():
-        path = Path(POINTER.read_text().strip())
-    else:
-        raise ClusterNotFound("no hcstore cluster found: run `hcstore up`, or pass --cluster DIR / set HCSTORE_CLUSTER")
-    if not (path / "cluster.json").exists():
-        raise ClusterNotFound(f"no hcstore cluster at {path} (no cluster.json): run `hcstore up --data-dir {path}`")
-    return path
 
 
 def read_cluster_map(path: str | os.PathLike[str]) -> ClusterMap:

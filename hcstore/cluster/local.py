@@ -22,13 +22,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hcstore.cluster.directory import CLUSTER_FORMAT, controller_endpoint, read_cluster_map
+from hcstore.cluster.source import ClusterSource
+from hcstore.coding import parse_ec_spec
 from hcstore.config import ENV_PREFIX, AgentConfig, ClientConfig, ControllerConfig
-from hcstore.errors import HCStoreError, InvalidRequest
+from hcstore.errors import ClusterExists, ClusterNotFound, HCStoreError, InvalidRequest, NodeNotFound, StartFailed, Timeout
 from hcstore.control.membership import Intervals
 from hcstore.files import write_json_atomic
 from placement import ClusterMap
@@ -89,18 +92,17 @@ class LocalCluster:
 
         Raises:
             InvalidRequest: a setting is invalid (nothing is written then).
-            HCStoreError: the directory already holds a cluster.
+            ClusterExists: the directory already holds a cluster.
         """
         if agents < 1 or mountpaths_per_agent < 1:
             raise InvalidRequest(f"need at least one agent and one mountpath each, got {agents} and "
                                  f"{mountpaths_per_agent}")
         if labels is not None and len(labels) != agents:
             raise InvalidRequest(f"labels: need one dict per agent ({agents}), got {len(labels)}")
-        if not ec:
-            raise InvalidRequest("setting ec='' must be an erasure coding K+M, e.g. '4+2'")
+        parse_ec_spec(ec, what="ec")
         cluster = cls(path)
         if (cluster.path / "cluster.json").exists():
-            raise HCStoreError(f"{cluster.path} already holds a cluster; run `hcstore down` or choose another --data-dir")
+            raise ClusterExists(f"{cluster.path} already holds a cluster; run `hcstore down` or choose another --data-dir")
         controller = ControllerConfig(ec=ec, ready_file=str(cluster.controller_ready_file),
                                       log_file=str(cluster.path / "controller.log"),
                                       **(dataclasses.asdict(intervals) if intervals else {}))
@@ -134,7 +136,7 @@ class LocalCluster:
     def controller_config(self) -> ControllerConfig:
         """The controller's config, as its file says (the environment is not read)."""
         if not (self.path / CONTROLLER_CONFIG).exists():
-            raise HCStoreError(f"{self.path} has no {CONTROLLER_CONFIG} (it was created by an older hcstore): "
+            raise ClusterNotFound(f"{self.path} has no {CONTROLLER_CONFIG} (it was created by an older hcstore): "
                                "remove it with `hcstore down --purge` and create it again with `hcstore up`")
         return ControllerConfig.load(self.path / CONTROLLER_CONFIG, environ={})
 
@@ -169,10 +171,11 @@ class LocalCluster:
         """The directory of a node's agent (its config, ready file and log).
 
         Raises:
-            InvalidRequest: the cluster has no such node.
+            NodeNotFound: the cluster has no such node.
         """
-        if not any(node["id"] == node_id for node in self.spec["nodes"]):
-            raise InvalidRequest(f"no node {node_id!r} in the cluster at {self.path}")
+        nodes = [node["id"] for node in self.spec["nodes"]]
+        if node_id not in nodes:
+            raise NodeNotFound(f"no node {node_id!r} in the cluster at {self.path}: it has {', '.join(nodes)}")
         return self.path / "agents" / node_id
 
     def _agent_process(self, node_id: str) -> AgentProcess:
@@ -251,26 +254,15 @@ class LocalCluster:
         self.wait_for_map(lambda m: all(a.node_id in m and m.node(a.node_id).state in serving for a in targets),
                           timeout=max(1.0, deadline - time.monotonic()))
 
-    def wait_for_map(self, condition: Any, *, timeout: float = 30.0) -> ClusterMap:
-        """Poll the controller's map until ``condition(map)`` holds; returns that map."""
-        from hcstore.wire.transport import Transport
+    def wait_for_map(self, condition: Callable[[ClusterMap], bool], *, timeout: float = 30.0) -> ClusterMap:
+        """Poll the controller's map until ``condition(map)`` holds; returns that map.
 
-        transport = Transport(connect_timeout=1.0, request_timeout=2.0)
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                try:
-                    reply = transport.request(self.controller_endpoint(), "get_map", {})
-                    cluster_map = ClusterMap.from_dict(reply.header["map"])
-                    if condition(cluster_map):
-                        return cluster_map
-                except HCStoreError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise HCStoreError(f"the cluster map did not reach the expected state within {timeout}s")
-                time.sleep(0.05)
-        finally:
-            transport.close()
+        Raises:
+            ControllerUnavailable: the controller is not running.
+            Timeout: the condition did not hold within ``timeout`` seconds.
+        """
+        with ClusterSource.local(self.path).controller(timeout=2.0) as controller:
+            return controller.wait_for_map(condition, timeout=timeout)
 
     def _remember_port(self, node_id: str, endpoint: str) -> None:
         """Pin the node's port in its config so a restarted agent comes back at the same endpoint."""
@@ -395,9 +387,9 @@ def _spawn(cmd: list[str], log_file: Path) -> subprocess.Popen[bytes]:
 def _wait_ready(name: str, proc: subprocess.Popen[bytes], ready: Path, log_file: Path, deadline: float) -> None:
     while not ready.exists():
         if proc.poll() is not None:
-            raise HCStoreError(f"{name} exited with {proc.returncode}; see {log_file}")
+            raise StartFailed(f"{name} exited with {proc.returncode} while starting; see {log_file}")
         if time.monotonic() > deadline:
-            raise HCStoreError(f"{name} did not start in time; see {log_file}")
+            raise Timeout(f"{name} did not start in time; see {log_file}")
         time.sleep(0.02)
 
 

@@ -4,44 +4,79 @@ Cluster verbs: ``up``, ``down``, ``status``, ``node``, ``repair``, ``scrub``, an
 ``ray deploy|status|down`` for a Ray cluster; ``agent`` and ``controller`` run one
 daemon in the foreground from its config file. Object verbs: ``put``, ``get``,
 ``ls``, ``rm``, ``stat`` on ``hcstore://BUCKET/KEY`` URLs. Showcases:
-``demo`` and ``bench``. Every verb finds the cluster through ``--cluster DIR``
-or ``--cluster tcp://CONTROLLER``, ``HCSTORE_CLUSTER``, or the pointer ``hcstore up`` leaves.
-Errors print one line naming what went wrong and exit with status 1.
+``demo`` and ``bench``. Every verb that talks to a cluster finds it through one
+:class:`~hcstore.cluster.source.ClusterSource`: ``--cluster DIR`` or ``--cluster
+tcp://CONTROLLER``, else ``HCSTORE_CLUSTER``, else the pointer ``hcstore up`` leaves
+(``up`` and ``down`` work on local cluster directories only, and say so).
+
+Every error, a bad argument included, prints one line, ``error (CODE): message``,
+with the error's stable code, and exits with status 1: never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from hcstore.config import DURABILITY_POLICIES, AgentConfig, ClientConfig
-from hcstore.errors import HCStoreError
-from hcstore.tools.daemons import add_verbs as add_daemon_verbs
-from hcstore.tools.humanize import size
-from hcstore.cluster.directory import POINTER, find_cluster_dir
 from hcstore.cluster.local import DEFAULT_AGENTS, DEFAULT_MOUNTPATHS, LocalCluster
+from hcstore.cluster.source import ClusterSource, point_at, unpoint
+from hcstore.coding import parse_ec_spec
+from hcstore.control.client import ControllerClient
+from hcstore.errors import (
+    HCStoreError,
+    InvalidRequest,
+    LocalFileError,
+    NotInstalled,
+    Timeout,
+)
+from hcstore.config import DURABILITY_POLICIES, AgentConfig, ClientConfig
+from hcstore.tools.daemons import add_verbs as add_daemon_verbs
 from hcstore.names import parse_url
+from hcstore.tools.humanize import size
+
+if TYPE_CHECKING:
+    from hcstore.client.client import Client
 
 DEFAULT_DATA_DIR = Path.home() / ".hcstore" / "cluster"
 console = Console(width=None if sys.stdout.isatty() else 160, soft_wrap=True)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160, soft_wrap=True)
 
 
-def _client(args: argparse.Namespace) -> Any:
+# ---------------------------------------------------------------------- finding the cluster
+
+def _source(args: argparse.Namespace) -> ClusterSource:
+    """The cluster that ``--cluster``, ``HCSTORE_CLUSTER`` or ``hcstore up``'s pointer names."""
+    return ClusterSource.find(args.cluster)
+
+
+def _client(source: ClusterSource) -> Client:
+    """A client of the cluster (imported here: verbs that need none load no data path)."""
     from hcstore.client.client import Client
 
-    return Client(args.cluster)
+    return Client(source)
 
+
+def _controller_or_none(source: ClusterSource, client: Client) -> ControllerClient | None:
+    """A client of the cluster's controller, or None for a local cluster whose controller is not running."""
+    return client.controller() if source.controller_endpoint() else None
+
+
+# ---------------------------------------------------------------------- cluster verbs
 
 def cmd_up(args: argparse.Namespace) -> int:
-    data_dir = Path(args.data_dir or DEFAULT_DATA_DIR).resolve()
+    """``hcstore up``: create (or restart) a local cluster, start it, and point commands at it."""
+    data_dir = _data_dir(args)
     if (data_dir / "cluster.json").exists():
         cluster = LocalCluster(data_dir)
         console.print(f"restarting the existing cluster in {data_dir} (EC {cluster.ec})")
@@ -50,48 +85,65 @@ def cmd_up(args: argparse.Namespace) -> int:
                  "durability": args.durability, "capacity_bytes": args.capacity_bytes}
         cluster = LocalCluster.create(data_dir, **{name: value for name, value in given.items() if value is not None})
     cluster.start()
-    POINTER.parent.mkdir(parents=True, exist_ok=True)
-    POINTER.write_text(str(data_dir))
+    point_at(data_dir)
     running = cluster.running()
     console.print(f"hcstore cluster up: {sum(p is not None for p in running.values())} agents, EC {cluster.ec}, "
                   f"data in {data_dir}")
     return 0
 
 
+def _data_dir(args: argparse.Namespace) -> Path:
+    """Where ``up`` keeps its cluster: ``--data-dir``, else a ``--cluster`` directory, else the default."""
+    if args.data_dir:
+        return Path(args.data_dir).expanduser().resolve()
+    if args.cluster and "://" in args.cluster:
+        raise InvalidRequest(f"`hcstore up` starts a local cluster, and --cluster {args.cluster} names a controller "
+                             "endpoint: give the cluster's directory with --data-dir DIR")
+    return Path(args.cluster or DEFAULT_DATA_DIR).expanduser().resolve()
+
+
 def cmd_down(args: argparse.Namespace) -> int:
-    path = find_cluster_dir(args.cluster)
+    """``hcstore down``: stop a local cluster (``--purge``: and delete it)."""
+    path = _source(args).require_local("`hcstore down`")
     cluster = LocalCluster(path)
     cluster.stop()
     if args.purge:
         cluster.destroy()
-    if POINTER.exists() and Path(POINTER.read_text().strip()) == path:
-        POINTER.unlink()
+    unpoint(path)
     console.print(f"hcstore cluster in {path} stopped{' and removed' if args.purge else ''}")
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    path = find_cluster_dir(args.cluster)
-    cluster = LocalCluster(path)
-    client = _client(args)
-    stats = client.node_stats()
-    running = cluster.running()
-    rows = []
-    for node in client.cluster_map.nodes:
-        s = stats[node.id]
-        up = isinstance(s, dict)
-        state = node.state if up or node.state not in ("alive", "suspect") else "down"   # what we just saw wins
+    """``hcstore status``: a table (or JSON) of the nodes, and the protection summary."""
+    from hcstore.node.repair_plan import protection_summary
+
+    source = _source(args)
+    with _client(source) as client:
+        stats = client.node_stats()
+        controller = _controller_or_none(source, client)
+        ec = source.default_ec(controller)
+        try:
+            protection = protection_summary(controller.status().stats) if controller else None
+        except HCStoreError:
+            protection = None
+        cluster_map = client.cluster_map
+    running = LocalCluster(source.directory).running() if source.directory else {}
+    rows: list[dict[str, Any]] = []
+    for node in cluster_map.nodes:
+        seen = stats[node.id]
+        report = seen if isinstance(seen, dict) else None
+        state = node.state if report or node.state not in ("alive", "suspect") else "down"   # what we just saw wins
         rows.append({
             "id": node.id, "endpoint": node.endpoint or "-", "pid": running.get(node.id),
-            "state": state, "map_state": node.state, "mountpaths": len(s["mountpaths"]) if up else None,
-            "used": s["used"] if up else None, "free": s["free"] if up else None,
-            "fragments": s["fragments"] if up else None, "error": None if up else str(s)})
-    protection = _protection(args)
+            "state": state, "map_state": node.state, "mountpaths": len(report["mountpaths"]) if report else None,
+            "used": report["used"] if report else None, "free": report["free"] if report else None,
+            "fragments": report["fragments"] if report else None, "error": None if report else str(seen)})
     if args.json:
-        print(json.dumps({"cluster": str(path), "ec": cluster.ec, "epoch": client.cluster_map.epoch,
+        print(json.dumps({"cluster": source.location, "ec": ec, "epoch": cluster_map.epoch,
                           "nodes": rows, "protection": protection}, indent=2))
         return 0
-    table = Table(title=f"hcstore cluster {path} (EC {cluster.ec})")
+    table = Table(title=f"hcstore cluster {source.location} (EC {ec or '-'})")
     for column in ("id", "endpoint", "pid", "state", "mountpaths", "used", "free", "fragments"):
         table.add_column(column)
     for r in rows:
@@ -109,95 +161,71 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _controller_request(args: argparse.Namespace, op: str, fields: dict[str, Any]) -> dict[str, Any]:
-    from hcstore.cluster.directory import controller_endpoint
-    from hcstore.wire.transport import Transport
-
-    path = find_cluster_dir(args.cluster)
-    endpoint = controller_endpoint(path)
-    if not endpoint:
-        raise HCStoreError(f"the controller of {path} is not running: start the cluster with `hcstore up`")
-    transport = Transport(connect_timeout=1.0, request_timeout=5.0)
-    try:
-        return transport.request(endpoint, op, fields).header
-    finally:
-        transport.close()
-
-
 def cmd_node(args: argparse.Namespace) -> int:
-    fields = {"node": args.node, "action": args.action}
-    if args.action == "remove":
-        fields["force"] = args.force
-    _controller_request(args, "node_admin", fields)
-    if args.action == "drain":
-        console.print(f"node {args.node} is draining: it serves reads, takes no new fragments, and hands its "
-                      "fragments over")
-        if args.wait:
-            _wait_drained(args)
-    elif args.action == "resume":
-        console.print(f"node {args.node} is back in service")
-    else:
-        console.print(f"node {args.node} removed from the cluster map")
+    """``hcstore node drain|resume|remove NODE``: node administration through the controller."""
+    with _source(args).controller() as controller:
+        if args.action == "drain":
+            controller.drain(args.node)
+            console.print(f"node {args.node} is draining: it serves reads, takes no new fragments, and hands its "
+                          "fragments over")
+            if args.wait:
+                _wait_drained(controller, args.node, args.timeout)
+        elif args.action == "resume":
+            controller.resume(args.node)
+            console.print(f"node {args.node} is back in service")
+        else:
+            controller.remove(args.node, force=args.force)
+            console.print(f"node {args.node} removed from the cluster map")
     return 0
 
 
-def _wait_drained(args: argparse.Namespace) -> None:
-    import time
-
-    deadline = time.monotonic() + args.timeout
+def _wait_drained(controller: ControllerClient, node: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        held = _controller_request(args, "status", {})["stats"].get(args.node, {}).get("data_fragments")
+        held = controller.status().stats.get(node, {}).get("data_fragments")
         if held == 0:
-            console.print(f"node {args.node} holds no fragments: safe to remove (`hcstore node remove {args.node}`)")
+            console.print(f"node {node} holds no fragments: safe to remove (`hcstore node remove {node}`)")
             return
-        err_console.print(f"node {args.node}: {held} fragments left to hand over", highlight=False)
+        err_console.print(f"node {node}: {held} fragments left to hand over", highlight=False)
         time.sleep(2.0)
-    raise HCStoreError(f"node {args.node} still holds fragments after {args.timeout}s; the drain goes on")
+    raise Timeout(f"node {node} still holds fragments after {timeout}s; the drain goes on "
+                  f"(`hcstore status` shows its progress)")
 
 
 def cmd_background(args: argparse.Namespace) -> int:
     """``hcstore repair`` / ``hcstore scrub``: run the job on every agent now and show progress."""
-    import time
-
     from hcstore.node.repair_plan import protection_summary
 
-    client = _client(args)
     key = "scans" if args.command == "repair" else "scrubs"
-    before: dict[str, int] = {}
-    for node in client.cluster_map.nodes:
-        if node.endpoint and node.state in ("alive", "maintenance"):
-            try:
-                before[node.id] = client.transport.request(node.endpoint, "maintain", {"job": args.command}).header[key]
-            except HCStoreError as exc:
-                err_console.print(f"node {node.id} skipped: {exc}", highlight=False)
-    deadline = time.monotonic() + args.timeout
-    while True:
-        stats = _controller_request(args, "status", {})["stats"]
-        done = [n for n, count in before.items() if (stats.get(n, {}).get("repair") or {}).get(key, 0) > count]
-        summary = protection_summary(stats)
-        err_console.print(f"{args.command}: {len(done)}/{len(before)} agents finished a pass; "
-                          f"{summary['protected']} objects protected, {summary['degraded']} degraded, "
-                          f"{summary['misplaced']} misplaced, {summary['unreadable']} unreadable, "
-                          f"{summary['bytes_repaired']} bytes rebuilt", highlight=False)
-        if len(done) == len(before):
-            break
-        if time.monotonic() > deadline:
-            raise HCStoreError(f"{args.command} did not finish within {args.timeout}s; it goes on in the background")
-        time.sleep(1.0)
+    with _client(_source(args)) as client:
+        controller = client.controller()
+        before: dict[str, int] = {}
+        for node in client.cluster_map.nodes:
+            if node.endpoint and node.state in ("alive", "maintenance"):
+                try:
+                    before[node.id] = client.transport.request(node.endpoint, "maintain",
+                                                               {"job": args.command}).header[key]
+                except HCStoreError as exc:
+                    err_console.print(f"node {node.id} skipped: {escape(str(exc))}", highlight=False)
+        deadline = time.monotonic() + args.timeout
+        while True:
+            stats = controller.status().stats
+            done = [n for n, count in before.items() if (stats.get(n, {}).get("repair") or {}).get(key, 0) > count]
+            summary = protection_summary(stats)
+            err_console.print(f"{args.command}: {len(done)}/{len(before)} agents finished a pass; "
+                              f"{summary['protected']} objects protected, {summary['degraded']} degraded, "
+                              f"{summary['misplaced']} misplaced, {summary['unreadable']} unreadable, "
+                              f"{summary['bytes_repaired']} bytes rebuilt", highlight=False)
+            if len(done) == len(before):
+                break
+            if time.monotonic() > deadline:
+                raise Timeout(f"{args.command} did not finish within {args.timeout}s; it goes on in the background")
+            time.sleep(1.0)
     if args.command == "scrub":
         console.print(f"scrub done: {summary['scrub_corrupt']} corrupt fragments quarantined (repair rebuilds them)")
     else:
         console.print(f"repair pass done: {summary['protected']}/{summary['objects']} objects fully protected")
     return 0
-
-
-def _protection(args: argparse.Namespace) -> dict[str, int] | None:
-    from hcstore.node.repair_plan import protection_summary
-
-    try:
-        return protection_summary(_controller_request(args, "status", {})["stats"])
-    except HCStoreError:
-        return None
 
 
 class _Progress:
@@ -208,9 +236,15 @@ class _Progress:
     def __init__(self, description: str, total: int | None) -> None:
         self.bar = None
         if total is not None and total >= self.THRESHOLD:
-            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TransferSpeedColumn,
+            )
 
-            self.bar = Progress(TextColumn(description), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+            self.bar = Progress(TextColumn(escape(description)), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                                 console=err_console, transient=True)
             self.task = self.bar.add_task(description, total=total)
 
@@ -228,39 +262,56 @@ class _Progress:
             self.bar.stop()
 
 
-def cmd_put(args: argparse.Namespace) -> int:
-    bucket, key = parse_url(args.url)
-    client = _client(args)
-    source = sys.stdin.buffer if args.local == "-" else open(args.local, "rb")
+def _open_local(path: str | os.PathLike[str], mode: str) -> IO[bytes]:
+    """Open a local file named on the command line.
+
+    Raises:
+        LocalFileError: it cannot be opened, with why.
+    """
     try:
-        total = None if args.local == "-" else Path(args.local).stat().st_size
+        return open(path, mode)
+    except OSError as exc:
+        doing = "read" if "r" in mode else "write"
+        raise LocalFileError(f"cannot {doing} the local file {path}: {exc.strerror or exc}") from None
+
+
+def cmd_put(args: argparse.Namespace) -> int:
+    """``hcstore put LOCAL URL``: store a local file (or stdin) as an object."""
+    bucket, key = parse_url(args.url)
+    from_stdin = args.local == "-"
+    local = sys.stdin.buffer if from_stdin else _open_local(args.local, "rb")
+    try:
+        total = None if from_stdin else os.fstat(local.fileno()).st_size
+        client = _client(_source(args))
         with _Progress(f"put hcstore://{bucket}/{key}", total) as progress, \
                 client.writer(bucket, key, size=total, ec=args.ec) as writer:
-            while chunk := source.read(8 << 20):
+            while chunk := local.read(8 << 20):
                 writer.write(chunk)
                 progress.advance(len(chunk))
         result = writer.close()
     finally:
-        if source is not sys.stdin.buffer:
-            source.close()
+        if not from_stdin:
+            local.close()
     note = " [yellow](degraded: awaiting repair)[/]" if result.degraded else ""
-    console.print(f"put hcstore://{bucket}/{key}: {size(result.size)}, {result.codec} "
+    console.print(f"put hcstore://{bucket}/{escape(key)}: {size(result.size)}, {result.codec} "
                   f"{result.k}+{result.m}, generation {result.generation}{note}")
     return 0
 
 
 def cmd_get(args: argparse.Namespace) -> int:
+    """``hcstore get URL LOCAL``: read an object into a local file (or stdout)."""
     bucket, key = parse_url(args.url)
-    client = _client(args)
+    client = _client(_source(args))
     to_stdout = args.local == "-"
     target = Path(args.local)
     if not to_stdout and target.is_dir():
         target = target / key.rsplit("/", 1)[-1]
     tmp = target.with_name(f".{target.name}.hcstore-part")
     stream = client.open(bucket, key)
-    total = client.stat(bucket, key).size
+    total = stream.seek(0, os.SEEK_END)
+    stream.seek(0)
     try:
-        out = sys.stdout.buffer if to_stdout else open(tmp, "wb")
+        out = sys.stdout.buffer if to_stdout else _open_local(tmp, "wb")
         with _Progress(f"get hcstore://{bucket}/{key}", total) as progress:
             while chunk := stream.read(8 << 20):
                 out.write(chunk)
@@ -268,7 +319,8 @@ def cmd_get(args: argparse.Namespace) -> int:
         if not to_stdout:
             out.close()
             os.replace(tmp, target)
-            err_console.print(f"got hcstore://{bucket}/{key} -> {target} ({size(total)})")
+            err_console.print(f"got hcstore://{bucket}/{escape(key)} -> {escape(str(target))} ({size(total)})",
+                              highlight=False)
     finally:
         if not to_stdout:
             tmp.unlink(missing_ok=True)
@@ -276,27 +328,29 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    client = _client(args)
+    """``hcstore ls [URL]``: list the buckets, or the objects under a prefix."""
     if args.url in ("hcstore://", "hcstore:", ""):
-        for bucket in client.buckets():
+        for bucket in _client(_source(args)).buckets():
             print(f"hcstore://{bucket}/")
         return 0
     bucket, prefix = parse_url(args.url, key_required=False)
-    for info in client.list(bucket, prefix):
+    for info in _client(_source(args)).list(bucket, prefix):
         print(f"{info.size:>14}  {info.generation}  hcstore://{bucket}/{info.key}")
     return 0
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
+    """``hcstore rm URL``: delete an object."""
     bucket, key = parse_url(args.url)
-    _client(args).delete(bucket, key)
-    console.print(f"deleted hcstore://{bucket}/{key}")
+    _client(_source(args)).delete(bucket, key)
+    console.print(f"deleted hcstore://{bucket}/{escape(key)}", highlight=False)
     return 0
 
 
 def cmd_stat(args: argparse.Namespace) -> int:
+    """``hcstore stat URL``: an object's size, generation and protection, as JSON."""
     bucket, key = parse_url(args.url)
-    info = _client(args).stat(bucket, key)
+    info = _client(_source(args)).stat(bucket, key)
     data = {"url": f"hcstore://{bucket}/{key}", "size": info.size, "generation": info.generation,
             "codec": info.codec, "k": info.k, "m": info.m, "fragments_found": info.fragments,
             "degraded": info.degraded, "meta": info.meta}
@@ -305,20 +359,32 @@ def cmd_stat(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """``hcstore demo``: a checkpoint survives the loss of ``m`` agents."""
     from hcstore.tools.demo import run_demo
 
+    _check_agents_fit(args.agents, args.ec)
     return 0 if run_demo(size_mb=args.size_mb, agents=args.agents, ec=args.ec, data_dir=args.data_dir) else 1
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    """``hcstore bench``: throughput and latency beside their limits."""
     from hcstore.tools.bench import run_bench, run_repair_bench
 
+    _check_agents_fit(args.agents, args.ec)
     if args.repair:
         run_repair_bench(agents=args.agents + 1, ec=args.ec, node_mb=args.repair_node_mb, data_dir=args.data_dir)
         return 0
     run_bench(agents=args.agents, ec=args.ec, size_mb=args.size_mb, data_dir=args.data_dir,
               durability=args.durability, quick=args.quick)
     return 0
+
+
+def _check_agents_fit(agents: int, ec: str) -> None:
+    """A showcase cluster needs an agent for each of the ``k+m`` fragments of an object."""
+    k, m = parse_ec_spec(ec, what="--ec")
+    if agents < k + m:
+        raise InvalidRequest(f"--agents {agents} is fewer than the k+m={k + m} fragments of --ec {ec}: "
+                             f"use --agents {k + m} or more, or a smaller --ec")
 
 
 def cmd_ray(args: argparse.Namespace) -> int:
@@ -330,26 +396,76 @@ def cmd_ray(args: argparse.Namespace) -> int:
     try:
         run = next(iter(plugins)).load()
     except (StopIteration, ImportError) as exc:
-        err_console.print(f"[red]error[/]: Ray support is not installed ({exc}): pip install 'hcstore[ray]'",
-                          highlight=False)
-        return 1
+        raise NotInstalled(f"Ray support is not installed ({exc or 'no hcstore.plugins entry point ray'}): "
+                           "pip install 'hcstore[ray]'") from None
     return int(run(args, lambda line: console.print(line, highlight=False)))
 
 
+# ---------------------------------------------------------------------- arguments
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose complaints are :class:`InvalidRequest` errors, printed as one line."""
+
+    def error(self, message: str) -> NoReturn:
+        """Raise the complaint instead of printing usage and exiting with status 2."""
+        raise InvalidRequest(f"{message} (see `{self.prog} --help`)")
+
+
+def _argument(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type`` from a parser that raises ValueError (InvalidRequest included)."""
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def _ec_spec(text: str) -> str:
+    k, m = parse_ec_spec(text)
+    return f"{k}+{m}"
+
+
+def _number(kind: type, valid: Callable[[Any], bool], rule: str) -> Callable[[str], Any]:
+    """A parser of numbers of ``kind`` that satisfy ``valid`` (``rule`` says which, in words)."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not valid(value):
+            raise ValueError(f"{text!r} is not {rule}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+EC = _argument(_ec_spec)
+COUNT = _argument(_number(int, lambda n: n >= 1, "a whole number of at least 1"))
+BYTES = _argument(_number(int, lambda n: n >= 0, "a whole number of bytes (0 or more)"))
+SECONDS = _argument(_number(float, lambda s: 0 < s < math.inf, "a positive number of seconds"))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hcstore", description="Erasure-coded object store on your GPU nodes' SSDs.")
-    parser.add_argument("--cluster", default=None, help="local cluster directory or controller endpoint tcp://HOST:PORT "
-                        "(default: $HCSTORE_CLUSTER or the one `up` started)")
+    """The ``hcstore`` argument parser, every verb included."""
+    parser = _Parser(prog="hcstore", description="Erasure-coded object store on your GPU nodes' SSDs.")
+    parser.add_argument("--cluster", default=None,
+                        help="local cluster directory or controller endpoint tcp://HOST:PORT "
+                             "(default: $HCSTORE_CLUSTER or the one `up` started)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="start an embedded local cluster in the background")
-    up.add_argument("--agents", type=int, help=f"number of agents (default {DEFAULT_AGENTS})")
-    up.add_argument("--ec", help=f"erasure coding K+M (default {ClientConfig.ec})")
-    up.add_argument("--data-dir", default=None, help=f"cluster directory (default {DEFAULT_DATA_DIR})")
-    up.add_argument("--mountpaths-per-agent", type=int, help=f"directories per agent (default {DEFAULT_MOUNTPATHS})")
+    up.add_argument("--agents", type=COUNT, help=f"number of agents (default {DEFAULT_AGENTS})")
+    up.add_argument("--ec", type=EC, help=f"erasure coding K+M (default {ClientConfig.ec})")
+    up.add_argument("--data-dir", default=None, help=f"cluster directory (default: a --cluster directory, "
+                    f"else {DEFAULT_DATA_DIR})")
+    up.add_argument("--mountpaths-per-agent", type=COUNT, help=f"directories per agent (default {DEFAULT_MOUNTPATHS})")
     up.add_argument("--durability", choices=DURABILITY_POLICIES,
                     help=f"fsync policy (default {AgentConfig.durability})")
-    up.add_argument("--capacity-bytes", type=int, help="capacity of each mountpath (default: the disk's)")
+    up.add_argument("--capacity-bytes", type=BYTES, help="capacity of each mountpath (default: the disk's)")
     up.set_defaults(func=cmd_up)
 
     down = sub.add_parser("down", help="stop the local cluster")
@@ -365,19 +481,19 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("node")
     node.add_argument("--force", action="store_true", help="remove even if the node still holds fragments")
     node.add_argument("--wait", action="store_true", help="drain: wait until the node holds no fragments")
-    node.add_argument("--timeout", type=float, default=3600.0)
+    node.add_argument("--timeout", type=SECONDS, default=3600.0)
     node.set_defaults(func=cmd_node)
 
     for job, text in (("repair", "check every object now and rebuild or move what is missing or misplaced"),
                       ("scrub", "re-verify every fragment's checksums now; corrupt ones are quarantined and rebuilt")):
         verb = sub.add_parser(job, help=text)
-        verb.add_argument("--timeout", type=float, default=3600.0)
+        verb.add_argument("--timeout", type=SECONDS, default=3600.0)
         verb.set_defaults(func=cmd_background)
 
     put = sub.add_parser("put", help="store a local file (or - for stdin) as hcstore://BUCKET/KEY")
     put.add_argument("local")
     put.add_argument("url")
-    put.add_argument("--ec", default=None, help="erasure coding K+M for this object")
+    put.add_argument("--ec", type=EC, default=None, help="erasure coding K+M for this object")
     put.set_defaults(func=cmd_put)
 
     get = sub.add_parser("get", help="read hcstore://BUCKET/KEY into a local file (or - for stdout)")
@@ -399,22 +515,22 @@ def build_parser() -> argparse.ArgumentParser:
     stat.set_defaults(func=cmd_stat)
 
     demo = sub.add_parser("demo", help="store a checkpoint, kill m agents, read it all back verified")
-    demo.add_argument("--size-mb", type=int, default=256)
-    demo.add_argument("--agents", type=int, default=6)
-    demo.add_argument("--ec", default="4+2")
+    demo.add_argument("--size-mb", type=COUNT, default=256)
+    demo.add_argument("--agents", type=COUNT, default=6)
+    demo.add_argument("--ec", type=EC, default="4+2")
     demo.add_argument("--data-dir", default=None, help="where the demo cluster lives (default: a temporary directory)")
     demo.set_defaults(func=cmd_demo)
 
     bench = sub.add_parser("bench", help="throughput and latency, each beside its limit measured in the same run")
-    bench.add_argument("--agents", type=int, default=6)
-    bench.add_argument("--ec", default="4+2")
-    bench.add_argument("--size-mb", type=int, default=1024, help="size of the large object (default 1 GiB)")
+    bench.add_argument("--agents", type=COUNT, default=6)
+    bench.add_argument("--ec", type=EC, default="4+2")
+    bench.add_argument("--size-mb", type=COUNT, default=1024, help="size of the large object (default 1 GiB)")
     bench.add_argument("--durability", default="commit", choices=["none", "commit", "always"])
     bench.add_argument("--data-dir", default=None)
     bench.add_argument("--quick", action="store_true", help="small sizes and counts, for a smoke run")
     bench.add_argument("--repair", action="store_true",
                        help="instead: repair after losing a node, and rebalance onto a joining one")
-    bench.add_argument("--repair-node-mb", type=int, default=512, help="fragment data on the lost node (MiB)")
+    bench.add_argument("--repair-node-mb", type=COUNT, default=512, help="fragment data on the lost node (MiB)")
     bench.set_defaults(func=cmd_bench)
 
     add_daemon_verbs(sub)
@@ -425,25 +541,33 @@ def build_parser() -> argparse.ArgumentParser:
     ray_verb.add_argument("--mountpath", action="append", default=[],
                           help="directory for every node's agent, repeatable; may use {node_id} "
                                "(default: a directory under the temp dir)")
-    ray_verb.add_argument("--ec", default="4+2")
+    ray_verb.add_argument("--ec", type=EC, default=ClientConfig.ec)
     ray_verb.add_argument("--durability", choices=DURABILITY_POLICIES, help=f"default {AgentConfig.durability}")
-    ray_verb.add_argument("--timeout", type=float, default=300.0)
+    ray_verb.add_argument("--timeout", type=SECONDS, default=300.0)
     ray_verb.set_defaults(func=cmd_ray)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one ``hcstore`` command; returns the exit status (errors: one line on stderr, status 1)."""
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
-    except HCStoreError as exc:
-        err_console.print(f"[red]error[/] ({exc.code}): {exc}", highlight=False)
-        return 1
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        err_console.print(f"[red]error[/]: {exc}", highlight=False)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except HCStoreError as exc:
+        _report(exc)
+    except OSError as exc:             # a local file or device the command was pointed at
+        _report(LocalFileError(f"{exc.strerror}: {exc.filename}" if exc.filename and exc.strerror else str(exc)))
+    except ValueError as exc:          # a bad value that no check above caught
+        _report(InvalidRequest(str(exc)))
+    return 1
+
+
+def _report(error: HCStoreError) -> None:
+    """Print ``error (CODE): message`` as one line on stderr."""
+    message = " ".join(str(error).split()) or type(error).__name__
+    err_console.print(f"[red]error[/] ({error.code}): {escape(message)}", highlight=False)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
-"""Helpers for the integration tests: polling with a deadline, seeded data, fragment files."""
+"""Helpers for the integration tests: polling with a deadline, seeded data, fragment files, the CLI."""
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -67,3 +70,36 @@ def flip_bytes(path: Path, offset: int, count: int = 1) -> None:
         assert len(data) == count, f"{path} has no {count} bytes at offset {offset}"
         f.seek(offset)
         f.write(bytes(b ^ 0xFF for b in data))
+
+
+HCSTORE = Path(sys.executable).with_name("hcstore")
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, stdin: bytes | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run the ``hcstore`` command (the installed script, else ``python -m``) as a subprocess."""
+    command = [str(HCSTORE)] if HCSTORE.exists() else [sys.executable, "-m", "hcstore.tools.cli"]
+    return subprocess.run([*command, *args], input=stdin, capture_output=True, env=env, timeout=timeout,
+                          check=False)
+
+
+def clean_env(home: Path, **variables: str) -> dict[str, str]:
+    """This process's environment without ``HCSTORE_*`` variables, with ``HOME`` at ``home``, plus ``variables``."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("HCSTORE_")}, "HOME": str(home), **variables}
+
+
+def cli_ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """``proc``, asserted to have exited with status 0."""
+    assert proc.returncode == 0, (proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+    return proc
+
+
+def one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    """The error line of a CLI run that must fail: status 1, one line on stderr, no traceback."""
+    assert proc.returncode == 1, (proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+    message = proc.stderr.decode().strip()
+    assert message and len(message.splitlines()) == 1, f"error message is not one line: {message!r}"
+    assert "Traceback" not in message
+    for needle in needles:
+        assert needle in message, message
+    return message

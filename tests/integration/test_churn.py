@@ -15,7 +15,6 @@ from hcstore import Client
 from hcstore.errors import ClusterNotFound, InvalidRequest
 from hcstore.control.membership import Intervals
 from hcstore.node.repair_plan import protection_summary
-from hcstore.wire.transport import Transport
 
 from integration_support import CHUNK, flip_bytes, fragment_files_of, seeded_bytes, wait_until
 
@@ -33,12 +32,9 @@ def start(make_cluster, intervals=FAST, agents=7, **options):
     return cluster, client, objects
 
 
-def controller(cluster, op, **fields):
-    transport = Transport(connect_timeout=1.0, request_timeout=5.0)
-    try:
-        return transport.request(cluster.controller_endpoint(), op, fields).header
-    finally:
-        transport.close()
+def stats(client):
+    """Every node's last report, as the controller has it."""
+    return client.controller().status().stats
 
 
 def fully_protected(client, objects, *, excluding=()):
@@ -61,11 +57,11 @@ def test_node_down_for_less_than_the_out_interval_causes_no_repair(make_cluster)
     files_before = {a.node_id: len(cluster.fragment_files(a.node_id)) for a in cluster.agents()}
     cluster.kill(victim)
     wait_until(lambda: node_state(client, victim) == "down", timeout=10, what=f"{victim} down")
-    scans = controller(cluster, "status")["stats"]
-    wait_until(lambda: all((controller(cluster, "status")["stats"][n].get("repair") or {}).get("scans", 0)
+    scans = stats(client)
+    wait_until(lambda: all((stats(client)[n].get("repair") or {}).get("scans", 0)
                            > (scans[n].get("repair") or {}).get("scans", 0) + 1
                            for n in files_before if n != victim), timeout=20, what="two scans on every agent")
-    summary = protection_summary(controller(cluster, "status")["stats"])
+    summary = protection_summary(stats(client))
     assert summary["bytes_repaired"] == 0 and summary["repaired"] == 0
     assert summary["degraded"] > 0               # the down node's fragments are missed, not rebuilt
     assert {a.node_id: len(cluster.fragment_files(a.node_id)) for a in cluster.agents()} == files_before
@@ -74,7 +70,7 @@ def test_node_down_for_less_than_the_out_interval_causes_no_repair(make_cluster)
     cluster.start(victim)                        # it comes back with its fragments, and they count again
     client.refresh()
     wait_until(lambda: fully_protected(client, objects), timeout=20, what="full protection after return")
-    assert protection_summary(controller(cluster, "status")["stats"])["bytes_repaired"] == 0
+    assert protection_summary(stats(client))["bytes_repaired"] == 0
 
 
 def test_node_that_stays_out_is_repaired(make_cluster):
@@ -86,7 +82,7 @@ def test_node_that_stays_out_is_repaired(make_cluster):
                what="every object rebuilt on the surviving nodes")
     for key, data in objects.items():
         assert client.get(BUCKET, key) == data
-    wait_until(lambda: protection_summary(controller(cluster, "status")["stats"])["bytes_repaired"] > 0,
+    wait_until(lambda: protection_summary(stats(client))["bytes_repaired"] > 0,
                timeout=10, what="the rebuilt bytes to reach the controller's summary")
     # The node returns after all: its stale copies are dropped, nothing is lost or duplicated.
     cluster.start(victim)
@@ -115,13 +111,13 @@ def test_drain_hands_everything_over_and_remove_is_guarded(make_cluster):
     cluster, client, objects = start(make_cluster)
     victim = client.resolve(BUCKET, "obj/01").found_at[0]
     with pytest.raises(InvalidRequest, match="drain"):
-        controller(cluster, "node_admin", node=victim, action="remove")
-    controller(cluster, "node_admin", node=victim, action="drain")
+        client.controller().remove(victim)
+    client.controller().drain(victim)
     wait_until(lambda: not cluster.fragment_files(victim), timeout=30, what=f"{victim} drained")
     wait_until(lambda: fully_protected(client, objects, excluding={victim}), timeout=20, what="protection")
-    wait_until(lambda: controller(cluster, "status")["stats"][victim]["data_fragments"] == 0, timeout=5,
+    wait_until(lambda: stats(client)[victim]["data_fragments"] == 0, timeout=5,
                what="the controller to see the drained node empty")
-    controller(cluster, "node_admin", node=victim, action="remove")
+    client.controller().remove(victim)
     assert node_state(client, victim) == "decommissioned"
     new = client.put(BUCKET, "after-drain", b"x" * 200_000)
     assert victim not in new.fragments
@@ -135,13 +131,11 @@ def test_scrub_quarantines_a_corrupt_fragment_and_repair_rebuilds_it(make_cluste
     files = fragment_files_of(cluster, BUCKET, "obj/03", version.generation)
     node, path = files[1]
     flip_bytes(path, 16 + 100)
-    transport = Transport()
-    transport.request(client.endpoint(node), "maintain", {"job": "scrub"})
+    client.transport.request(client.endpoint(node), "maintain", {"job": "scrub"})
     wait_until(lambda: not path.exists(), timeout=20, what="the corrupt fragment to be quarantined")
     assert list(path.parent.parent.parent.glob("quarantine/*"))
     wait_until(lambda: fully_protected(client, {"obj/03": b""}), timeout=20, what="the fragment rebuilt")
     assert client.get(BUCKET, "obj/03") == objects["obj/03"]
-    transport.close()
 
 
 def test_lost_disk_is_rebuilt(make_cluster):
@@ -159,7 +153,7 @@ def test_lost_disk_is_rebuilt(make_cluster):
 
 def test_controller_restart_keeps_data_and_epoch_rising(make_cluster):
     cluster, client, objects = start(make_cluster, intervals=NO_OUT)
-    epoch = controller(cluster, "get_map")["map"]["epoch"]
+    epoch = client.controller().get_map().cluster_map.epoch
     cluster.stop_controller(sig=9)
     # The data path goes on with the cached map.
     client.put(BUCKET, "during-outage", b"d" * 150_000)

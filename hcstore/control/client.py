@@ -1,0 +1,191 @@
+"""Requests to a cluster's controller: its map, its status, node administration, heartbeats.
+
+Every operation the controller serves (:mod:`hcstore.control.controller`) has one
+method here, so that nothing else composes controller requests by hand. A
+:class:`ControllerClient` holds no live socket when pickled (see
+:mod:`hcstore.wire.transport`); it can share a client's transport, so that the
+epochs the controller reports count as seen by that client.
+
+Example::
+
+    with ControllerClient("tcp://127.0.0.1:7480") as controller:
+        controller.drain("n3")
+        print(controller.status().stats["n3"]["data_fragments"])
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hcstore.errors import (
+    AgentUnavailable,
+    ControllerUnavailable,
+    HCStoreError,
+    InvalidRequest,
+    Timeout,
+)
+from hcstore.wire.transport import Transport
+from placement import ClusterMap
+
+NODE_ACTIONS = ("drain", "resume", "remove")
+
+
+@dataclass(frozen=True)
+class MapReply:
+    """The controller's cluster map, and the cluster's default erasure coding ("" when it has none)."""
+
+    cluster_map: ClusterMap
+    ec: str = ""
+
+
+@dataclass(frozen=True)
+class ControllerStatus:
+    """The controller's view of the cluster.
+
+    Attributes:
+        cluster_map: the current map.
+        ages: seconds since each node's last heartbeat, by node id.
+        stats: each node's last heartbeat report (fragments, repair and scrub counts), by node id.
+    """
+
+    cluster_map: ClusterMap
+    ages: dict[str, float]
+    stats: dict[str, dict[str, Any]]
+
+
+class ControllerClient:
+    """A client of one controller.
+
+    Args:
+        endpoint: the controller's ``tcp://host:port``.
+        transport: a transport to share (it stays open on :meth:`close`); None makes one.
+        timeout: seconds to wait for each reply.
+        connect_timeout: seconds to wait for a connection (a transport made here).
+
+    Every method raises :class:`~hcstore.errors.ControllerUnavailable` when the controller
+    does not answer, and the controller's own error (e.g. ``InvalidRequest``) when it refuses.
+    """
+
+    def __init__(self, endpoint: str, *, transport: Transport | None = None, timeout: float = 5.0,
+                 connect_timeout: float = 1.0) -> None:
+        if not endpoint.startswith("tcp://"):
+            raise InvalidRequest(f"controller endpoint {endpoint!r} must look like tcp://HOST:PORT")
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._owns_transport = transport is None
+        self.transport = transport or Transport(connect_timeout=connect_timeout, request_timeout=timeout)
+
+    # ------------------------------------------------------------------ operations
+
+    def get_map(self) -> MapReply:
+        """The current cluster map and the cluster's default erasure coding."""
+        header = self._request("get_map", {})
+        return MapReply(ClusterMap.from_dict(header["map"]), header.get("ec", ""))
+
+    def status(self) -> ControllerStatus:
+        """The map, every node's heartbeat age and its last report."""
+        header = self._request("status", {})
+        return ControllerStatus(ClusterMap.from_dict(header["map"]), dict(header.get("ages", {})),
+                                dict(header.get("stats", {})))
+
+    def node_admin(self, node: str, action: str, *, force: bool = False) -> ClusterMap:
+        """Drain, resume or remove ``node``; returns the map that results.
+
+        Raises:
+            InvalidRequest: an unknown action, or a remove refused because the node holds fragments.
+            ObjectNotFound: the map has no such node.
+        """
+        fields: dict[str, Any] = {"node": node, "action": action}
+        if action == "remove":
+            fields["force"] = force
+        return ClusterMap.from_dict(self._request("node_admin", fields)["map"])
+
+    def drain(self, node: str) -> ClusterMap:
+        """Put ``node`` in maintenance: it serves reads, takes no new fragments, hands its own over."""
+        return self.node_admin(node, "drain")
+
+    def resume(self, node: str) -> ClusterMap:
+        """Bring a drained or removed ``node`` back into service."""
+        return self.node_admin(node, "resume")
+
+    def remove(self, node: str, *, force: bool = False) -> ClusterMap:
+        """Decommission ``node``; refused while it holds fragments unless ``force``."""
+        return self.node_admin(node, "remove", force=force)
+
+    def heartbeat(self, node: str, endpoint: str, *, labels: dict[str, str] | None = None, weight: float = 1.0,
+                  epoch: int = 0, stats: dict[str, Any] | None = None,
+                  cluster_map: ClusterMap | None = None) -> ClusterMap | None:
+        """Report ``node`` alive at ``endpoint`` (the first heartbeat registers it).
+
+        Args:
+            epoch: the newest map epoch the node has; the controller answers with its map when newer.
+            stats: the node's report (fragments held, repair progress), shown by ``status``.
+            cluster_map: a map the node persisted, for a controller that restarted without state.
+
+        Returns:
+            The controller's map when it is newer than ``epoch``, else None.
+        """
+        fields: dict[str, Any] = {"node": node, "endpoint": endpoint, "labels": dict(labels or {}),
+                                  "weight": weight}
+        if stats is not None:
+            fields["stats"] = stats
+        if cluster_map is not None:
+            fields["map"] = cluster_map.to_dict()
+        header = self._request("heartbeat", fields, epoch=epoch)
+        return ClusterMap.from_dict(header["map"]) if "map" in header else None
+
+    def wait_for_map(self, condition: Callable[[ClusterMap], bool], *, timeout: float = 30.0,
+                     interval: float = 0.05) -> ClusterMap:
+        """Ask for the map until ``condition(map)`` holds; returns that map.
+
+        A controller that does not answer yet (starting, restarting) is asked again.
+
+        Raises:
+            Timeout: the condition did not hold within ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        seen = "no map (the controller did not answer)"
+        while True:
+            try:
+                cluster_map = self.get_map().cluster_map
+                if condition(cluster_map):
+                    return cluster_map
+                seen = f"epoch {cluster_map.epoch}: " + ", ".join(f"{n.id} {n.state}" for n in cluster_map.nodes)
+            except ControllerUnavailable:
+                pass
+            if time.monotonic() > deadline:
+                raise Timeout(f"the cluster map of the controller at {self.endpoint} did not reach the expected "
+                              f"state within {timeout}s; last seen: {seen}")
+            time.sleep(interval)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _request(self, op: str, fields: dict[str, Any], *, epoch: int = 0) -> dict[str, Any]:
+        try:
+            request_id = self.transport.send(self.endpoint, op, fields, epoch=epoch)
+        except AgentUnavailable as exc:
+            raise self._unavailable(exc) from None
+        result = self.transport.wait([request_id], self.timeout)[request_id]
+        if isinstance(result, AgentUnavailable):
+            raise self._unavailable(result)
+        if isinstance(result, HCStoreError):
+            raise result
+        return result.unwrap().header
+
+    def _unavailable(self, cause: AgentUnavailable) -> ControllerUnavailable:
+        why = str(cause).removeprefix(f"agent {self.endpoint} ")      # the transport speaks of agents
+        return ControllerUnavailable(f"no hcstore controller answers at {self.endpoint}: {why}")
+
+    def close(self) -> None:
+        """Close the sockets of a transport made here (a shared one stays open)."""
+        if self._owns_transport:
+            self.transport.close()
+
+    def __enter__(self) -> "ControllerClient":
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
