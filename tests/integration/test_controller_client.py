@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from hcstore.control.client import ControllerClient
+from hcstore.config import ControllerConfig
 from hcstore.control.controller import Controller
 from hcstore.errors import (
     ControllerUnavailable,
@@ -20,7 +21,7 @@ from hcstore.errors import (
 @pytest.fixture
 def controller():
     """A controller serving in a thread of this process, and a client of it."""
-    served = Controller(ec="2+1")
+    served = Controller(ControllerConfig(ec="2+1"))
     thread = threading.Thread(target=served.serve, daemon=True)
     thread.start()
     with ControllerClient(served.endpoint, timeout=5.0) as client:
