@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from hcstore.config import AgentConfig, ControllerConfig
-from hcstore.errors import HCStoreError, InvalidRequest
+from hcstore.errors import HCStoreError, InvalidRequest, StartFailed
 
 DaemonConfig = type[AgentConfig] | type[ControllerConfig]
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -66,7 +66,7 @@ def run(config_class: DaemonConfig, start: Callable[[Any], Daemon], config_file:
     except HCStoreError as exc:         # a setting the daemon itself rejects, e.g. no mountpath
         raise InvalidRequest(f"{config_file}: the {name} cannot start: {exc}") from None
     except (OSError, zmq.ZMQError) as exc:
-        raise HCStoreError(f"{config_file}: the {name} cannot start: {exc}") from None
+        raise StartFailed(f"{config_file}: the {name} cannot start: {exc}") from None
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: daemon.stop())
     daemon.serve(ready_file=config.ready_file or None)

@@ -151,7 +151,7 @@ class ClusterExists(HCStoreError, FileExistsError):
 
 
 class StartFailed(HCStoreError):
-    """A process of a local cluster (an agent or the controller) exited while it was starting."""
+    """A daemon (an agent or the controller) could not start, or exited while it was starting."""
 
     code = "E_START_FAILED"
 
