@@ -107,6 +107,12 @@ class ObjectChanged(Retryable):
     code = "E_CHANGED"
 
 
+class AgentBusy(Retryable):
+    """An agent's queue of disk work is full; the request was not started and may be sent again."""
+
+    code = "E_BUSY"
+
+
 class UploadNotFound(HCStoreError):
     """An agent holds no open upload by that id (expired, aborted or never opened)."""
 
@@ -199,6 +205,7 @@ _register(
     Retryable,
     AgentUnavailable,
     ObjectChanged,
+    AgentBusy,
     UploadNotFound,
     DiskError,
     ClusterNotFound,

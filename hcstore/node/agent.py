@@ -1,11 +1,18 @@
 """The hcstore agent: one per node, serving its local store over ZeroMQ.
 
-One ROUTER socket, one thread: requests are decoded and validated
-(:func:`hcstore.wire.protocol.decode_request`), dispatched to the
-:class:`~hcstore.node.store.LocalStore`, and answered on the same socket. Payloads
-arrive and leave as zero-copy frames. Any failure while handling a request,
-bad input included, becomes an error reply with a stable code; nothing a
-client sends can stop the loop. ``SIGTERM``/``SIGINT`` stop it cleanly.
+One ROUTER socket, owned by one serving thread that only decodes, dispatches
+and replies, so it never stalls behind a disk. Requests are decoded and
+validated (:func:`hcstore.wire.protocol.decode_request`); those that touch no
+file data (:data:`hcstore.node.routes.INLINE`: ping, stats, locate, list, reads
+from memory-mapped fragments) are answered at once; the rest (hashing, writing,
+fsync, rename, delete) go to a bounded :class:`~hcstore.node.io_pool.IoPool` in
+the lane :mod:`hcstore.node.routes` names, and their replies come back through
+an :class:`~hcstore.wire.server.Outbox` that the serving thread drains. A full
+pool answers :class:`~hcstore.errors.AgentBusy` (retryable) at once. Payloads
+arrive and leave as zero-copy frames. Any failure while handling a request, bad
+input included, becomes an error reply with a stable code; nothing a client
+sends can stop the loop. ``SIGTERM``/``SIGINT`` stop it cleanly: requests not
+started are refused as unavailable, running ones finish and are answered.
 
 Run it as ``python -m hcstore.node.agent --config agent.toml`` (or ``hcstore agent --config
 agent.toml``); the file's settings are :class:`hcstore.config.AgentConfig`'s. When it is
@@ -18,6 +25,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,24 +36,31 @@ import zmq
 from hcstore import daemon
 from hcstore.wire import protocol
 from hcstore.config import AgentConfig
-from hcstore.errors import HCStoreError, InvalidRequest
+from hcstore.errors import AgentBusy, AgentUnavailable, HCStoreError, InvalidRequest
+from hcstore.node import routes
+from hcstore.node.io_pool import IoPool, Job, PoolLimits
 from hcstore.node.maintenance import Maintainer
 from hcstore.wire.protocol import Request
 from hcstore.files import write_json_atomic
-from hcstore.wire.server import answer_pending
+from hcstore.wire.server import Outbox, answer_pending
 from hcstore.node.store import LocalStore
 from placement import ClusterMap
 
 log = logging.getLogger(__name__)
 _HOUSEKEEPING_INTERVAL = 5.0
+_BATCH = 256                  # requests taken per turn before queued replies are sent
+_CLOSE_LINGER_MS = 1000       # how long final replies may take to leave at shutdown
 
 
 class Agent:
     """Serves one node's :class:`LocalStore` on a ZeroMQ ROUTER socket."""
 
-    def __init__(self, config: AgentConfig, *, context: zmq.Context | None = None) -> None:
+    def __init__(self, config: AgentConfig, *, context: zmq.Context | None = None,
+                 io_limits: PoolLimits | None = None) -> None:
         self.config = config
         self.store = LocalStore(config)
+        self.io = IoPool(io_limits or PoolLimits.from_env(), name=f"io-{config.node_id}")
+        self.outbox = Outbox()
         self.map_file = Path(config.state_dir or config.mountpaths[0]) / "cluster-map.json"
         self.cluster_map = _load_map(self.map_file)
         self._controller: zmq.Socket | None = None
@@ -61,6 +76,8 @@ class Agent:
         self.endpoint = self._bind()
         self.requests = 0
         self.errors = 0
+        self.busy = 0                   # requests refused because the I/O pool was full
+        self._errors_lock = threading.Lock()
         self._stopping = False
         self._handlers: dict[str, Callable[[Request], tuple[dict[str, Any], list[Any]]]] = {
             "ping": self._ping,
@@ -84,6 +101,7 @@ class Agent:
         missing = set(protocol.OPERATIONS) - set(self._handlers)
         if missing:
             raise RuntimeError(f"operations without a handler: {missing}")
+        self._persisted_epoch = self.epoch
 
     @property
     def epoch(self) -> int:
@@ -110,6 +128,7 @@ class Agent:
         log.info("agent %s serving on %s", self.config.node_id, self.endpoint)
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
+        poller.register(self.outbox.fileno(), zmq.POLLIN)
         if self.config.controller:
             self._controller = self._connect_controller()
             poller.register(self._controller, zmq.POLLIN)
@@ -117,15 +136,19 @@ class Agent:
             self.maintainer.start()
         next_housekeeping = time.monotonic() + _HOUSEKEEPING_INTERVAL
         while not self._stopping:
-            for sock, _ in poller.poll(100):
-                if sock is self.socket:
-                    answer_pending(self.socket, self.handle)
+            for source, _ in poller.poll(100):
+                if source == self.outbox.fileno():
+                    self.outbox.flush(self.socket)
+                elif source is self.socket:
+                    answer_pending(self.socket, self.handle, limit=_BATCH)
                 else:
                     self._receive_from_controller()
             if self._controller is not None and time.monotonic() >= self._heartbeat_due:
                 self._send_heartbeat()
             if time.monotonic() >= next_housekeeping:
-                self.store.expire_uploads()
+                self.io.submit(None, Job(self.store.expire_uploads))   # a full pool: try again next time
+                if self.epoch > self._persisted_epoch:
+                    self.io.submit(("cluster map",), Job(self._persist_map))
                 next_housekeeping = time.monotonic() + _HOUSEKEEPING_INTERVAL
         self.close()
 
@@ -177,10 +200,23 @@ class Agent:
         if cluster_map.epoch <= self.epoch:
             return
         self.cluster_map = cluster_map
-        write_json_atomic(self.map_file, cluster_map.to_dict())
+        self.io.submit(("cluster map",), Job(self._persist_map))   # a full pool: housekeeping tries again
         log.info("cluster map epoch %d", cluster_map.epoch)
         if self.maintainer is not None:
             self.maintainer.wake()
+
+    def _persist_map(self) -> None:
+        """Write the newest map to disk unless it is there already (crash-safe, fsynced; one writer at a time:
+        the map's own I/O lane, or :meth:`close` once the pool has stopped)."""
+        cluster_map = self.cluster_map
+        if cluster_map is None or cluster_map.epoch <= self._persisted_epoch:
+            return
+        try:
+            write_json_atomic(self.map_file, cluster_map.to_dict())
+        except OSError as exc:     # housekeeping tries again; the map in memory is what the agent serves by
+            log.warning("cannot save cluster map epoch %d to %s: %s", cluster_map.epoch, self.map_file, exc)
+            return
+        self._persisted_epoch = cluster_map.epoch
 
     def report(self) -> dict[str, Any]:
         """What the agent tells the controller each heartbeat."""
@@ -191,36 +227,64 @@ class Agent:
             report["repair"] = self.maintainer.status()
         return report
 
-    def handle(self, frames: list[Any]) -> list[Any]:
-        """Answer one ROUTER message ``[routing id, header, payload...]``; never raises."""
+    def handle(self, frames: list[Any]) -> list[Any] | None:
+        """Answer one ROUTER message ``[routing id, header, payload...]``; never raises.
+
+        Returns the reply, or ``None`` when the request went to the I/O pool, which posts its
+        reply to :attr:`outbox` when done.
+        """
         routing, body = frames[:1], frames[1:]
         self.requests += 1
-        request_id = 0
         try:
             request = protocol.decode_request(body)
-            request_id = request.id
+            if request.op in routes.INLINE:
+                return self._answer(routing, request)
+            job = Job(run=lambda: self.outbox.put(self._answer(routing, request)),
+                      cancel=lambda: self.outbox.put(self._refuse(routing, request.id, AgentUnavailable(
+                          f"node {self.config.node_id} is stopping; request not started"))),
+                      cost=sum(len(p) for p in request.payloads))
+            if self.io.submit(routes.LANES[request.op](request), job):
+                return None
+            self.busy += 1
+            load = self.io.load()
+            return self._refuse(routing, request.id, AgentBusy(
+                f"node {self.config.node_id} is busy ({load['jobs']} requests, {load['bytes']} bytes of disk "
+                f"work queued); send again later"))
+        except Exception as exc:  # noqa: BLE001 - every failure, a bug included, becomes an error reply
+            return self._refuse(routing, protocol.peek_request_id(body), exc)
+
+    def _answer(self, routing: list[Any], request: Request) -> list[Any]:
+        """Run a request's handler (any thread) and return its reply or error reply; never raises."""
+        try:
             fields, payloads = self._handlers[request.op](request)
-            return routing + protocol.reply_frames(request_id, self.epoch, fields, payloads)
-        except HCStoreError as exc:
+            return routing + protocol.reply_frames(request.id, self.epoch, fields, payloads)
+        except Exception as exc:  # noqa: BLE001 - every failure, a bug included, becomes an error reply
+            return self._refuse(routing, request.id, exc)
+
+    def _refuse(self, routing: list[Any], request_id: int, exc: Exception) -> list[Any]:
+        """The error reply for ``exc``: its own code, or E_INTERNAL for a bug (which is logged)."""
+        with self._errors_lock:
             self.errors += 1
-            request_id = request_id or protocol.peek_request_id(body)
-            return routing + protocol.error_frames(request_id, self.epoch, exc)
-        except Exception as exc:  # a bug must not take the node down; report it as internal
-            self.errors += 1
-            log.exception("internal error handling a request")
-            request_id = request_id or protocol.peek_request_id(body)
-            return routing + protocol.error_frames(
-                request_id, self.epoch, HCStoreError(f"internal error on node {self.config.node_id}: {type(exc).__name__}"))
+        if not isinstance(exc, HCStoreError):     # a bug must not take the node down; report it as internal
+            log.error("internal error handling a request", exc_info=exc)
+            exc = HCStoreError(f"internal error on node {self.config.node_id}: {type(exc).__name__}")
+        return routing + protocol.error_frames(request_id, self.epoch, exc)
 
     def stop(self) -> None:
+        """Ask the serving loop to finish (safe from a signal handler)."""
         self._stopping = True
 
     def close(self) -> None:
+        """Stop background work, finish the running disk work and send its replies, then close."""
         if self.maintainer is not None:
             self.maintainer.stop()
+        self.io.close()
+        self._persist_map()
+        self.outbox.flush(self.socket)
         if self._controller is not None:
             self._controller.close(linger=0)
-        self.socket.close(linger=0)
+        self.socket.close(linger=_CLOSE_LINGER_MS)
+        self.outbox.close()
         self.store.close()
 
     # ------------------------------------------------------------------ handlers
@@ -231,7 +295,7 @@ class Agent:
     def _node_stats(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
         stats = self.store.stats()
         stats.update(node=self.config.node_id, pid=os.getpid(), endpoint=self.endpoint,
-                     requests=self.requests, errors=self.errors)
+                     requests=self.requests, errors=self.errors, busy=self.busy, io=self.io.load())
         return stats, []
 
     def _open(self, request: Request) -> tuple[dict[str, Any], list[Any]]:

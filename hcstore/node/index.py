@@ -6,6 +6,10 @@ of what the fragment files say: every row can be rebuilt from a fragment's
 trailer and file name (:meth:`FragmentIndex.rebuild_from` via the store), and
 it is updated only *after* a file is renamed into place, so a crash leaves at
 worst a file the index does not know yet, which startup reconciliation adds.
+
+Each thread uses its own connection: in WAL mode readers never wait for a
+writer (nor for the checkpoint a commit may run), and writers take turns under
+one lock, so none of them meets ``SQLITE_BUSY``.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,8 +63,12 @@ class FragmentIndex:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
         try:
-            self._db = self._connect()
+            self._adopt(self._connect())
         except sqlite3.DatabaseError as exc:
             # Not a database any more (torn write, disk trouble): keep it for inspection and start
             # empty; the store rebuilds every row from the fragment files.
@@ -69,13 +78,33 @@ class FragmentIndex:
                 damaged = path.with_name(path.name + suffix)
                 if damaged.exists():
                     os.replace(damaged, aside.with_name(aside.name + suffix))
-            self._db = self._connect()
+            self._adopt(self._connect())
             self.rebuilt = True
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
+    def _adopt(self, db: sqlite3.Connection) -> sqlite3.Connection:
+        """Make ``db`` this thread's connection (all are closed by :meth:`close`)."""
+        self._local.db = db
+        with self._connections_lock:
+            self._connections.append(db)
+        return db
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._adopt(self._open())
+        return db
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
         db.execute("PRAGMA synchronous=NORMAL")
+        return db
+
+    def _connect(self) -> sqlite3.Connection:
+        """The first connection: sets WAL mode and creates or checks the schema."""
+        db = self._open()
+        db.execute("PRAGMA journal_mode=WAL")
         db.executescript(_SCHEMA)
         row = db.execute("SELECT value FROM meta WHERE name='schema'").fetchone()
         if row is None:
@@ -88,20 +117,25 @@ class FragmentIndex:
         """True when SQLite's quick integrity check passes."""
         return self._db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
 
+    def _write(self, sql: str, parameters: tuple[object, ...] = ()) -> None:
+        with self._write_lock:
+            self._db.execute(sql, parameters)
+
     def reset(self) -> None:
         """Drop every row (before a rebuild)."""
-        self._db.execute("DELETE FROM fragments")
+        self._write("DELETE FROM fragments")
 
     def put(self, entry: IndexEntry) -> None:
-        self._db.execute(
+        """Add or replace the row of one fragment."""
+        self._write(
             f"INSERT OR REPLACE INTO fragments ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (entry.bucket, entry.key, entry.gen, entry.idx, entry.state, entry.kind,
              entry.size, entry.file_bytes, entry.name, entry.info),
         )
 
     def remove(self, bucket: str, key: str, gen: str, idx: int) -> None:
-        self._db.execute("DELETE FROM fragments WHERE bucket=? AND key=? AND gen=? AND idx=?",
-                         (bucket, key, gen, idx))
+        """Delete the row of one fragment."""
+        self._write("DELETE FROM fragments WHERE bucket=? AND key=? AND gen=? AND idx=?", (bucket, key, gen, idx))
 
     def get(self, bucket: str, key: str, gen: str, idx: int) -> IndexEntry | None:
         row = self._db.execute(
@@ -151,7 +185,8 @@ class FragmentIndex:
         return {row[0] for row in self._db.execute("SELECT name FROM fragments")}
 
     def remove_name(self, name: str) -> None:
-        self._db.execute("DELETE FROM fragments WHERE name=?", (name,))
+        """Delete the row of the fragment file called ``name``."""
+        self._write("DELETE FROM fragments WHERE name=?", (name,))
 
     def all(self) -> Iterator[IndexEntry]:
         for row in self._db.execute(f"SELECT {_COLUMNS} FROM fragments"):
@@ -166,4 +201,9 @@ class FragmentIndex:
         return int(self._db.execute("SELECT COUNT(*) FROM fragments WHERE kind=?", (kind,)).fetchone()[0])
 
     def close(self) -> None:
-        self._db.close()
+        """Close every thread's connection."""
+        with self._connections_lock:
+            connections, self._connections = self._connections, []
+        for db in connections:
+            db.close()
+        self._local = threading.local()

@@ -16,6 +16,16 @@ between a rename and the index update leaves a file that startup
 reconciliation puts back into the index. Reads never see a ``.part`` file.
 Older generations are removed by ``retire`` once the writer knows the newer
 one is committed everywhere it could be.
+
+Thread safety: the store may be used from many threads at once. A short lock
+guards the shared tables (open uploads, reservations, disabled mountpaths) and
+another the header cache; neither is held across file I/O. Each upload has its
+own lock, held while its chunks are hashed and written and while it is sealed,
+so uploads proceed in parallel; changes to one object's fragment files (commit,
+drop, quarantine, retire, tombstone) are serialised by a lock chosen by the
+object's name. Reads take only the header cache's lock, so they never wait for
+a write or an fsync; each thread reads the index through its own SQLite
+connection (see :class:`~hcstore.node.index.FragmentIndex`).
 """
 
 from __future__ import annotations
@@ -23,12 +33,15 @@ from __future__ import annotations
 import logging
 import mmap
 import os
+import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import blake3
 import msgpack
@@ -70,6 +83,7 @@ log = logging.getLogger(__name__)
 STATE_SUFFIX = {"prepared": "prep", "committed": "frag", "tombstone": "tomb"}
 SUFFIX_STATE = {"prep": "prepared", "frag": "committed", "tomb": "committed"}
 _HEADER_CACHE_SIZE = 4096
+_OBJECT_LOCKS = 64
 
 
 def key_hash(bucket: str, key: str) -> str:
@@ -105,6 +119,8 @@ class Upload:
     next_stripe: int = 0
     digests: list[bytes] = field(default_factory=list)
     touched: float = field(default_factory=time.monotonic)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)   # held while writing or sealing
+    closed: bool = False    # sealed or discarded: no further chunks
 
 
 class LocalStore:
@@ -124,7 +140,10 @@ class LocalStore:
         self._by_id = {mp.id: mp for mp in self.mountpaths}
         self.disabled: dict[str, str] = {}        # mountpath id -> the I/O error that disabled it
         self.uploads: dict[str, Upload] = {}
-        self._headers: OrderedDict[str, FragmentHeader] = OrderedDict()
+        self._headers: OrderedDict[str, tuple[tuple[int, int, int], FragmentHeader]] = OrderedDict()
+        self._lock = threading.Lock()             # uploads, reservations, disabled; never held across I/O
+        self._headers_lock = threading.Lock()     # the header cache alone, so reads never wait for writers
+        self._object_locks = [threading.Lock() for _ in range(_OBJECT_LOCKS)]
         for mp in self.mountpaths:
             self._reconcile(mp)
 
@@ -135,10 +154,20 @@ class LocalStore:
 
     def _disable(self, mp: Mountpath, exc: OSError) -> None:
         """Take a failing mountpath out of service: its fragments count as lost and repair rebuilds them."""
-        if mp.id not in self.disabled:
+        with self._lock:
+            if mp.id in self.disabled:
+                return
             self.disabled[mp.id] = f"{type(exc).__name__}: {exc.strerror or exc}"
-            log.error("mountpath %s disabled after an I/O error (%s); its fragments will be rebuilt elsewhere",
-                      mp.path, self.disabled[mp.id])
+        log.error("mountpath %s disabled after an I/O error (%s); its fragments will be rebuilt elsewhere",
+                  mp.path, self.disabled[mp.id])
+
+    def _object_lock(self, bucket: str, key: str) -> threading.Lock:
+        """The lock that serialises changes to the fragment files of one object."""
+        return self._object_locks[int(key_hash(bucket, key)[:8], 16) % _OBJECT_LOCKS]
+
+    def _forget_header(self, path: Path) -> None:
+        with self._headers_lock:
+            self._headers.pop(str(path), None)
 
     # ------------------------------------------------------------------ startup
 
@@ -184,20 +213,28 @@ class LocalStore:
         """Start writing one fragment; refuses with StoreFull before writing anything."""
         _check_fragment_id(bucket, key, gen)
         need = DATA_OFFSET + FOOTER_SIZE + (expected_bytes or chunk_size)
-        mp = self._mountpath_with_room(bucket, key, need)
+        with self._lock:
+            mp = self._mountpath_with_room(bucket, key, need)
+            mp.reserved += need
         upload_id = uuid.uuid4().hex
         path = mp.tmp_dir / f"{upload_id}.part"
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             os.write(fd, encode_preamble())
         except OSError as exc:
+            self._release(mp, need)
             self._disable(mp, exc)
             raise DiskError(f"cannot create {path} on mountpath {mp.id}: {exc.strerror}") from None
-        mp.reserved += need
-        self.uploads[upload_id] = Upload(upload_id, mp, path, fd, bucket, key, gen, idx, chunk_size, need)
+        with self._lock:
+            self.uploads[upload_id] = Upload(upload_id, mp, path, fd, bucket, key, gen, idx, chunk_size, need)
         return upload_id
 
+    def _release(self, mp: Mountpath, nbytes: int) -> None:
+        with self._lock:
+            mp.reserved -= nbytes
+
     def _mountpath_with_room(self, bucket: str, key: str, nbytes: int) -> Mountpath:
+        """The first mountpath in ``bucket/key``'s ranking that can take ``nbytes`` (call under ``_lock``)."""
         for mp_id in choose_mountpaths(f"{bucket}/{key}", [mp.id for mp in self.serving]):
             mp = self._by_id[mp_id]
             if mp.can_fit(nbytes):
@@ -208,40 +245,55 @@ class LocalStore:
             f"{self.config.high_watermark:.0%} high watermark ({'; '.join(usage)}); free space or add mountpaths")
 
     def _upload(self, upload_id: str) -> Upload:
-        upload = self.uploads.get(upload_id)
+        with self._lock:
+            upload = self.uploads.get(upload_id)
         if upload is None:
             raise UploadNotFound(f"no open upload {upload_id!r} on node {self.config.node_id} (expired or aborted)")
         upload.touched = time.monotonic()
         return upload
 
+    def _check_open(self, upload: Upload) -> None:
+        """Refuse an upload that was sealed or discarded while the caller waited for its lock."""
+        if upload.closed:
+            raise UploadNotFound(f"no open upload {upload.id!r} on node {self.config.node_id} (expired or aborted)")
+
     def write_chunk(self, upload_id: str, stripe: int, data: Any) -> None:
         """Append chunk ``stripe`` of an upload."""
         upload = self._upload(upload_id)
-        if stripe != upload.next_stripe:
-            raise InvalidRequest(f"upload {upload_id}: got stripe {stripe}, expected {upload.next_stripe}")
-        if len(data) != upload.chunk_size:
-            raise InvalidRequest(f"upload {upload_id}: chunk of {len(data)} bytes, expected {upload.chunk_size}")
-        written = DATA_OFFSET + (stripe + 1) * upload.chunk_size + FOOTER_SIZE
-        if written > upload.reserved:
-            grow = written - upload.reserved
-            if not upload.mountpath.can_fit(grow):
-                self.abort(upload_id)
+        with upload.lock:
+            self._check_open(upload)
+            if stripe != upload.next_stripe:
+                raise InvalidRequest(f"upload {upload_id}: got stripe {stripe}, expected {upload.next_stripe}")
+            if len(data) != upload.chunk_size:
+                raise InvalidRequest(f"upload {upload_id}: chunk of {len(data)} bytes, expected {upload.chunk_size}")
+            written = DATA_OFFSET + (stripe + 1) * upload.chunk_size + FOOTER_SIZE
+            if written > upload.reserved and not self._grow(upload, written - upload.reserved):
+                self._discard(upload)
                 raise StoreFull(f"node {self.config.node_id}: mountpath {upload.mountpath.path} reached its "
                                 f"high watermark while writing {upload.bucket}/{upload.key}; upload aborted")
-            upload.mountpath.reserved += grow
-            upload.reserved += grow
-        upload.digests.append(chunk_digest(data))
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(upload.fd, view):]
-            if self.config.durability == "always":
-                os.fdatasync(upload.fd)
-        except OSError as exc:
-            self._disable(upload.mountpath, exc)
-            self.abort(upload_id)
-            raise DiskError(f"write to {upload.path} failed: {exc.strerror}") from None
-        upload.next_stripe += 1
+            digest = chunk_digest(data)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(upload.fd, view):]
+                if self.config.durability == "always":
+                    os.fdatasync(upload.fd)
+            except OSError as exc:
+                self._disable(upload.mountpath, exc)
+                self._discard(upload)
+                raise DiskError(f"write to {upload.path} failed: {exc.strerror}") from None
+            upload.digests.append(digest)
+            upload.next_stripe += 1
+            upload.touched = time.monotonic()
+
+    def _grow(self, upload: Upload, nbytes: int) -> bool:
+        """Reserve ``nbytes`` more for an upload; False when its mountpath cannot take them."""
+        with self._lock:
+            if not upload.mountpath.can_fit(nbytes):
+                return False
+            upload.mountpath.reserved += nbytes
+            upload.reserved += nbytes
+            return True
 
     def prepare(self, upload_id: str, header_fields: dict[str, Any]) -> None:
         """Seal an upload with its trailer and rename it into place as *prepared*.
@@ -250,31 +302,35 @@ class LocalStore:
         the bytes it received and wrote; ``header_fields`` carries everything else.
         """
         upload = self._upload(upload_id)
-        try:
-            header = header_from_dict({**header_fields, "digests": b"".join(upload.digests)})
-        except (FragmentFormatError, TypeError, ValueError, KeyError) as exc:
-            raise InvalidRequest(f"prepare {upload_id}: bad fragment header: {exc}") from None
-        expected = (upload.bucket, upload.key, upload.gen, upload.idx, upload.chunk_size, upload.next_stripe)
-        got = (header.bucket, header.key, header.generation, header.index, header.chunk_size, header.stripes)
-        if expected != got or header.kind != "data":
-            raise InvalidRequest(f"prepare {upload_id}: header {got} does not match the upload {expected}")
-        trailer = encode_trailer(header, DATA_OFFSET + upload.next_stripe * upload.chunk_size)
-        name = fragment_name(upload.bucket, upload.key, upload.gen, upload.idx, "prep")
-        try:
-            os.write(upload.fd, trailer)
-            if self.config.durability != "none":
-                os.fsync(upload.fd)
-            os.close(upload.fd)
-            upload.fd = -1
-            self._rename_into_place(upload.mountpath, upload.path, name)
-        except OSError as exc:
-            self._disable(upload.mountpath, exc)
-            self.abort(upload_id)
-            raise DiskError(f"sealing {upload.path} failed: {exc.strerror}") from None
-        del self.uploads[upload_id]
-        upload.mountpath.reserved -= upload.reserved
-        file_bytes = upload.mountpath.fragment_path(name).stat().st_size
-        upload.mountpath.index.put(self._entry(header, "prepared", name, file_bytes))
+        with upload.lock:
+            self._check_open(upload)
+            try:
+                header = header_from_dict({**header_fields, "digests": b"".join(upload.digests)})
+            except (FragmentFormatError, TypeError, ValueError, KeyError) as exc:
+                raise InvalidRequest(f"prepare {upload_id}: bad fragment header: {exc}") from None
+            expected = (upload.bucket, upload.key, upload.gen, upload.idx, upload.chunk_size, upload.next_stripe)
+            got = (header.bucket, header.key, header.generation, header.index, header.chunk_size, header.stripes)
+            if expected != got or header.kind != "data":
+                raise InvalidRequest(f"prepare {upload_id}: header {got} does not match the upload {expected}")
+            trailer = encode_trailer(header, DATA_OFFSET + upload.next_stripe * upload.chunk_size)
+            name = fragment_name(upload.bucket, upload.key, upload.gen, upload.idx, "prep")
+            try:
+                os.write(upload.fd, trailer)
+                if self.config.durability != "none":
+                    os.fsync(upload.fd)
+                os.close(upload.fd)
+                upload.fd = -1
+                self._rename_into_place(upload.mountpath, upload.path, name)
+                file_bytes = upload.mountpath.fragment_path(name).stat().st_size
+            except OSError as exc:
+                self._disable(upload.mountpath, exc)
+                self._discard(upload)
+                raise DiskError(f"sealing {upload.path} failed: {exc.strerror}") from None
+            upload.mountpath.index.put(self._entry(header, "prepared", name, file_bytes))
+            upload.closed = True
+            with self._lock:     # after the index counts the file, so the mountpath never looks emptier than it is
+                self.uploads.pop(upload_id, None)
+                upload.mountpath.reserved -= upload.reserved
 
     def _rename_into_place(self, mp: Mountpath, source: Path, name: str) -> None:
         target = mp.fragment_path(name)
@@ -296,35 +352,59 @@ class LocalStore:
     def commit(self, bucket: str, key: str, gen: str, idx: int) -> None:
         """Make a prepared fragment visible (idempotent)."""
         _check_fragment_id(bucket, key, gen)
-        mp, entry = self._find(bucket, key, gen, idx)
-        if entry.state == "committed":
-            return
-        name = entry.name[: -len("prep")] + "frag"
-        try:
-            self._rename_into_place(mp, mp.fragment_path(entry.name), name)
-        except OSError as exc:
-            self._disable(mp, exc)
-            raise DiskError(f"commit of {bucket}/{key} fragment {idx} failed: {exc.strerror}") from None
-        self._headers.pop(str(mp.fragment_path(entry.name)), None)
-        mp.index.put(IndexEntry(**{**entry.__dict__, "state": "committed", "name": name}))
+        with self._object_lock(bucket, key):
+            mp, entry = self._find(bucket, key, gen, idx)
+            if entry.state == "committed":
+                return
+            name = committed_name(entry.name)
+            try:
+                self._rename_into_place(mp, mp.fragment_path(entry.name), name)
+            except OSError as exc:
+                self._disable(mp, exc)
+                raise DiskError(f"commit of {bucket}/{key} fragment {idx} failed: {exc.strerror}") from None
+            self._forget_header(mp.fragment_path(entry.name))
+            mp.index.put(IndexEntry(**{**entry.__dict__, "state": "committed", "name": name}))
 
     def abort(self, upload_id: str) -> None:
-        """Discard an open upload (idempotent)."""
-        upload = self.uploads.pop(upload_id, None)
+        """Discard an open upload (idempotent); waits for a chunk being written to it."""
+        with self._lock:
+            upload = self.uploads.get(upload_id)
         if upload is None:
             return
+        with upload.lock:
+            self._discard(upload)
+
+    def _discard(self, upload: Upload) -> None:
+        """Close and delete an upload's file and release its room (the caller holds ``upload.lock``)."""
+        if upload.closed:
+            return
+        upload.closed = True
+        with self._lock:
+            self.uploads.pop(upload.id, None)
+            upload.mountpath.reserved -= upload.reserved
         if upload.fd >= 0:
             os.close(upload.fd)
+            upload.fd = -1
         upload.path.unlink(missing_ok=True)
-        upload.mountpath.reserved -= upload.reserved
 
     def expire_uploads(self, now: float | None = None) -> int:
-        """Abort uploads idle for longer than the upload TTL; returns how many."""
+        """Abort uploads idle for longer than the upload TTL; returns how many.
+
+        An upload whose chunk is being written or which is being sealed is not idle, and is left alone.
+        """
         now = time.monotonic() if now is None else now
-        stale = [u.id for u in self.uploads.values() if now - u.touched > self.config.upload_ttl]
-        for upload_id in stale:
-            self.abort(upload_id)
-        return len(stale)
+        with self._lock:
+            stale = [u for u in self.uploads.values() if now - u.touched > self.config.upload_ttl]
+        expired = 0
+        for upload in stale:
+            if upload.lock.acquire(blocking=False):
+                try:
+                    if not upload.closed and now - upload.touched > self.config.upload_ttl:
+                        self._discard(upload)
+                        expired += 1
+                finally:
+                    upload.lock.release()
+        return expired
 
     def tombstone(self, header_fields: dict[str, Any]) -> None:
         """Write a committed tombstone generation and retire everything older."""
@@ -335,23 +415,26 @@ class LocalStore:
         if header.kind != "tombstone":
             raise InvalidRequest(f"tombstone: header kind is {header.kind!r}")
         _check_fragment_id(header.bucket, header.key, header.generation)
-        mp = self._mountpath_with_room(header.bucket, header.key, 4096)
+        with self._lock:
+            mp = self._mountpath_with_room(header.bucket, header.key, 4096)
         name = fragment_name(header.bucket, header.key, header.generation, header.index, "tomb")
         tmp = mp.tmp_dir / f"{uuid.uuid4().hex}.part"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(encode_preamble())
-                f.write(encode_trailer(header, DATA_OFFSET))
-                if self.config.durability != "none":
-                    f.flush()
-                    os.fsync(f.fileno())
-            self._rename_into_place(mp, tmp, name)
-        except OSError as exc:
-            self._disable(mp, exc)
-            tmp.unlink(missing_ok=True)
-            raise DiskError(f"tombstone of {header.bucket}/{header.key} failed: {exc.strerror}") from None
-        mp.index.put(self._entry(header, "committed", name, mp.fragment_path(name).stat().st_size))
-        self.retire(header.bucket, header.key, header.generation)
+        with self._object_lock(header.bucket, header.key):
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(encode_preamble())
+                    f.write(encode_trailer(header, DATA_OFFSET))
+                    if self.config.durability != "none":
+                        f.flush()
+                        os.fsync(f.fileno())
+                self._rename_into_place(mp, tmp, name)
+                file_bytes = mp.fragment_path(name).stat().st_size
+            except OSError as exc:
+                self._disable(mp, exc)
+                tmp.unlink(missing_ok=True)
+                raise DiskError(f"tombstone of {header.bucket}/{header.key} failed: {exc.strerror}") from None
+            mp.index.put(self._entry(header, "committed", name, file_bytes))
+            self._retire(header.bucket, header.key, header.generation)
 
     def retire(self, bucket: str, key: str, gen: str) -> int:
         """Delete this node's committed fragments of ``bucket/key`` older than ``gen``; returns how many.
@@ -360,13 +443,17 @@ class LocalStore:
         commit (an older generation, invisible behind ``gen``, retired by the next retire) or expire.
         """
         _check_fragment_id(bucket, key, gen)
+        with self._object_lock(bucket, key):
+            return self._retire(bucket, key, gen)
+
+    def _retire(self, bucket: str, key: str, gen: str) -> int:
         removed = 0
         for mp in self.serving:
             for entry in mp.index.entries(bucket, key):
                 if entry.gen < gen and entry.state == "committed":
                     path = mp.fragment_path(entry.name)
                     path.unlink(missing_ok=True)
-                    self._headers.pop(str(path), None)
+                    self._forget_header(path)
                     mp.index.remove(bucket, key, entry.gen, entry.idx)
                     removed += 1
         return removed
@@ -374,26 +461,29 @@ class LocalStore:
     def drop(self, bucket: str, key: str, gen: str, idx: int) -> None:
         """Delete one fragment that now lives elsewhere (rebalance); idempotent."""
         _check_fragment_id(bucket, key, gen)
-        for mp in self.serving:
-            entry = mp.index.get(bucket, key, gen, idx)
-            if entry is not None:
-                path = mp.fragment_path(entry.name)
-                path.unlink(missing_ok=True)
-                self._headers.pop(str(path), None)
-                mp.index.remove(bucket, key, gen, idx)
+        with self._object_lock(bucket, key):
+            for mp in self.serving:
+                entry = mp.index.get(bucket, key, gen, idx)
+                if entry is not None:
+                    path = mp.fragment_path(entry.name)
+                    path.unlink(missing_ok=True)
+                    self._forget_header(path)
+                    mp.index.remove(bucket, key, gen, idx)
 
     def quarantine(self, bucket: str, key: str, gen: str, idx: int) -> None:
         """Move a corrupt fragment out of service into ``quarantine/`` (kept for inspection); it then
         counts as lost and is rebuilt by repair. Idempotent."""
         _check_fragment_id(bucket, key, gen)
-        for mp in self.serving:
-            entry = mp.index.get(bucket, key, gen, idx)
-            if entry is not None:
+        with self._object_lock(bucket, key):
+            for mp in self.serving:
+                entry = mp.index.get(bucket, key, gen, idx)
+                if entry is None:
+                    continue
                 path = mp.fragment_path(entry.name)
                 target = mp.path / "quarantine" / path.name
                 target.parent.mkdir(exist_ok=True)
                 os.replace(path, target)
-                self._headers.pop(str(path), None)
+                self._forget_header(path)
                 mp.index.remove(bucket, key, gen, idx)
                 log.warning("quarantined corrupt fragment %d of %s/%s (%s)", idx, bucket, key, target)
 
@@ -407,66 +497,83 @@ class LocalStore:
         raise ObjectNotFound(f"node {self.config.node_id} holds no fragment {idx} of {bucket}/{key} generation {gen}")
 
     def header(self, bucket: str, key: str, gen: str, idx: int) -> tuple[Path, FragmentHeader]:
+        """The file and header of a fragment here (the header from a cache after its first read)."""
+        with self._open_fragment(bucket, key, gen, idx) as (_, path, _, header):
+            return path, header
+
+    @contextmanager
+    def _open_fragment(self, bucket: str, key: str, gen: str,
+                       idx: int) -> Iterator[tuple[Mountpath, Path, BinaryIO, FragmentHeader]]:
+        """The mountpath, path, open file and header of a fragment here.
+
+        A prepared fragment may be renamed by a commit running at the same time, before the index
+        learns its new name: then the file is found under its committed name.
+        """
         mp, entry = self._find(bucket, key, gen, idx)
-        path = mp.fragment_path(entry.name)
-        cached = self._headers.get(str(path))
-        if cached is None:
-            try:
-                cached = self._load_header(path)
-            except FragmentFormatError as exc:
-                raise CorruptFragment(f"fragment {idx} of {bucket}/{key} on node {self.config.node_id}: {exc}") from None
+        for path in _paths_of(mp, entry):
+            try:   # not `with open(...)`: only the open's own FileNotFoundError means "try the next name"
+                f = open(path, "rb")  # noqa: SIM115
             except FileNotFoundError:
-                raise ObjectNotFound(f"fragment {idx} of {bucket}/{key} generation {gen} was removed") from None
+                continue
             except OSError as exc:
                 self._disable(mp, exc)
-                raise DiskError(f"reading the trailer of {path} failed: {exc.strerror or exc}") from None
-            self._headers[str(path)] = cached
+                raise DiskError(f"opening {path} failed: {exc.strerror}") from None
+            with f:
+                yield mp, path, f, self._header_of(mp, path, f, f"fragment {idx} of {bucket}/{key}")
+            return
+        raise ObjectNotFound(f"fragment {idx} of {bucket}/{key} generation {gen} was removed")
+
+    def _header_of(self, mp: Mountpath, path: Path, f: BinaryIO, what: str) -> FragmentHeader:
+        """The header of an open fragment file, cached by path and checked against the file's identity."""
+        try:
+            st = os.fstat(f.fileno())
+            identity = (st.st_ino, st.st_size, st.st_mtime_ns)
+            with self._headers_lock:
+                cached = self._headers.get(str(path))
+                if cached is not None and cached[0] == identity:
+                    self._headers.move_to_end(str(path))
+                    return cached[1]
+            header = _read_header(f, path)
+        except FragmentFormatError as exc:
+            raise CorruptFragment(f"{what} on node {self.config.node_id}: {exc}") from None
+        except OSError as exc:
+            self._disable(mp, exc)
+            raise DiskError(f"reading the trailer of {path} failed: {exc.strerror or exc}") from None
+        with self._headers_lock:
+            self._headers[str(path)] = (identity, header)
+            self._headers.move_to_end(str(path))
             if len(self._headers) > _HEADER_CACHE_SIZE:
                 self._headers.popitem(last=False)
-        else:
-            self._headers.move_to_end(str(path))
-        return path, cached
+        return header
 
     @staticmethod
     def _load_header(path: Path) -> FragmentHeader:
         with open(path, "rb") as f:
-            check_preamble(f.read(DATA_OFFSET))
-            f.seek(0, os.SEEK_END)
-            end = f.tell()
-            if end < DATA_OFFSET + FOOTER_SIZE:
-                raise FragmentFormatError(f"{path}: {end} bytes is too short for a fragment file")
-            f.seek(end - FOOTER_SIZE)
-            offset, length, digest = parse_footer(f.read(FOOTER_SIZE))
-            if offset + length + FOOTER_SIZE != end:
-                raise FragmentFormatError(f"{path}: footer points outside the file")
-            f.seek(offset)
-            return parse_trailer(f.read(length), digest)
+            return _read_header(f, path)
 
     def read_chunks(self, bucket: str, key: str, gen: str, idx: int, first: int, count: int,
                     max_bytes: int) -> tuple[list[bytes], list[bytes]]:
-        """Chunks ``first..first+count-1`` of a fragment and their recorded digests."""
+        """Chunks ``first..first+count-1`` of a fragment and their recorded digests.
+
+        Chunks leave as views of a read-only mapping: the socket sends from the page cache without a
+        copy in this process. Fragment files are never truncated in place.
+        """
         _check_fragment_id(bucket, key, gen)
-        mp, _ = self._find(bucket, key, gen, idx)
-        path, header = self.header(bucket, key, gen, idx)
-        if count * header.chunk_size > max_bytes:
-            raise MessageTooLarge(f"read of {count} chunks of {header.chunk_size} bytes exceeds {max_bytes} bytes")
-        if first + count > header.stripes:
-            raise InvalidRequest(f"read of stripes {first}..{first + count - 1} but {bucket}/{key} "
-                                 f"fragment {idx} has {header.stripes}")
-        chunk = header.chunk_size
-        end = chunk_offset(first + count, chunk)
-        try:
-            with open(path, "rb") as f:
-                if os.fstat(f.fileno()).st_size < end:
-                    raise CorruptFragment(f"fragment {idx} of {bucket}/{key} on node {self.config.node_id} is truncated")
-                # Chunks leave as views of a read-only mapping: the socket sends from the page cache
-                # without a copy in this process. Fragment files are never truncated in place.
+        with self._open_fragment(bucket, key, gen, idx) as (mp, path, f, header):
+            if count * header.chunk_size > max_bytes:
+                raise MessageTooLarge(f"read of {count} chunks of {header.chunk_size} bytes exceeds {max_bytes} bytes")
+            if first + count > header.stripes:
+                raise InvalidRequest(f"read of stripes {first}..{first + count - 1} but {bucket}/{key} "
+                                     f"fragment {idx} has {header.stripes}")
+            chunk = header.chunk_size
+            end = chunk_offset(first + count, chunk)
+            if os.fstat(f.fileno()).st_size < end:
+                raise CorruptFragment(f"fragment {idx} of {bucket}/{key} on node {self.config.node_id} is truncated")
+            try:
                 mapping = memoryview(mmap.mmap(f.fileno(), end, access=mmap.ACCESS_READ))
-        except FileNotFoundError:
-            raise ObjectNotFound(f"fragment {idx} of {bucket}/{key} generation {gen} was removed") from None
-        except OSError as exc:
-            self._disable(mp, exc)
-            raise DiskError(f"read of {path} failed: {exc.strerror}") from None
+            except OSError as exc:
+                self._disable(mp, exc)
+                raise DiskError(f"read of {path} failed: {exc.strerror}") from None
         data = [mapping[chunk_offset(s, chunk):chunk_offset(s + 1, chunk)] for s in range(first, first + count)]
         return [header.digest(s) for s in range(first, first + count)], data
 
@@ -526,6 +633,35 @@ class LocalStore:
             self.abort(upload_id)
         for mp in self.mountpaths:
             mp.close()
+
+
+def committed_name(prepared: str) -> str:
+    """The file name a prepared fragment takes when it is committed."""
+    return prepared[: -len(STATE_SUFFIX["prepared"])] + STATE_SUFFIX["committed"]
+
+
+def _paths_of(mp: Mountpath, entry: IndexEntry) -> list[Path]:
+    """Where the file of an index entry is: its name, then, for a prepared fragment, the name a
+    commit running at the same time renames it to (the index learns the new name just after)."""
+    path = mp.fragment_path(entry.name)
+    if entry.state == "prepared":
+        return [path, mp.fragment_path(committed_name(entry.name))]
+    return [path]
+
+
+def _read_header(f: BinaryIO, path: Path) -> FragmentHeader:
+    """The header in the trailer of an open fragment file."""
+    f.seek(0)
+    check_preamble(f.read(DATA_OFFSET))
+    end = f.seek(0, os.SEEK_END)
+    if end < DATA_OFFSET + FOOTER_SIZE:
+        raise FragmentFormatError(f"{path}: {end} bytes is too short for a fragment file")
+    f.seek(end - FOOTER_SIZE)
+    offset, length, digest = parse_footer(f.read(FOOTER_SIZE))
+    if offset + length + FOOTER_SIZE != end:
+        raise FragmentFormatError(f"{path}: footer points outside the file")
+    f.seek(offset)
+    return parse_trailer(f.read(length), digest)
 
 
 def _check_fragment_id(bucket: str, key: str, gen: str) -> None:
