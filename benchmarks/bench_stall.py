@@ -71,22 +71,42 @@ def percentile(sorted_values: Sequence[float], fraction: float) -> float:
 def phase(name: str, latencies: Sequence[float]) -> Phase:
     """The figures of one phase from its latencies in seconds."""
     ordered = sorted(latencies)
-    return Phase(name, len(ordered), 1e3 * percentile(ordered, 0.50), 1e3 * percentile(ordered, 0.99),
-                 1e3 * (ordered[-1] if ordered else float("nan")))
+    return Phase(
+        name,
+        len(ordered),
+        1e3 * percentile(ordered, 0.50),
+        1e3 * percentile(ordered, 0.99),
+        1e3 * (ordered[-1] if ordered else float("nan")),
+    )
 
 
 def fragment_header(key: str, gen: str, chunk_size: int, stripes: int) -> dict[str, Any]:
     """The header fields ``prepare`` takes for a one-fragment object (the agent adds the digests)."""
-    fields = header_to_dict(FragmentHeader(
-        bucket=BUCKET, key=key, generation=gen, kind="data", codec="zfec", k=1, m=1, chunk_size=chunk_size,
-        size=chunk_size * stripes, index=0, stripes=stripes, digests=bytes(32 * stripes), placement=("n1", "n2"),
-        created_ns=time.time_ns()))
+    fields = header_to_dict(
+        FragmentHeader(
+            bucket=BUCKET,
+            key=key,
+            generation=gen,
+            kind="data",
+            codec="zfec",
+            k=1,
+            m=1,
+            chunk_size=chunk_size,
+            size=chunk_size * stripes,
+            index=0,
+            stripes=stripes,
+            digests=bytes(32 * stripes),
+            placement=("n1", "n2"),
+            created_ns=time.time_ns(),
+        )
+    )
     del fields["digests"]
     return fields
 
 
-def upload(transport: Transport, endpoint: str, key: str, chunk_size: int, stripes: int,
-           marks: dict[str, float] | None = None) -> str:
+def upload(
+    transport: Transport, endpoint: str, key: str, chunk_size: int, stripes: int, marks: dict[str, float] | None = None
+) -> str:
     """Write one committed fragment with raw requests, ``WRITE_WINDOW`` chunks in flight; returns its generation.
 
     ``marks`` receives monotonic times: ``start``, ``prepare`` (prepare sent), ``prepared`` (its reply), ``end``.
@@ -94,9 +114,18 @@ def upload(transport: Transport, endpoint: str, key: str, chunk_size: int, strip
     marks = {} if marks is None else marks
     marks["start"] = time.monotonic()
     gen = HybridClock().now()
-    upload_id = transport.request(endpoint, "open", {"bucket": BUCKET, "key": key, "gen": gen, "idx": 0,
-                                                     "chunk_size": chunk_size,
-                                                     "expected_bytes": chunk_size * stripes}).header["upload"]
+    upload_id = transport.request(
+        endpoint,
+        "open",
+        {
+            "bucket": BUCKET,
+            "key": key,
+            "gen": gen,
+            "idx": 0,
+            "chunk_size": chunk_size,
+            "expected_bytes": chunk_size * stripes,
+        },
+    ).header["upload"]
     chunk = os.urandom(chunk_size)
     inflight: set[int] = set()
     for stripe in range(stripes):
@@ -108,8 +137,9 @@ def upload(transport: Transport, endpoint: str, key: str, chunk_size: int, strip
                     raise result
                 result.unwrap()
     marks["prepare"] = time.monotonic()
-    transport.request(endpoint, "prepare", {"upload": upload_id,
-                                            "header": fragment_header(key, gen, chunk_size, stripes)})
+    transport.request(
+        endpoint, "prepare", {"upload": upload_id, "header": fragment_header(key, gen, chunk_size, stripes)}
+    )
     marks["prepared"] = time.monotonic()
     transport.request(endpoint, "commit", {"bucket": BUCKET, "key": key, "gen": gen, "idx": 0})
     marks["end"] = time.monotonic()
@@ -126,8 +156,9 @@ def writer_process(endpoint: str, size_mb: int, results: Any, go: Any) -> None:
     transport.close()
 
 
-def timed_reads(transport: Transport, endpoint: str, gen: str, interval: float, *, count: int = 0,
-                until: Any = None) -> list[tuple[float, float]]:
+def timed_reads(
+    transport: Transport, endpoint: str, gen: str, interval: float, *, count: int = 0, until: Any = None
+) -> list[tuple[float, float]]:
     """``(scheduled send time, latency)`` of 64 KiB reads sent on a fixed schedule, one at a time,
     ``count`` of them or until the event ``until`` is set."""
     samples = []
@@ -138,8 +169,11 @@ def timed_reads(transport: Transport, endpoint: str, gen: str, interval: float, 
         delay = scheduled - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        reply = transport.request(endpoint, "read", {"bucket": BUCKET, "key": "small", "gen": gen, "idx": 0,
-                                                     "first": n % READ_STRIPES, "count": 1})
+        reply = transport.request(
+            endpoint,
+            "read",
+            {"bucket": BUCKET, "key": "small", "gen": gen, "idx": 0, "first": n % READ_STRIPES, "count": 1},
+        )
         samples.append((scheduled, time.monotonic() - scheduled))
         assert len(reply.payloads[0]) == READ_CHUNK
         n += 1
@@ -148,22 +182,25 @@ def timed_reads(transport: Transport, endpoint: str, gen: str, interval: float, 
 
 def machine() -> str:
     """Cores, architecture, kernel and Python of this machine."""
-    return (f"{os.cpu_count()} cores ({platform.machine()}), {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}")
+    return (
+        f"{os.cpu_count()} cores ({platform.machine()}), {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def run(*, size_mb: int, idle_reads: int, interval_ms: float, data_dir: str | None) -> dict[str, Any]:
     """Start a one-agent cluster, measure idle and busy read latency, and return the figures."""
     interval = interval_ms / 1e3
     with tempfile.TemporaryDirectory(dir=data_dir, prefix="bench-stall-") as tmp:
-        cluster = LocalCluster.create(Path(tmp) / "cluster", agents=1, ec="1+1", durability="commit",
-                                      mountpaths_per_agent=1)
+        cluster = LocalCluster.create(
+            Path(tmp) / "cluster", agents=1, ec="1+1", durability="commit", mountpaths_per_agent=1
+        )
         try:
             cluster.start()
             endpoint = cluster.cluster_map().node("n1").endpoint
             transport = Transport(request_timeout=REQUEST_TIMEOUT)
             gen = upload(transport, endpoint, "small", READ_CHUNK, READ_STRIPES)
-            timed_reads(transport, endpoint, gen, interval, count=100)            # warm up
+            timed_reads(transport, endpoint, gen, interval, count=100)  # warm up
             idle = [lat for _, lat in timed_reads(transport, endpoint, gen, interval, count=idle_reads // 2)]
 
             context = multiprocessing.get_context("spawn")
@@ -178,38 +215,57 @@ def run(*, size_mb: int, idle_reads: int, interval_ms: float, data_dir: str | No
             if writer.exitcode != 0 or not receive.poll(10):
                 raise RuntimeError(f"the writer process failed (exit code {writer.exitcode})")
             marks = receive.recv()
-            idle += [lat for _, lat in timed_reads(transport, endpoint, gen, interval,
-                                                   count=idle_reads - idle_reads // 2)]
+            idle += [
+                lat for _, lat in timed_reads(transport, endpoint, gen, interval, count=idle_reads - idle_reads // 2)
+            ]
             transport.close()
         finally:
             cluster.destroy()
     busy = [lat for t, lat in samples if marks["start"] <= t <= marks["end"]]
     writing = [lat for t, lat in samples if marks["start"] <= t < marks["prepare"]]
     preparing = [lat for t, lat in samples if marks["prepare"] <= t <= marks["prepared"]]
-    phases = [phase("idle", idle), phase("busy: whole upload", busy), phase("busy: writes", writing),
-              phase("busy: prepare (fsync)", preparing)]
+    phases = [
+        phase("idle", idle),
+        phase("busy: whole upload", busy),
+        phase("busy: writes", writing),
+        phase("busy: prepare (fsync)", preparing),
+    ]
     ratio = phases[1].p99_ms / phases[0].p99_ms
-    return {"machine": machine(), "size_mb": size_mb, "read_bytes": READ_CHUNK, "interval_ms": interval_ms,
-            "durability": "commit", "phases": [asdict(p) for p in phases], "p99_ratio": ratio, "goal": GOAL,
-            "met": ratio <= GOAL, "writer": {"seconds": marks["end"] - marks["start"],
-                                             "prepare_seconds": marks["prepared"] - marks["prepare"]}}
+    return {
+        "machine": machine(),
+        "size_mb": size_mb,
+        "read_bytes": READ_CHUNK,
+        "interval_ms": interval_ms,
+        "durability": "commit",
+        "phases": [asdict(p) for p in phases],
+        "p99_ratio": ratio,
+        "goal": GOAL,
+        "met": ratio <= GOAL,
+        "writer": {"seconds": marks["end"] - marks["start"], "prepare_seconds": marks["prepared"] - marks["prepare"]},
+    }
 
 
 def report(figures: dict[str, Any]) -> None:
     """Print the figures for people."""
-    print(f"bench_stall: {figures['read_bytes'] >> 10} KiB reads from one agent, one every "
-          f"{figures['interval_ms']:g} ms, while that agent writes and fsyncs a {figures['size_mb']} MiB fragment "
-          f"(durability {figures['durability']})")
+    print(
+        f"bench_stall: {figures['read_bytes'] >> 10} KiB reads from one agent, one every "
+        f"{figures['interval_ms']:g} ms, while that agent writes and fsyncs a {figures['size_mb']} MiB fragment "
+        f"(durability {figures['durability']})"
+    )
     print(f"machine: {figures['machine']}")
     print("statistic: latency from each read's scheduled send time to its reply (nearest-rank percentiles)")
     print(f"{'phase':<24}{'reads':>8}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}")
     for p in figures["phases"]:
         print(f"{p['name']:<24}{p['reads']:>8}{p['p50_ms']:>10.2f}{p['p99_ms']:>10.2f}{p['max_ms']:>10.2f}")
     writer = figures["writer"]
-    print(f"writer: {figures['size_mb']} MiB uploaded in {writer['seconds']:.1f} s "
-          f"(prepare, i.e. the fsync: {writer['prepare_seconds']:.2f} s)")
-    print(f"p99 busy / p99 idle = {figures['p99_ratio']:.2f}x; goal: within {figures['goal']:g}x: "
-          f"{'met' if figures['met'] else 'NOT met'}")
+    print(
+        f"writer: {figures['size_mb']} MiB uploaded in {writer['seconds']:.1f} s "
+        f"(prepare, i.e. the fsync: {writer['prepare_seconds']:.2f} s)"
+    )
+    print(
+        f"p99 busy / p99 idle = {figures['p99_ratio']:.2f}x; goal: within {figures['goal']:g}x: "
+        f"{'met' if figures['met'] else 'NOT met'}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,8 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.size_mb, args.idle_reads = min(args.size_mb, 256), min(args.idle_reads, 300)
-    figures = run(size_mb=args.size_mb, idle_reads=args.idle_reads, interval_ms=args.interval_ms,
-                  data_dir=args.data_dir)
+    figures = run(
+        size_mb=args.size_mb, idle_reads=args.idle_reads, interval_ms=args.interval_ms, data_dir=args.data_dir
+    )
     report(figures)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(figures, indent=2))

@@ -228,6 +228,11 @@ class AgentConfig(_Settings):
         scrub_interval: seconds between scrubs (re-verification of every local chunk at ``repair_rate``).
         ready_file: file the agent writes ``{"endpoint", "pid", "node_id"}`` to once it serves ("": none).
         log_file: file the agent's process logs to ("": standard error).
+        io_workers: threads that do the agent's disk work (hashing, writes, fsync, renames, deletes).
+        io_queue: requests of disk work admitted and not finished, at most; beyond, the agent answers
+            ``AgentBusy`` (retryable).
+        io_queue_bytes: payload bytes those requests may hold, at most (one larger request is admitted
+            alone): the agent's memory bound for chunks received and not yet written.
     """
 
     node_id: str = "n1"
@@ -248,6 +253,9 @@ class AgentConfig(_Settings):
     scrub_interval: float = 86400.0
     ready_file: str = ""
     log_file: str = ""
+    io_workers: int = 4
+    io_queue: int = 4096
+    io_queue_bytes: int = 1 << 30
 
     def _validate(self) -> None:
         self._require(bool(self.node_id), "node_id", "must not be empty")
@@ -256,7 +264,8 @@ class AgentConfig(_Settings):
         self._require(0 < self.high_watermark <= 1, "high_watermark", "must be in (0, 1]")
         self._require(self.capacity_bytes >= 0, "capacity_bytes", "must be >= 0")
         _check_port(self)
-        for name in ("upload_ttl", "heartbeat", "scan_interval", "scrub_interval"):
+        for name in ("upload_ttl", "heartbeat", "scan_interval", "scrub_interval", "io_workers", "io_queue",
+                     "io_queue_bytes"):
             self._require(getattr(self, name) > 0, name, "must be > 0")
         for name in ("weight", "repair_rate"):
             self._require(getattr(self, name) >= 0, name, "must be >= 0")

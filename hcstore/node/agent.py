@@ -36,9 +36,9 @@ import zmq
 from hcstore import daemon
 from hcstore.wire import protocol
 from hcstore.config import AgentConfig
-from hcstore.errors import AgentBusy, AgentUnavailable, HCStoreError, InvalidRequest
+from hcstore.errors import AgentBusy, AgentUnavailable, HCStoreError, InvalidRequest, ProtocolError
 from hcstore.node import routes
-from hcstore.node.io_pool import IoPool, Job, PoolLimits
+from hcstore.node.io_pool import IoPool, Job
 from hcstore.node.maintenance import Maintainer
 from hcstore.wire.protocol import Request
 from hcstore.files import write_json_atomic
@@ -55,11 +55,10 @@ _CLOSE_LINGER_MS = 1000       # how long final replies may take to leave at shut
 class Agent:
     """Serves one node's :class:`LocalStore` on a ZeroMQ ROUTER socket."""
 
-    def __init__(self, config: AgentConfig, *, context: zmq.Context | None = None,
-                 io_limits: PoolLimits | None = None) -> None:
+    def __init__(self, config: AgentConfig, *, context: zmq.Context | None = None) -> None:
         self.config = config
         self.store = LocalStore(config)
-        self.io = IoPool(io_limits or PoolLimits.from_env(), name=f"io-{config.node_id}")
+        self.io = IoPool(config.io_workers, config.io_queue, config.io_queue_bytes, name=f"io-{config.node_id}")
         self.outbox = Outbox()
         self.map_file = Path(config.state_dir or config.mountpaths[0]) / "cluster-map.json"
         self.cluster_map = _load_map(self.map_file)
@@ -318,7 +317,7 @@ class Agent:
 
     def _write(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
         if len(request.payloads) != 1:
-            raise protocol.ProtocolError(f"write carries {len(request.payloads)} payload frames, expected 1")
+            raise ProtocolError(f"write carries {len(request.payloads)} payload frames, expected 1")
         self.store.write_chunk(request.fields["upload"], request.fields["stripe"], request.payloads[0].buffer)
         return {}, []
 

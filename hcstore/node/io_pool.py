@@ -1,20 +1,17 @@
 """A bounded pool of I/O threads that run jobs in ordered lanes (see :mod:`hcstore.node.lanes`).
 
 The agent's serving thread submits disk work here and goes back to its socket
-at once; a full pool refuses instead of queueing without limit. Sizes come from
-``HCSTORE_IO_WORKERS``, ``HCSTORE_IO_QUEUE`` (jobs) and ``HCSTORE_IO_QUEUE_BYTES``
-(payload bytes held by queued and running jobs), or the defaults below.
+at once; a full pool refuses instead of queueing without limit. The agent sizes it
+from its config (``io_workers``, ``io_queue``, ``io_queue_bytes``).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
-from hcstore.errors import InvalidRequest
 from hcstore.node.lanes import Lanes
 
 log = logging.getLogger(__name__)
@@ -30,47 +27,26 @@ class Job:
 
     run: Callable[[], object]
     cancel: Callable[[], None] = _nothing
-    cost: int = 0            # payload bytes the job holds until it finishes
-
-
-@dataclass(frozen=True)
-class PoolLimits:
-    """How many I/O threads, and how much admitted work, a pool allows."""
-
-    workers: int = 4
-    max_jobs: int = 4096
-    max_bytes: int = 1 << 30     # chunks received and not yet written: the agent's memory bound for writes
-
-    def __post_init__(self) -> None:
-        for name in ("workers", "max_jobs", "max_bytes"):
-            if getattr(self, name) < 1:
-                raise InvalidRequest(f"I/O pool setting {name}={getattr(self, name)} must be >= 1")
-
-    @classmethod
-    def from_env(cls) -> PoolLimits:
-        """The defaults, overridden by ``HCSTORE_IO_WORKERS``, ``HCSTORE_IO_QUEUE``, ``HCSTORE_IO_QUEUE_BYTES``."""
-        values = {}
-        for name, variable in (("workers", "HCSTORE_IO_WORKERS"), ("max_jobs", "HCSTORE_IO_QUEUE"),
-                               ("max_bytes", "HCSTORE_IO_QUEUE_BYTES")):
-            raw = os.environ.get(variable)
-            if raw is not None:
-                try:
-                    values[name] = int(raw, 0)
-                except ValueError:
-                    raise InvalidRequest(f"setting {variable}={raw!r} is not a whole number") from None
-        return cls(**values)
+    cost: int = 0  # payload bytes the job holds until it finishes
 
 
 class IoPool:
-    """Threads running :class:`Job` s: one at a time and in order within a lane, lanes in parallel."""
+    """Threads running :class:`Job` s: one at a time and in order within a lane, lanes in parallel.
 
-    def __init__(self, limits: PoolLimits, *, name: str = "io") -> None:
-        self.limits = limits
-        self._lanes: Lanes[Job] = Lanes(limits.max_jobs, limits.max_bytes)
+    Args:
+        workers: how many threads.
+        max_jobs: jobs admitted and not finished, at most (see :class:`~hcstore.node.lanes.Lanes`).
+        max_bytes: payload bytes those jobs may hold, at most.
+        name: prefix of the threads' names.
+    """
+
+    def __init__(self, workers: int, max_jobs: int, max_bytes: int, *, name: str = "io") -> None:
+        if workers < 1:
+            raise ValueError(f"an I/O pool needs at least one thread, got {workers}")
+        self._lanes: Lanes[Job] = Lanes(max_jobs, max_bytes)
         self._changed = threading.Condition()
         self._closing = False
-        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
-                         for i in range(limits.workers)]
+        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(workers)]
         for thread in self._threads:
             thread.start()
 
@@ -94,14 +70,14 @@ class IoPool:
             with self._changed:
                 if finished:
                     self._lanes.finish(lane)
-                taken = self._lanes.take()           # straight on to the next job: no hand-off while busy
+                taken = self._lanes.take()  # straight on to the next job: no hand-off while busy
                 while taken is None:
                     if self._closing:
                         return
                     self._changed.wait()
                     taken = self._lanes.take()
                 if self._lanes.runnable:
-                    self._changed.notify()           # more work than this thread: wake one more
+                    self._changed.notify()  # more work than this thread: wake one more
             lane, job = taken
             try:
                 job.run()

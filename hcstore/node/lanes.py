@@ -32,11 +32,11 @@ class Lanes(Generic[J]):
             raise ValueError(f"lanes need max_jobs >= 1 and max_bytes >= 1, got {max_jobs} and {max_bytes}")
         self.max_jobs = max_jobs
         self.max_bytes = max_bytes
-        self.jobs = 0                 # admitted and not finished (queued or running)
-        self.bytes = 0                # their payload bytes
-        self._queued: dict[Hashable, deque[tuple[J, int]]] = {}   # lane -> jobs not started, oldest first
-        self._running: dict[Hashable, int] = {}                    # lane -> cost of its running job
-        self._runnable: deque[Hashable] = deque()                  # lanes with a queued job and none running
+        self.jobs = 0  # admitted and not finished (queued or running)
+        self.bytes = 0  # their payload bytes
+        self._queued: dict[Hashable, deque[tuple[J, int]]] = {}  # lane -> jobs not started, oldest first
+        self._running: dict[Hashable, int] = {}  # lane -> cost of its running job
+        self._runnable: deque[Hashable] = deque()  # lanes with a queued job and none running
 
     def admit(self, lane: Hashable | None, job: J, cost: int = 0) -> bool:
         """Queue ``job`` at the end of ``lane``; False (nothing queued) when the bounds are reached."""

@@ -512,7 +512,7 @@ class LocalStore:
         mp, entry = self._find(bucket, key, gen, idx)
         for path in _paths_of(mp, entry):
             try:   # not `with open(...)`: only the open's own FileNotFoundError means "try the next name"
-                f = open(path, "rb")  # noqa: SIM115
+                f = open(path, "rb")
             except FileNotFoundError:
                 continue
             except OSError as exc:
@@ -552,7 +552,7 @@ class LocalStore:
             return _read_header(f, path)
 
     def read_chunks(self, bucket: str, key: str, gen: str, idx: int, first: int, count: int,
-                    max_bytes: int) -> tuple[list[bytes], list[bytes]]:
+                    max_bytes: int) -> tuple[list[bytes], list[memoryview]]:
         """Chunks ``first..first+count-1`` of a fragment and their recorded digests.
 
         Chunks leave as views of a read-only mapping: the socket sends from the page cache without a

@@ -17,8 +17,9 @@ from typing import Any
 import zmq
 
 
-def answer_pending(socket: zmq.Socket, handle: Callable[[list[Any]], list[Any] | None], *,
-                   limit: int = 0) -> int:
+def answer_pending(
+    socket: zmq.Socket[bytes], handle: Callable[[list[Any]], list[Any] | None], *, limit: int = 0
+) -> int:
     """Answer requests waiting on a ROUTER socket with ``handle(frames)``, without blocking.
 
     Args:
@@ -69,7 +70,7 @@ class Outbox:
                 self._woken = True
                 os.write(self._wake_write, b"\0")
 
-    def flush(self, socket: zmq.Socket) -> int:
+    def flush(self, socket: zmq.Socket[bytes]) -> int:
         """Send every queued reply on ``socket`` (serving thread only); returns how many."""
         try:
             os.read(self._wake_read, 64)

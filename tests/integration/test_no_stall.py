@@ -9,19 +9,30 @@ that request's disk work was still running.
 from __future__ import annotations
 
 import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import msgpack
 import pytest
 import zmq
 
 from ec import FragmentHeader, header_to_dict
+from hcstore.config import ENV_PREFIX, AgentConfig
 from hcstore.generation import HybridClock
 from hcstore.wire.protocol import PROTOCOL_VERSION
 
 BUCKET = "nostall"
 BIG_CHUNK = 4 << 20
-BIG_STRIPES = 16                  # 64 MiB written, then fsynced by prepare
+BIG_STRIPES = 16  # 64 MiB written, then fsynced by prepare
 RECV_TIMEOUT_MS = 60_000
+START_TIMEOUT = 30.0
 _ids = itertools.count(1)
 
 
@@ -68,10 +79,24 @@ class Peer:
 
 
 def prepare_header(key: str, gen: str, chunk_size: int, stripes: int) -> dict:
-    fields = header_to_dict(FragmentHeader(
-        bucket=BUCKET, key=key, generation=gen, kind="data", codec="zfec", k=1, m=1, chunk_size=chunk_size,
-        size=chunk_size * stripes, index=0, stripes=stripes, digests=bytes(32 * stripes), placement=("n1", "n2"),
-        created_ns=1))
+    fields = header_to_dict(
+        FragmentHeader(
+            bucket=BUCKET,
+            key=key,
+            generation=gen,
+            kind="data",
+            codec="zfec",
+            k=1,
+            m=1,
+            chunk_size=chunk_size,
+            size=chunk_size * stripes,
+            index=0,
+            stripes=stripes,
+            digests=bytes(32 * stripes),
+            placement=("n1", "n2"),
+            created_ns=1,
+        )
+    )
     del fields["digests"]
     return fields
 
@@ -79,8 +104,9 @@ def prepare_header(key: str, gen: str, chunk_size: int, stripes: int) -> dict:
 def upload_chunks(peer: Peer, key: str, chunk_size: int, stripes: int) -> tuple[str, str]:
     """Open an upload and write its chunks (each acknowledged); returns (generation, upload id)."""
     gen = HybridClock().now()
-    upload = peer.call("open", bucket=BUCKET, key=key, gen=gen, idx=0, chunk_size=chunk_size,
-                       expected_bytes=chunk_size * stripes)["upload"]
+    upload = peer.call(
+        "open", bucket=BUCKET, key=key, gen=gen, idx=0, chunk_size=chunk_size, expected_bytes=chunk_size * stripes
+    )["upload"]
     for stripe in range(stripes):
         peer.call("write", bytes([stripe]) * chunk_size, upload=upload, stripe=stripe)
     return gen, upload
@@ -94,18 +120,58 @@ def store_small_fragment(peer: Peer, key: str) -> str:
     return gen
 
 
-@pytest.fixture
-def agent_endpoint(make_cluster):
-    """The endpoint of a lone agent that fsyncs each fragment before it is prepared."""
-    cluster = make_cluster(agents=1, ec="1+1", durability="commit", mountpaths_per_agent=1)
-    return cluster.cluster_map().node("n1").endpoint
+class LoneAgent:
+    """One agent process (no controller) run from its config file, fsyncing each fragment before prepare."""
+
+    def __init__(self, directory: Path, **settings) -> None:
+        self.directory = directory
+        self.config = AgentConfig(
+            node_id="n1",
+            mountpaths=(str(directory / "mp0"),),
+            durability="commit",
+            ready_file=str(directory / "agent.json"),
+            log_file=str(directory / "agent.log"),
+            **settings,
+        )
+        self.config.write(directory / "agent.toml")
+        environment = {name: value for name, value in os.environ.items() if not name.startswith(ENV_PREFIX)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "hcstore.node.agent", "--config", str(directory / "agent.toml")], env=environment
+        )
+        ready = Path(self.config.ready_file)
+        deadline = time.monotonic() + START_TIMEOUT
+        while not ready.exists():
+            assert self.process.poll() is None, f"the agent exited with {self.process.returncode}"
+            assert time.monotonic() < deadline, "the agent did not start in time"
+            time.sleep(0.02)
+        self.endpoint = json.loads(ready.read_text())["endpoint"]
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit status (SIGKILL after the time-out)."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(START_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+@contextmanager
+def running_agent(directory: Path, **settings) -> Iterator[tuple[LoneAgent, Peer]]:
+    """A lone agent and a peer connected to it, both closed on exit."""
+    agent = LoneAgent(directory, **settings)
+    peer = Peer(agent.endpoint)
+    try:
+        yield agent, peer
+    finally:
+        peer.close()
+        agent.stop()
 
 
 @pytest.fixture
-def peer(agent_endpoint):
-    raw = Peer(agent_endpoint)
-    yield raw
-    raw.close()
+def peer(tmp_path):
+    with running_agent(tmp_path) as (_, raw):
+        yield raw
 
 
 def test_a_read_sent_after_a_large_prepare_is_answered_before_it(peer):
@@ -127,7 +193,7 @@ def test_writes_of_one_upload_sent_back_to_back_land_in_order(peer):
     sent.append(peer.send("prepare", upload=upload, header=prepare_header("pipelined", gen, 64 << 10, 64)))
     replies = peer.replies(len(sent))
     assert all(r["ok"] for r in replies), [r for r in replies if not r["ok"]][:3]
-    assert [r["id"] for r in replies] == sent          # one lane: answered in the order sent
+    assert [r["id"] for r in replies] == sent  # one lane: answered in the order sent
     peer.call("commit", bucket=BUCKET, key="pipelined", gen=gen, idx=0)
     for stripe in (0, 17, 63):
         peer.send("read", bucket=BUCKET, key="pipelined", gen=gen, idx=0, first=stripe, count=1)
@@ -136,13 +202,14 @@ def test_writes_of_one_upload_sent_back_to_back_land_in_order(peer):
 
 
 @pytest.fixture
-def small_pool(monkeypatch):
-    """Agents started from here get one I/O thread and room for three requests."""
-    monkeypatch.setenv("HCSTORE_IO_WORKERS", "1")
-    monkeypatch.setenv("HCSTORE_IO_QUEUE", "3")
+def small_pool_peer(tmp_path):
+    """A peer of an agent with one I/O thread and room for three requests."""
+    with running_agent(tmp_path, io_workers=1, io_queue=3) as (_, raw):
+        yield raw
 
 
-def test_a_full_io_queue_answers_busy_and_the_agent_keeps_serving(small_pool, peer):
+def test_a_full_io_queue_answers_busy_and_the_agent_keeps_serving(small_pool_peer):
+    peer = small_pool_peer
     small = store_small_fragment(peer, "small")
     gen, upload = upload_chunks(peer, "big", BIG_CHUNK, BIG_STRIPES)
     prepare = peer.send("prepare", upload=upload, header=prepare_header("big", gen, BIG_CHUNK, BIG_STRIPES))
@@ -159,3 +226,18 @@ def test_a_full_io_queue_answers_busy_and_the_agent_keeps_serving(small_pool, pe
     assert peer.call("locate", bucket=BUCKET, key="big")["entries"][0]["state"] == "committed"
     stats = peer.call("node_stats")
     assert stats["busy"] >= len(busy)
+
+
+def test_sigterm_answers_every_admitted_request_and_exits_cleanly(tmp_path):
+    with running_agent(tmp_path, io_workers=1) as (agent, peer):
+        gen, upload = upload_chunks(peer, "big", BIG_CHUNK, BIG_STRIPES)
+        sent = [peer.send("prepare", upload=upload, header=prepare_header("big", gen, BIG_CHUNK, BIG_STRIPES))]
+        sent += [peer.send("commit", bucket=BUCKET, key="big", gen=gen, idx=0) for _ in range(5)]
+        ping = peer.send("ping")
+        assert peer.replies(1)[0]["id"] == ping  # answered after the agent took every request before it
+        assert agent.stop() == 0
+        replies = {r["id"]: r for r in peer.replies(len(sent))}
+    assert set(replies) == set(sent)
+    # Disk work that had started finished; work not started was refused as retryable.
+    assert all(r["ok"] or r["code"] == "E_UNAVAILABLE" for r in replies.values()), replies
+    assert not list((tmp_path / "mp0" / "tmp").glob("*.part"))

@@ -168,7 +168,8 @@ def test_every_field_can_come_from_the_environment():
     values = {"node_id": "n9", "mountpaths": "/a,/b", "host": "127.0.0.2", "port": "7003", "durability": "none",
               "high_watermark": "0.5", "capacity_bytes": "0x1000", "upload_ttl": "60", "controller": "tcp://x:1",
               "labels": "zone=a", "weight": "2", "heartbeat": "0.5", "state_dir": "/s", "repair_rate": "1e6",
-              "scan_interval": "2", "scrub_interval": "3", "ready_file": "/r", "log_file": "/l"}
+              "scan_interval": "2", "scrub_interval": "3", "ready_file": "/r", "log_file": "/l", "io_workers": "2",
+              "io_queue": "64", "io_queue_bytes": "0x100000"}
     assert set(values) == {f.name for f in fields(AgentConfig)}
     config = AgentConfig.load(environ={f"HCSTORE_{k.upper()}": v for k, v in values.items()})
     assert config.capacity_bytes == 4096 and config.mountpaths == ("/a", "/b") and config.repair_rate == 1e6

@@ -6,8 +6,7 @@ import threading
 
 import pytest
 
-from hcstore.errors import InvalidRequest
-from hcstore.node.io_pool import IoPool, Job, PoolLimits
+from hcstore.node.io_pool import IoPool, Job
 
 WAIT = 10.0
 
@@ -16,8 +15,8 @@ WAIT = 10.0
 def make_pool():
     pools: list[IoPool] = []
 
-    def factory(**limits) -> IoPool:
-        pool = IoPool(PoolLimits(**limits), name="test-io")
+    def factory(workers: int, max_jobs: int, max_bytes: int = 1 << 30) -> IoPool:
+        pool = IoPool(workers, max_jobs, max_bytes, name="test-io")
         pools.append(pool)
         return pool
 
@@ -28,10 +27,12 @@ def make_pool():
 
 def blocked_job(release: threading.Event, started: threading.Event | None = None, **extra) -> Job:
     """A job that runs until ``release`` is set."""
+
     def run() -> None:
         if started is not None:
             started.set()
         assert release.wait(WAIT)
+
     return Job(run, **extra)
 
 
@@ -44,6 +45,7 @@ def test_jobs_of_one_lane_run_in_order_on_many_threads(make_pool):
         def run() -> None:
             seen[lane].append(n)
             done.release()
+
         return Job(run)
 
     for n in range(100):
@@ -104,13 +106,6 @@ def test_a_failing_job_does_not_stop_its_thread(make_pool):
     assert after.wait(WAIT)
 
 
-def test_limits_from_the_environment(monkeypatch):
-    monkeypatch.setenv("HCSTORE_IO_WORKERS", "3")
-    monkeypatch.setenv("HCSTORE_IO_QUEUE", "7")
-    monkeypatch.setenv("HCSTORE_IO_QUEUE_BYTES", "0x1000")
-    assert PoolLimits.from_env() == PoolLimits(workers=3, max_jobs=7, max_bytes=4096)
-    monkeypatch.setenv("HCSTORE_IO_QUEUE", "lots")
-    with pytest.raises(InvalidRequest, match="HCSTORE_IO_QUEUE"):
-        PoolLimits.from_env()
-    with pytest.raises(InvalidRequest, match="workers"):
-        PoolLimits(workers=0)
+def test_a_pool_needs_a_thread():
+    with pytest.raises(ValueError, match="at least one thread"):
+        IoPool(0, 1, 1)

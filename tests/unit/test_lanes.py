@@ -23,7 +23,7 @@ def test_one_lane_runs_in_admission_order_one_at_a_time():
         assert lanes.admit("upload-a", job)
     lane, first = lanes.take()
     assert first == "w0"
-    assert lanes.take() is None            # w1 waits until w0 finishes
+    assert lanes.take() is None  # w1 waits until w0 finishes
     lanes.finish(lane)
     assert run_all(lanes) == ["w1", "prepare"]
     assert lanes.jobs == 0 and lanes.bytes == 0
@@ -47,7 +47,7 @@ def test_a_lane_admitted_again_while_its_last_job_runs_waits_for_it():
     lanes: Lanes[str] = Lanes(max_jobs=10, max_bytes=1 << 20)
     lanes.admit("a", "a0")
     lane, _ = lanes.take()
-    lanes.admit("a", "a1")                 # the lane's queue was empty, its job still running
+    lanes.admit("a", "a1")  # the lane's queue was empty, its job still running
     assert lanes.take() is None
     lanes.finish(lane)
     assert run_all(lanes) == ["a1"]
@@ -58,7 +58,7 @@ def test_job_bound_refuses_and_frees_room_when_a_job_finishes():
     assert lanes.admit("a", "a0") and lanes.admit("b", "b0")
     assert not lanes.admit("c", "c0")
     lane, _ = lanes.take()
-    assert not lanes.admit("c", "c0")      # a running job still holds its room
+    assert not lanes.admit("c", "c0")  # a running job still holds its room
     lanes.finish(lane)
     assert lanes.admit("c", "c0")
 

@@ -59,7 +59,7 @@ def test_deferred_replies_leave_through_the_outbox_in_completion_order(pair):
     assert poller.poll(WAIT_MS) == [(outbox.fileno(), zmq.POLLIN)]
     assert outbox.flush(router) == 2
     assert [dealer.recv(), dealer.recv()] == [b"slow-2 done", b"slow-1 done"]
-    assert poller.poll(0) == []         # drained: no wake-up left behind
+    assert poller.poll(0) == []  # drained: no wake-up left behind
     outbox.close()
 
 

@@ -18,8 +18,9 @@ WAIT = 30.0
 @pytest.fixture
 def store(tmp_path):
     """A store on two mountpaths that fsyncs each fragment, as an agent's is."""
-    local = LocalStore(AgentConfig(node_id="n1", mountpaths=(str(tmp_path / "mp0"), str(tmp_path / "mp1")),
-                                   durability="commit"))
+    local = LocalStore(
+        AgentConfig(node_id="n1", mountpaths=(str(tmp_path / "mp0"), str(tmp_path / "mp1")), durability="commit")
+    )
     yield local
     local.close()
 
@@ -36,7 +37,7 @@ def test_uploads_from_many_threads_all_land_whole(store):
         return write_fragment(store, f"k{n}", gen(1), stripes=8)
 
     with ThreadPoolExecutor(8) as pool:
-        written = dict(zip(range(16), pool.map(put, range(16))))
+        written = dict(enumerate(pool.map(put, range(16))))
     for n, chunks in written.items():
         assert store.read_chunks("bkt", f"k{n}", gen(1), 0, 0, 8, 1 << 30)[1] == chunks
     assert store.stats()["fragments"] == 16 and not store.uploads
@@ -46,7 +47,7 @@ def test_uploads_from_many_threads_all_land_whole(store):
 def test_reads_and_other_uploads_proceed_while_one_upload_is_being_sealed(store):
     chunks = write_fragment(store, "old", gen(1))
     slow = store.open_upload("bkt", "slow", gen(1), 0, CHUNK, None)
-    with store.uploads[slow].lock:     # held while an upload's chunks are written and while it is fsynced
+    with store.uploads[slow].lock:  # held while an upload's chunks are written and while it is fsynced
         assert in_thread(lambda: store.read_chunks("bkt", "old", gen(1), 0, 0, 2, 1 << 30))[1] == chunks
         assert in_thread(lambda: write_fragment(store, "other", gen(1)))
         assert in_thread(lambda: store.list("bkt", "", "", 10))
@@ -68,7 +69,7 @@ def test_a_read_finds_a_fragment_that_a_commit_renamed_before_the_index_learned_
     chunks = write_fragment(store, "a", gen(1), commit=False)
     [mp] = [mp for mp in store.mountpaths if mp.index.get("bkt", "a", gen(1), 0)]
     prepared = mp.fragment_path(mp.index.get("bkt", "a", gen(1), 0).name)
-    os.replace(prepared, prepared.with_suffix(".frag"))        # the commit's rename, index not updated yet
+    os.replace(prepared, prepared.with_suffix(".frag"))  # the commit's rename, index not updated yet
     assert store.read_chunks("bkt", "a", gen(1), 0, 0, 2, 1 << 30)[1] == chunks
     os.replace(prepared.with_suffix(".frag"), prepared)
     store.commit("bkt", "a", gen(1), 0)
@@ -77,9 +78,9 @@ def test_a_read_finds_a_fragment_that_a_commit_renamed_before_the_index_learned_
 
 def test_the_header_cache_notices_a_replaced_file(store):
     write_fragment(store, "a", gen(1), stripes=2)
-    store.read_chunks("bkt", "a", gen(1), 0, 0, 1, 1 << 30)       # caches the header
+    store.read_chunks("bkt", "a", gen(1), 0, 0, 1, 1 << 30)  # caches the header
     store.drop("bkt", "a", gen(1), 0)
-    chunks = write_fragment(store, "a", gen(1), stripes=3)          # same name, new file
+    chunks = write_fragment(store, "a", gen(1), stripes=3)  # same name, new file
     assert store.read_chunks("bkt", "a", gen(1), 0, 0, 3, 1 << 30)[1] == chunks
 
 
