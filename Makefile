@@ -24,9 +24,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# System packages the tests use: mkfs.xfs (xfsprogs) for the power-cut tests, which run as root on loop devices.
+# System packages the tests use: mkfs.xfs (xfsprogs) for the power-cut tests, which run as root on loop devices;
+# promtool (prometheus) to check and unit-test the alert rules in monitoring/.
 system-deps:
 	command -v mkfs.xfs >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xfsprogs)
+	command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus)
 
 test: lint system-deps
 	$(BIN)/python -m pytest -q

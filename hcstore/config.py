@@ -51,6 +51,7 @@ from hcstore.errors import InvalidRequest
 from hcstore.files import write_bytes_atomic
 
 DURABILITY_POLICIES = ("none", "commit", "always")
+LOG_FORMATS = ("text", "json")
 LOOPBACK = "127.0.0.1"
 ENV_PREFIX = "HCSTORE_"
 
@@ -228,6 +229,10 @@ class AgentConfig(_Settings):
         scrub_interval: seconds between scrubs (re-verification of every local chunk at ``repair_rate``).
         ready_file: file the agent writes ``{"endpoint", "pid", "node_id"}`` to once it serves ("": none).
         log_file: file the agent's process logs to ("": standard error).
+        log_format: how log lines look: ``"text"``, or ``"json"`` (one JSON object per line).
+        metrics_host: address of the HTTP endpoint for ``/metrics``, ``/healthz`` and ``/readyz``
+            ("": the same as ``host``).
+        metrics_port: its port (0: any free port, written to the ready file; -1: no endpoint, nothing counted).
         io_workers: threads that do the agent's disk work (hashing, writes, fsync, renames, deletes).
         io_queue: requests of disk work admitted and not finished, at most; beyond, the agent answers
             ``AgentBusy`` (retryable).
@@ -253,6 +258,9 @@ class AgentConfig(_Settings):
     scrub_interval: float = 86400.0
     ready_file: str = ""
     log_file: str = ""
+    log_format: str = "text"
+    metrics_host: str = ""
+    metrics_port: int = 0
     io_workers: int = 4
     io_queue: int = 4096
     io_queue_bytes: int = 1 << 30
@@ -285,6 +293,10 @@ class ControllerConfig(_Settings):
         out_after: seconds without a heartbeat after which a node is *out* (its fragments are rebuilt).
         ready_file: file the controller writes ``{"endpoint", "pid"}`` to once it serves ("": none).
         log_file: file the controller's process logs to ("": standard error).
+        log_format: how log lines look: ``"text"``, or ``"json"`` (one JSON object per line).
+        metrics_host: address of the HTTP endpoint for ``/metrics``, ``/healthz`` and ``/readyz``
+            ("": the same as ``host``).
+        metrics_port: its port (0: any free port, written to the ready file; -1: no endpoint, nothing counted).
     """
 
     host: str = LOOPBACK
@@ -296,6 +308,9 @@ class ControllerConfig(_Settings):
     out_after: float = Intervals.out_after
     ready_file: str = ""
     log_file: str = ""
+    log_format: str = "text"
+    metrics_host: str = ""
+    metrics_port: int = 0
 
     @property
     def intervals(self) -> Intervals:
@@ -327,6 +342,8 @@ def _check_ec(config: _Settings, name: str) -> None:
 
 def _check_port(config: Any) -> None:
     config._require(0 <= config.port < 65536, "port", "must be in [0, 65535]")
+    config._require(-1 <= config.metrics_port < 65536, "metrics_port", "must be in [-1, 65535] (-1: no endpoint)")
+    config._require(config.log_format in LOG_FORMATS, "log_format", f"must be one of {', '.join(LOG_FORMATS)}")
 
 
 # ---------------------------------------------------------------------- the loader

@@ -2,8 +2,9 @@
 
 Both ``hcstore agent --config FILE`` and ``python -m hcstore.node.agent --config FILE`` (and
 the same for the controller) come here: the config is loaded with
-:meth:`hcstore.config._Settings.load` (file, then ``HCSTORE_*`` variables, then ``--log-file``),
-the process logs to the configured ``log_file`` or standard error, and ``SIGTERM``/``SIGINT``
+:meth:`hcstore.config._Settings.load` (file, then ``HCSTORE_*`` variables, then ``--log-file`` and
+``--log-format``), the process logs to the configured ``log_file`` or standard error, as text or
+one JSON object per line (``log_format``), and ``SIGTERM``/``SIGINT``
 stop it cleanly with exit status 0. A config or start-up problem is one line on standard
 error and exit status 1.
 """
@@ -17,11 +18,11 @@ import sys
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from hcstore.config import AgentConfig, ControllerConfig
+from hcstore.config import LOG_FORMATS, AgentConfig, ControllerConfig
 from hcstore.errors import HCStoreError, InvalidRequest, StartFailed
+from hcstore.metrics import logs
 
 DaemonConfig = type[AgentConfig] | type[ControllerConfig]
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class Daemon(Protocol):
@@ -35,15 +36,17 @@ class Daemon(Protocol):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--config FILE`` and ``--log-file FILE`` to a daemon's argument parser."""
+    """Add ``--config FILE``, ``--log-file FILE`` and ``--log-format text|json`` to a daemon's argument parser."""
     parser.add_argument("--config", required=True, metavar="FILE",
                         help="TOML file of settings (see hcstore.config); HCSTORE_* variables override it")
     parser.add_argument("--log-file", default=None, metavar="FILE",
                         help="log here instead of the config's log_file (default: standard error)")
+    parser.add_argument("--log-format", default=None, choices=LOG_FORMATS,
+                        help="log lines as text or one JSON object per line (default: the config's log_format, text)")
 
 
 def run(config_class: DaemonConfig, start: Callable[[Any], Daemon], config_file: str, *,
-        log_file: str | None = None) -> int:
+        log_file: str | None = None, log_format: str | None = None) -> int:
     """Load the config, start the daemon, and serve until SIGTERM or SIGINT; returns 0.
 
     Args:
@@ -51,6 +54,7 @@ def run(config_class: DaemonConfig, start: Callable[[Any], Daemon], config_file:
         start: builds the daemon from its config (e.g. the ``Agent`` class).
         config_file: the TOML file.
         log_file: overrides the config's ``log_file``.
+        log_format: overrides the config's ``log_format``.
 
     Raises:
         HCStoreError: the config is invalid (:class:`~hcstore.errors.InvalidRequest`), or the
@@ -58,8 +62,8 @@ def run(config_class: DaemonConfig, start: Callable[[Any], Daemon], config_file:
     """
     import zmq  # here, so that the ``hcstore`` command line loads ZeroMQ only to run a daemon
 
-    config = config_class.load(config_file, log_file=log_file)
-    logging.basicConfig(filename=config.log_file or None, level=logging.INFO, format=LOG_FORMAT, force=True)
+    config = config_class.load(config_file, log_file=log_file, log_format=log_format)
+    logs.configure(config.log_format, config.log_file or None)
     name = config_class.__name__.removesuffix("Config").lower()
     try:
         daemon = start(config)
@@ -81,7 +85,7 @@ def main(prog: str, config_class: DaemonConfig, start: Callable[[Any], Daemon], 
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        return run(config_class, start, args.config, log_file=args.log_file)
+        return run(config_class, start, args.config, log_file=args.log_file, log_format=args.log_format)
     except HCStoreError as exc:
         print(f"{prog}: error ({exc.code}): {exc}", file=sys.stderr)
         return 1

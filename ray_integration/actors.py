@@ -1,7 +1,8 @@
 """The agent and controller as Ray actors.
 
 ``AgentActor`` runs an :class:`hcstore.node.agent.Agent` on a thread of its actor process,
-bound to its node's IP, and serves object-ref reads: a value returned by
+bound to its node's IP, with the same Prometheus endpoint (``/metrics``, ``/healthz``,
+``/readyz``) as an agent process, and serves object-ref reads: a value returned by
 :meth:`AgentActor.read` lands in the object store of the agent's node, which is the
 caller's node. ``ControllerActor`` runs the :class:`hcstore.control.controller.Controller` and a
 reconciliation loop that keeps exactly one agent on every alive Ray node (as Ray Serve's
@@ -60,9 +61,10 @@ class AgentActor:
         self.reads = 0
 
     def info(self) -> dict[str, Any]:
-        """Who this agent is: node ids, endpoint, mountpaths, whether it serves."""
+        """Who this agent is: node ids, endpoint, metrics URL, mountpaths, whether it serves."""
         return {"node_id": self.node_id, "ray_node_id": ray.get_runtime_context().get_node_id(),
-                "endpoint": self.agent.endpoint, "mountpaths": list(self.agent.config.mountpaths),
+                "endpoint": self.agent.endpoint, "metrics": self.agent.metrics_url,
+                "mountpaths": list(self.agent.config.mountpaths),
                 "serving": self._thread.is_alive(), "reads": self.reads}
 
     def read(self, bucket: str, key: str) -> Any:
@@ -101,7 +103,8 @@ class ControllerActor:
 
     def status(self) -> dict[str, Any]:
         """Agents by Ray node id (ready or starting), the cluster map, and the latest events."""
-        return {"endpoint": self.controller.endpoint, "agents": dict(self.ready),
+        return {"endpoint": self.controller.endpoint, "metrics": self.controller.metrics_url,
+                "agents": dict(self.ready),
                 "map": self.controller.cluster_map.to_dict(), "events": self.events[-50:]}
 
     def reconcile_now(self) -> dict[str, Any]:

@@ -13,7 +13,8 @@ generation: if that generation disappears mid-read (a concurrent overwrite
 retired it), the read fails with :class:`ObjectChanged` instead of mixing.
 A read pinned to one version (a stream, a file of the fsspec filesystem) is
 retried by the policy of :mod:`hcstore.client.retry`, except when the version
-itself is gone.
+itself is gone. Each read request tells the agent how it reads (``path``: local, remote,
+degraded or hedged, see :func:`read_path`), for the agent's metrics.
 """
 
 from __future__ import annotations
@@ -152,18 +153,20 @@ class StripeReader:
         index = candidates[0]
         batch.tried.add(index)
         try:
-            request_id = self._send_read(batch, index)
+            request_id = self._send_read(batch, index, hedged=True)
         except HCStoreError as exc:
             batch.pending -= 1
             self.failed[index] = exc
             return
         self._inflight[request_id] = (batch, index)
 
-    def _send_read(self, batch: _Batch, index: int) -> int:
+    def _send_read(self, batch: _Batch, index: int, *, hedged: bool = False) -> int:
+        node = self.version.locations[index]
         return self.client.transport.send(
-            self.client.endpoint(self.version.locations[index]), "read",
+            self.client.endpoint(node), "read",
             {"bucket": self.version.bucket, "key": self.version.key, "gen": self.version.generation,
-             "idx": index, "first": batch.first, "count": batch.count})
+             "idx": index, "first": batch.first, "count": batch.count,
+             "path": read_path(index, node, self.version.k, self.client.config.local_node, hedged=hedged)})
 
     def _verified(self, batch: _Batch, index: int, reply: Reply) -> list[Any]:
         """The reply's chunks, with None for each one whose digest does not match (each one reported)."""
@@ -200,6 +203,21 @@ class StripeReader:
             f"hcstore://{self.version.bucket}/{self.version.key}: only {self.version.k - batch.deficit(self.version.k)} "
             f"of the {self.version.k} fragments needed could be read for stripes {batch.first}..{batch.first + batch.count - 1} "
             f"({reasons or 'corrupt chunks'}); at most {self.version.m} of {self.version.k + self.version.m} may be lost")
+
+
+def read_path(index: int, node: str, k: int, local_node: str | None, *, hedged: bool = False) -> str:
+    """How fragment ``index`` on ``node`` is read, as a read request tells its agent.
+
+    ``hedged``: asked because another fragment answered too slowly; ``local``: from the reader's
+    own node; ``degraded``: a parity fragment from another node, which a read plan asks for only
+    when a data fragment is missing, unavailable, failed or corrupt (the stripe is decoded);
+    ``remote``: a data fragment from another node.
+    """
+    if hedged:
+        return "hedged"
+    if local_node is not None and node == local_node:
+        return "local"
+    return "degraded" if index >= k else "remote"
 
 
 def iter_range(client: ClusterAccess, version: ObjectVersion, offset: int, length: int) -> Iterator[memoryview]:

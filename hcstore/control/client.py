@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hcstore.errors import (
@@ -49,11 +49,16 @@ class ControllerStatus:
         cluster_map: the current map.
         ages: seconds since each node's last heartbeat, by node id.
         stats: each node's last heartbeat report (fragments, repair and scrub counts), by node id.
+        protection: the cluster's protection by level, repair backlog, rate and ETA
+            (:meth:`hcstore.metrics.protection.ProtectionSummary.to_dict`).
+        metrics_url: the controller's Prometheus endpoint ("" when it has none).
     """
 
     cluster_map: ClusterMap
     ages: dict[str, float]
     stats: dict[str, dict[str, Any]]
+    protection: dict[str, Any] = field(default_factory=dict)
+    metrics_url: str = ""
 
 
 class ControllerClient:
@@ -89,7 +94,8 @@ class ControllerClient:
         """The map, every node's heartbeat age and its last report."""
         header = self._request("status", {})
         return ControllerStatus(ClusterMap.from_dict(header["map"]), dict(header.get("ages", {})),
-                                dict(header.get("stats", {})))
+                                dict(header.get("stats", {})), dict(header.get("protection") or {}),
+                                str(header.get("metrics", "")))
 
     def node_admin(self, node: str, action: str, *, force: bool = False) -> ClusterMap:
         """Drain, resume or remove ``node``; returns the map that results.

@@ -11,7 +11,8 @@ with the maps that agents and clients already hold.
 
 Run it as ``python -m hcstore.control.controller --config controller.toml`` (or ``hcstore
 controller --config controller.toml``); the file's settings are
-:class:`hcstore.config.ControllerConfig`'s.
+:class:`hcstore.config.ControllerConfig`'s. Its Prometheus endpoint (``metrics_host``/``metrics_port``,
+its URL in the ready file) also answers ``/healthz`` and ``/readyz``; see :mod:`hcstore.metrics`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import logging
 import os
 import queue
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,11 @@ from hcstore.config import ControllerConfig
 from hcstore.wire import protocol
 from hcstore.errors import AgentUnavailable, HCStoreError, InvalidRequest, ObjectNotFound
 from hcstore.control.membership import MembershipTable
+from hcstore.metrics import health
+from hcstore.metrics.controller import ControllerMetrics, ControllerSnapshot
+from hcstore.metrics.endpoint import MetricsEndpoint
+from hcstore.metrics.protection import ProtectionSummary, RepairRate, summarize
+from hcstore.metrics.requests import INVALID, OK
 from hcstore.wire.protocol import Request
 from hcstore.files import write_json_atomic
 from hcstore.wire.server import answer_pending
@@ -40,6 +47,7 @@ from placement import ClusterMap
 log = logging.getLogger(__name__)
 ADMIN_QUERY_TIMEOUT = 3.0       # seconds an admin guard waits for the node it asks
 ADMIN_ACTIONS = {"drain": "maintenance", "resume": "", "remove": "decommissioned"}
+REPORTING = frozenset({"alive", "suspect", "maintenance"})   # nodes whose scan reports are current
 
 
 class Controller:
@@ -73,6 +81,16 @@ class Controller:
         self._transport = Transport(connect_timeout=1.0, request_timeout=ADMIN_QUERY_TIMEOUT)
         self._handlers = {"heartbeat": self._heartbeat, "get_map": self._get_map,
                           "node_admin": self._node_admin, "status": self._status}
+        self.repair_rate = RepairRate()
+        self._lock = threading.Lock()       # the serving loop's state, against scrapes from the endpoint's threads
+        self._serving = False
+        self.metrics: ControllerMetrics | None = None
+        self.metrics_endpoint: MetricsEndpoint | None = None
+        if config.metrics_port >= 0:
+            self.metrics = ControllerMetrics(self.snapshot)
+            self.metrics_endpoint = MetricsEndpoint(self.metrics.registry, config.metrics_host or host,
+                                                    config.metrics_port, alive=self.liveness, ready=self.liveness)
+        self.metrics_url = self.metrics_endpoint.url if self.metrics_endpoint else ""
 
     @property
     def cluster_map(self) -> ClusterMap:
@@ -80,20 +98,27 @@ class Controller:
 
     def serve(self, *, ready_file: str | None = None) -> None:
         if ready_file:
-            write_json_atomic(Path(ready_file), {"endpoint": self.endpoint, "pid": os.getpid()})
+            write_json_atomic(Path(ready_file), {"endpoint": self.endpoint, "pid": os.getpid(),
+                                                  "metrics": self.metrics_url})
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
         tick = self.table.intervals.heartbeat / 2
+        self._serving = True
         while not self._stopping:
             if poller.poll(int(tick * 1000)):
-                answer_pending(self.socket, self.handle)
-            while not self._dead.empty():
-                self.table.mark_dead(self._dead.get(), self.clock())
-            if self.table.tick(self.clock()):
-                log.info("cluster map epoch %d: %s", self.table.epoch,
-                         {n.id: n.state for n in self.cluster_map.nodes})
+                with self._lock:
+                    answer_pending(self.socket, self.handle)
+            with self._lock:
+                while not self._dead.empty():
+                    self.table.mark_dead(self._dead.get(), self.clock())
+                if self.table.tick(self.clock()):
+                    log.info("cluster map epoch %d: %s", self.table.epoch,
+                             {n.id: n.state for n in self.cluster_map.nodes})
+        self._serving = False
         self.socket.close(linger=0)
         self._transport.close()
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
 
     def stop(self) -> None:
         self._stopping = True
@@ -104,19 +129,46 @@ class Controller:
 
     def handle(self, frames: list[Any]) -> list[Any]:
         """Answer one ROUTER message; never raises."""
+        started = time.perf_counter()
         routing, body = frames[:1], frames[1:]
-        request_id = 0
+        request_id, op = 0, INVALID
         try:
             request = protocol.decode_request(body, protocol.CONTROLLER_OPERATIONS)
-            request_id = request.id
+            request_id, op = request.id, request.op
             fields = self._handlers[request.op](request)
+            self._count(op, OK, started)
             return routing + protocol.reply_frames(request_id, self.table.epoch, fields)
         except HCStoreError as exc:
+            self._count(op, exc.code, started)
             return routing + protocol.error_frames(request_id or protocol.peek_request_id(body), self.table.epoch, exc)
         except Exception as exc:
-            log.exception("internal error in the controller")
-            return routing + protocol.error_frames(request_id or protocol.peek_request_id(body), self.table.epoch,
+            request_id = request_id or protocol.peek_request_id(body)
+            log.exception("request %d (%s): internal error in the controller", request_id, op,
+                          extra={"request_id": request_id, "op": op})
+            self._count(op, HCStoreError.code, started)
+            return routing + protocol.error_frames(request_id, self.table.epoch,
                                                    HCStoreError(f"controller internal error: {type(exc).__name__}"))
+
+    def _count(self, op: str, outcome: str, started: float) -> None:
+        if self.metrics is not None:
+            self.metrics.requests.observe(op, outcome, time.perf_counter() - started)
+
+    # ------------------------------------------------------------------ observability
+
+    def protection(self) -> ProtectionSummary:
+        """The cluster's protection from the serving nodes' latest scans, with the repair rate and ETA."""
+        serving = {node.id for node in self.cluster_map.nodes if node.state in REPORTING}
+        return summarize(self.stats, serving).at_rate(self.repair_rate.rate(self.clock()))
+
+    def snapshot(self) -> ControllerSnapshot:
+        """The map, heartbeat ages and protection at one instant (safe from any thread)."""
+        with self._lock:
+            return ControllerSnapshot(self.cluster_map, self.table.ages(self.clock()), self.protection(),
+                                      self.table.intervals.out_after)
+
+    def liveness(self) -> health.Health:
+        """``/healthz`` and ``/readyz``: the controller is alive, and ready, while its serving loop runs."""
+        return health.liveness(self._serving and not self._stopping, epoch=self.table.epoch)
 
     # ------------------------------------------------------------------ handlers
 
@@ -136,6 +188,7 @@ class Controller:
             raise InvalidRequest(f"heartbeat from {f['node']!r}: {exc}") from None
         if "stats" in f:
             self.stats[f["node"]] = f["stats"]
+            self.repair_rate.observe(f["node"], now, int((f["stats"].get("repair") or {}).get("bytes_repaired", 0)))
         reply: dict[str, Any] = {}
         if request.epoch < self.table.epoch:
             reply["map"] = self.cluster_map.to_dict()
@@ -178,7 +231,8 @@ class Controller:
 
     def _status(self, request: Request) -> dict[str, Any]:
         now = self.clock()
-        return {"map": self.cluster_map.to_dict(), "ages": self.table.ages(now), "stats": self.stats}
+        return {"map": self.cluster_map.to_dict(), "ages": self.table.ages(now), "stats": self.stats,
+                "protection": self.protection().to_dict(), "metrics": self.metrics_url}
 
 
 def main(argv: list[str] | None = None) -> int:

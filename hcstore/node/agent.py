@@ -16,7 +16,9 @@ started are refused as unavailable, running ones finish and are answered.
 
 Run it as ``python -m hcstore.node.agent --config agent.toml`` (or ``hcstore agent --config
 agent.toml``); the file's settings are :class:`hcstore.config.AgentConfig`'s. When it is
-ready it writes ``{"endpoint", "pid", "node_id"}`` to the config's ``ready_file``.
+ready it writes ``{"endpoint", "pid", "node_id", "metrics"}`` to the config's ``ready_file``;
+``metrics`` is the URL of its Prometheus endpoint (see :mod:`hcstore.metrics`), which also
+answers ``/healthz`` and ``/readyz``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,20 @@ import zmq
 from hcstore import daemon
 from hcstore.wire import protocol
 from hcstore.config import AgentConfig
-from hcstore.errors import AgentBusy, AgentUnavailable, HCStoreError, InvalidRequest, ProtocolError
+from hcstore.errors import (
+    AgentBusy,
+    AgentUnavailable,
+    CorruptFragment,
+    DiskError,
+    HCStoreError,
+    InvalidRequest,
+    ProtocolError,
+)
+from hcstore.metrics import health
+from hcstore.metrics.agent import AgentMetrics
+from hcstore.metrics.endpoint import MetricsEndpoint
+from hcstore.metrics.recorder import READ, AgentRecorder
+from hcstore.metrics.requests import INVALID, OK
 from hcstore.node import routes
 from hcstore.node.io_pool import IoPool, Job
 from hcstore.node.maintenance import Maintainer
@@ -50,6 +65,7 @@ log = logging.getLogger(__name__)
 _HOUSEKEEPING_INTERVAL = 5.0
 _BATCH = 256                  # requests taken per turn before queued replies are sent
 _CLOSE_LINGER_MS = 1000       # how long final replies may take to leave at shutdown
+_LOGGED = frozenset({HCStoreError.code, DiskError.code, CorruptFragment.code})   # error replies worth a log line
 
 
 class Agent:
@@ -101,6 +117,15 @@ class Agent:
         if missing:
             raise RuntimeError(f"operations without a handler: {missing}")
         self._persisted_epoch = self.epoch
+        self.controller_epoch: int | None = None      # the epoch in the controller's last reply
+        self._serving = False
+        self.metrics: AgentRecorder = AgentRecorder()      # records nothing when the endpoint is off
+        self.metrics_endpoint: MetricsEndpoint | None = None
+        if config.metrics_port >= 0:
+            self.metrics = metrics = AgentMetrics(self)
+            self.metrics_endpoint = MetricsEndpoint(metrics.registry, config.metrics_host or config.host,
+                                                    config.metrics_port, alive=self.liveness, ready=self.readiness)
+        self.metrics_url = self.metrics_endpoint.url if self.metrics_endpoint else ""
 
     @property
     def epoch(self) -> int:
@@ -123,8 +148,9 @@ class Agent:
         """Serve until :meth:`stop` (or SIGTERM/SIGINT when run as a process)."""
         if ready_file:
             write_json_atomic(Path(ready_file), {"endpoint": self.endpoint, "pid": os.getpid(),
-                                                  "node_id": self.config.node_id})
-        log.info("agent %s serving on %s", self.config.node_id, self.endpoint)
+                                                  "node_id": self.config.node_id, "metrics": self.metrics_url})
+        log.info("agent %s serving on %s (metrics: %s)", self.config.node_id, self.endpoint, self.metrics_url or "off")
+        self._serving = True
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
         poller.register(self.outbox.fileno(), zmq.POLLIN)
@@ -190,6 +216,7 @@ class Agent:
             if not reply.ok:
                 log.warning("controller refused a heartbeat: %s", reply.error())
                 continue
+            self.controller_epoch = int(reply.header.get("epoch", 0))
             self._send_map = reply.header.get("epoch", 0) < self.epoch
             if "map" in reply.header:
                 self.adopt_map(ClusterMap.from_dict(reply.header["map"]))
@@ -221,7 +248,7 @@ class Agent:
         """What the agent tells the controller each heartbeat."""
         stats = self.store.stats()
         report = {"fragments": stats["fragments"], "data_fragments": stats["data_fragments"], "used": stats["used"],
-                  "free": stats["free"], "pid": os.getpid()}
+                  "free": stats["free"], "pid": os.getpid(), "metrics": self.metrics_url}
         if self.maintainer is not None:
             report["repair"] = self.maintainer.status()
         return report
@@ -232,42 +259,72 @@ class Agent:
         Returns the reply, or ``None`` when the request went to the I/O pool, which posts its
         reply to :attr:`outbox` when done.
         """
+        started = time.perf_counter()
         routing, body = frames[:1], frames[1:]
         self.requests += 1
         try:
             request = protocol.decode_request(body)
+        except Exception as exc:  # noqa: BLE001 - every failure, a bug included, becomes an error reply
+            return self._refuse(routing, protocol.peek_request_id(body), exc, None, started)
+        try:
             if request.op in routes.INLINE:
-                return self._answer(routing, request)
-            job = Job(run=lambda: self.outbox.put(self._answer(routing, request)),
+                return self._answer(routing, request, started)
+            job = Job(run=lambda: self.outbox.put(self._answer(routing, request, started)),
                       cancel=lambda: self.outbox.put(self._refuse(routing, request.id, AgentUnavailable(
-                          f"node {self.config.node_id} is stopping; request not started"))),
-                      cost=sum(len(p) for p in request.payloads))
+                          f"node {self.config.node_id} is stopping; request not started"), request, started)),
+                      cost=_payload_bytes(request.payloads))
             if self.io.submit(routes.LANES[request.op](request), job):
                 return None
             self.busy += 1
             load = self.io.load()
             return self._refuse(routing, request.id, AgentBusy(
                 f"node {self.config.node_id} is busy ({load['jobs']} requests, {load['bytes']} bytes of disk "
-                f"work queued); send again later"))
+                f"work queued); send again later"), request, started)
         except Exception as exc:  # noqa: BLE001 - every failure, a bug included, becomes an error reply
-            return self._refuse(routing, protocol.peek_request_id(body), exc)
+            return self._refuse(routing, request.id, exc, request, started)
 
-    def _answer(self, routing: list[Any], request: Request) -> list[Any]:
+    def _answer(self, routing: list[Any], request: Request, started: float) -> list[Any]:
         """Run a request's handler (any thread) and return its reply or error reply; never raises."""
         try:
             fields, payloads = self._handlers[request.op](request)
-            return routing + protocol.reply_frames(request.id, self.epoch, fields, payloads)
+            reply = routing + protocol.reply_frames(request.id, self.epoch, fields, payloads)
         except Exception as exc:  # noqa: BLE001 - every failure, a bug included, becomes an error reply
-            return self._refuse(routing, request.id, exc)
+            return self._refuse(routing, request.id, exc, request, started)
+        self.metrics.request(request.op, OK, time.perf_counter() - started, _payload_bytes(request.payloads),
+                             _payload_bytes(payloads), request.fields.get("path"))
+        return reply
 
-    def _refuse(self, routing: list[Any], request_id: int, exc: Exception) -> list[Any]:
-        """The error reply for ``exc``: its own code, or E_INTERNAL for a bug (which is logged)."""
+    def _refuse(self, routing: list[Any], request_id: int, exc: Exception, request: Request | None,
+                started: float) -> list[Any]:
+        """The error reply for ``exc``: its own code, or E_INTERNAL for a bug; bugs and disk trouble are logged
+        with the request id, which the client's error message ends with."""
         with self._errors_lock:
             self.errors += 1
+        op = request.op if request is not None else INVALID
+        where = {"request_id": request_id, "op": op}
         if not isinstance(exc, HCStoreError):     # a bug must not take the node down; report it as internal
-            log.error("internal error handling a request", exc_info=exc)
+            log.error("request %d (%s): internal error", request_id, op, exc_info=exc, extra=where)
             exc = HCStoreError(f"internal error on node {self.config.node_id}: {type(exc).__name__}")
+        elif exc.code in _LOGGED:
+            log.warning("request %d (%s) failed: %s: %s", request_id, op, exc.code, exc, extra=where)
+        self.metrics.request(op, exc.code, time.perf_counter() - started,
+                             _payload_bytes(request.payloads) if request else 0, 0, None)
+        if isinstance(exc, CorruptFragment) and request is not None and request.op == "read":
+            self.metrics.corrupt_chunks(READ, request.fields["count"])
         return routing + protocol.error_frames(request_id, self.epoch, exc)
+
+    # ------------------------------------------------------------------ health
+
+    def liveness(self) -> health.Health:
+        """``/healthz``: alive while the serving loop runs."""
+        return health.liveness(self._serving and not self._stopping, node=self.config.node_id)
+
+    def readiness(self) -> health.Health:
+        """``/readyz``: serving, a mountpath in service, and on the controller's map epoch or a newer one."""
+        return health.agent_readiness(
+            serving=self._serving and not self._stopping, epoch=self.epoch, controller_epoch=self.controller_epoch,
+            has_controller=bool(self.config.controller), usable_mountpaths=len(self.store.serving),
+            mountpaths=len(self.store.mountpaths))
 
     def stop(self) -> None:
         """Ask the serving loop to finish (safe from a signal handler)."""
@@ -275,6 +332,7 @@ class Agent:
 
     def close(self) -> None:
         """Stop background work, finish the running disk work and send its replies, then close."""
+        self._serving = False
         if self.maintainer is not None:
             self.maintainer.stop()
         self.io.close()
@@ -285,6 +343,8 @@ class Agent:
         self.socket.close(linger=_CLOSE_LINGER_MS)
         self.outbox.close()
         self.store.close()
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
 
     # ------------------------------------------------------------------ handlers
 
@@ -293,8 +353,9 @@ class Agent:
 
     def _node_stats(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
         stats = self.store.stats()
-        stats.update(node=self.config.node_id, pid=os.getpid(), endpoint=self.endpoint,
-                     requests=self.requests, errors=self.errors, busy=self.busy, io=self.io.load())
+        stats.update(node=self.config.node_id, pid=os.getpid(), endpoint=self.endpoint, epoch=self.epoch,
+                     metrics=self.metrics_url, requests=self.requests, errors=self.errors, busy=self.busy,
+                     io=self.io.load())
         return stats, []
 
     def _open(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
@@ -377,6 +438,11 @@ class Agent:
 
     def _buckets(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
         return {"buckets": self.store.buckets()}, []
+
+
+def _payload_bytes(frames: list[Any]) -> int:
+    """Bytes in payload frames (ZeroMQ frames, bytes or memoryviews of bytes)."""
+    return sum(map(len, frames))
 
 
 def _load_map(path: Path) -> ClusterMap | None:

@@ -29,7 +29,10 @@ from hcstore.config import ClientConfig
 from hcstore.errors import HCStoreError, ObjectNotFound
 from hcstore.node.index import FragmentIndex
 from hcstore.client.versions import resolve
+from hcstore.coding import observing_codecs
 from hcstore.config import AgentConfig
+from hcstore.metrics.protection import missing_fragments, protection_level
+from hcstore.metrics.recorder import REBALANCE, REPAIR, SCRUB, AgentRecorder
 from hcstore.node.rate_limit import RateLimiter
 from hcstore.node.repair import repair_object
 from hcstore.node.repair_plan import ScanReport, ScrubReport, checkers, plan_object, repairer
@@ -43,6 +46,7 @@ class MaintainedNode(Protocol):
     config: AgentConfig
     store: LocalStore
     endpoint: str
+    metrics: AgentRecorder
 
     @property
     def cluster_map(self) -> ClusterMap | None:
@@ -84,7 +88,8 @@ class Maintainer(threading.Thread):
         self._wake.set()
 
     def status(self) -> dict[str, Any]:
-        """The last finished scan's counts; ``bytes_repaired`` and ``repaired`` add up over all scans."""
+        """The last finished scan's counts; ``bytes_repaired`` and ``repaired`` add up over all scans, the
+        running one included."""
         return {**self.report.to_dict(), "bytes_repaired": self.bytes_repaired, "repaired": self.repaired,
                 "scans": self.scans, "running": self.running, "scrubs": self.scrubs,
                 "scrub": self.scrub_report.to_dict()}
@@ -106,8 +111,6 @@ class Maintainer(threading.Thread):
                     self.scrubs += 1
                     self._next_scrub = time.monotonic() + self.agent.config.scrub_interval
                 self.report = self.scan()
-                self.bytes_repaired += self.report.bytes_repaired
-                self.repaired += self.report.repaired
             except Exception:      # the worker must outlive any one bad object or scan
                 log.exception("background scan failed")
             finally:
@@ -132,7 +135,8 @@ class Maintainer(threading.Thread):
 
         def check(item: tuple[str, str, str]) -> None:
             if not self._stop.is_set() and self.agent.cluster_map is cluster_map:   # else: a newer map, start over
-                self._check(client, *item, report)
+                with observing_codecs(self.agent.metrics.codec_observer):
+                    self._check(client, *item, report)
 
         with ThreadPoolExecutor(REPAIR_WORKERS, thread_name_prefix="repair") as pool:
             list(pool.map(check, todo))
@@ -158,6 +162,8 @@ class Maintainer(threading.Thread):
                     continue                 # retired or dropped while we walked
                 report.fragments += 1
                 report.bytes += path.stat().st_size if path.exists() else 0
+                if bad:
+                    self.agent.metrics.corrupt_chunks(SCRUB, len(bad))
                 if bad and client is not None:
                     report.corrupt += 1
                     log.warning("scrub: fragment %d of %s/%s has corrupt chunks %s", idx, bucket, key, bad[:8])
@@ -188,10 +194,14 @@ class Maintainer(threading.Thread):
             return                       # another holder acts on it
         plan = plan_object(version, client.cluster_map)
         status = plan.status(version.k, version.k + version.m)
+        level = protection_level(plan.available, version.k, version.m)
         fragment_bytes = version.stripes * version.chunk_size
         with self._lock:
             report.objects += 1
             setattr(report, status, getattr(report, status) + 1)
+            report.levels[level] = report.levels.get(level, 0) + 1
+            report.level_bytes[level] = report.level_bytes.get(level, 0) + version.size
+            report.bytes_missing += missing_fragments(plan.available, version.k, version.m) * fragment_bytes
             report.waiting += len(plan.waiting)
             report.bytes_awaiting_repair += fragment_bytes * len(plan.rebuild)
         if not plan.rebuild and not plan.extra:
@@ -204,10 +214,27 @@ class Maintainer(threading.Thread):
                 report.bytes_repaired += written
                 report.repaired += bool(plan.rebuild)
                 report.bytes_awaiting_repair -= fragment_bytes * len(plan.rebuild)
+                self.bytes_repaired += written
+                self.repaired += bool(plan.rebuild)
+            self._count_repair(plan.rebuild, plan.drop, written)
         except HCStoreError as exc:
+            self.agent.metrics.repair_failed()
             with self._lock:
                 report.failed += 1
             log.warning("repair of %s/%s failed (will retry): %s", bucket, key, exc)
+
+    def _count_repair(self, rebuild: dict[int, str], drop: dict[int, str], written: int) -> None:
+        """Count one object's repair in the agent's metrics: fragments rebuilt where lost (``repair``), and
+        fragments moved to where the map wants them (``rebalance``: their old copy is dropped)."""
+        if not rebuild:
+            return
+        moved = sum(1 for index in rebuild if index in drop)
+        lost = len(rebuild) - moved
+        per_fragment = written / len(rebuild)
+        if lost:
+            self.agent.metrics.repaired(REPAIR, 1, round(per_fragment * lost))
+        if moved:
+            self.agent.metrics.repaired(REBALANCE, 0 if lost else 1, round(per_fragment * moved))
 
     def _retire_here(self, client: Client, bucket: str, key: str, newer: str) -> None:
         """Drop this node's generations of a key older than ``newer`` (a newer version or a tombstone)."""

@@ -117,6 +117,7 @@ class Mountpath:
         self.capacity_bytes = capacity_bytes
         self.high_watermark = high_watermark
         self.reserved = 0
+        self.io_errors = 0  # I/O errors since the agent started (the first one disables the mountpath)
         self.index = FragmentIndex(self.path / "index.sqlite")
 
     def usage(self) -> Usage:

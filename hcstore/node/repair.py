@@ -11,12 +11,12 @@ repair does not starve training I/O.
 
 from __future__ import annotations
 
-from ec import make_codec
 from hcstore.client.access import ClusterAccess
 from hcstore.client.headers import VersionLayout
 from hcstore.client.reader import StripeReader
 from hcstore.client.upload import FragmentUploads
 from hcstore.client.versions import ObjectVersion
+from hcstore.coding import codec_for
 from hcstore.errors import HCStoreError
 from hcstore.node.rate_limit import RateLimiter
 from hcstore.node.repair_plan import ObjectPlan
@@ -38,7 +38,7 @@ def repair_object(client: ClusterAccess, version: ObjectVersion, plan: ObjectPla
         _drop(client, version, index, node)
     if not plan.rebuild:
         return 0
-    codec = make_codec(version.codec, version.k, version.m)
+    codec = codec_for(version.codec, version.k, version.m)
     written = 0
     with FragmentUploads(client, version.bucket, version.key, version.generation, chunk_size=version.chunk_size,
                          fragments=codec.n, targets=plan.rebuild, quorum=1, holders=version.found_at,

@@ -126,7 +126,12 @@ class _Report:
 
 @dataclass
 class ScanReport(_Report):
-    """What one scan of an agent's objects found and did (sent to the controller with heartbeats)."""
+    """What one scan of an agent's objects found and did (sent to the controller with heartbeats).
+
+    ``levels`` and ``level_bytes`` count objects and their bytes by protection level (see
+    :mod:`hcstore.metrics.protection`); ``bytes_missing`` is the fragment bytes they lack for
+    full protection, fragments on nodes that are down but not yet out included.
+    """
 
     objects: int = 0
     protected: int = 0
@@ -140,6 +145,9 @@ class ScanReport(_Report):
     failed: int = 0
     started: float = 0.0
     finished: float = 0.0
+    levels: dict[str, int] = field(default_factory=dict)
+    level_bytes: dict[str, int] = field(default_factory=dict)
+    bytes_missing: int = 0
 
 
 @dataclass

@@ -155,6 +155,7 @@ class LocalStore:
     def _disable(self, mp: Mountpath, exc: OSError) -> None:
         """Take a failing mountpath out of service: its fragments count as lost and repair rebuilds them."""
         with self._lock:
+            mp.io_errors += 1
             if mp.id in self.disabled:
                 return
             self.disabled[mp.id] = f"{type(exc).__name__}: {exc.strerror or exc}"
@@ -603,20 +604,26 @@ class LocalStore:
     def stats(self) -> dict[str, Any]:
         """Per mountpath and in total: fragment bytes stored, room left under the watermark, fragment count.
 
-        Mountpaths on one file system share its free space, so the total counts each device once.
+        Each mountpath's ``state`` is ``enabled``, ``full`` (at its high watermark: it takes no
+        new fragments) or ``disabled`` (taken out of service by an I/O error); ``used`` and
+        ``limit`` are the bytes its watermark counts and the most it may hold, ``io_errors`` the
+        I/O errors it has had since the agent started. Mountpaths on one file system share its
+        free space, so the total counts each device once.
         """
         mountpaths = []
         free_by_device: dict[int, int] = {}
         for mp in self.mountpaths:
             if mp.id in self.disabled:
                 mountpaths.append({"id": mp.id, "path": str(mp.path), "capacity": 0, "stored": 0, "free": 0,
-                                   "fragments": 0, "disabled": self.disabled[mp.id]})
+                                   "fragments": 0, "disabled": self.disabled[mp.id], "state": "disabled",
+                                   "used": 0, "limit": 0, "io_errors": mp.io_errors})
                 continue
             usage = mp.usage()
             stored = mp.index.total_bytes()
             mountpaths.append({"id": mp.id, "path": str(mp.path), "capacity": usage.capacity, "stored": stored,
                                "free": usage.free, "fragments": mp.index.count(),
-                               "disabled": self.disabled.get(mp.id, "")})
+                               "disabled": self.disabled.get(mp.id, ""), "state": "full" if usage.free == 0 else
+                               "enabled", "used": usage.used, "limit": usage.limit, "io_errors": mp.io_errors})
             device = -len(free_by_device) - 1 if mp.capacity_bytes else os.stat(mp.path).st_dev
             free_by_device[device] = max(free_by_device.get(device, 0), usage.free)
         return {

@@ -27,7 +27,6 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from hcstore.cluster.local import DEFAULT_AGENTS, DEFAULT_MOUNTPATHS, LocalCluster
 from hcstore.cluster.source import ClusterSource, point_at, unpoint
@@ -65,11 +64,6 @@ def _client(source: ClusterSource) -> Client:
     from hcstore.client.client import Client
 
     return Client(source)
-
-
-def _controller_or_none(source: ClusterSource, client: Client) -> ControllerClient | None:
-    """A client of the cluster's controller, or None for a local cluster whose controller is not running."""
-    return client.controller() if source.controller_endpoint() else None
 
 
 # ---------------------------------------------------------------------- cluster verbs
@@ -115,50 +109,32 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """``hcstore status``: a table (or JSON) of the nodes, and the protection summary."""
-    from hcstore.node.repair_plan import protection_summary
+    """``hcstore status``: agents, mountpaths, protection by level, repair progress and what needs attention.
 
+    ``--json`` prints the same as one document (one line per refresh with ``--watch``); ``--watch
+    [SECONDS]`` refreshes until Ctrl-C, or ``--count`` times.
+    """
+    from hcstore.tools.status import gather, render
+
+    if args.count and args.watch is None:
+        raise InvalidRequest("--count N counts the refreshes of --watch: add --watch [SECONDS]")
     source = _source(args)
-    with _client(source) as client:
-        stats = client.node_stats()
-        controller = _controller_or_none(source, client)
-        ec = source.default_ec(controller)
-        try:
-            protection = protection_summary(controller.status().stats) if controller else None
-        except HCStoreError:
-            protection = None
-        cluster_map = client.cluster_map
-    running = LocalCluster(source.directory).running() if source.directory else {}
-    rows: list[dict[str, Any]] = []
-    for node in cluster_map.nodes:
-        seen = stats[node.id]
-        report = seen if isinstance(seen, dict) else None
-        state = node.state if report or node.state not in ("alive", "suspect") else "down"   # what we just saw wins
-        rows.append({
-            "id": node.id, "endpoint": node.endpoint or "-", "pid": running.get(node.id),
-            "state": state, "map_state": node.state, "mountpaths": len(report["mountpaths"]) if report else None,
-            "used": report["used"] if report else None, "free": report["free"] if report else None,
-            "fragments": report["fragments"] if report else None, "error": None if report else str(seen)})
-    if args.json:
-        print(json.dumps({"cluster": source.location, "ec": ec, "epoch": cluster_map.epoch,
-                          "nodes": rows, "protection": protection}, indent=2))
+    shown = 0
+    try:
+        while True:
+            doc = gather(source)
+            if args.json:
+                print(json.dumps(doc, indent=None if args.watch else 2), flush=True)
+            else:
+                if args.watch and console.is_terminal:
+                    console.clear()
+                render(doc, console)
+            shown += 1
+            if args.watch is None or (args.count and shown >= args.count):
+                return 0
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
         return 0
-    table = Table(title=f"hcstore cluster {source.location} (EC {ec or '-'})")
-    for column in ("id", "endpoint", "pid", "state", "mountpaths", "used", "free", "fragments"):
-        table.add_column(column)
-    for r in rows:
-        style = "" if r["state"] == "alive" else "red"
-        table.add_row(r["id"], r["endpoint"], str(r["pid"] or "-"), r["state"], str(r["mountpaths"] or "-"),
-                      size(r["used"]) if r["used"] is not None else "-",
-                      size(r["free"]) if r["free"] is not None else "-",
-                      str(r["fragments"]) if r["fragments"] is not None else "-", style=style)
-    console.print(table)
-    if protection:
-        p = protection
-        console.print(f"protection (last scans): {p['protected']} objects fully protected, {p['degraded']} degraded, "
-                      f"{p['misplaced']} being moved, {p['unreadable']} unreadable; "
-                      f"{size(p['bytes_awaiting_repair'])} awaiting repair, {size(p['bytes_repaired'])} rebuilt")
-    return 0
 
 
 def cmd_node(args: argparse.Namespace) -> int:
@@ -472,8 +448,11 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--purge", action="store_true", help="also delete its data directory")
     down.set_defaults(func=cmd_down)
 
-    status = sub.add_parser("status", help="table of agents")
-    status.add_argument("--json", action="store_true")
+    status = sub.add_parser("status", help="agents, mountpaths, protection by level, repair progress and ETA")
+    status.add_argument("--json", action="store_true", help="the same as JSON (field names: docs/observability.md)")
+    status.add_argument("--watch", nargs="?", const=2.0, type=SECONDS, metavar="SECONDS",
+                        help="refresh every SECONDS (default 2) until Ctrl-C")
+    status.add_argument("--count", type=COUNT, help="with --watch: stop after this many refreshes")
     status.set_defaults(func=cmd_status)
 
     node = sub.add_parser("node", help="drain, resume or remove a node")

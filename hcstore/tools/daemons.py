@@ -35,8 +35,8 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         from hcstore.config import AgentConfig
         from hcstore.node.agent import Agent
 
-        return daemon.run(AgentConfig, Agent, args.config, log_file=args.log_file)
+        return daemon.run(AgentConfig, Agent, args.config, log_file=args.log_file, log_format=args.log_format)
     from hcstore.config import ControllerConfig
     from hcstore.control.controller import Controller
 
-    return daemon.run(ControllerConfig, Controller, args.config, log_file=args.log_file)
+    return daemon.run(ControllerConfig, Controller, args.config, log_file=args.log_file, log_format=args.log_format)

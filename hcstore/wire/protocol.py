@@ -49,6 +49,11 @@ MAX_LIST_LIMIT = 10_000
 
 _INT64 = (0, (1 << 63) - 1)
 
+READ_PATHS = ("local", "remote", "degraded", "hedged")
+"""How a client read a fragment, told in a read's optional ``path`` field and counted by the agent:
+from its own node, from another node, from a parity fragment read because a data fragment could
+not be (the stripe is decoded), or as a hedge for a fragment that answered too slowly."""
+
 
 @dataclass(frozen=True)
 class Field:
@@ -87,7 +92,13 @@ OPERATIONS: dict[str, dict[str, Field]] = {
     # Write a committed tombstone fragment and retire older generations.
     "tombstone": {"header": Field(dict)},
     # Read `count` whole chunks starting at stripe `first` of one fragment.
-    "read": {**_FRAG, "first": Field(int, bounds=(0, MAX_STRIPES)), "count": Field(int, bounds=(1, MAX_STRIPES))},
+    # `path`: how the client reads this fragment (one of READ_PATHS), for the agent's metrics.
+    "read": {
+        **_FRAG,
+        "first": Field(int, bounds=(0, MAX_STRIPES)),
+        "count": Field(int, bounds=(1, MAX_STRIPES)),
+        "path": Field(str, required=False),
+    },
     # Delete one fragment that has been rebuilt on its new owner (rebalance, drain).
     "drop": dict(_FRAG),
     # Take a corrupt fragment out of service (scrub found a bad chunk); repair rebuilds it.
@@ -265,8 +276,9 @@ class Reply:
         return bool(self.header.get("ok"))
 
     def error(self) -> HCStoreError:
-        """The exception this error reply stands for."""
-        return error_for_code(str(self.header.get("code", "E_INTERNAL")), str(self.header.get("detail", "")))
+        """The exception this error reply stands for; its message ends with the request id, as the daemon logs it."""
+        detail = str(self.header.get("detail", "")) or str(self.header.get("code", "E_INTERNAL"))
+        return error_for_code(str(self.header.get("code", "E_INTERNAL")), f"{detail} (request {self.header.get('id')})")
 
     def unwrap(self) -> Reply:
         """Return self, or raise the reply's error."""

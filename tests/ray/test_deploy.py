@@ -5,11 +5,13 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
+import urllib.request
 
 import numpy as np
 import pytest
 import ray
 from integration_support import wait_until
+from prometheus_client.parser import text_string_to_metric_families
 
 import ray_integration
 from hcstore.errors import ObjectNotFound
@@ -52,6 +54,21 @@ def test_one_agent_per_node_pinned_to_it(store):
     assert len(set(mountpaths)) == 2 * len(nodes)                       # nobody shares a directory
     in_map = {n["id"]: n["state"] for n in status["map"]["nodes"]}
     assert in_map == {node_id_for(n): "alive" for n in nodes}
+
+
+def test_every_agent_actor_and_the_controller_serve_the_metrics_endpoint(store):
+    status = ray_integration.status()
+    assert status["metrics"].startswith("http://127.0.0.1:")
+    assert 'role="controller"' in urllib.request.urlopen(status["metrics"], timeout=10).read().decode()
+    for node in alive_nodes():
+        info = ray.get(ray.get_actor(AGENT_PREFIX + node, namespace=NAMESPACE).info.remote())
+        assert info["metrics"].startswith("http://127.0.0.1:")
+        text = urllib.request.urlopen(info["metrics"], timeout=10).read().decode()
+        build = [s for family in text_string_to_metric_families(text) for s in family.samples
+                 if s.name == "hcstore_build_info"]
+        assert [(s.labels["role"], s.labels["node"]) for s in build] == [("agent", node_id_for(node))]
+        ready = urllib.request.urlopen(info["metrics"].removesuffix("/metrics") + "/readyz", timeout=10)
+        assert ready.status == 200
 
 
 def test_deploying_twice_attaches(store):

@@ -80,6 +80,9 @@ def test_arguments_are_normalized_and_checked(tmp_path):
     ("mountpaths = [1, 2]", "mountpaths"),
     ('labels = ["zone=a"]', "labels"),
     ("labels = {zone = 1}", "labels"),
+    ("metrics_port = -2", "metrics_port"),
+    ("metrics_port = 65536", "metrics_port"),
+    ('log_format = "xml"', "log_format"),
 ])
 def test_a_bad_value_in_a_file_names_the_setting_and_the_file(tmp_path, text, setting):
     path = write_toml(tmp_path, text + "\n")
@@ -149,6 +152,7 @@ def test_controller_ec_is_checked(tmp_path):
                  durability="none", port=7001, repair_rate=0, ready_file="/run/agent.json"), ("node_id",)),
     (AgentConfig(node_id="n1"), ("node_id",)),
     (ControllerConfig(port=7000, ec="8+2", heartbeat=0.5, out_after=60), ()),
+    (ControllerConfig(metrics_port=9100, metrics_host="127.0.0.1", log_format="json"), ()),
     (ClientConfig(ec="10+4", codec="zfec", chunk_size=64 << 10), ()),
 ])
 def test_write_then_load_gives_the_same_config(tmp_path, config, include):
@@ -169,10 +173,12 @@ def test_every_field_can_come_from_the_environment():
               "high_watermark": "0.5", "capacity_bytes": "0x1000", "upload_ttl": "60", "controller": "tcp://x:1",
               "labels": "zone=a", "weight": "2", "heartbeat": "0.5", "state_dir": "/s", "repair_rate": "1e6",
               "scan_interval": "2", "scrub_interval": "3", "ready_file": "/r", "log_file": "/l", "io_workers": "2",
-              "io_queue": "64", "io_queue_bytes": "0x100000"}
+              "io_queue": "64", "io_queue_bytes": "0x100000", "log_format": "json", "metrics_host": "127.0.0.3",
+              "metrics_port": "-1"}
     assert set(values) == {f.name for f in fields(AgentConfig)}
     config = AgentConfig.load(environ={f"HCSTORE_{k.upper()}": v for k, v in values.items()})
     assert config.capacity_bytes == 4096 and config.mountpaths == ("/a", "/b") and config.repair_rate == 1e6
+    assert (config.log_format, config.metrics_host, config.metrics_port) == ("json", "127.0.0.3", -1)
     assert ClientConfig.load(environ={"HCSTORE_CODEC": ""}).codec is None
 
 
