@@ -24,9 +24,9 @@ import argparse
 import logging
 import time
 
+import local_ray  # before ray: it keeps every Ray node on 127.0.0.1
 import numpy as np
 import ray
-from local_ray import local_ray_cluster  # first: it keeps every Ray node on 127.0.0.1
 
 import ray_integration
 
@@ -62,7 +62,7 @@ def main() -> None:
     args = parser.parse_args()
     node_count, ec = (QUICK_NODES, QUICK_EC) if args.quick else (NODES, EC)
     shapes = [(64, 1024)] if args.quick else [(256, 1024 * (i + 1)) for i in range(3)]
-    with local_ray_cluster(
+    with local_ray.local_ray_cluster(
         head={"num_cpus": 2},
         prefix="hcstore-ray-example-",
         nodes=[{"num_cpus": 1, "object_store_memory": 100 * 2**20}] * (node_count - 1),

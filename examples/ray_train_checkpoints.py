@@ -33,9 +33,9 @@ import threading
 import time
 from typing import Any
 
+import local_ray  # before ray: it keeps every Ray node on 127.0.0.1
 import ray
 import torch
-from local_ray import local_ray_cluster  # first: it keeps every Ray node on 127.0.0.1
 from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, prepare_model
 
@@ -123,7 +123,7 @@ def main() -> None:
 
     done = threading.Event()
     nodes = [{"num_cpus": 1}] + [{"num_cpus": 2, "resources": {"trainer": 2}}] * 2  # a spare: EC 2+1 needs 3
-    with local_ray_cluster(head={"num_cpus": 1}, nodes=nodes, prefix="hcstore-ray-train-") as (
+    with local_ray.local_ray_cluster(head={"num_cpus": 1}, nodes=nodes, prefix="hcstore-ray-train-") as (
         cluster,
         (_, *trainers),
         workdir,
