@@ -13,6 +13,10 @@ Every path that stores fragments (a put, a repair or a rebalance) goes through
 4. **commit** the prepared fragments (``commit``) once at least ``quorum`` of them
    are prepared; and finally, for a new version, **retire** older generations.
 
+A put's targets and spares come from :func:`place_in_home_set`: every fragment of a
+version stays inside the key's home set, which is what lets a reader prove that a
+version is the newest (:mod:`placement.quorum`).
+
 A fragment of at most one stripe skips the first three steps with one ``store``
 message each (:meth:`FragmentUploads.store`). A target whose request fails is
 dropped, and the uploads go on while ``quorum`` targets are left (a put's write
@@ -26,21 +30,96 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from hcstore.client.access import ClusterAccess
-from hcstore.client.headers import VersionLayout, fragment_header
+from hcstore.client.headers import VersionLayout, fragment_header, tombstone_layout
 from hcstore.errors import AgentUnavailable, HCStoreError, NotEnoughNodes, ObjectChanged, ObjectNotFound, StoreFull
 from hcstore.wire.protocol import Reply
+from placement import ClusterMap, Placement, home_map, place, write_quorum
 
 log = logging.getLogger(__name__)
 
 
-def write_quorum(k: int, m: int) -> int:
-    """Fragments that must be committed before a put is acknowledged: ``k+1``, or ``k`` when ``m = 0``."""
-    return k + 1 if m > 0 else k
+def place_in_home_set(key: str, cluster_map: ClusterMap, k: int, m: int, *, operation: str) -> Placement:
+    """Targets and spares for a new ``k+m`` version of ``key``, all inside its home set.
+
+    Raises:
+        NotEnoughNodes: fewer writable nodes in the home set than the write quorum.
+    """
+    home = home_map(key, cluster_map, k, m)
+    quorum = write_quorum(k, m)
+    writable = len(home.writable())
+    if writable < quorum:
+        down = ", ".join(f"{n.id} ({n.state})" for n in home.nodes if n not in home.writable()) or "none"
+        raise NotEnoughNodes(
+            f"{operation}: only {writable} of the {len(home)} nodes of its home set are writable and the write "
+            f"quorum of {k}+{m} is {quorum} (not writable: {down}); bring nodes back or add nodes")
+    return place(key, home, k, m)
+
+
+def store_tombstone(access: ClusterAccess, bucket: str, key: str, generation: str, m: int, *,
+                    holders: Collection[str] = (), also: Sequence[str] = ()) -> tuple[str, ...]:
+    """Store the tombstone ``generation`` of ``bucket/key`` on ``m + 1`` nodes of its home set.
+
+    A tombstone is a replicated ``1+m`` version: it goes where :func:`place_in_home_set` puts one,
+    spares of the home set standing in for nodes that refuse, until the replicated write quorum
+    (``m + 1``) of home-set nodes hold it. It also goes to the nodes in ``also`` (holders of the
+    versions it hides, which it retires there); those outside the home set do not count.
+
+    Args:
+        access: The cluster to write to.
+        bucket: Bucket name.
+        key: Object key.
+        generation: The tombstone's generation.
+        m: The tombstone needs ``m + 1`` holders.
+        holders: Nodes that already hold this tombstone (a retry completing an earlier delete).
+        also: Further nodes to send it to.
+
+    Returns:
+        The home-set nodes holding the tombstone.
+
+    Raises:
+        AgentUnavailable: fewer than ``m + 1`` nodes of the home set hold it; those that do keep
+            it (the object reads as deleted where they answer), and a retry completes the delete.
+    """
+    name = f"{bucket}/{key}"
+    home = home_map(name, access.cluster_map, 1, m)
+    placement = place(name, home, 1, m)
+    quorum = write_quorum(1, m)
+    inside = {node.id for node in home.nodes}
+    held = {node for node in holders if node in inside}
+    everyone = sorted({*placement.nodes, *placement.spares, *(n for n in also if n), *held})
+    layout = tombstone_layout(bucket, key, generation, len(everyone))
+    spares = deque(node for node in placement.spares if node not in held)
+    wanted = [node for node in dict.fromkeys((*placement.nodes, *also)) if node and node not in held]
+    errors: list[str] = []
+    transport = access.transport
+    while wanted:
+        sent: dict[int, str] = {}
+        for node in wanted:
+            header = fragment_header(layout, everyone.index(node), everyone)
+            try:
+                sent[transport.send(access.endpoint(node), "tombstone", {"header": header})] = node
+            except HCStoreError as exc:
+                errors.append(f"{node}: {exc}")
+        for request_id, result in transport.wait(sent).items():
+            error = _error_of(result)
+            if error is not None:
+                errors.append(f"{sent[request_id]}: {error}")
+            elif sent[request_id] in inside:
+                held.add(sent[request_id])
+        short = quorum - len(held)
+        wanted = [spares.popleft() for _ in range(min(max(short, 0), len(spares)))]
+    if len(held) < quorum:
+        why = "; ".join(errors) or "too few writable nodes"
+        raise AgentUnavailable(
+            f"delete {name}: only {len(held)} of the {quorum} nodes its tombstone needs in the home set "
+            f"({', '.join(node.id for node in home.nodes)}) accepted it ({why}); "
+            "where it landed the object reads as deleted, retry the delete to complete it")
+    return tuple(sorted(held))
 
 
 @dataclass
@@ -272,6 +351,8 @@ class FragmentUploads:
                     wanted.append((index, spares.popleft()))
                     log.info("%s: fragment %d: %s failed (%s); trying %s", self.operation, index, node, error,
                              wanted[-1][1])
+                else:
+                    log.info("%s: fragment %d: %s failed (%s); no spare left", self.operation, index, node, error)
         self.opened = True
         stored = len(self.live())
         if stored < self.quorum:

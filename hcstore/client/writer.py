@@ -9,10 +9,13 @@ stripe is full or the writer is closed: a small object whose size was not known
 in advance is still replicated rather than coded, and an object of at most one
 stripe is stored with one message per fragment.
 
+Fragments, and the spares that stand in for failed targets, stay inside the
+key's home set (the first ``n + m`` nodes of its ranking, :mod:`placement.quorum`).
+
 Protection is synchronous: when the last stripe is acknowledged, every
 fragment is *prepared* (sealed, fsynced, renamed), and only when at least the
-write quorum (``k+1`` fragments, ``k`` when ``m = 0``) is prepared are they
-*committed*. Until a commit, no reader can see the new generation, so a writer
+write quorum (``max(k, m) + 1`` fragments, ``k`` when ``m = 0``; every copy of a
+replicated object) is prepared are they *committed*. Until a commit, no reader can see the new generation, so a writer
 killed at any point before it leaves the previous version readable; after the
 first commit the new generation is the object (readers roll forward over
 prepared fragments). Finally older generations are retired on the write set.
@@ -29,10 +32,10 @@ from typing import Any
 from ec import Codec, StripeLayout, chunk_size_for, default_codec_name, make_codec, parse_ec, split_stripe
 from hcstore.client.access import ClusterAccess
 from hcstore.client.headers import VersionLayout
-from hcstore.client.upload import FragmentUpload, FragmentUploads, write_quorum
+from hcstore.client.upload import FragmentUpload, FragmentUploads, place_in_home_set
 from hcstore.errors import InvalidRequest
 from hcstore.names import check_bucket, check_key
-from placement import place
+from placement import write_quorum
 
 __all__ = ["ObjectWriter", "PutResult"]
 
@@ -174,7 +177,8 @@ class ObjectWriter:
         self._chunk = chunk_size_for(size, k, config.chunk_size)
         expected = None if size is None else -(-size // (k * self._chunk)) * self._chunk
         self._buffer = self._new_buffer()
-        placement = place(f"{self.bucket}/{self.key}", self.client.cluster_map, k, m)
+        placement = place_in_home_set(f"{self.bucket}/{self.key}", self.client.cluster_map, k, m,
+                                      operation=f"put {self.bucket}/{self.key}")
         self._uploads = FragmentUploads(
             self.client, self.bucket, self.key, self.generation, chunk_size=self._chunk, fragments=codec.n,
             targets=dict(enumerate(placement.nodes)), spares=placement.spares, quorum=write_quorum(k, m),

@@ -2,7 +2,9 @@
 
 One code path serves node loss, disk loss, joins, weight changes and drains.
 :func:`plan_object` compares where an object's fragments were found with where
-:func:`placement.plan_moves` wants them under the current map:
+:func:`placement.plan_moves` wants them under the current map, inside the key's
+home set (:func:`placement.home_map`: rebuilt and moved fragments stay where
+readers can prove them, as a put's do):
 
 * a fragment on a node that is ``alive`` (or ``suspect``/``down``: not yet
   *out*, so it may come back) and still in the placement set stays;
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hcstore.client.versions import ObjectVersion
-from placement import ClusterMap, Node, plan_moves, rank
+from placement import ClusterMap, Node, home_map, plan_moves, rank
 
 SETTLED = frozenset({"alive"})
 MAY_RETURN = frozenset({"suspect", "down"})
@@ -73,7 +75,9 @@ def plan_object(version: ObjectVersion, cluster_map: ClusterMap) -> ObjectPlan:
             waiting.append(index)
         else:
             holders.append("")
-    targets = plan_moves(holders, f"{version.bucket}/{version.key}", _planning_map(cluster_map), version.k, version.m)
+    key = f"{version.bucket}/{version.key}"
+    home = home_map(key, _planning_map(cluster_map), version.k, version.m)
+    targets = plan_moves(holders, key, home, version.k, version.m)
     rebuild: dict[int, str] = {}
     drop: dict[int, str] = {}
     for index, (holder, target) in enumerate(zip(holders, targets, strict=True)):

@@ -135,6 +135,7 @@ def test_window_refuses_stripes_out_of_order_and_unknown_ones():
 
 # ---------------------------------------------------------------------- quorum
 
-@pytest.mark.parametrize("k, m, quorum", [(4, 2, 5), (1, 2, 2), (8, 3, 9), (3, 0, 3), (1, 0, 1)])
+# Replicated objects (k=1) need every copy, and W > m whatever k: max(k, m) + 1, or k when m = 0.
+@pytest.mark.parametrize("k, m, quorum", [(4, 2, 5), (1, 2, 3), (8, 3, 9), (2, 3, 4), (3, 0, 3), (1, 0, 1)])
 def test_write_quorum(k, m, quorum):
     assert write_quorum(k, m) == quorum
