@@ -73,7 +73,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PROTOCOL = "hcstore"
-_COPY_BLOCK = 8 << 20          # bytes per read when streaming a local file in
+_COPY_BLOCK = 8 << 20  # bytes per read when streaming a local file in
 _FSSPEC_OPTIONS = frozenset({"use_listings_cache", "listings_expiry_time", "max_paths", "asynchronous", "loop"})
 _CLIENT_SETTINGS = frozenset(f.name for f in dataclasses.fields(ClientConfig))
 
@@ -100,10 +100,12 @@ class HCStoreFileSystem(AbstractFileSystem):
         super().__init__(**{k: v for k, v in options.items() if k in _FSSPEC_OPTIONS})
         unknown = set(options) - _FSSPEC_OPTIONS - _CLIENT_SETTINGS
         if unknown:
-            raise InvalidRequest(f"unknown hcstore storage option(s): {', '.join(sorted(unknown))}; "
-                                 f"valid: cluster, {', '.join(sorted(_CLIENT_SETTINGS))}")
+            raise InvalidRequest(
+                f"unknown hcstore storage option(s): {', '.join(sorted(unknown))}; "
+                f"valid: cluster, {', '.join(sorted(_CLIENT_SETTINGS))}"
+            )
         self.settings = {k: v for k, v in options.items() if k in _CLIENT_SETTINGS}
-        ClientConfig.from_env(**self.settings)          # a bad setting fails here, naming itself
+        ClientConfig.from_env(**self.settings)  # a bad setting fails here, naming itself
         self.cluster = _locate_cluster(cluster)
         self._client: Client | None = None
         self._client_pid = 0
@@ -200,7 +202,7 @@ class HCStoreFileSystem(AbstractFileSystem):
         files: dict[str, dict[str, Any]] = {}
         dirs: dict[str, dict[str, Any]] = {}
         for name, info in found:
-            child, _, rest = name[len(path) + 1:].partition("/")
+            child, _, rest = name[len(path) + 1 :].partition("/")
             if rest:
                 dirs.setdefault(child, _dir_info(f"{path}/{child}"))
             else:
@@ -236,8 +238,14 @@ class HCStoreFileSystem(AbstractFileSystem):
         bucket, key = self._split(path)
         prefix = f"{key}/" if key else ""
         objects = self.client.list(bucket, prefix, partial=partial)
-        return _like(objects, [(f"{bucket}/{obj.key}", _object_info(obj.bucket, obj.key, obj.size, obj.generation))
-                               for obj in objects if "" not in obj.key[len(prefix):].split("/")])
+        return _like(
+            objects,
+            [
+                (f"{bucket}/{obj.key}", _object_info(obj.bucket, obj.key, obj.size, obj.generation))
+                for obj in objects
+                if "" not in obj.key[len(prefix) :].split("/")
+            ],
+        )
 
     # ------------------------------------------------------------------ metadata
 
@@ -307,8 +315,16 @@ class HCStoreFileSystem(AbstractFileSystem):
         wall_ns = Generation.parse(self.info(path)["generation"]).wall_ns
         return datetime.fromtimestamp(wall_ns / 1e9, tz=UTC)
 
-    def find(self, path: str, maxdepth: int | None = None, withdirs: bool = False, detail: bool = False,
-             *, partial: bool = False, **kwargs: Any) -> Any:
+    def find(
+        self,
+        path: str,
+        maxdepth: int | None = None,
+        withdirs: bool = False,
+        detail: bool = False,
+        *,
+        partial: bool = False,
+        **kwargs: Any,
+    ) -> Any:
         """Every object under ``path`` (and its sub-directories with ``withdirs``), from one listing.
 
         The names come as a :class:`~hcstore.client.client.Listing` (with ``detail``, a
@@ -326,7 +342,7 @@ class HCStoreFileSystem(AbstractFileSystem):
         listing = self._under(path, partial=partial)
         found: dict[str, dict[str, Any]] = {}
         for name, info in listing:
-            parts = name[len(path) + 1:].split("/")
+            parts = name[len(path) + 1 :].split("/")
             deepest_dir = len(parts) - 1 if maxdepth is None else min(len(parts) - 1, maxdepth)
             for level in range(1, deepest_dir + 1 if withdirs else 1):
                 directory = f"{path}/{'/'.join(parts[:level])}"
@@ -337,17 +353,19 @@ class HCStoreFileSystem(AbstractFileSystem):
             found[path] = _dir_info(path)
         elif not found and self._split(path)[1]:
             try:
-                found[path] = self._file_info(path)      # find() of an object gives the object
+                found[path] = self._file_info(path)  # find() of an object gives the object
             except FileNotFoundError:
                 pass
         names = sorted(found)
         if detail:
-            return DetailListing({name: found[name] for name in names}, unreached=listing.unreached,
-                                 complete=listing.complete)
+            return DetailListing(
+                {name: found[name] for name in names}, unreached=listing.unreached, complete=listing.complete
+            )
         return _like(listing, names)
 
-    def du(self, path: str, total: bool = True, maxdepth: int | None = None, withdirs: bool = False,
-           **kwargs: Any) -> Any:
+    def du(
+        self, path: str, total: bool = True, maxdepth: int | None = None, withdirs: bool = False, **kwargs: Any
+    ) -> Any:
         """Bytes of the objects under ``path`` (directories count 0), from one listing (``partial`` as :meth:`find`)."""
         found = self.find(path, maxdepth=maxdepth, withdirs=withdirs, detail=True, **kwargs)
         sizes = {name: info["size"] for name, info in found.items()}
@@ -355,8 +373,15 @@ class HCStoreFileSystem(AbstractFileSystem):
 
     # ------------------------------------------------------------------ reads
 
-    def _open(self, path: str, mode: str = "rb", block_size: int | None = None, autocommit: bool = True,
-              cache_options: dict[str, Any] | None = None, **kwargs: Any) -> HCStoreFile:
+    def _open(
+        self,
+        path: str,
+        mode: str = "rb",
+        block_size: int | None = None,
+        autocommit: bool = True,
+        cache_options: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> HCStoreFile:
         """Open an object: ``"rb"`` (seekable, one version), ``"wb"`` or ``"xb"`` (committed on close).
 
         Raises:
@@ -368,16 +393,26 @@ class HCStoreFileSystem(AbstractFileSystem):
             raise NotImplementedError("hcstore objects are immutable: append ('ab') is not supported")
         if mode == "xb":
             self._check_create(path, "create")
-        return HCStoreFile(self, path, mode, block_size=block_size or self.blocksize, autocommit=autocommit,
-                           cache_options=cache_options, **kwargs)
+        return HCStoreFile(
+            self,
+            path,
+            mode,
+            block_size=block_size or self.blocksize,
+            autocommit=autocommit,
+            cache_options=cache_options,
+            **kwargs,
+        )
 
     def cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytes:
         """The object's bytes, or ``[start:end]`` of them (negative values count from the end)."""
         bucket, key = self._object(path)
         if start is None and end is None:
             return self.client.get(bucket, key)
-        return retrying(self.client, lambda: self._read_version(resolve(self.client, bucket, key), start, end),
-                        what=f"cat_file {PROTOCOL}://{bucket}/{key}")
+        return retrying(
+            self.client,
+            lambda: self._read_version(resolve(self.client, bucket, key), start, end),
+            what=f"cat_file {PROTOCOL}://{bucket}/{key}",
+        )
 
     def _read_version(self, version: ObjectVersion, start: int | None, end: int | None) -> bytes:
         """``[start:end]`` of one version, with Python slice semantics.
@@ -388,8 +423,14 @@ class HCStoreFileSystem(AbstractFileSystem):
         lo, hi, _ = slice(start, end).indices(version.size)
         return b"".join(iter_range(self.client, version, lo, max(0, hi - lo)))
 
-    def get_file(self, rpath: str, lpath: Any, callback: Callback = DEFAULT_CALLBACK, outfile: BinaryIO | None = None,
-                 **kwargs: Any) -> None:
+    def get_file(
+        self,
+        rpath: str,
+        lpath: Any,
+        callback: Callback = DEFAULT_CALLBACK,
+        outfile: BinaryIO | None = None,
+        **kwargs: Any,
+    ) -> None:
         """Stream an object to a local file (written under a temporary name, then renamed) or ``outfile``.
 
         A directory gives a local directory.
@@ -444,8 +485,9 @@ class HCStoreFileSystem(AbstractFileSystem):
         self._check_create(path, mode)
         self.client.put(bucket, key, value)
 
-    def put_file(self, lpath: Any, rpath: str, callback: Callback = DEFAULT_CALLBACK, mode: str = "overwrite",
-                 **kwargs: Any) -> None:
+    def put_file(
+        self, lpath: Any, rpath: str, callback: Callback = DEFAULT_CALLBACK, mode: str = "overwrite", **kwargs: Any
+    ) -> None:
         """Stream a local file into an object; a local directory needs nothing (directories are implicit)."""
         if os.path.isdir(lpath):
             self.mkdir(rpath)
@@ -496,7 +538,7 @@ class HCStoreFileSystem(AbstractFileSystem):
                 self.rm_file(p)
             except (FileNotFoundError, IsADirectoryError):
                 if p in parents:
-                    continue                     # a directory of this expansion: implicit, nothing to delete
+                    continue  # a directory of this expansion: implicit, nothing to delete
                 if not self.isdir(p):
                     raise
                 if not recursive:
@@ -518,8 +560,9 @@ class HCStoreFile(AbstractBufferedFile):
     read file reopens this way, so it goes on reading the version it started with.
     """
 
-    def __init__(self, fs: HCStoreFileSystem, path: str, mode: str = "rb", *, generation: str | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, fs: HCStoreFileSystem, path: str, mode: str = "rb", *, generation: str | None = None, **kwargs: Any
+    ) -> None:
         self.bucket, self.key = fs._object(path)
         self.version: ObjectVersion | None = None
         self._writer: ObjectWriter | None = None
@@ -530,13 +573,15 @@ class HCStoreFile(AbstractBufferedFile):
         super().__init__(fs, fs._strip_protocol(path), mode, **kwargs)
         if self.version is not None:
             self.details = _object_info(self.bucket, self.key, self.version.size, self.version.generation)
-            self.kwargs["generation"] = self.version.generation      # what a pickled copy reopens
+            self.kwargs["generation"] = self.version.generation  # what a pickled copy reopens
 
     def _resolve(self, fs: HCStoreFileSystem, generation: str | None) -> ObjectVersion:
         version = fs.client.resolve(self.bucket, self.key)
         if generation is not None and version.generation != generation:
-            raise ObjectChanged(f"{PROTOCOL}://{self.bucket}/{self.key} is now generation {version.generation}, "
-                                f"not {generation}; open it again without generation= to read the new version")
+            raise ObjectChanged(
+                f"{PROTOCOL}://{self.bucket}/{self.key} is now generation {version.generation}, "
+                f"not {generation}; open it again without generation= to read the new version"
+            )
         return version
 
     # ------------------------------------------------------------------ reading
@@ -549,7 +594,7 @@ class HCStoreFile(AbstractBufferedFile):
     def read(self, length: int = -1) -> bytes:
         """Up to ``length`` bytes (all that is left if negative); big reads bypass the cache."""
         if self.mode != "rb" or self.closed:
-            return super().read(length)                  # raises the right error
+            return super().read(length)  # raises the right error
         length = self.size - self.loc if length is None or length < 0 else int(length)
         if length >= self.blocksize:
             data = self._fetch_range(self.loc, min(self.size, self.loc + length))
@@ -641,8 +686,9 @@ class DetailListing(dict[str, dict[str, Any]]):
         unreached: The nodes that did not answer.
     """
 
-    def __init__(self, entries: dict[str, dict[str, Any]], *, unreached: tuple[str, ...] = (),
-                 complete: bool = True) -> None:
+    def __init__(
+        self, entries: dict[str, dict[str, Any]], *, unreached: tuple[str, ...] = (), complete: bool = True
+    ) -> None:
         super().__init__(entries)
         self.complete = complete
         self.unreached = unreached

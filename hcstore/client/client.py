@@ -68,7 +68,7 @@ class ObjectInfo:
     codec: str = ""
     k: int = 0
     m: int = 0
-    fragments: int = 0          # fragments found
+    fragments: int = 0  # fragments found
     degraded: bool = False
     meta: dict[str, str] | None = None
 
@@ -107,8 +107,13 @@ class Client:
         InvalidRequest: a bad setting, or a malformed endpoint.
     """
 
-    def __init__(self, cluster: str | os.PathLike[str] | ClusterSource | ClusterMap | None = None, *,
-                 config: ClientConfig | None = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        cluster: str | os.PathLike[str] | ClusterSource | ClusterMap | None = None,
+        *,
+        config: ClientConfig | None = None,
+        **settings: Any,
+    ) -> None:
         ec_chosen = config is not None or settings.get("ec") is not None or "HCSTORE_EC" in os.environ
         self.source: ClusterSource | None = None
         if isinstance(cluster, ClusterMap):
@@ -117,14 +122,17 @@ class Client:
             self.source = ClusterSource.find(cluster)
             self._map = self.source.directory_map() if self.source.is_local else ClusterMap(0, ())
             if self.source.is_local and not ec_chosen:
-                settings["ec"] = self.source.default_ec()      # the cluster's EC is this client's default
+                settings["ec"] = self.source.default_ec()  # the cluster's EC is this client's default
         self.config = config.replace(**settings) if config else ClientConfig.from_env(**settings)
         self._stamp = self.source.map_stamp() if self.source else ()
         self._checked = 0.0
         self._from_controller = False
         self._lock = threading.Lock()
-        self.transport = Transport(connect_timeout=self.config.connect_timeout,
-                                   request_timeout=self.config.request_timeout, io_threads=self.config.io_threads)
+        self.transport = Transport(
+            connect_timeout=self.config.connect_timeout,
+            request_timeout=self.config.request_timeout,
+            io_threads=self.config.io_threads,
+        )
         self.clock = HybridClock()
         self.corruptions: list[CorruptionReport] = []
         if self.source is not None and not self.source.is_local:
@@ -137,7 +145,7 @@ class Client:
         self._from_controller = True
         self._checked = time.monotonic()
         if not explicit_ec and reply.ec:
-            self.config = self.config.replace(ec=reply.ec)     # the cluster's EC is the default
+            self.config = self.config.replace(ec=reply.ec)  # the cluster's EC is the default
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_client, (self.source or self._map, self.config))
@@ -153,8 +161,9 @@ class Client:
         """
         if self.source is None:
             raise InvalidRequest("this client was given a fixed cluster map and knows no controller")
-        return self.source.controller(transport=self.transport,
-                                      timeout=self.config.request_timeout if timeout is None else timeout)
+        return self.source.controller(
+            transport=self.transport, timeout=self.config.request_timeout if timeout is None else timeout
+        )
 
     @property
     def cluster_map(self) -> ClusterMap:
@@ -184,8 +193,9 @@ class Client:
                 first, self._from_controller = not self._from_controller, True
                 return fresh if first or fresh.epoch >= self._map.epoch else self._map
             except HCStoreError as exc:
-                log.info("%s: no map from the controller (%s); using the cached cluster map",
-                         self.source.describe(), exc)
+                log.info(
+                    "%s: no map from the controller (%s); using the cached cluster map", self.source.describe(), exc
+                )
         if self._from_controller or not self.source.is_local:
             return self._map
         stamp = self.source.map_stamp()
@@ -230,14 +240,29 @@ class Client:
 
     def report_corruption(self, report: CorruptionReport) -> None:
         """Log a chunk whose bytes did not match their digest, and keep it in ``corruptions``."""
-        log.warning("corrupt chunk: hcstore://%s/%s generation %s fragment %d stripe %d on node %s",
-                    report.bucket, report.key, report.generation, report.fragment, report.stripe, report.node)
+        log.warning(
+            "corrupt chunk: hcstore://%s/%s generation %s fragment %d stripe %d on node %s",
+            report.bucket,
+            report.key,
+            report.generation,
+            report.fragment,
+            report.stripe,
+            report.node,
+        )
         self.corruptions.append(report)
 
     # ------------------------------------------------------------------ writes
 
-    def writer(self, bucket: str, key: str, *, size: int | None = None, ec: str | None = None,
-               codec: str | None = None, meta: dict[str, str] | None = None) -> ObjectWriter:
+    def writer(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        size: int | None = None,
+        ec: str | None = None,
+        codec: str | None = None,
+        meta: dict[str, str] | None = None,
+    ) -> ObjectWriter:
         """A writable stream that becomes the object's new version when closed.
 
         Raises:
@@ -251,10 +276,17 @@ class Client:
                 check_codec(codec, k, m)
         return ObjectWriter(self, bucket, key, size=size, ec=ec, codec=codec, meta=meta)
 
-    def put(self, bucket: str, key: str,
-            data: bytes | bytearray | memoryview | BinaryIO | Iterable[bytes | bytearray | memoryview], *,
-            size: int | None = None, ec: str | None = None, codec: str | None = None,
-            meta: dict[str, str] | None = None) -> PutResult:
+    def put(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes | bytearray | memoryview | BinaryIO | Iterable[bytes | bytearray | memoryview],
+        *,
+        size: int | None = None,
+        ec: str | None = None,
+        codec: str | None = None,
+        meta: dict[str, str] | None = None,
+    ) -> PutResult:
         """Store ``data`` (bytes, a binary file or stream, or an iterable of bytes) as a new version.
 
         Returns when the fragments are committed on ``k+m`` distinct nodes, or
@@ -272,15 +304,16 @@ class Client:
         what = f"put hcstore://{bucket}/{key}"
         if isinstance(data, (bytes, bytearray, memoryview)):
             nbytes = memoryview(data).nbytes
-            return retrying(self, lambda: self._put_once(bucket, key, (data,), nbytes, options),
-                            what=what, final=(ObjectChanged,))
+            return retrying(
+                self, lambda: self._put_once(bucket, key, (data,), nbytes, options), what=what, final=(ObjectChanged,)
+            )
         if size is None and hasattr(data, "fileno"):
             try:
                 size = os.fstat(data.fileno()).st_size - data.tell()  # type: ignore[union-attr, attr-defined]
             except (OSError, io.UnsupportedOperation, AttributeError):
                 size = None
         start = _seekable_position(data)
-        if start is None:                       # a stream cannot be sent twice: one attempt
+        if start is None:  # a stream cannot be sent twice: one attempt
             return self._put_once(bucket, key, _pieces(data), size, options)
         seekable: BinaryIO = data  # type: ignore[assignment]
 
@@ -290,8 +323,9 @@ class Client:
 
         return retrying(self, from_start, what=what, final=(ObjectChanged,))
 
-    def _put_once(self, bucket: str, key: str, pieces: Iterable[Any], size: int | None,
-                  options: dict[str, Any]) -> PutResult:
+    def _put_once(
+        self, bucket: str, key: str, pieces: Iterable[Any], size: int | None, options: dict[str, Any]
+    ) -> PutResult:
         """One attempt at a put: stream ``pieces`` into a new version."""
         with self.writer(bucket, key, size=size, **options) as w:
             for piece in pieces:
@@ -315,7 +349,7 @@ class Client:
             AgentUnavailable: fewer than ``m + 1`` nodes of the home set accepted the tombstone;
                 where it landed the object reads as deleted, and a retry completes the delete.
         """
-        mine: dict[str, Any] = {}       # the tombstone this call wrote ("gen", "m"), once it has one
+        mine: dict[str, Any] = {}  # the tombstone this call wrote ("gen", "m"), once it has one
         retrying(self, lambda: self._delete(bucket, key, mine), what=f"delete hcstore://{bucket}/{key}")
 
     def _delete(self, bucket: str, key: str, mine: dict[str, Any]) -> None:
@@ -331,9 +365,9 @@ class Client:
             holders = set(getattr(exc, "holders", ()))
             held = holders.intersection(home_set(f"{bucket}/{key}", self.cluster_map, 1, m))
             if len(held) < write_quorum(1, m):
-                store_tombstone(self, bucket, key, tombstone, m, holders=holders)   # complete an earlier delete
+                store_tombstone(self, bucket, key, tombstone, m, holders=holders)  # complete an earlier delete
             elif not ours:
-                raise                                   # deleted already, and that delete is complete
+                raise  # deleted already, and that delete is complete
             return
         mine.update(gen=self.clock.now(), m=version.m)
         store_tombstone(self, bucket, key, mine["gen"], version.m, also=version.locations)
@@ -361,6 +395,7 @@ class Client:
             NotEnoughFragments: more than ``m`` fragments are lost or corrupt.
             InvalidRequest: a bad range.
         """
+
         def read() -> bytes:
             version = resolve(self, bucket, key)
             start, count = _check_range(version.size, offset, length)
@@ -376,6 +411,7 @@ class Client:
             NotProven: nodes that did not answer could hold a newer version (or the only one).
             InvalidRequest: the buffer is too small for the object, or a bad offset.
         """
+
         def read() -> int:
             version = resolve(self, bucket, key)
             start, count = _check_range(version.size, offset, None)
@@ -451,8 +487,9 @@ class Client:
         check_prefix(prefix)
         if partial:
             return self._list_once(bucket, prefix, partial=True)
-        return retrying(self, lambda: self._list_once(bucket, prefix, partial=False),
-                        what=f"list hcstore://{bucket}/{prefix}")
+        return retrying(
+            self, lambda: self._list_once(bucket, prefix, partial=False), what=f"list hcstore://{bucket}/{prefix}"
+        )
 
     def _list_once(self, bucket: str, prefix: str, *, partial: bool) -> Listing[ObjectInfo]:
         """One listing round over every agent."""
@@ -460,10 +497,11 @@ class Client:
         nodes = {n.endpoint: n.id for n in cluster_map.nodes if n.endpoint}
         newest: dict[str, tuple[str, str, int]] = {}
         failed: set[str] = set()
-        pending = dict.fromkeys(nodes, "")                  # endpoint -> start_after
+        pending = dict.fromkeys(nodes, "")  # endpoint -> start_after
         while pending:
-            replies = self.transport.broadcast(pending, "list", {
-                "bucket": bucket, "prefix": prefix, "limit": _LIST_PAGE}, start_after=pending)
+            replies = self.transport.broadcast(
+                pending, "list", {"bucket": bucket, "prefix": prefix, "limit": _LIST_PAGE}, start_after=pending
+            )
             more = {}
             for endpoint, reply in replies.items():
                 if isinstance(reply, HCStoreError):
@@ -477,8 +515,11 @@ class Client:
                 if len(entries) == _LIST_PAGE:
                     more[endpoint] = entries[-1][0]
             pending = more
-        found = [ObjectInfo(bucket, key, size, gen) for key, (gen, kind, size) in sorted(newest.items())
-                 if kind != "tombstone"]
+        found = [
+            ObjectInfo(bucket, key, size, gen)
+            for key, (gen, kind, size) in sorted(newest.items())
+            if kind != "tombstone"
+        ]
         return self._listing(found, set(nodes.values()) - failed, f"hcstore://{bucket}/{prefix}", partial)
 
     def buckets(self, *, partial: bool = False) -> Listing[str]:
@@ -505,8 +546,9 @@ class Client:
                 answered.add(nodes[endpoint])
         return self._listing(sorted(names), answered, "the buckets", partial, cluster_map)
 
-    def _listing(self, entries: Iterable[T], answered: set[str], what: str, partial: bool,
-                 cluster_map: ClusterMap | None = None) -> Listing[T]:
+    def _listing(
+        self, entries: Iterable[T], answered: set[str], what: str, partial: bool, cluster_map: ClusterMap | None = None
+    ) -> Listing[T]:
         """``entries`` as a listing, complete or partial as the answers prove; or NotProven."""
         proof = listing_proof(cluster_map or self.cluster_map, answered, schemes_of(*parse_ec(self.config.ec)))
         if not proof.proven and not partial:
@@ -514,7 +556,8 @@ class Client:
                 f"listing {what} may be incomplete: {len(proof.unreached)} of the {len(proof.candidates)} nodes did "
                 f"not answer ({', '.join(proof.unreached)}), and an object needs as few as {proof.quorum} nodes, so "
                 "some could sit on them alone; retry later, bring those nodes back, or ask for a partial listing",
-                proof.unreached)
+                proof.unreached,
+            )
         if not proof.proven:
             log.info("listing %s is partial: nodes %s did not answer", what, ", ".join(proof.unreached))
         return Listing(entries, unreached=proof.unreached, complete=proof.proven)

@@ -56,12 +56,21 @@ def place_in_home_set(key: str, cluster_map: ClusterMap, k: int, m: int, *, oper
         down = ", ".join(f"{n.id} ({n.state})" for n in home.nodes if n not in home.writable()) or "none"
         raise NotEnoughNodes(
             f"{operation}: only {writable} of the {len(home)} nodes of its home set are writable and the write "
-            f"quorum of {k}+{m} is {quorum} (not writable: {down}); bring nodes back or add nodes")
+            f"quorum of {k}+{m} is {quorum} (not writable: {down}); bring nodes back or add nodes"
+        )
     return place(key, home, k, m)
 
 
-def store_tombstone(access: ClusterAccess, bucket: str, key: str, generation: str, m: int, *,
-                    holders: Collection[str] = (), also: Sequence[str] = ()) -> tuple[str, ...]:
+def store_tombstone(
+    access: ClusterAccess,
+    bucket: str,
+    key: str,
+    generation: str,
+    m: int,
+    *,
+    holders: Collection[str] = (),
+    also: Sequence[str] = (),
+) -> tuple[str, ...]:
     """Store the tombstone ``generation`` of ``bucket/key`` on ``m + 1`` nodes of its home set.
 
     A tombstone is a replicated ``1+m`` version: it goes where :func:`place_in_home_set` puts one,
@@ -118,7 +127,8 @@ def store_tombstone(access: ClusterAccess, bucket: str, key: str, generation: st
         raise AgentUnavailable(
             f"delete {name}: only {len(held)} of the {quorum} nodes its tombstone needs in the home set "
             f"({', '.join(node.id for node in home.nodes)}) accepted it ({why}); "
-            "where it landed the object reads as deleted, retry the delete to complete it")
+            "where it landed the object reads as deleted, retry the delete to complete it"
+        )
     return tuple(sorted(held))
 
 
@@ -148,9 +158,9 @@ class StripeWindow:
 
     def __init__(self) -> None:
         self._stripes: deque[int] = deque()
-        self._waiting: dict[int, int] = {}                   # stripe -> replies still expected
-        self._held: dict[int, Any] = {}                      # stripe -> kept alive until acknowledged
-        self._requests: dict[int, tuple[int, int]] = {}      # request id -> (stripe, fragment index)
+        self._waiting: dict[int, int] = {}  # stripe -> replies still expected
+        self._held: dict[int, Any] = {}  # stripe -> kept alive until acknowledged
+        self._requests: dict[int, tuple[int, int]] = {}  # request id -> (stripe, fragment index)
 
     def __len__(self) -> int:
         """Stripes not yet released."""
@@ -229,9 +239,22 @@ class FragmentUploads:
         operation: What the uploads are for, in error messages (``"put bucket/key"``).
     """
 
-    def __init__(self, access: ClusterAccess, bucket: str, key: str, generation: str, *, chunk_size: int,
-                 fragments: int, targets: Mapping[int, str], quorum: int, spares: Sequence[str] = (),
-                 holders: Sequence[str] = (), expected_bytes: int | None = None, operation: str = "") -> None:
+    def __init__(
+        self,
+        access: ClusterAccess,
+        bucket: str,
+        key: str,
+        generation: str,
+        *,
+        chunk_size: int,
+        fragments: int,
+        targets: Mapping[int, str],
+        quorum: int,
+        spares: Sequence[str] = (),
+        holders: Sequence[str] = (),
+        expected_bytes: int | None = None,
+        operation: str = "",
+    ) -> None:
         self.access = access
         self.bucket = bucket
         self.key = key
@@ -296,9 +319,13 @@ class FragmentUploads:
             StoreFull: fewer than ``quorum`` fragments were stored, mostly because nodes are full.
             NotEnoughNodes: fewer than ``quorum`` fragments were stored.
         """
+
         def fields(index: int, placement: tuple[str, ...]) -> dict[str, Any]:
-            return {**self._ident(index), "chunk_size": self.chunk_size,
-                    "header": fragment_header(layout, index, placement)}
+            return {
+                **self._ident(index),
+                "chunk_size": self.chunk_size,
+                "header": fragment_header(layout, index, placement),
+            }
 
         planned = self._overlay(self._planned)
         self._place("store", lambda index: fields(index, planned), lambda index: payloads[index], prepared=True)
@@ -315,8 +342,14 @@ class FragmentUploads:
     def _ident(self, index: int) -> dict[str, Any]:
         return {"bucket": self.bucket, "key": self.key, "gen": self.generation, "idx": index}
 
-    def _place(self, op: str, fields_of: Callable[[int], dict[str, Any]],
-               payloads_of: Callable[[int], Sequence[Any]], *, prepared: bool) -> None:
+    def _place(
+        self,
+        op: str,
+        fields_of: Callable[[int], dict[str, Any]],
+        payloads_of: Callable[[int], Sequence[Any]],
+        *,
+        prepared: bool,
+    ) -> None:
         """Send ``op`` for every planned target, moving a failed one to the next spare; check the quorum."""
         transport = self.access.transport
         spares = deque(self._spares)
@@ -336,8 +369,9 @@ class FragmentUploads:
                 error = _error_of(result)
                 if error is None:
                     assert isinstance(result, Reply)
-                    self.targets[index] = FragmentUpload(index, node, endpoint, result.header.get("upload", ""),
-                                                         prepared=prepared)
+                    self.targets[index] = FragmentUpload(
+                        index, node, endpoint, result.header.get("upload", ""), prepared=prepared
+                    )
                 else:
                     errors.append((index, node, error))
             wanted = []
@@ -349,8 +383,9 @@ class FragmentUploads:
                 self._errors.append(f"fragment {index} on {node}: {error}")
                 if spares:
                     wanted.append((index, spares.popleft()))
-                    log.info("%s: fragment %d: %s failed (%s); trying %s", self.operation, index, node, error,
-                             wanted[-1][1])
+                    log.info(
+                        "%s: fragment %d: %s failed (%s); trying %s", self.operation, index, node, error, wanted[-1][1]
+                    )
                 else:
                     log.info("%s: fragment %d: %s failed (%s); no spare left", self.operation, index, node, error)
         self.opened = True
@@ -358,8 +393,12 @@ class FragmentUploads:
         if stored < self.quorum:
             problem = self._problem() or "the cluster map has too few writable nodes"
             cls = StoreFull if full and full >= failures else NotEnoughNodes
-            raise self._give_up(cls(f"{self.operation}: only {stored} of {len(self._planned)} fragments could be "
-                                    f"placed and the write quorum is {self.quorum} ({problem})"))
+            raise self._give_up(
+                cls(
+                    f"{self.operation}: only {stored} of {len(self._planned)} fragments could be "
+                    f"placed and the write quorum is {self.quorum} ({problem})"
+                )
+            )
 
     # ------------------------------------------------------------------ streaming
 
@@ -380,8 +419,9 @@ class FragmentUploads:
         transport = self.access.transport
         for target in self.live():
             try:
-                request_id = transport.send(target.endpoint, "write", {"upload": target.upload, "stripe": stripe},
-                                            [chunks[target.index]])
+                request_id = transport.send(
+                    target.endpoint, "write", {"upload": target.upload, "stripe": stripe}, [chunks[target.index]]
+                )
             except HCStoreError as exc:
                 self._drop(target, exc)
                 continue
@@ -422,10 +462,18 @@ class FragmentUploads:
             return
         failed = [t.failed for t in self.targets if t is not None and t.failed is not None]
         if sum(isinstance(e, StoreFull) for e in failed) * 2 >= len(failed):
-            raise self._give_up(StoreFull(f"{self.operation}: the nodes holding its fragments filled up "
-                                          f"({self._problem()}); nothing was committed"))
-        raise self._give_up(NotEnoughNodes(f"{self.operation}: {left} fragments left after node failures, "
-                                           f"the write quorum is {self.quorum} ({self._problem()})"))
+            raise self._give_up(
+                StoreFull(
+                    f"{self.operation}: the nodes holding its fragments filled up "
+                    f"({self._problem()}); nothing was committed"
+                )
+            )
+        raise self._give_up(
+            NotEnoughNodes(
+                f"{self.operation}: {left} fragments left after node failures, "
+                f"the write quorum is {self.quorum} ({self._problem()})"
+            )
+        )
 
     # ------------------------------------------------------------------ prepare / commit
 
@@ -443,9 +491,12 @@ class FragmentUploads:
         for target in prepared:
             target.prepared = True
         if len(prepared) < self.quorum:
-            raise self._give_up(NotEnoughNodes(
-                f"{self.operation}: {len(prepared)} fragments prepared, the write quorum is {self.quorum}; "
-                f"nothing was committed ({self._problem()})"))
+            raise self._give_up(
+                NotEnoughNodes(
+                    f"{self.operation}: {len(prepared)} fragments prepared, the write quorum is {self.quorum}; "
+                    f"nothing was committed ({self._problem()})"
+                )
+            )
 
     def commit(self) -> list[FragmentUpload]:
         """Commit the prepared fragments; returns those committed.
@@ -460,12 +511,18 @@ class FragmentUploads:
         committed = self.live()
         if not committed:
             if all(isinstance(t.failed, ObjectNotFound) for t in prepared):
-                raise self._give_up(ObjectChanged(
-                    f"{self.operation}: superseded while committing (a newer version or a delete removed "
-                    "this one); it was not stored"))
-            raise self._give_up(AgentUnavailable(
-                f"{self.operation}: no agent confirmed the commit ({self._problem()}); what was written may or "
-                "may not be visible, retry"))
+                raise self._give_up(
+                    ObjectChanged(
+                        f"{self.operation}: superseded while committing (a newer version or a delete removed "
+                        "this one); it was not stored"
+                    )
+                )
+            raise self._give_up(
+                AgentUnavailable(
+                    f"{self.operation}: no agent confirmed the commit ({self._problem()}); what was written may or "
+                    "may not be visible, retry"
+                )
+            )
         self._settled = True
         return committed
 
@@ -475,8 +532,11 @@ class FragmentUploads:
         ids = []
         for target in self.live():
             try:
-                ids.append(transport.send(target.endpoint, "retire",
-                                          {"bucket": self.bucket, "key": self.key, "gen": self.generation}))
+                ids.append(
+                    transport.send(
+                        target.endpoint, "retire", {"bucket": self.bucket, "key": self.key, "gen": self.generation}
+                    )
+                )
             except HCStoreError:
                 pass
         transport.forget(ids)
@@ -503,8 +563,13 @@ class FragmentUploads:
 
     # ------------------------------------------------------------------ helpers
 
-    def _phase(self, op: str, targets: list[FragmentUpload], fields_of: Callable[[FragmentUpload], dict[str, Any]],
-               payloads_of: Callable[[FragmentUpload], Sequence[Any]] = lambda t: ()) -> None:
+    def _phase(
+        self,
+        op: str,
+        targets: list[FragmentUpload],
+        fields_of: Callable[[FragmentUpload], dict[str, Any]],
+        payloads_of: Callable[[FragmentUpload], Sequence[Any]] = lambda t: (),
+    ) -> None:
         """Send ``op`` to each target and wait; a target whose request fails drops out."""
         transport = self.access.transport
         ids: dict[int, FragmentUpload] = {}

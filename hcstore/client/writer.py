@@ -67,8 +67,17 @@ class ObjectWriter:
     Use as a context manager, or call :meth:`close` (commit) / :meth:`abort`.
     """
 
-    def __init__(self, client: ClusterAccess, bucket: str, key: str, *, size: int | None = None,
-                 ec: str | None = None, codec: str | None = None, meta: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        client: ClusterAccess,
+        bucket: str,
+        key: str,
+        *,
+        size: int | None = None,
+        ec: str | None = None,
+        codec: str | None = None,
+        meta: dict[str, str] | None = None,
+    ) -> None:
         self.client = client
         self.bucket = check_bucket(bucket)
         self.key = check_key(key)
@@ -86,7 +95,7 @@ class ObjectWriter:
         self._chunk = 0
         self._buffer: bytearray | None = None
         self._fill = 0
-        self._pool: list[bytearray] = []                      # stripe buffers every agent acknowledged
+        self._pool: list[bytearray] = []  # stripe buffers every agent acknowledged
         self._closed = False
         self._stash = bytearray()
         if size is not None:
@@ -177,12 +186,22 @@ class ObjectWriter:
         self._chunk = chunk_size_for(size, k, config.chunk_size)
         expected = None if size is None else -(-size // (k * self._chunk)) * self._chunk
         self._buffer = self._new_buffer()
-        placement = place_in_home_set(f"{self.bucket}/{self.key}", self.client.cluster_map, k, m,
-                                      operation=f"put {self.bucket}/{self.key}")
+        placement = place_in_home_set(
+            f"{self.bucket}/{self.key}", self.client.cluster_map, k, m, operation=f"put {self.bucket}/{self.key}"
+        )
         self._uploads = FragmentUploads(
-            self.client, self.bucket, self.key, self.generation, chunk_size=self._chunk, fragments=codec.n,
-            targets=dict(enumerate(placement.nodes)), spares=placement.spares, quorum=write_quorum(k, m),
-            expected_bytes=expected, operation=f"put {self.bucket}/{self.key}")
+            self.client,
+            self.bucket,
+            self.key,
+            self.generation,
+            chunk_size=self._chunk,
+            fragments=codec.n,
+            targets=dict(enumerate(placement.nodes)),
+            spares=placement.spares,
+            quorum=write_quorum(k, m),
+            expected_bytes=expected,
+            operation=f"put {self.bucket}/{self.key}",
+        )
         stash, self._stash = self._stash, bytearray()
         if stash:
             self._append(memoryview(stash))
@@ -196,11 +215,11 @@ class ObjectWriter:
         while view:
             assert self._buffer is not None
             if self._fill == 0 and len(view) >= stripe_bytes and view.readonly:
-                self._send_stripe(view[:stripe_bytes])          # zero copy from immutable input
+                self._send_stripe(view[:stripe_bytes])  # zero copy from immutable input
                 view = view[stripe_bytes:]
                 continue
             take = min(len(view), stripe_bytes - self._fill)
-            self._buffer[self._fill:self._fill + take] = view[:take]
+            self._buffer[self._fill : self._fill + take] = view[:take]
             self._fill += take
             view = view[take:]
             if self._fill == stripe_bytes:
@@ -238,7 +257,7 @@ class ObjectWriter:
         """An object of at most one stripe: each fragment is written and prepared in one message."""
         assert self._codec is not None and self._buffer is not None
         if self.written:
-            payloads = [[chunk] for chunk in self._encode(memoryview(self._buffer)[:self._fill])]
+            payloads = [[chunk] for chunk in self._encode(memoryview(self._buffer)[: self._fill])]
         else:
             payloads = [[] for _ in range(self._codec.n)]
         uploads.store(payloads, self._layout())
@@ -249,9 +268,18 @@ class ObjectWriter:
         """What every fragment header of this version says, for the bytes written so far."""
         codec = self._codec
         assert codec is not None
-        return VersionLayout(bucket=self.bucket, key=self.key, generation=self.generation, codec=codec.name,
-                             k=codec.k, m=codec.m, chunk_size=self._chunk, size=self.written,
-                             stripes=StripeLayout(self.written, codec.k, self._chunk).stripes, meta=self.meta)
+        return VersionLayout(
+            bucket=self.bucket,
+            key=self.key,
+            generation=self.generation,
+            codec=codec.name,
+            k=codec.k,
+            m=codec.m,
+            chunk_size=self._chunk,
+            size=self.written,
+            stripes=StripeLayout(self.written, codec.k, self._chunk).stripes,
+            meta=self.meta,
+        )
 
     def _finish(self, uploads: FragmentUploads) -> PutResult:
         codec = self._codec
@@ -260,5 +288,14 @@ class ObjectWriter:
         uploads.commit()
         uploads.retire_older()
         fragments = uploads.placement()
-        return PutResult(self.bucket, self.key, self.generation, self.written, codec.name, codec.k, codec.m,
-                         fragments, degraded=sum(bool(f) for f in fragments) < codec.n)
+        return PutResult(
+            self.bucket,
+            self.key,
+            self.generation,
+            self.written,
+            codec.name,
+            codec.k,
+            codec.m,
+            fragments,
+            degraded=sum(bool(f) for f in fragments) < codec.n,
+        )

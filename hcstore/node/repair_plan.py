@@ -69,7 +69,7 @@ def plan_object(version: ObjectVersion, cluster_map: ClusterMap) -> ObjectPlan:
         found = version.found_at[index] if index < len(version.found_at) else ""
         expected = version.locations[index] if index < len(version.locations) else ""
         if found:
-            holders.append(found)
+            holders.append(_serving_copy(index, found, version.copies, state))
         elif expected and expected not in version.answered and state.get(expected) not in GONE | {None}:
             holders.append(expected)  # unreachable for now, not out: keep its place, do nothing yet
             waiting.append(index)
@@ -93,6 +93,20 @@ def plan_object(version: ObjectVersion, cluster_map: ClusterMap) -> ObjectPlan:
         if node != targets[index] and node != holders[index] and state.get(node) == "alive"
     )
     return ObjectPlan(rebuild=rebuild, drop=drop, extra=extra, waiting=tuple(waiting), available=available)
+
+
+def _serving_copy(index: int, found: str, copies: tuple[tuple[int, str], ...], state: dict[str, str]) -> str:
+    """The holder of fragment ``index`` to plan with: ``found``, unless it is gone (out, decommissioned or
+    unknown) and another copy of the fragment sits on a node that is not; the alive one first.
+
+    A node removed by force may go on answering; a copy rebuilt elsewhere must then count as the
+    fragment, or every scan would rebuild it again.
+    """
+    if state.get(found) not in GONE | {None}:
+        return found
+    others = [node for idx, node in copies if idx == index and state.get(node) not in GONE | {None}]
+    others.sort(key=lambda node: state[node] != "alive")
+    return others[0] if others else found
 
 
 def checkers(placement: tuple[str, ...], cluster_map: ClusterMap, m: int) -> list[str]:
