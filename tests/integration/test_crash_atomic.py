@@ -184,3 +184,34 @@ def test_writer_killed_mid_put_of_new_key_leaves_nothing(crash_cluster):
         with pytest.raises(ObjectNotFound):
             client.get(BUCKET, key)
         assert client.list(BUCKET, key) == []
+
+
+@pytest.fixture
+def lone_commit(tmp_path):
+    """A cluster where a writer died after committing only fragment 0: (cluster, client, key, new bytes, node)."""
+    intervals = Intervals(heartbeat=0.2, suspect_after=1.0, down_after=2.0, out_after=120.0)
+    with started_cluster(tmp_path / "c", intervals=intervals) as cluster:
+        with cluster.client(chunk_size=CHUNK, request_timeout=5.0) as client:
+            key = "lone-commit"
+            client.put(BUCKET, key, seeded_bytes("old/lone", 3 * STRIPE + 99))
+            _gen, [node] = crash_at(cluster, key, "commit:1", seed=11)
+            new = seeded_bytes(11, NEW_SIZE)
+            assert client.get(BUCKET, key) == new  # readers rolled forward: the new version is the object
+            yield cluster, client, key, new, node
+
+
+def test_rolled_forward_version_survives_its_committed_node_going_down(lone_commit):
+    cluster, client, key, new, node = lone_commit
+    cluster.kill(node)  # one node down: within what 4+2 tolerates
+    client.refresh()
+    assert client.get(BUCKET, key) == new
+
+
+def test_rolled_forward_version_survives_its_committed_node_going_down_after_repair(lone_commit):
+    cluster, client, key, new, node = lone_commit
+    for _ in range(6):  # every fifth scan looks at every object
+        repair_pass(client)
+    assert client.get(BUCKET, key) == new
+    cluster.kill(node)
+    client.refresh()
+    assert client.get(BUCKET, key) == new
