@@ -215,3 +215,18 @@ def test_rolled_forward_version_survives_its_committed_node_going_down_after_rep
     cluster.kill(node)
     client.refresh()
     assert client.get(BUCKET, key) == new
+
+
+@pytest.mark.parametrize(("point", "overwrite"), [("committed", False), ("prepared", True)])
+def test_dead_put_leaves_no_files_behind_after_repair(crash_cluster, point, overwrite):
+    """Killed after committing everywhere, the old version's files stay; killed after preparing, its own do."""
+    cluster, client = crash_cluster
+    key = f"leftovers-{point}"
+    old_gen = client.put(BUCKET, key, seeded_bytes(f"old/{key}", 3 * STRIPE + 99)).generation
+    dead_gen, _nodes = crash_at(cluster, key, point, seed=13)
+    newest = client.put(BUCKET, key, seeded_bytes(f"new/{key}", 2 * STRIPE)).generation if overwrite else dead_gen
+    for _ in range(6):  # every fifth scan looks at every object
+        repair_pass(client)
+    assert client.stat(BUCKET, key).generation == newest
+    stale = [gen for gen in (old_gen, dead_gen) if gen != newest]
+    assert {gen: generation_files(cluster, key, gen) for gen in stale} == {gen: Counter() for gen in stale}
