@@ -28,6 +28,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.chaos import Chaos, ChaosConfig, make_value, run_chaos  # noqa: E402
+from hcstore import ObjectChanged  # noqa: E402
+from integration_support import CHUNK, fragment_files_of, seeded_bytes, wait_until  # noqa: E402
 
 SECONDS = 30.0
 
@@ -91,3 +93,17 @@ def test_the_checks_count_each_kind_of_wrong_answer():
     assert [o.kind for o in chaos.ledger.final_candidates("k")] == ["delete"]
     chaos.report.settled = True
     assert not chaos.report.ok
+
+
+def test_a_version_replaced_while_read_with_a_node_down_is_reported_as_changed(make_cluster):
+    """The chaos run saw gets fail with NotEnoughFragments (final) instead of ObjectChanged (read again)."""
+    cluster = make_cluster()
+    with cluster.client(chunk_size=CHUNK, request_timeout=5.0) as client:
+        client.put("changed", "key", seeded_bytes("v1", 3 * 4 * CHUNK))
+        stream = client.open("changed", "key")  # pinned to the first version
+        first = client.resolve("changed", "key").generation
+        client.put("changed", "key", seeded_bytes("v2", 3 * 4 * CHUNK))  # retires the first version
+        wait_until(lambda: not fragment_files_of(cluster, "changed", "key", first), what="the first version retired")
+        cluster.kill(cluster.agents()[0].node_id)  # one node down: within what 4+2 tolerates
+        with pytest.raises(ObjectChanged):
+            stream.read()
