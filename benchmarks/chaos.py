@@ -22,8 +22,9 @@ out 3 s), a 1 s background repair scan and a 4 s scrub. For ``--seconds``:
   and then. A corrupt fragment counts as one of the ``m`` failures its object
   tolerates until scrub quarantines it and repair rebuilds it, so the driver
   corrupts a fragment, and kills an agent, only while every object with a corrupt
-  fragment keeps at least ``k`` good fragments on running agents. Reads must
-  route around the corrupt chunks and return exact bytes.
+  fragment stays within ``m`` failures (its corrupt fragment files, its missing
+  fragments and the down agents holding any of its fragments). Reads must route
+  around the corrupt chunks and return exact bytes.
 * a writer thread starts a separate writer process that puts a known value to
   one of ``--crash-keys`` keys of its own, and SIGKILLs it at a random moment
   of the put (or lets it finish). The key must then read back whole as the
@@ -144,6 +145,7 @@ class Corruption:
     flipped: bytes
     at: float  # monotonic time of the flip
     k: int  # fragments the object needs
+    fragments: int  # fragments the object has (k + m)
     state: str = "outstanding"  # then "healed" (quarantined and rebuilt) or "superseded" (the version is gone)
     scrubbed: bool = False  # the corrupt bytes are no longer in any fragment file
 
@@ -800,32 +802,38 @@ class Chaos:
         return groups
 
     @staticmethod
-    def good_fragments(
+    def failures(
         files: dict[int, list[tuple[str, Path]]],
         corrupt: list[Corruption],
-        excluded: set[str],
+        down: set[str],
+        fragments: int,
         bad_paths: frozenset[Path] = frozenset(),
-    ) -> set[int]:
-        """Fragment indices with a file that no corruption in ``corrupt`` spoiled, on a node not ``excluded``."""
-        good = set()
-        for index, holders in files.items():
-            for node, path in holders:
-                if node in excluded or path in bad_paths:
-                    continue
-                spoilt = [c for c in corrupt if c.index == index]
-                if all(_bytes_at(path, c.offset, len(c.original)) == c.original for c in spoilt):
-                    good.add(index)
-                    break
-        return good
+    ) -> int:
+        """How many of its tolerated failures an object suffers: each fragment file that holds flipped bytes
+        (or is in ``bad_paths``), each fragment index with no file, and each node in ``down`` holding any file."""
+        spoilt = sum(
+            1
+            for index, holders in files.items()
+            for _node, path in holders
+            if path in bad_paths
+            or any(c.index == index and _bytes_at(path, c.offset, len(c.flipped)) == c.flipped for c in corrupt)
+        )
+        missing = sum(1 for index in range(fragments) if index not in files)
+        holders_down = {node for holders in files.values() for node, _path in holders if node in down}
+        return spoilt + missing + len(holders_down)
 
     def kill_candidates(self) -> list[str]:
-        """Running agents whose loss leaves every object with a corrupt fragment at least k good fragments."""
+        """Running agents whose loss keeps every object with a corrupt fragment within its ``m`` failures."""
         groups = [(cs, self.fragment_files(key, gen)) for (key, gen), cs in self.outstanding().items()]
         down = set(self.down)
         return [
             node
             for node in self.running_agents()
-            if all(len(self.good_fragments(files, cs, down | {node})) >= cs[0].k for cs, files in groups if files)
+            if all(
+                self.failures(files, cs, down | {node}, cs[0].fragments) <= cs[0].fragments - cs[0].k
+                for cs, files in groups
+                if files
+            )
         ]
 
     def write_cold_keys(self) -> None:
@@ -870,14 +878,15 @@ class Chaos:
             if original is None:
                 continue  # retired meanwhile
             flipped = bytes(b ^ 0xFF for b in original)
-            c = Corruption(
-                key, version.generation, index, node, path, offset, original, flipped, time.monotonic(), version.k
-            )
-            good = self.good_fragments(files, spoilt, set(self.down), frozenset({path}))
-            if len(good) < version.k:
+            failures = self.failures(files, spoilt, set(self.down), version.k + version.m, frozenset({path}))
+            if failures > version.m:
                 with self.lock:
                     self.report.corruptions_refused += 1
                 continue
+            c = Corruption(
+                key, version.generation, index, node, path, offset, original, flipped, time.monotonic(), version.k,
+                version.k + version.m,
+            )  # fmt: skip
             try:
                 with open(path, "r+b") as f:
                     f.seek(offset)
@@ -889,7 +898,8 @@ class Chaos:
                 self.report.corruptions += 1
             self.log(
                 f"corrupted {count} B of fragment {index} of {key} on {node} (stripe "
-                f"{(offset - DATA_OFFSET) // chunk}); {len(good)} good fragments left on running agents"
+                f"{(offset - DATA_OFFSET) // chunk}); the object now has {failures} of its {version.m} tolerated "
+                "failures"
             )
             self.recheck_later(key, 0.0)  # read it at once: the read must route around the corrupt chunk
             return
