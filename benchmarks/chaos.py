@@ -938,17 +938,9 @@ class Chaos:
 
     def restart(self, node: str) -> None:
         """Start a killed agent again and wait until the map shows it back (alive, or in maintenance if drained)."""
-        if node in self.report.drained:
-            # LocalCluster.start waits for the node to be "alive", but a drained node comes back in
-            # "maintenance" (local_cluster.py start()): wait for the process, then for that state.
-            try:
-                self.cluster.start(node, timeout=5.0)
-            except HCStoreError:
-                if self.cluster.running().get(node) is None:
-                    raise
+        self.cluster.start(node, timeout=60.0)  # on 2 busy cores an agent can take many seconds to start
+        if node in self.report.drained:  # it comes back in maintenance, and stays there
             self.cluster.wait_for_map(lambda m: node in m and m.node(node).state == "maintenance", timeout=30.0)
-        else:
-            self.cluster.start(node, timeout=30.0)
         with self.lock:
             self.down.pop(node, None)
             self.report.restarts += 1
