@@ -1014,7 +1014,17 @@ class Chaos:
             self.report.kills += 1
             self.report.long_kills += long
             self.report.max_down_seen = max(self.report.max_down_seen, len(self.down))
-        self.log(f"killed {node} for {outage:.1f} s (down now: {sorted(self.down)})")
+        self.log(f"killed {node} for {outage:.1f} s (down now: {sorted(self.down)}){self.corrupt_objects()}")
+
+    def corrupt_objects(self) -> str:
+        """The failures of each object with a corrupt fragment, as text for the log ("" when there is none)."""
+        down = set(self.down)
+        parts = []
+        for (key, gen), cs in sorted(self.outstanding().items()):
+            files = self.fragment_files(key, gen)
+            if files:
+                parts.append(f"{key} {self.failures(files, cs, down, cs[0].fragments)}/{cs[0].fragments - cs[0].k}")
+        return f"; failures of objects with corrupt fragments: {', '.join(parts)}" if parts else ""
 
     # -------------------------------------------------------------- the end
 
