@@ -17,6 +17,7 @@ generation can sit on them alone. Otherwise resolution raises
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,8 @@ from hcstore.errors import HCStoreError, NotProven, ObjectNotFound
 from hcstore.names import check_bucket, check_key
 from hcstore.wire.protocol import Reply
 from placement import ClusterMap, Proof, prove, rank, read_candidates, schemes_of
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,8 @@ def resolve(client: ClusterAccess, bucket: str, key: str, *, exhaustive: bool = 
         holders = {*group["where"].values(), *(node for _, node in group["copies"])}
         error.holders = tuple(sorted(holders))  # type: ignore[attr-defined]
         raise error
+    if group["prepared"]:
+        _roll_forward(client, bucket, key, gen, group["prepared"])
     locations = list(info["placement"])
     for idx, node in group["where"].items():
         if 0 <= idx < len(locations):
@@ -235,10 +240,40 @@ class _Search:
         transport.forget(waiting)
 
 
+def _roll_forward(client: ClusterAccess, bucket: str, key: str, gen: str, prepared: dict[int, str]) -> None:
+    """Commit the prepared fragments of a version that readers now see (read-repair of a writer that died
+    between commits): the version must stay visible when the nodes of its committed fragments go down.
+
+    Commits are idempotent; a node that cannot be reached keeps its fragment prepared for the next
+    reader or repair scan to commit.
+    """
+    transport = client.transport
+    sent = []
+    for idx, node in prepared.items():
+        try:
+            sent.append(
+                transport.send(client.endpoint(node), "commit", {"bucket": bucket, "key": key, "gen": gen, "idx": idx})
+            )
+        except HCStoreError as exc:
+            log.info("hcstore://%s/%s: fragment %d on %s stays prepared: %s", bucket, key, idx, node, exc)
+    for result in transport.wait(sent).values():
+        if not (isinstance(result, Reply) and result.ok):
+            log.info(
+                "hcstore://%s/%s: a prepared fragment was not committed: %s",
+                bucket,
+                key,
+                result.error() if isinstance(result, Reply) else result,
+            )
+
+
 def _merge_entry(groups: dict[str, dict[str, Any]], node: str, entry: dict[str, Any]) -> None:
-    group = groups.setdefault(entry["gen"], {"committed": 0, "where": {}, "copies": [], "info": entry["info"]})
+    group = groups.setdefault(
+        entry["gen"], {"committed": 0, "where": {}, "copies": [], "prepared": {}, "info": entry["info"]}
+    )
     if entry["idx"] not in group["where"]:
         group["where"][entry["idx"]] = node
         group["committed"] += entry["state"] == "committed"
+        if entry["state"] != "committed":
+            group["prepared"][entry["idx"]] = node
     elif group["where"][entry["idx"]] != node:
         group["copies"].append((entry["idx"], node))

@@ -183,6 +183,20 @@ class FragmentIndex:
         return [(b, k, g, info) for b, k, g, info, kind in rows if kind == "data"]
 
     @staticmethod
+    def untidy_keys(path: Path) -> set[tuple[str, str]]:
+        """``(bucket, key)`` of every key with more than one generation here, or a prepared fragment:
+        leftovers of puts that died, or that are still running (read-only connection)."""
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = db.execute(
+                "SELECT bucket, key FROM fragments GROUP BY bucket, key "
+                "HAVING COUNT(DISTINCT gen) > 1 OR SUM(state != 'committed') > 0"
+            ).fetchall()
+        finally:
+            db.close()
+        return {(bucket, key) for bucket, key in rows}
+
+    @staticmethod
     def fragment_files(path: Path) -> list[tuple[str, str, str, str, int]]:
         """``(name, bucket, key, gen, idx)`` of every data fragment file, through a read-only connection."""
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
