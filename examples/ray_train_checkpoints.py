@@ -1,6 +1,6 @@
 """Ray Train checkpoints on hcstore: a node dies mid-run and training resumes from the newest checkpoint.
 
-    python examples/ray_train_checkpoints.py [--epochs 8] [--keep-last 2] [--durable-every 3]
+    python examples/ray_train_checkpoints.py [--epochs 8] [--keep-last 2] [--durable-every 3] [--quick]
 
 This starts four Ray nodes on this machine (``ray.cluster_utils.Cluster``, all on
 127.0.0.1): the head, a spare, and two "trainer" nodes for the two workers of a
@@ -12,7 +12,8 @@ hands them the newest checkpoint Ray had registered, read back from the nodes le
 (a report still in flight when the node died is dropped; the callback removes its
 files). ``HCStoreCheckpointCallback`` keeps the newest ``--keep-last`` checkpoints
 on hcstore and copies every ``--durable-every``-th to a local folder standing in
-for S3. It takes a minute or two and takes everything down at the end.
+for S3. It takes a minute or two and takes everything down at the end; ``--quick``
+trains only the fewest epochs that still kill a node mid-run.
 
 On a real cluster, skip the local cluster and deploy on the one you have::
 
@@ -32,9 +33,9 @@ import threading
 import time
 from typing import Any
 
+import local_ray  # before ray: it keeps every Ray node on 127.0.0.1
 import ray
 import torch
-from local_ray import local_ray_cluster  # first: it keeps every Ray node on 127.0.0.1
 from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, prepare_model
 
@@ -111,13 +112,18 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--keep-last", type=int, default=2)
     parser.add_argument("--durable-every", type=int, default=3)
+    parser.add_argument(
+        "--quick", action="store_true", help=f"smoke run: {KILL_AFTER_EPOCH + 2} epochs (overrides --epochs)"
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.epochs = KILL_AFTER_EPOCH + 2
     if args.epochs < KILL_AFTER_EPOCH + 2:
         parser.error(f"--epochs must be at least {KILL_AFTER_EPOCH + 2} to kill a node mid-run")
 
     done = threading.Event()
     nodes = [{"num_cpus": 1}] + [{"num_cpus": 2, "resources": {"trainer": 2}}] * 2  # a spare: EC 2+1 needs 3
-    with local_ray_cluster(head={"num_cpus": 1}, nodes=nodes, prefix="hcstore-ray-train-") as (
+    with local_ray.local_ray_cluster(head={"num_cpus": 1}, nodes=nodes, prefix="hcstore-ray-train-") as (
         cluster,
         (_, *trainers),
         workdir,

@@ -25,17 +25,21 @@ _EXPORTS = {
     **{
         name: "hcstore.errors"
         for name in (
+            "AgentBusy",
             "AgentUnavailable",
+            "ClusterNotFound",
             "CorruptFragment",
             "HCStoreError",
             "InvalidRequest",
             "NotEnoughFragments",
             "NotEnoughNodes",
+            "NotProven",
             "ObjectChanged",
             "ObjectNotFound",
             "ProtocolError",
             "Retryable",
             "StoreFull",
+            "Timeout",
         )
     },
 }

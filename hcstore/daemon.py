@@ -37,16 +37,34 @@ class Daemon(Protocol):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--config FILE``, ``--log-file FILE`` and ``--log-format text|json`` to a daemon's argument parser."""
-    parser.add_argument("--config", required=True, metavar="FILE",
-                        help="TOML file of settings (see hcstore.config); HCSTORE_* variables override it")
-    parser.add_argument("--log-file", default=None, metavar="FILE",
-                        help="log here instead of the config's log_file (default: standard error)")
-    parser.add_argument("--log-format", default=None, choices=LOG_FORMATS,
-                        help="log lines as text or one JSON object per line (default: the config's log_format, text)")
+    parser.add_argument(
+        "--config",
+        required=True,
+        metavar="FILE",
+        help="TOML file of settings (see hcstore.config); HCSTORE_* variables override it",
+    )
+    parser.add_argument(
+        "--log-file",
+        default=None,
+        metavar="FILE",
+        help="log here instead of the config's log_file (default: standard error)",
+    )
+    parser.add_argument(
+        "--log-format",
+        default=None,
+        choices=LOG_FORMATS,
+        help="log lines as text or one JSON object per line (default: the config's log_format, text)",
+    )
 
 
-def run(config_class: DaemonConfig, start: Callable[[Any], Daemon], config_file: str, *,
-        log_file: str | None = None, log_format: str | None = None) -> int:
+def run(
+    config_class: DaemonConfig,
+    start: Callable[[Any], Daemon],
+    config_file: str,
+    *,
+    log_file: str | None = None,
+    log_format: str | None = None,
+) -> int:
     """Load the config, start the daemon, and serve until SIGTERM or SIGINT; returns 0.
 
     Args:
@@ -67,7 +85,7 @@ def run(config_class: DaemonConfig, start: Callable[[Any], Daemon], config_file:
     name = config_class.__name__.removesuffix("Config").lower()
     try:
         daemon = start(config)
-    except HCStoreError as exc:         # a setting the daemon itself rejects, e.g. no mountpath
+    except HCStoreError as exc:  # a setting the daemon itself rejects, e.g. no mountpath
         raise InvalidRequest(f"{config_file}: the {name} cannot start: {exc}") from None
     except (OSError, zmq.ZMQError) as exc:
         raise StartFailed(f"{config_file}: the {name} cannot start: {exc}") from None
@@ -80,8 +98,10 @@ def run(config_class: DaemonConfig, start: Callable[[Any], Daemon], config_file:
 
 def main(prog: str, config_class: DaemonConfig, start: Callable[[Any], Daemon], argv: list[str] | None = None) -> int:
     """The ``main()`` of a daemon's module: parse ``--config``, :func:`run`, one line on error."""
-    parser = argparse.ArgumentParser(prog=prog, description=f"Run one hcstore {prog.removeprefix('hcstore-')} "
-                                                            "in the foreground until SIGTERM or SIGINT.")
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=f"Run one hcstore {prog.removeprefix('hcstore-')} in the foreground until SIGTERM or SIGINT.",
+    )
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:

@@ -113,6 +113,25 @@ class AgentBusy(Retryable):
     code = "E_BUSY"
 
 
+class NotProven(Retryable, ConnectionError):
+    """Nodes that did not answer could hold a newer version (or a key a listing lacks): the answer is unproven.
+
+    A read says "not found", or returns an older generation, only when the nodes that answered
+    rule out anything newer (``docs/architecture.md``, "Reads that tell the truth"); otherwise it
+    raises this, naming the nodes it could not ask in ``unreached``. Asking again once they are
+    back, or later, answers.
+    """
+
+    code = "E_NOT_PROVEN"
+
+    def __init__(self, message: str = "", unreached: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.unreached = tuple(unreached)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.unreached))
+
+
 class UploadNotFound(HCStoreError):
     """An agent holds no open upload by that id (expired, aborted or never opened)."""
 
@@ -206,6 +225,7 @@ _register(
     AgentUnavailable,
     ObjectChanged,
     AgentBusy,
+    NotProven,
     UploadNotFound,
     DiskError,
     ClusterNotFound,

@@ -21,6 +21,13 @@ Invariants:
   object's newest generation once; every range of that file comes from it. If
   that generation is overwritten and retired while the file is open, a read
   fails with :class:`~hcstore.errors.ObjectChanged` rather than mix versions.
+- **Answers are proven.** "No such file", an object's version, and a listing
+  stand only when the nodes that answered rule out anything newer or missing
+  (``docs/architecture.md``, "Reads that tell the truth"); otherwise ``info``,
+  ``exists``, ``isdir``, ``ls``, ``find``, ``cat`` and ``open`` raise the retryable
+  :class:`~hcstore.errors.NotProven`, naming the nodes that did not answer.
+  ``ls``/``find`` take ``partial=True`` to get what the others hold instead,
+  marked ``complete=False``.
 - **Writes are all or nothing.** A file opened ``"wb"`` streams into an
   :class:`~hcstore.client.writer.ObjectWriter`; the new version appears whole when the
   file is closed, and an exception inside ``with fs.open(path, "wb")``, or a
@@ -42,16 +49,16 @@ import io
 import logging
 import os
 import threading
-from collections.abc import Iterator
-from datetime import datetime, timezone
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem, make_instance
 from fsspec.utils import isfilelike, tokenize
 
-from hcstore.client.client import Client
+from hcstore.client.client import Client, Listing
 from hcstore.client.reader import iter_range, read_range, retry_pinned
 from hcstore.client.retry import retrying
 from hcstore.client.versions import ObjectVersion, resolve
@@ -63,9 +70,10 @@ from hcstore.generation import Generation
 from hcstore.names import check_bucket, check_key
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PROTOCOL = "hcstore"
-_COPY_BLOCK = 8 << 20          # bytes per read when streaming a local file in
+_COPY_BLOCK = 8 << 20  # bytes per read when streaming a local file in
 _FSSPEC_OPTIONS = frozenset({"use_listings_cache", "listings_expiry_time", "max_paths", "asynchronous", "loop"})
 _CLIENT_SETTINGS = frozenset(f.name for f in dataclasses.fields(ClientConfig))
 
@@ -92,10 +100,12 @@ class HCStoreFileSystem(AbstractFileSystem):
         super().__init__(**{k: v for k, v in options.items() if k in _FSSPEC_OPTIONS})
         unknown = set(options) - _FSSPEC_OPTIONS - _CLIENT_SETTINGS
         if unknown:
-            raise InvalidRequest(f"unknown hcstore storage option(s): {', '.join(sorted(unknown))}; "
-                                 f"valid: cluster, {', '.join(sorted(_CLIENT_SETTINGS))}")
+            raise InvalidRequest(
+                f"unknown hcstore storage option(s): {', '.join(sorted(unknown))}; "
+                f"valid: cluster, {', '.join(sorted(_CLIENT_SETTINGS))}"
+            )
         self.settings = {k: v for k, v in options.items() if k in _CLIENT_SETTINGS}
-        ClientConfig.from_env(**self.settings)          # a bad setting fails here, naming itself
+        ClientConfig.from_env(**self.settings)  # a bad setting fails here, naming itself
         self.cluster = _locate_cluster(cluster)
         self._client: Client | None = None
         self._client_pid = 0
@@ -167,52 +177,75 @@ class HCStoreFileSystem(AbstractFileSystem):
         """Nothing to do: a directory disappears with the last object under it."""
         self.mkdir(path)
 
-    def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
+    def ls(self, path: str, detail: bool = True, *, partial: bool = False, **kwargs: Any) -> Listing[Any]:
         """Entries directly under ``path``: buckets at the root, else objects and sub-prefixes.
 
-        Listing an object gives that object alone.
+        Listing an object gives that object alone. The result is a :class:`~hcstore.client.client.Listing`:
+        complete, unless ``partial`` was asked for and nodes that did not answer could hold more
+        (then ``complete`` is False and ``unreached`` names them).
 
         Raises:
-            FileNotFoundError: nothing exists at or under ``path``.
+            FileNotFoundError: nothing exists at or under ``path`` (proven).
+            NotProven: nodes that did not answer could hold entries, and ``partial`` is False.
         """
         path = self._strip_protocol(path)
         if not path:
-            entries = [_dir_info(bucket) for bucket in self.client.buckets()]
+            names = self.client.buckets(partial=partial)
+            entries = _like(names, [_dir_info(bucket) for bucket in names])
         else:
-            entries = self._children(path) or self._childless(path)
-        return entries if detail else [e["name"] for e in entries]
+            found = self._under(path, partial=partial)
+            entries = _like(found, self._children(path, found) or self._childless(path, found, partial))
+        return entries if detail else _like(entries, [e["name"] for e in entries])
 
-    def _children(self, path: str) -> list[dict[str, Any]]:
-        """Objects and sub-prefixes one level under a bucket or prefix, by name."""
+    def _children(self, path: str, found: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Objects and sub-prefixes one level under a bucket or prefix, by name, from its listing."""
         files: dict[str, dict[str, Any]] = {}
         dirs: dict[str, dict[str, Any]] = {}
-        for name, info in self._under(path):
-            child, _, rest = name[len(path) + 1:].partition("/")
+        for name, info in found:
+            child, _, rest = name[len(path) + 1 :].partition("/")
             if rest:
                 dirs.setdefault(child, _dir_info(f"{path}/{child}"))
             else:
                 files[child] = info
         return sorted([*files.values(), *dirs.values()], key=lambda entry: entry["name"])
 
-    def _childless(self, path: str) -> list[dict[str, Any]]:
-        """``ls`` of a path with nothing under it: an object lists itself, a known bucket is empty."""
+    def _childless(self, path: str, found: Listing[Any], partial: bool) -> list[dict[str, Any]]:
+        """``ls`` of a path with nothing under it: an object lists itself, a known bucket is empty.
+
+        When the listing is partial, nothing seen is not proof of nothing there: the answer is empty.
+        """
         bucket, key = self._split(path)
         if key:
-            return [self._file_info(path)]
-        if bucket in self.client.buckets():
+            try:
+                return [self._file_info(path)]
+            except FileNotFoundError:
+                if found.complete:
+                    raise
+                return []
+        names = self.client.buckets(partial=partial)
+        if bucket in names or not (found.complete and names.complete):
             return []
         raise FileNotFoundError(path)
 
-    def _under(self, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    def _under(self, path: str, *, partial: bool = False) -> Listing[tuple[str, dict[str, Any]]]:
         """``(name, info)`` of every object strictly under a bucket or prefix, in key order.
 
         Keys with an empty component (``a//b``, ``a/``) have no path form and are left out.
+
+        Raises:
+            NotProven: nodes that did not answer could hold objects under it, and ``partial`` is False.
         """
         bucket, key = self._split(path)
         prefix = f"{key}/" if key else ""
-        for obj in self.client.list(bucket, prefix):
-            if "" not in obj.key[len(prefix):].split("/"):
-                yield f"{bucket}/{obj.key}", _object_info(obj.bucket, obj.key, obj.size, obj.generation)
+        objects = self.client.list(bucket, prefix, partial=partial)
+        return _like(
+            objects,
+            [
+                (f"{bucket}/{obj.key}", _object_info(obj.bucket, obj.key, obj.size, obj.generation))
+                for obj in objects
+                if "" not in obj.key[len(prefix) :].split("/")
+            ],
+        )
 
     # ------------------------------------------------------------------ metadata
 
@@ -248,16 +281,21 @@ class HCStoreFileSystem(AbstractFileSystem):
             return False
 
     def isdir(self, path: str) -> bool:
-        """True for the root, a known bucket, or a prefix with objects under it."""
+        """True for the root, a known bucket, or a prefix with objects under it.
+
+        Raises:
+            NotProven: nothing was seen under it, and nodes that did not answer could hold something.
+        """
         path = self._strip_protocol(path)
         if not path:
             return True
         bucket, key = self._split(path)
         if not key:
-            return bucket in self.client.buckets()
-        return next(iter(self._under(path)), None) is not None
+            return bucket in self.client.buckets(partial=True) or bucket in self.client.buckets()
+        return bool(self._under(path, partial=True) or self._under(path))
 
     def isfile(self, path: str) -> bool:
+        """True for an object; False for a directory or nothing (proven; see :meth:`info`)."""
         try:
             self._file_info(path)
             return True
@@ -275,19 +313,36 @@ class HCStoreFileSystem(AbstractFileSystem):
     def modified(self, path: str) -> datetime:
         """When the current version of the object was written (from its generation's clock)."""
         wall_ns = Generation.parse(self.info(path)["generation"]).wall_ns
-        return datetime.fromtimestamp(wall_ns / 1e9, tz=timezone.utc)
+        return datetime.fromtimestamp(wall_ns / 1e9, tz=UTC)
 
-    def find(self, path: str, maxdepth: int | None = None, withdirs: bool = False, detail: bool = False,
-             **kwargs: Any) -> Any:
-        """Every object under ``path`` (and its sub-directories with ``withdirs``), from one listing."""
+    def find(
+        self,
+        path: str,
+        maxdepth: int | None = None,
+        withdirs: bool = False,
+        detail: bool = False,
+        *,
+        partial: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """Every object under ``path`` (and its sub-directories with ``withdirs``), from one listing.
+
+        The names come as a :class:`~hcstore.client.client.Listing` (with ``detail``, a
+        :class:`DetailListing`): complete, unless ``partial`` was asked for and nodes that did
+        not answer could hold more.
+
+        Raises:
+            NotProven: nodes that did not answer could hold objects under it, and ``partial`` is False.
+        """
         path = self._strip_protocol(path)
         if not path:
-            return super().find(path, maxdepth=maxdepth, withdirs=withdirs, detail=detail, **kwargs)
+            return super().find(path, maxdepth=maxdepth, withdirs=withdirs, detail=detail, partial=partial, **kwargs)
         if maxdepth is not None and maxdepth < 1:
             raise InvalidRequest(f"maxdepth must be at least 1, got {maxdepth}")
+        listing = self._under(path, partial=partial)
         found: dict[str, dict[str, Any]] = {}
-        for name, info in self._under(path):
-            parts = name[len(path) + 1:].split("/")
+        for name, info in listing:
+            parts = name[len(path) + 1 :].split("/")
             deepest_dir = len(parts) - 1 if maxdepth is None else min(len(parts) - 1, maxdepth)
             for level in range(1, deepest_dir + 1 if withdirs else 1):
                 directory = f"{path}/{'/'.join(parts[:level])}"
@@ -298,23 +353,35 @@ class HCStoreFileSystem(AbstractFileSystem):
             found[path] = _dir_info(path)
         elif not found and self._split(path)[1]:
             try:
-                found[path] = self._file_info(path)      # find() of an object gives the object
+                found[path] = self._file_info(path)  # find() of an object gives the object
             except FileNotFoundError:
                 pass
         names = sorted(found)
-        return {name: found[name] for name in names} if detail else names
+        if detail:
+            return DetailListing(
+                {name: found[name] for name in names}, unreached=listing.unreached, complete=listing.complete
+            )
+        return _like(listing, names)
 
-    def du(self, path: str, total: bool = True, maxdepth: int | None = None, withdirs: bool = False,
-           **kwargs: Any) -> Any:
-        """Bytes of the objects under ``path`` (directories count 0), from one listing."""
+    def du(
+        self, path: str, total: bool = True, maxdepth: int | None = None, withdirs: bool = False, **kwargs: Any
+    ) -> Any:
+        """Bytes of the objects under ``path`` (directories count 0), from one listing (``partial`` as :meth:`find`)."""
         found = self.find(path, maxdepth=maxdepth, withdirs=withdirs, detail=True, **kwargs)
         sizes = {name: info["size"] for name, info in found.items()}
         return sum(sizes.values()) if total else sizes
 
     # ------------------------------------------------------------------ reads
 
-    def _open(self, path: str, mode: str = "rb", block_size: int | None = None, autocommit: bool = True,
-              cache_options: dict[str, Any] | None = None, **kwargs: Any) -> "HCStoreFile":
+    def _open(
+        self,
+        path: str,
+        mode: str = "rb",
+        block_size: int | None = None,
+        autocommit: bool = True,
+        cache_options: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> HCStoreFile:
         """Open an object: ``"rb"`` (seekable, one version), ``"wb"`` or ``"xb"`` (committed on close).
 
         Raises:
@@ -326,16 +393,26 @@ class HCStoreFileSystem(AbstractFileSystem):
             raise NotImplementedError("hcstore objects are immutable: append ('ab') is not supported")
         if mode == "xb":
             self._check_create(path, "create")
-        return HCStoreFile(self, path, mode, block_size=block_size or self.blocksize, autocommit=autocommit,
-                           cache_options=cache_options, **kwargs)
+        return HCStoreFile(
+            self,
+            path,
+            mode,
+            block_size=block_size or self.blocksize,
+            autocommit=autocommit,
+            cache_options=cache_options,
+            **kwargs,
+        )
 
     def cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytes:
         """The object's bytes, or ``[start:end]`` of them (negative values count from the end)."""
         bucket, key = self._object(path)
         if start is None and end is None:
             return self.client.get(bucket, key)
-        return retrying(self.client, lambda: self._read_version(resolve(self.client, bucket, key), start, end),
-                        what=f"cat_file {PROTOCOL}://{bucket}/{key}")
+        return retrying(
+            self.client,
+            lambda: self._read_version(resolve(self.client, bucket, key), start, end),
+            what=f"cat_file {PROTOCOL}://{bucket}/{key}",
+        )
 
     def _read_version(self, version: ObjectVersion, start: int | None, end: int | None) -> bytes:
         """``[start:end]`` of one version, with Python slice semantics.
@@ -346,8 +423,14 @@ class HCStoreFileSystem(AbstractFileSystem):
         lo, hi, _ = slice(start, end).indices(version.size)
         return b"".join(iter_range(self.client, version, lo, max(0, hi - lo)))
 
-    def get_file(self, rpath: str, lpath: Any, callback: Callback = DEFAULT_CALLBACK, outfile: BinaryIO | None = None,
-                 **kwargs: Any) -> None:
+    def get_file(
+        self,
+        rpath: str,
+        lpath: Any,
+        callback: Callback = DEFAULT_CALLBACK,
+        outfile: BinaryIO | None = None,
+        **kwargs: Any,
+    ) -> None:
         """Stream an object to a local file (written under a temporary name, then renamed) or ``outfile``.
 
         A directory gives a local directory.
@@ -402,8 +485,9 @@ class HCStoreFileSystem(AbstractFileSystem):
         self._check_create(path, mode)
         self.client.put(bucket, key, value)
 
-    def put_file(self, lpath: Any, rpath: str, callback: Callback = DEFAULT_CALLBACK, mode: str = "overwrite",
-                 **kwargs: Any) -> None:
+    def put_file(
+        self, lpath: Any, rpath: str, callback: Callback = DEFAULT_CALLBACK, mode: str = "overwrite", **kwargs: Any
+    ) -> None:
         """Stream a local file into an object; a local directory needs nothing (directories are implicit)."""
         if os.path.isdir(lpath):
             self.mkdir(rpath)
@@ -454,7 +538,7 @@ class HCStoreFileSystem(AbstractFileSystem):
                 self.rm_file(p)
             except (FileNotFoundError, IsADirectoryError):
                 if p in parents:
-                    continue                     # a directory of this expansion: implicit, nothing to delete
+                    continue  # a directory of this expansion: implicit, nothing to delete
                 if not self.isdir(p):
                     raise
                 if not recursive:
@@ -476,8 +560,9 @@ class HCStoreFile(AbstractBufferedFile):
     read file reopens this way, so it goes on reading the version it started with.
     """
 
-    def __init__(self, fs: HCStoreFileSystem, path: str, mode: str = "rb", *, generation: str | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, fs: HCStoreFileSystem, path: str, mode: str = "rb", *, generation: str | None = None, **kwargs: Any
+    ) -> None:
         self.bucket, self.key = fs._object(path)
         self.version: ObjectVersion | None = None
         self._writer: ObjectWriter | None = None
@@ -488,13 +573,15 @@ class HCStoreFile(AbstractBufferedFile):
         super().__init__(fs, fs._strip_protocol(path), mode, **kwargs)
         if self.version is not None:
             self.details = _object_info(self.bucket, self.key, self.version.size, self.version.generation)
-            self.kwargs["generation"] = self.version.generation      # what a pickled copy reopens
+            self.kwargs["generation"] = self.version.generation  # what a pickled copy reopens
 
     def _resolve(self, fs: HCStoreFileSystem, generation: str | None) -> ObjectVersion:
         version = fs.client.resolve(self.bucket, self.key)
         if generation is not None and version.generation != generation:
-            raise ObjectChanged(f"{PROTOCOL}://{self.bucket}/{self.key} is now generation {version.generation}, "
-                                f"not {generation}; open it again without generation= to read the new version")
+            raise ObjectChanged(
+                f"{PROTOCOL}://{self.bucket}/{self.key} is now generation {version.generation}, "
+                f"not {generation}; open it again without generation= to read the new version"
+            )
         return version
 
     # ------------------------------------------------------------------ reading
@@ -507,7 +594,7 @@ class HCStoreFile(AbstractBufferedFile):
     def read(self, length: int = -1) -> bytes:
         """Up to ``length`` bytes (all that is left if negative); big reads bypass the cache."""
         if self.mode != "rb" or self.closed:
-            return super().read(length)                  # raises the right error
+            return super().read(length)  # raises the right error
         length = self.size - self.loc if length is None or length < 0 else int(length)
         if length >= self.blocksize:
             data = self._fetch_range(self.loc, min(self.size, self.loc + length))
@@ -589,6 +676,27 @@ def _locate_cluster(cluster: str | os.PathLike[str] | None) -> str | None:
         return ClusterSource.find(cluster).location
     except ClusterNotFound:
         return None if cluster is None else os.fspath(cluster)
+
+
+class DetailListing(dict[str, dict[str, Any]]):
+    """``find(..., detail=True)``'s answer: info by name, and whether every object is there.
+
+    Attributes:
+        complete: Every object is there (see :class:`~hcstore.client.client.Listing`).
+        unreached: The nodes that did not answer.
+    """
+
+    def __init__(
+        self, entries: dict[str, dict[str, Any]], *, unreached: tuple[str, ...] = (), complete: bool = True
+    ) -> None:
+        super().__init__(entries)
+        self.complete = complete
+        self.unreached = unreached
+
+
+def _like(listing: Listing[Any], entries: Iterable[T]) -> Listing[T]:
+    """``entries`` as a listing exactly as complete as ``listing``."""
+    return Listing(entries, unreached=listing.unreached, complete=listing.complete)
 
 
 def _object_info(bucket: str, key: str, size: int, generation: str) -> dict[str, Any]:

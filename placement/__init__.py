@@ -3,7 +3,8 @@
 Everything here is a function of its inputs, with no I/O: weighted rendezvous hashing
 (:mod:`placement.hrw`, a frozen, versioned hash format), the cluster map
 (:mod:`placement.cluster_map`), failure domains (:mod:`placement.domains`), object
-placement and movement plans (:mod:`placement.place`), read plans
+placement and movement plans (:mod:`placement.place`), quorum arithmetic (home sets, write
+quorums, read candidates and what silent nodes leave unproven: :mod:`placement.quorum`), read plans
 (:mod:`placement.read_plan`) and mountpath choice within a node
 (:mod:`placement.mountpath`). Clients and agents that hold the same cluster map compute
 the same answers, so no placement table exists to store or lose.
@@ -31,6 +32,17 @@ from placement.hrw import (
 )
 from placement.mountpath import choose_mountpaths
 from placement.place import Placement, place, plan_moves
+from placement.quorum import (
+    Proof,
+    home_map,
+    home_set,
+    listing_proof,
+    prove,
+    read_candidates,
+    schemes_of,
+    smallest_quorum,
+    write_quorum,
+)
 from placement.read_plan import ReadPlan, plan_read
 
 __all__ = [
@@ -43,17 +55,26 @@ __all__ = [
     "Labels",
     "Node",
     "Placement",
+    "Proof",
     "ReadPlan",
     "choose_mountpaths",
     "failure_domains",
     "hrw_hash",
     "hrw_score",
+    "home_map",
+    "home_set",
     "hrw_score_matrix",
     "id_hash",
     "key_hash",
+    "listing_proof",
     "place",
     "plan_moves",
     "plan_read",
+    "prove",
     "rank",
     "rank_ids",
+    "read_candidates",
+    "schemes_of",
+    "smallest_quorum",
+    "write_quorum",
 ]

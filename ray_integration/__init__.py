@@ -11,8 +11,9 @@ Example::
 """
 
 from ray_integration.data import HCStoreDatasink, HCStoreDatasource, read_hcstore
-from ray_integration.deploy import attach, deploy, shutdown, status
+from ray_integration.deploy import attach, deploy, shutdown
 from ray_integration.handle import HCStore
+from ray_integration.lookup import status
 from ray_integration.train import (
     HCStoreCheckpointCallback,
     checkpoint_dir_name,
@@ -20,6 +21,17 @@ from ray_integration.train import (
     storage_filesystem,
 )
 
-__all__ = ["HCStore", "HCStoreCheckpointCallback", "HCStoreDatasink", "HCStoreDatasource", "attach",
-           "checkpoint_dir_name", "deploy", "latest_checkpoint", "read_hcstore", "shutdown", "status",
-           "storage_filesystem"]
+__all__ = [
+    "HCStore",
+    "HCStoreCheckpointCallback",
+    "HCStoreDatasink",
+    "HCStoreDatasource",
+    "attach",
+    "checkpoint_dir_name",
+    "deploy",
+    "latest_checkpoint",
+    "read_hcstore",
+    "shutdown",
+    "status",
+    "storage_filesystem",
+]

@@ -9,7 +9,6 @@ nodes join and die. Deploying twice attaches to the running deployment.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -19,21 +18,28 @@ import ray
 
 from hcstore.config import AgentConfig, ControllerConfig
 from hcstore.control.membership import Intervals
-from hcstore.errors import ClusterNotFound, HCStoreError, InvalidRequest
+from hcstore.errors import ClusterNotFound, InvalidRequest
 from ray_integration.actors import controller_actor_class
 from ray_integration.handle import HCStore
 from ray_integration.layout import CONTROLLER_NAME, NAMESPACE, node_id_for
-from ray_integration.lookup import controller_actor, status
+from ray_integration.lookup import controller_actor
 
 log = logging.getLogger(__name__)
 HEAD_NODE_RESOURCE = "node:__internal_head__"
-PER_NODE_SETTINGS = ("node_id", "host", "controller", "mountpaths", "labels")     # set by each agent actor
+PER_NODE_SETTINGS = ("node_id", "host", "controller", "mountpaths", "labels")  # set by each agent actor
 
 
-def deploy(*, mountpaths: Mapping[str, Sequence[str]] | Sequence[str] | None = None, ec: str = "4+2",
-           bucket: str = "ray", agent: Mapping[str, Any] | None = None,
-           intervals: Mapping[str, float] | None = None, reconcile_interval: float = 1.0,
-           timeout: float = 120.0, progress: Callable[[str], None] | None = None) -> HCStore:
+def deploy(
+    *,
+    mountpaths: Mapping[str, Sequence[str]] | Sequence[str] | None = None,
+    ec: str = "4+2",
+    bucket: str = "ray",
+    agent: Mapping[str, Any] | None = None,
+    intervals: Mapping[str, float] | None = None,
+    reconcile_interval: float = 1.0,
+    timeout: float = 120.0,
+    progress: Callable[[str], None] | None = None,
+) -> HCStore:
     """Start hcstore on the connected Ray cluster (``ray.init`` first), or attach to it if running.
 
     Args:
@@ -57,16 +63,32 @@ def deploy(*, mountpaths: Mapping[str, Sequence[str]] | Sequence[str] | None = N
     check_settings(agent or {}, intervals or {})
     if not ray.is_initialized():
         raise ClusterNotFound("Ray is not initialized: call ray.init(...) before ray_integration.deploy()")
-    spec = {"mountpaths": _plain(mountpaths), "ec": ec, "agent": dict(agent or {}),
-            "intervals": dict(intervals or {}), "reconcile_interval": reconcile_interval}
-    controller = controller_actor_class().options(
-        name=CONTROLLER_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
-        num_cpus=0, resources={HEAD_NODE_RESOURCE: 0.001}, max_concurrency=8,
-    ).remote(spec)
+    spec = {
+        "mountpaths": _plain(mountpaths),
+        "ec": ec,
+        "agent": dict(agent or {}),
+        "intervals": dict(intervals or {}),
+        "reconcile_interval": reconcile_interval,
+    }
+    controller = (
+        controller_actor_class()
+        .options(
+            name=CONTROLLER_NAME,
+            namespace=NAMESPACE,
+            lifetime="detached",
+            get_if_exists=True,
+            num_cpus=0,
+            resources={HEAD_NODE_RESOURCE: 0.001},
+            max_concurrency=8,
+        )
+        .remote(spec)
+    )
     running = ray.get(controller.spec_of.remote())
     if running != spec:
-        log.warning("attached to a running hcstore deployment whose settings differ from those asked for: %s",
-                    {k: running.get(k) for k in spec if running.get(k) != spec[k]})
+        log.warning(
+            "attached to a running hcstore deployment whose settings differ from those asked for: %s",
+            {k: running.get(k) for k in spec if running.get(k) != spec[k]},
+        )
     endpoint = ray.get(controller.endpoint.remote())
     wait_until_ready(controller, timeout=timeout, progress=progress)
     return HCStore(endpoint, bucket)
@@ -106,8 +128,7 @@ def wait_until_ready(controller: Any, *, timeout: float, progress: Callable[[str
         if ready == alive:
             return
         if time.monotonic() > deadline:
-            raise ClusterNotFound(f"{line} after {timeout:.0f} s; the controller's events: "
-                                  f"{state['events'][-5:]}")
+            raise ClusterNotFound(f"{line} after {timeout:.0f} s; the controller's events: {state['events'][-5:]}")
         time.sleep(0.25)
 
 
@@ -119,12 +140,15 @@ def check_settings(agent: Mapping[str, Any], intervals: Mapping[str, float]) -> 
     """
     per_node = sorted(set(agent) & set(PER_NODE_SETTINGS))
     if per_node:
-        raise InvalidRequest(f"agent setting(s) {', '.join(per_node)} are chosen per node by the deployment: "
-                             "pass deploy(mountpaths=...); labels come from the Ray nodes' labels")
+        raise InvalidRequest(
+            f"agent setting(s) {', '.join(per_node)} are chosen per node by the deployment: "
+            "pass deploy(mountpaths=...); labels come from the Ray nodes' labels"
+        )
     unknown = sorted(set(intervals) - {f.name for f in dataclasses.fields(Intervals)})
     if unknown:
-        raise InvalidRequest(f"unknown interval(s) {', '.join(unknown)}: use heartbeat, suspect_after, down_after, "
-                             "out_after")
+        raise InvalidRequest(
+            f"unknown interval(s) {', '.join(unknown)}: use heartbeat, suspect_after, down_after, out_after"
+        )
     AgentConfig.load(None, environ={}, **agent)
     ControllerConfig.load(None, environ={}, **intervals)
 

@@ -2,22 +2,45 @@
 
 Every cluster is torn down with SIGKILL-safe cleanup, even when a test fails,
 and clients close their sockets with linger 0.
+
+The test extras are required, not optional: a session without Ray, torch or the ISA-L codec
+fails at once and says what to install, instead of skipping the tests that need them.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from contextlib import ExitStack
 
 import pytest
+
+import ec
+from hcstore.cluster.local import LocalCluster
 from integration_support import started_cluster
 
-from hcstore.cluster.local import LocalCluster
+INSTALL_TEST_EXTRAS = "install the test extras: pip install -e '.[test,isal]'"
+
+
+def missing_test_extras() -> list[str]:
+    """What the suite needs and this environment lacks (Ray, torch, pyeclib with ISA-L)."""
+    missing = [name for name in ("ray", "torch") if importlib.util.find_spec(name) is None]
+    if "isal" not in ec.available_codecs():
+        missing.append("pyeclib with a working ISA-L backend")
+    return missing
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Fail the session before any test runs when a test extra is missing."""
+    missing = missing_test_extras()
+    if missing:
+        raise pytest.UsageError(f"{', '.join(missing)} not installed; {INSTALL_TEST_EXTRAS}")
 
 
 @pytest.fixture
 def make_cluster(tmp_path_factory):
     """Factory: ``make_cluster(agents=6, ec="4+2", **options)`` -> a started LocalCluster."""
     with ExitStack() as clusters:
+
         def factory(agents: int = 6, ec: str = "4+2", **options) -> LocalCluster:
             path = tmp_path_factory.mktemp("cluster") / "c"
             return clusters.enter_context(started_cluster(path, agents=agents, ec=ec, **options))

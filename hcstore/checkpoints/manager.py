@@ -237,7 +237,12 @@ class CheckpointManager:
     # ------------------------------------------------------------------ reading
 
     def latest(self) -> Checkpoint | None:
-        """The newest complete checkpoint, or None."""
+        """The newest complete checkpoint, or None.
+
+        Raises:
+            NotProven: agents that did not answer could hold a newer checkpoint (or the only one):
+                None would be a guess (retried first, as every read is).
+        """
         return self._root.latest()
 
     def list(self) -> list[Checkpoint]:

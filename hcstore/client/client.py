@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import builtins
 import io
 import logging
 import os
@@ -21,12 +22,13 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
+from ec import parse_ec
 from hcstore.client.access import CorruptionReport
-from hcstore.client.headers import fragment_header, tombstone_layout
 from hcstore.client.reader import ObjectReader, iter_range, read_range
 from hcstore.client.retry import retrying
+from hcstore.client.upload import store_tombstone
 from hcstore.client.versions import ObjectVersion, resolve
 from hcstore.client.writer import ObjectWriter, PutResult
 from hcstore.cluster.source import ClusterSource
@@ -37,7 +39,7 @@ from hcstore.errors import (
     AgentUnavailable,
     HCStoreError,
     InvalidRequest,
-    NotEnoughNodes,
+    NotProven,
     ObjectChanged,
     ObjectNotFound,
 )
@@ -45,9 +47,10 @@ from hcstore.generation import HybridClock
 from hcstore.names import check_bucket, check_prefix
 from hcstore.wire.protocol import Reply
 from hcstore.wire.transport import Transport
-from placement import ClusterMap, place
+from placement import ClusterMap, home_set, listing_proof, schemes_of, write_quorum
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 _COPY_BLOCK = 8 << 20
 _LIST_PAGE = 1000
 _MAP_RECHECK = 1.0
@@ -65,9 +68,26 @@ class ObjectInfo:
     codec: str = ""
     k: int = 0
     m: int = 0
-    fragments: int = 0          # fragments found
+    fragments: int = 0  # fragments found
     degraded: bool = False
     meta: dict[str, str] | None = None
+
+
+class Listing(builtins.list[T]):
+    """The entries of a listing, in order, and whether they are all there.
+
+    A plain list to use; a listing asked for with ``partial=True`` may lack entries.
+
+    Attributes:
+        complete: Every entry is there: fewer nodes than the smallest write quorum did not
+            answer, so each object (or bucket) had a holder among those that did.
+        unreached: The nodes that did not answer (some may be silent even when complete).
+    """
+
+    def __init__(self, entries: Iterable[T] = (), *, unreached: Iterable[str] = (), complete: bool = True) -> None:
+        super().__init__(entries)
+        self.complete = complete
+        self.unreached = tuple(unreached)
 
 
 class Client:
@@ -87,8 +107,13 @@ class Client:
         InvalidRequest: a bad setting, or a malformed endpoint.
     """
 
-    def __init__(self, cluster: str | os.PathLike[str] | ClusterSource | ClusterMap | None = None, *,
-                 config: ClientConfig | None = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        cluster: str | os.PathLike[str] | ClusterSource | ClusterMap | None = None,
+        *,
+        config: ClientConfig | None = None,
+        **settings: Any,
+    ) -> None:
         ec_chosen = config is not None or settings.get("ec") is not None or "HCSTORE_EC" in os.environ
         self.source: ClusterSource | None = None
         if isinstance(cluster, ClusterMap):
@@ -97,14 +122,17 @@ class Client:
             self.source = ClusterSource.find(cluster)
             self._map = self.source.directory_map() if self.source.is_local else ClusterMap(0, ())
             if self.source.is_local and not ec_chosen:
-                settings["ec"] = self.source.default_ec()      # the cluster's EC is this client's default
+                settings["ec"] = self.source.default_ec()  # the cluster's EC is this client's default
         self.config = config.replace(**settings) if config else ClientConfig.from_env(**settings)
         self._stamp = self.source.map_stamp() if self.source else ()
         self._checked = 0.0
         self._from_controller = False
         self._lock = threading.Lock()
-        self.transport = Transport(connect_timeout=self.config.connect_timeout,
-                                   request_timeout=self.config.request_timeout, io_threads=self.config.io_threads)
+        self.transport = Transport(
+            connect_timeout=self.config.connect_timeout,
+            request_timeout=self.config.request_timeout,
+            io_threads=self.config.io_threads,
+        )
         self.clock = HybridClock()
         self.corruptions: list[CorruptionReport] = []
         if self.source is not None and not self.source.is_local:
@@ -117,7 +145,7 @@ class Client:
         self._from_controller = True
         self._checked = time.monotonic()
         if not explicit_ec and reply.ec:
-            self.config = self.config.replace(ec=reply.ec)     # the cluster's EC is the default
+            self.config = self.config.replace(ec=reply.ec)  # the cluster's EC is the default
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_client, (self.source or self._map, self.config))
@@ -133,8 +161,9 @@ class Client:
         """
         if self.source is None:
             raise InvalidRequest("this client was given a fixed cluster map and knows no controller")
-        return self.source.controller(transport=self.transport,
-                                      timeout=self.config.request_timeout if timeout is None else timeout)
+        return self.source.controller(
+            transport=self.transport, timeout=self.config.request_timeout if timeout is None else timeout
+        )
 
     @property
     def cluster_map(self) -> ClusterMap:
@@ -164,8 +193,9 @@ class Client:
                 first, self._from_controller = not self._from_controller, True
                 return fresh if first or fresh.epoch >= self._map.epoch else self._map
             except HCStoreError as exc:
-                log.info("%s: no map from the controller (%s); using the cached cluster map",
-                         self.source.describe(), exc)
+                log.info(
+                    "%s: no map from the controller (%s); using the cached cluster map", self.source.describe(), exc
+                )
         if self._from_controller or not self.source.is_local:
             return self._map
         stamp = self.source.map_stamp()
@@ -203,22 +233,36 @@ class Client:
         return self.transport.is_unavailable(endpoint) or self.transport.is_slow(endpoint)
 
     def locate_fanout(self) -> int:
-        """How many of a key's top-ranked nodes are asked first where its fragments are."""
-        from ec import parse_ec
-
+        """How many of a key's top-ranked nodes a read asks where its fragments are: its read candidates
+        for the configured EC (``n + 2m``, see :mod:`placement.quorum`)."""
         k, m = parse_ec(self.config.ec)
-        return k + m + 2
+        return k + 3 * m
 
     def report_corruption(self, report: CorruptionReport) -> None:
         """Log a chunk whose bytes did not match their digest, and keep it in ``corruptions``."""
-        log.warning("corrupt chunk: hcstore://%s/%s generation %s fragment %d stripe %d on node %s",
-                    report.bucket, report.key, report.generation, report.fragment, report.stripe, report.node)
+        log.warning(
+            "corrupt chunk: hcstore://%s/%s generation %s fragment %d stripe %d on node %s",
+            report.bucket,
+            report.key,
+            report.generation,
+            report.fragment,
+            report.stripe,
+            report.node,
+        )
         self.corruptions.append(report)
 
     # ------------------------------------------------------------------ writes
 
-    def writer(self, bucket: str, key: str, *, size: int | None = None, ec: str | None = None,
-               codec: str | None = None, meta: dict[str, str] | None = None) -> ObjectWriter:
+    def writer(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        size: int | None = None,
+        ec: str | None = None,
+        codec: str | None = None,
+        meta: dict[str, str] | None = None,
+    ) -> ObjectWriter:
         """A writable stream that becomes the object's new version when closed.
 
         Raises:
@@ -232,9 +276,17 @@ class Client:
                 check_codec(codec, k, m)
         return ObjectWriter(self, bucket, key, size=size, ec=ec, codec=codec, meta=meta)
 
-    def put(self, bucket: str, key: str, data: bytes | bytearray | memoryview | BinaryIO | Iterable[bytes], *,
-            size: int | None = None, ec: str | None = None, codec: str | None = None,
-            meta: dict[str, str] | None = None) -> PutResult:
+    def put(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes | bytearray | memoryview | BinaryIO | Iterable[bytes | bytearray | memoryview],
+        *,
+        size: int | None = None,
+        ec: str | None = None,
+        codec: str | None = None,
+        meta: dict[str, str] | None = None,
+    ) -> PutResult:
         """Store ``data`` (bytes, a binary file or stream, or an iterable of bytes) as a new version.
 
         Returns when the fragments are committed on ``k+m`` distinct nodes, or
@@ -252,15 +304,16 @@ class Client:
         what = f"put hcstore://{bucket}/{key}"
         if isinstance(data, (bytes, bytearray, memoryview)):
             nbytes = memoryview(data).nbytes
-            return retrying(self, lambda: self._put_once(bucket, key, (data,), nbytes, options),
-                            what=what, final=(ObjectChanged,))
+            return retrying(
+                self, lambda: self._put_once(bucket, key, (data,), nbytes, options), what=what, final=(ObjectChanged,)
+            )
         if size is None and hasattr(data, "fileno"):
             try:
-                size = os.fstat(data.fileno()).st_size - data.tell()  # type: ignore[union-attr]
+                size = os.fstat(data.fileno()).st_size - data.tell()  # type: ignore[union-attr, attr-defined]
             except (OSError, io.UnsupportedOperation, AttributeError):
                 size = None
         start = _seekable_position(data)
-        if start is None:                       # a stream cannot be sent twice: one attempt
+        if start is None:  # a stream cannot be sent twice: one attempt
             return self._put_once(bucket, key, _pieces(data), size, options)
         seekable: BinaryIO = data  # type: ignore[assignment]
 
@@ -270,8 +323,9 @@ class Client:
 
         return retrying(self, from_start, what=what, final=(ObjectChanged,))
 
-    def _put_once(self, bucket: str, key: str, pieces: Iterable[Any], size: int | None,
-                  options: dict[str, Any]) -> PutResult:
+    def _put_once(
+        self, bucket: str, key: str, pieces: Iterable[Any], size: int | None, options: dict[str, Any]
+    ) -> PutResult:
         """One attempt at a put: stream ``pieces`` into a new version."""
         with self.writer(bucket, key, size=size, **options) as w:
             for piece in pieces:
@@ -284,39 +338,49 @@ class Client:
             return self.put(bucket, key, f, **options)
 
     def delete(self, bucket: str, key: str) -> None:
-        """Delete an object by writing a tombstone generation on its placement nodes.
+        """Delete an object by writing a tombstone generation on ``m + 1`` nodes of its home set.
+
+        A delete that finds a tombstone with too few holders (an earlier delete that did not
+        complete) completes that one.
 
         Raises:
-            ObjectNotFound: there is no such object.
-            NotEnoughNodes: no agent accepted the tombstone.
+            ObjectNotFound: there is no such object (proven, see :meth:`resolve`).
+            NotProven: nodes that did not answer leave it unproven whether the object exists.
+            AgentUnavailable: fewer than ``m + 1`` nodes of the home set accepted the tombstone;
+                where it landed the object reads as deleted, and a retry completes the delete.
         """
-        retrying(self, lambda: self._delete(bucket, key), what=f"delete hcstore://{bucket}/{key}")
+        mine: dict[str, Any] = {}  # the tombstone this call wrote ("gen", "m"), once it has one
+        retrying(self, lambda: self._delete(bucket, key, mine), what=f"delete hcstore://{bucket}/{key}")
 
-    def _delete(self, bucket: str, key: str) -> None:
-        """One attempt at a delete."""
-        version = resolve(self, bucket, key)
-        gen = self.clock.now()
-        placed = place(f"{bucket}/{key}", self.cluster_map, version.k, version.m).nodes
-        nodes = tuple(sorted({n for n in version.locations if n} | set(placed)))
-        layout = tombstone_layout(bucket, key, gen, len(nodes))
-        ids = []
-        for index, node in enumerate(nodes):
-            header = fragment_header(layout, index, nodes)
-            try:
-                ids.append(self.transport.send(self.endpoint(node), "tombstone", {"header": header}))
-            except HCStoreError as exc:
-                log.info("delete %s/%s: node %s skipped: %s", bucket, key, node, exc)
-        accepted = sum(isinstance(r, Reply) and r.ok for r in self.transport.wait(ids).values())
-        if accepted == 0:
-            raise NotEnoughNodes(f"delete hcstore://{bucket}/{key}: no agent accepted the tombstone")
+    def _delete(self, bucket: str, key: str, mine: dict[str, Any]) -> None:
+        """One attempt at a delete; ``mine`` is the tombstone an earlier attempt of this call wrote."""
+        try:
+            version = resolve(self, bucket, key)
+        except ObjectNotFound as exc:
+            tombstone = getattr(exc, "tombstone", None)
+            if tombstone is None:
+                raise
+            ours = tombstone == mine.get("gen")
+            m = mine["m"] if ours else parse_ec(self.config.ec)[1]
+            holders = set(getattr(exc, "holders", ()))
+            held = holders.intersection(home_set(f"{bucket}/{key}", self.cluster_map, 1, m))
+            if len(held) < write_quorum(1, m):
+                store_tombstone(self, bucket, key, tombstone, m, holders=holders)  # complete an earlier delete
+            elif not ours:
+                raise  # deleted already, and that delete is complete
+            return
+        mine.update(gen=self.clock.now(), m=version.m)
+        store_tombstone(self, bucket, key, mine["gen"], version.m, also=version.locations)
 
     # ------------------------------------------------------------------ reads
 
     def resolve(self, bucket: str, key: str) -> ObjectVersion:
-        """The newest readable version of an object (see :func:`hcstore.client.versions.resolve`).
+        """The newest readable version of an object, proven newest (see :func:`hcstore.client.versions.resolve`).
 
         Raises:
-            ObjectNotFound: no such object.
+            ObjectNotFound: proven: no such object.
+            NotProven: nodes that did not answer could hold a newer version (or the only one);
+                raised after the retries of :mod:`hcstore.client.retry`.
         """
         return retrying(self, lambda: resolve(self, bucket, key), what=f"resolve hcstore://{bucket}/{key}")
 
@@ -326,10 +390,12 @@ class Client:
         A read that finds its version replaced midway starts again on the new one.
 
         Raises:
-            ObjectNotFound: no such object.
+            ObjectNotFound: proven: no such object.
+            NotProven: nodes that did not answer could hold a newer version (or the only one).
             NotEnoughFragments: more than ``m`` fragments are lost or corrupt.
             InvalidRequest: a bad range.
         """
+
         def read() -> bytes:
             version = resolve(self, bucket, key)
             start, count = _check_range(version.size, offset, length)
@@ -341,8 +407,11 @@ class Client:
         """Read the object (from ``offset``) into a writable buffer, e.g. a numpy array; returns bytes read.
 
         Raises:
+            ObjectNotFound: proven: no such object.
+            NotProven: nodes that did not answer could hold a newer version (or the only one).
             InvalidRequest: the buffer is too small for the object, or a bad offset.
         """
+
         def read() -> int:
             version = resolve(self, bucket, key)
             start, count = _check_range(version.size, offset, None)
@@ -352,7 +421,12 @@ class Client:
         return retrying(self, read, what=f"get_into hcstore://{bucket}/{key}")
 
     def open(self, bucket: str, key: str) -> io.BufferedReader:
-        """A seekable binary stream over the object's current version."""
+        """A seekable binary stream over the object's current version.
+
+        Raises:
+            ObjectNotFound: proven: no such object.
+            NotProven: nodes that did not answer could hold a newer version (or the only one).
+        """
         return io.BufferedReader(ObjectReader(self, self.resolve(bucket, key)), buffer_size=1 << 20)
 
     def get_file(self, bucket: str, key: str, path: str | os.PathLike[str]) -> int:
@@ -375,32 +449,64 @@ class Client:
         """Size, generation, coding and protection of an object.
 
         Raises:
-            ObjectNotFound: no such object.
+            ObjectNotFound: proven: no such object.
+            NotProven: nodes that did not answer could hold a newer version (or the only one).
         """
         v = self.resolve(bucket, key)
         return ObjectInfo(bucket, key, v.size, v.generation, v.codec, v.k, v.m, v.found, v.degraded, v.meta)
 
     def exists(self, bucket: str, key: str) -> bool:
-        """True when the object exists (its newest version is not a delete)."""
+        """True when the object exists (its newest version is not a delete); False only when that is proven.
+
+        Raises:
+            NotProven: nodes that did not answer could hold a newer version (or the only one).
+        """
         try:
             self.resolve(bucket, key)
             return True
         except ObjectNotFound:
             return False
 
-    def list(self, bucket: str, prefix: str = "") -> list[ObjectInfo]:
-        """Objects under ``prefix``, merged over every agent (asked all at once), in key order."""
+    def list(self, bucket: str, prefix: str = "", *, partial: bool = False) -> Listing[ObjectInfo]:
+        """Objects under ``prefix``, merged over every agent (asked all at once), in key order.
+
+        The listing is complete when fewer nodes did not answer than the smallest write quorum
+        (``W_min``, at least ``m + 1``): every object then has a holder among those that did.
+
+        Args:
+            bucket: Bucket name.
+            prefix: Key prefix ("" for every object).
+            partial: When it cannot be complete, return what the nodes that answered hold
+                (``complete`` False, ``unreached`` naming the others) instead of raising.
+
+        Raises:
+            NotProven: nodes that did not answer could hold objects of the listing, and
+                ``partial`` is False (retried as :mod:`hcstore.client.retry` says first).
+        """
         check_bucket(bucket)
         check_prefix(prefix)
+        if partial:
+            return self._list_once(bucket, prefix, partial=True)
+        return retrying(
+            self, lambda: self._list_once(bucket, prefix, partial=False), what=f"list hcstore://{bucket}/{prefix}"
+        )
+
+    def _list_once(self, bucket: str, prefix: str, *, partial: bool) -> Listing[ObjectInfo]:
+        """One listing round over every agent."""
+        cluster_map = self.cluster_map
+        nodes = {n.endpoint: n.id for n in cluster_map.nodes if n.endpoint}
         newest: dict[str, tuple[str, str, int]] = {}
-        pending = {n.endpoint: "" for n in self.cluster_map.nodes if n.endpoint}     # endpoint -> start_after
+        failed: set[str] = set()
+        pending = dict.fromkeys(nodes, "")  # endpoint -> start_after
         while pending:
-            replies = self.transport.broadcast(pending, "list", {
-                "bucket": bucket, "prefix": prefix, "limit": _LIST_PAGE}, start_after=pending)
+            replies = self.transport.broadcast(
+                pending, "list", {"bucket": bucket, "prefix": prefix, "limit": _LIST_PAGE}, start_after=pending
+            )
             more = {}
             for endpoint, reply in replies.items():
                 if isinstance(reply, HCStoreError):
-                    log.info("list: agent %s skipped: %s", endpoint, reply)
+                    log.info("list: agent %s (%s) skipped: %s", nodes[endpoint], endpoint, reply)
+                    failed.add(nodes[endpoint])
                     continue
                 entries = reply.header.get("entries", [])
                 for key, gen, kind, size in entries:
@@ -409,17 +515,52 @@ class Client:
                 if len(entries) == _LIST_PAGE:
                     more[endpoint] = entries[-1][0]
             pending = more
-        return [ObjectInfo(bucket, key, size, gen) for key, (gen, kind, size) in sorted(newest.items())
-                if kind != "tombstone"]
+        found = [
+            ObjectInfo(bucket, key, size, gen)
+            for key, (gen, kind, size) in sorted(newest.items())
+            if kind != "tombstone"
+        ]
+        return self._listing(found, set(nodes.values()) - failed, f"hcstore://{bucket}/{prefix}", partial)
 
-    def buckets(self) -> list[str]:
-        """Every bucket that some agent holds objects of, sorted."""
+    def buckets(self, *, partial: bool = False) -> Listing[str]:
+        """Every bucket that some agent holds objects of, sorted.
+
+        Complete, or partial, as :meth:`list` says.
+
+        Raises:
+            NotProven: nodes that did not answer could hold buckets, and ``partial`` is False.
+        """
+        if partial:
+            return self._buckets_once(partial=True)
+        return retrying(self, lambda: self._buckets_once(partial=False), what="list buckets")
+
+    def _buckets_once(self, *, partial: bool) -> Listing[str]:
+        """One round of asking every agent for its buckets."""
+        cluster_map = self.cluster_map
+        nodes = {n.endpoint: n.id for n in cluster_map.nodes if n.endpoint}
         names: set[str] = set()
-        for result in self.transport.broadcast([n.endpoint for n in self.cluster_map.nodes if n.endpoint],
-                                               "buckets", {}).values():
+        answered: set[str] = set()
+        for endpoint, result in self.transport.broadcast(nodes, "buckets", {}).items():
             if isinstance(result, Reply) and result.ok:
                 names.update(result.header.get("buckets", []))
-        return sorted(names)
+                answered.add(nodes[endpoint])
+        return self._listing(sorted(names), answered, "the buckets", partial, cluster_map)
+
+    def _listing(
+        self, entries: Iterable[T], answered: set[str], what: str, partial: bool, cluster_map: ClusterMap | None = None
+    ) -> Listing[T]:
+        """``entries`` as a listing, complete or partial as the answers prove; or NotProven."""
+        proof = listing_proof(cluster_map or self.cluster_map, answered, schemes_of(*parse_ec(self.config.ec)))
+        if not proof.proven and not partial:
+            raise NotProven(
+                f"listing {what} may be incomplete: {len(proof.unreached)} of the {len(proof.candidates)} nodes did "
+                f"not answer ({', '.join(proof.unreached)}), and an object needs as few as {proof.quorum} nodes, so "
+                "some could sit on them alone; retry later, bring those nodes back, or ask for a partial listing",
+                proof.unreached,
+            )
+        if not proof.proven:
+            log.info("listing %s is partial: nodes %s did not answer", what, ", ".join(proof.unreached))
+        return Listing(entries, unreached=proof.unreached, complete=proof.proven)
 
     def node_stats(self) -> dict[str, dict[str, Any] | HCStoreError]:
         """Each node's ``node_stats`` reply (or the error that stood in its way), by node id."""
@@ -440,7 +581,7 @@ class Client:
         """Close this thread's sockets; the next request opens new ones."""
         self.transport.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *_: Any) -> None:

@@ -69,8 +69,18 @@ def tombstone_layout(bucket: str, key: str, generation: str, holders: int) -> Ve
         generation: The tombstone's generation (newer than every version it hides).
         holders: How many nodes receive a tombstone fragment.
     """
-    return VersionLayout(bucket=bucket, key=key, generation=generation, codec="replica", k=1, m=holders - 1,
-                         chunk_size=TOMBSTONE_CHUNK_SIZE, size=0, stripes=0, kind="tombstone")
+    return VersionLayout(
+        bucket=bucket,
+        key=key,
+        generation=generation,
+        codec="replica",
+        k=1,
+        m=holders - 1,
+        chunk_size=TOMBSTONE_CHUNK_SIZE,
+        size=0,
+        stripes=0,
+        kind="tombstone",
+    )
 
 
 def fragment_header(layout: VersionLayout, index: int, placement: Sequence[str]) -> dict[str, Any]:
@@ -88,11 +98,25 @@ def fragment_header(layout: VersionLayout, index: int, placement: Sequence[str])
     Raises:
         FragmentFormatError: a field is invalid (named in the message).
     """
-    fields = header_to_dict(FragmentHeader(
-        bucket=layout.bucket, key=layout.key, generation=layout.generation, kind=layout.kind,
-        codec=layout.codec, k=layout.k, m=layout.m, chunk_size=layout.chunk_size, size=layout.size,
-        index=index, stripes=layout.stripes, digests=bytes(DIGEST_SIZE * layout.stripes),
-        placement=tuple(placement), created_ns=time.time_ns(), meta=layout.meta))
+    fields = header_to_dict(
+        FragmentHeader(
+            bucket=layout.bucket,
+            key=layout.key,
+            generation=layout.generation,
+            kind=layout.kind,
+            codec=layout.codec,
+            k=layout.k,
+            m=layout.m,
+            chunk_size=layout.chunk_size,
+            size=layout.size,
+            index=index,
+            stripes=layout.stripes,
+            digests=bytes(DIGEST_SIZE * layout.stripes),
+            placement=tuple(placement),
+            created_ns=time.time_ns(),
+            meta=layout.meta,
+        )
+    )
     if layout.kind == "data":
         del fields["digests"]
     return fields

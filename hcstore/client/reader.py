@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from ec import verify_chunk
 from hcstore.errors import (
+    AgentUnavailable,
     HCStoreError,
     InvalidRequest,
     NotEnoughFragments,
@@ -194,10 +195,13 @@ class StripeReader:
                 yield batch.first + j, self.codec.decode({i: batch.chunks[i][j] for i in use})
 
     def _not_enough(self, batch: _Batch) -> HCStoreError:
-        if self.failed and all(isinstance(e, ObjectNotFound) for e in self.failed.values()) \
-                and len(self.failed) > self.version.m:
+        # Fragments of a committed version vanish when a newer one retires them: if every failure is a
+        # vanished fragment or an unreachable node, and at least one vanished, the version was replaced.
+        vanished = [e for e in self.failed.values() if isinstance(e, ObjectNotFound)]
+        if vanished and all(isinstance(e, (ObjectNotFound, AgentUnavailable)) for e in self.failed.values()):
             return ObjectChanged(f"hcstore://{self.version.bucket}/{self.version.key} generation "
-                                 f"{self.version.generation} was replaced while it was read; read it again")
+                                 f"{self.version.generation} was replaced while it was read ({len(vanished)} of its "
+                                 "fragments are gone); read it again")
         reasons = "; ".join(f"fragment {i} on {self.version.locations[i] or '?'}: {e}" for i, e in self.failed.items())
         return NotEnoughFragments(
             f"hcstore://{self.version.bucket}/{self.version.key}: only {self.version.k - batch.deficit(self.version.k)} "

@@ -60,8 +60,9 @@ class RetryPolicy:
         """Seconds to wait before retry number ``retry`` (1 for the first)."""
         return min(self.max_backoff, self.backoff * 2 ** (retry - 1))
 
-    def should_retry(self, error: HCStoreError, *, map_was_stale: bool,
-                     final: tuple[type[HCStoreError], ...] = ()) -> bool:
+    def should_retry(
+        self, error: HCStoreError, *, map_was_stale: bool, final: tuple[type[HCStoreError], ...] = ()
+    ) -> bool:
         """Whether ``error`` is worth another attempt.
 
         Args:
@@ -73,8 +74,14 @@ class RetryPolicy:
             return False
         return isinstance(error, Retryable) or (map_was_stale and isinstance(error, MAP_DEPENDENT))
 
-    def run(self, access: ClusterAccess, operation: Callable[[], T], *, what: str,
-            final: tuple[type[HCStoreError], ...] = ()) -> T:
+    def run(
+        self,
+        access: ClusterAccess,
+        operation: Callable[[], T],
+        *,
+        what: str,
+        final: tuple[type[HCStoreError], ...] = (),
+    ) -> T:
         """Run ``operation``, trying again as this policy says.
 
         Args:
@@ -94,8 +101,14 @@ class RetryPolicy:
                 stale = access.transport.max_epoch > epoch
                 if attempt == self.attempts or not self.should_retry(exc, map_was_stale=stale, final=final):
                     raise
-                log.info("%s: attempt %d of %d failed (%s: %s); retrying with a fresh cluster map",
-                         what, attempt, self.attempts, exc.code, exc)
+                log.info(
+                    "%s: attempt %d of %d failed (%s: %s); retrying with a fresh cluster map",
+                    what,
+                    attempt,
+                    self.attempts,
+                    exc.code,
+                    exc,
+                )
             time.sleep(self.delay(attempt))
             access.refresh()
         raise AssertionError("unreachable")
@@ -104,7 +117,8 @@ class RetryPolicy:
 DEFAULT_POLICY = RetryPolicy()
 
 
-def retrying(access: ClusterAccess, operation: Callable[[], T], *, what: str,
-             final: tuple[type[HCStoreError], ...] = ()) -> T:
+def retrying(
+    access: ClusterAccess, operation: Callable[[], T], *, what: str, final: tuple[type[HCStoreError], ...] = ()
+) -> T:
     """Run ``operation`` under :data:`DEFAULT_POLICY` (see :meth:`RetryPolicy.run`)."""
     return DEFAULT_POLICY.run(access, operation, what=what, final=final)

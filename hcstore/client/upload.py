@@ -13,6 +13,10 @@ Every path that stores fragments (a put, a repair or a rebalance) goes through
 4. **commit** the prepared fragments (``commit``) once at least ``quorum`` of them
    are prepared; and finally, for a new version, **retire** older generations.
 
+A put's targets and spares come from :func:`place_in_home_set`: every fragment of a
+version stays inside the key's home set, which is what lets a reader prove that a
+version is the newest (:mod:`placement.quorum`).
+
 A fragment of at most one stripe skips the first three steps with one ``store``
 message each (:meth:`FragmentUploads.store`). A target whose request fails is
 dropped, and the uploads go on while ``quorum`` targets are left (a put's write
@@ -26,21 +30,106 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from hcstore.client.access import ClusterAccess
-from hcstore.client.headers import VersionLayout, fragment_header
+from hcstore.client.headers import VersionLayout, fragment_header, tombstone_layout
 from hcstore.errors import AgentUnavailable, HCStoreError, NotEnoughNodes, ObjectChanged, ObjectNotFound, StoreFull
 from hcstore.wire.protocol import Reply
+from placement import ClusterMap, Placement, home_map, place, write_quorum
 
 log = logging.getLogger(__name__)
 
 
-def write_quorum(k: int, m: int) -> int:
-    """Fragments that must be committed before a put is acknowledged: ``k+1``, or ``k`` when ``m = 0``."""
-    return k + 1 if m > 0 else k
+def place_in_home_set(key: str, cluster_map: ClusterMap, k: int, m: int, *, operation: str) -> Placement:
+    """Targets and spares for a new ``k+m`` version of ``key``, all inside its home set.
+
+    Raises:
+        NotEnoughNodes: fewer writable nodes in the home set than the write quorum.
+    """
+    home = home_map(key, cluster_map, k, m)
+    quorum = write_quorum(k, m)
+    writable = len(home.writable())
+    if writable < quorum:
+        down = ", ".join(f"{n.id} ({n.state})" for n in home.nodes if n not in home.writable()) or "none"
+        raise NotEnoughNodes(
+            f"{operation}: only {writable} of the {len(home)} nodes of its home set are writable and the write "
+            f"quorum of {k}+{m} is {quorum} (not writable: {down}); bring nodes back or add nodes"
+        )
+    return place(key, home, k, m)
+
+
+def store_tombstone(
+    access: ClusterAccess,
+    bucket: str,
+    key: str,
+    generation: str,
+    m: int,
+    *,
+    holders: Collection[str] = (),
+    also: Sequence[str] = (),
+) -> tuple[str, ...]:
+    """Store the tombstone ``generation`` of ``bucket/key`` on ``m + 1`` nodes of its home set.
+
+    A tombstone is a replicated ``1+m`` version: it goes where :func:`place_in_home_set` puts one,
+    spares of the home set standing in for nodes that refuse, until the replicated write quorum
+    (``m + 1``) of home-set nodes hold it. It also goes to the nodes in ``also`` (holders of the
+    versions it hides, which it retires there); those outside the home set do not count.
+
+    Args:
+        access: The cluster to write to.
+        bucket: Bucket name.
+        key: Object key.
+        generation: The tombstone's generation.
+        m: The tombstone needs ``m + 1`` holders.
+        holders: Nodes that already hold this tombstone (a retry completing an earlier delete).
+        also: Further nodes to send it to.
+
+    Returns:
+        The home-set nodes holding the tombstone.
+
+    Raises:
+        AgentUnavailable: fewer than ``m + 1`` nodes of the home set hold it; those that do keep
+            it (the object reads as deleted where they answer), and a retry completes the delete.
+    """
+    name = f"{bucket}/{key}"
+    home = home_map(name, access.cluster_map, 1, m)
+    placement = place(name, home, 1, m)
+    quorum = write_quorum(1, m)
+    inside = {node.id for node in home.nodes}
+    held = {node for node in holders if node in inside}
+    everyone = sorted({*placement.nodes, *placement.spares, *(n for n in also if n), *held})
+    layout = tombstone_layout(bucket, key, generation, len(everyone))
+    spares = deque(node for node in placement.spares if node not in held)
+    wanted = [node for node in dict.fromkeys((*placement.nodes, *also)) if node and node not in held]
+    errors: list[str] = []
+    transport = access.transport
+    while wanted:
+        sent: dict[int, str] = {}
+        for node in wanted:
+            header = fragment_header(layout, everyone.index(node), everyone)
+            try:
+                sent[transport.send(access.endpoint(node), "tombstone", {"header": header})] = node
+            except HCStoreError as exc:
+                errors.append(f"{node}: {exc}")
+        for request_id, result in transport.wait(sent).items():
+            error = _error_of(result)
+            if error is not None:
+                errors.append(f"{sent[request_id]}: {error}")
+            elif sent[request_id] in inside:
+                held.add(sent[request_id])
+        short = quorum - len(held)
+        wanted = [spares.popleft() for _ in range(min(max(short, 0), len(spares)))]
+    if len(held) < quorum:
+        why = "; ".join(errors) or "too few writable nodes"
+        raise AgentUnavailable(
+            f"delete {name}: only {len(held)} of the {quorum} nodes its tombstone needs in the home set "
+            f"({', '.join(node.id for node in home.nodes)}) accepted it ({why}); "
+            "where it landed the object reads as deleted, retry the delete to complete it"
+        )
+    return tuple(sorted(held))
 
 
 @dataclass
@@ -69,9 +158,9 @@ class StripeWindow:
 
     def __init__(self) -> None:
         self._stripes: deque[int] = deque()
-        self._waiting: dict[int, int] = {}                   # stripe -> replies still expected
-        self._held: dict[int, Any] = {}                      # stripe -> kept alive until acknowledged
-        self._requests: dict[int, tuple[int, int]] = {}      # request id -> (stripe, fragment index)
+        self._waiting: dict[int, int] = {}  # stripe -> replies still expected
+        self._held: dict[int, Any] = {}  # stripe -> kept alive until acknowledged
+        self._requests: dict[int, tuple[int, int]] = {}  # request id -> (stripe, fragment index)
 
     def __len__(self) -> int:
         """Stripes not yet released."""
@@ -150,9 +239,22 @@ class FragmentUploads:
         operation: What the uploads are for, in error messages (``"put bucket/key"``).
     """
 
-    def __init__(self, access: ClusterAccess, bucket: str, key: str, generation: str, *, chunk_size: int,
-                 fragments: int, targets: Mapping[int, str], quorum: int, spares: Sequence[str] = (),
-                 holders: Sequence[str] = (), expected_bytes: int | None = None, operation: str = "") -> None:
+    def __init__(
+        self,
+        access: ClusterAccess,
+        bucket: str,
+        key: str,
+        generation: str,
+        *,
+        chunk_size: int,
+        fragments: int,
+        targets: Mapping[int, str],
+        quorum: int,
+        spares: Sequence[str] = (),
+        holders: Sequence[str] = (),
+        expected_bytes: int | None = None,
+        operation: str = "",
+    ) -> None:
         self.access = access
         self.bucket = bucket
         self.key = key
@@ -217,9 +319,13 @@ class FragmentUploads:
             StoreFull: fewer than ``quorum`` fragments were stored, mostly because nodes are full.
             NotEnoughNodes: fewer than ``quorum`` fragments were stored.
         """
+
         def fields(index: int, placement: tuple[str, ...]) -> dict[str, Any]:
-            return {**self._ident(index), "chunk_size": self.chunk_size,
-                    "header": fragment_header(layout, index, placement)}
+            return {
+                **self._ident(index),
+                "chunk_size": self.chunk_size,
+                "header": fragment_header(layout, index, placement),
+            }
 
         planned = self._overlay(self._planned)
         self._place("store", lambda index: fields(index, planned), lambda index: payloads[index], prepared=True)
@@ -236,8 +342,14 @@ class FragmentUploads:
     def _ident(self, index: int) -> dict[str, Any]:
         return {"bucket": self.bucket, "key": self.key, "gen": self.generation, "idx": index}
 
-    def _place(self, op: str, fields_of: Callable[[int], dict[str, Any]],
-               payloads_of: Callable[[int], Sequence[Any]], *, prepared: bool) -> None:
+    def _place(
+        self,
+        op: str,
+        fields_of: Callable[[int], dict[str, Any]],
+        payloads_of: Callable[[int], Sequence[Any]],
+        *,
+        prepared: bool,
+    ) -> None:
         """Send ``op`` for every planned target, moving a failed one to the next spare; check the quorum."""
         transport = self.access.transport
         spares = deque(self._spares)
@@ -257,8 +369,9 @@ class FragmentUploads:
                 error = _error_of(result)
                 if error is None:
                     assert isinstance(result, Reply)
-                    self.targets[index] = FragmentUpload(index, node, endpoint, result.header.get("upload", ""),
-                                                         prepared=prepared)
+                    self.targets[index] = FragmentUpload(
+                        index, node, endpoint, result.header.get("upload", ""), prepared=prepared
+                    )
                 else:
                     errors.append((index, node, error))
             wanted = []
@@ -270,15 +383,22 @@ class FragmentUploads:
                 self._errors.append(f"fragment {index} on {node}: {error}")
                 if spares:
                     wanted.append((index, spares.popleft()))
-                    log.info("%s: fragment %d: %s failed (%s); trying %s", self.operation, index, node, error,
-                             wanted[-1][1])
+                    log.info(
+                        "%s: fragment %d: %s failed (%s); trying %s", self.operation, index, node, error, wanted[-1][1]
+                    )
+                else:
+                    log.info("%s: fragment %d: %s failed (%s); no spare left", self.operation, index, node, error)
         self.opened = True
         stored = len(self.live())
         if stored < self.quorum:
             problem = self._problem() or "the cluster map has too few writable nodes"
             cls = StoreFull if full and full >= failures else NotEnoughNodes
-            raise self._give_up(cls(f"{self.operation}: only {stored} of {len(self._planned)} fragments could be "
-                                    f"placed and the write quorum is {self.quorum} ({problem})"))
+            raise self._give_up(
+                cls(
+                    f"{self.operation}: only {stored} of {len(self._planned)} fragments could be "
+                    f"placed and the write quorum is {self.quorum} ({problem})"
+                )
+            )
 
     # ------------------------------------------------------------------ streaming
 
@@ -299,8 +419,9 @@ class FragmentUploads:
         transport = self.access.transport
         for target in self.live():
             try:
-                request_id = transport.send(target.endpoint, "write", {"upload": target.upload, "stripe": stripe},
-                                            [chunks[target.index]])
+                request_id = transport.send(
+                    target.endpoint, "write", {"upload": target.upload, "stripe": stripe}, [chunks[target.index]]
+                )
             except HCStoreError as exc:
                 self._drop(target, exc)
                 continue
@@ -341,10 +462,18 @@ class FragmentUploads:
             return
         failed = [t.failed for t in self.targets if t is not None and t.failed is not None]
         if sum(isinstance(e, StoreFull) for e in failed) * 2 >= len(failed):
-            raise self._give_up(StoreFull(f"{self.operation}: the nodes holding its fragments filled up "
-                                          f"({self._problem()}); nothing was committed"))
-        raise self._give_up(NotEnoughNodes(f"{self.operation}: {left} fragments left after node failures, "
-                                           f"the write quorum is {self.quorum} ({self._problem()})"))
+            raise self._give_up(
+                StoreFull(
+                    f"{self.operation}: the nodes holding its fragments filled up "
+                    f"({self._problem()}); nothing was committed"
+                )
+            )
+        raise self._give_up(
+            NotEnoughNodes(
+                f"{self.operation}: {left} fragments left after node failures, "
+                f"the write quorum is {self.quorum} ({self._problem()})"
+            )
+        )
 
     # ------------------------------------------------------------------ prepare / commit
 
@@ -362,9 +491,12 @@ class FragmentUploads:
         for target in prepared:
             target.prepared = True
         if len(prepared) < self.quorum:
-            raise self._give_up(NotEnoughNodes(
-                f"{self.operation}: {len(prepared)} fragments prepared, the write quorum is {self.quorum}; "
-                f"nothing was committed ({self._problem()})"))
+            raise self._give_up(
+                NotEnoughNodes(
+                    f"{self.operation}: {len(prepared)} fragments prepared, the write quorum is {self.quorum}; "
+                    f"nothing was committed ({self._problem()})"
+                )
+            )
 
     def commit(self) -> list[FragmentUpload]:
         """Commit the prepared fragments; returns those committed.
@@ -379,12 +511,18 @@ class FragmentUploads:
         committed = self.live()
         if not committed:
             if all(isinstance(t.failed, ObjectNotFound) for t in prepared):
-                raise self._give_up(ObjectChanged(
-                    f"{self.operation}: superseded while committing (a newer version or a delete removed "
-                    "this one); it was not stored"))
-            raise self._give_up(AgentUnavailable(
-                f"{self.operation}: no agent confirmed the commit ({self._problem()}); what was written may or "
-                "may not be visible, retry"))
+                raise self._give_up(
+                    ObjectChanged(
+                        f"{self.operation}: superseded while committing (a newer version or a delete removed "
+                        "this one); it was not stored"
+                    )
+                )
+            raise self._give_up(
+                AgentUnavailable(
+                    f"{self.operation}: no agent confirmed the commit ({self._problem()}); what was written may or "
+                    "may not be visible, retry"
+                )
+            )
         self._settled = True
         return committed
 
@@ -394,8 +532,11 @@ class FragmentUploads:
         ids = []
         for target in self.live():
             try:
-                ids.append(transport.send(target.endpoint, "retire",
-                                          {"bucket": self.bucket, "key": self.key, "gen": self.generation}))
+                ids.append(
+                    transport.send(
+                        target.endpoint, "retire", {"bucket": self.bucket, "key": self.key, "gen": self.generation}
+                    )
+                )
             except HCStoreError:
                 pass
         transport.forget(ids)
@@ -422,8 +563,13 @@ class FragmentUploads:
 
     # ------------------------------------------------------------------ helpers
 
-    def _phase(self, op: str, targets: list[FragmentUpload], fields_of: Callable[[FragmentUpload], dict[str, Any]],
-               payloads_of: Callable[[FragmentUpload], Sequence[Any]] = lambda t: ()) -> None:
+    def _phase(
+        self,
+        op: str,
+        targets: list[FragmentUpload],
+        fields_of: Callable[[FragmentUpload], dict[str, Any]],
+        payloads_of: Callable[[FragmentUpload], Sequence[Any]] = lambda t: (),
+    ) -> None:
         """Send ``op`` to each target and wait; a target whose request fails drops out."""
         transport = self.access.transport
         ids: dict[int, FragmentUpload] = {}

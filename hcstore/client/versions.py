@@ -1,25 +1,35 @@
 """Which version of an object a read uses, and where its fragments are.
 
-Resolution asks the agents at the top of the key's ranking (and, if they know
-nothing, every other agent) for the generations of the key they hold, and
-picks the newest generation that has at least one *committed* fragment; a
-tombstone there means the object is deleted. Because a writer commits only
-after its write quorum is prepared, a committed fragment proves the whole
-generation was durably written, and prepared fragments of it are read too.
+Resolution asks every read candidate of the key (the top of its ranking, see
+:mod:`placement.quorum`; and, if they know nothing, every other agent) for the
+generations of the key they hold, and picks the newest generation that has at
+least one *committed* fragment; a tombstone there means the object is deleted.
+Because a writer commits only after its write quorum is prepared, a committed
+fragment proves the whole generation was durably written, and prepared fragments
+of it are read too.
+
+Reads tell the truth: "not found", or a generation as the newest, is answered
+only when the candidates that did not answer are fewer than the smallest write
+quorum a writer of the key could have used, so that no newer committed
+generation can sit on them alone. Otherwise resolution raises
+:class:`~hcstore.errors.NotProven`, naming them; the retry policy asks again.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ec import StripeLayout
+from ec import StripeLayout, parse_ec
 from hcstore.client.access import ClusterAccess
-from hcstore.errors import HCStoreError, ObjectNotFound
+from hcstore.errors import HCStoreError, NotProven, ObjectNotFound
 from hcstore.names import check_bucket, check_key
 from hcstore.wire.protocol import Reply
-from placement import rank
+from placement import ClusterMap, Proof, prove, rank, read_candidates, schemes_of
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,41 +66,54 @@ class ObjectVersion:
 
 
 def resolve(client: ClusterAccess, bucket: str, key: str, *, exhaustive: bool = False) -> ObjectVersion:
-    """The newest readable version of ``bucket/key`` (``exhaustive``: ask every node, as repair does).
+    """The newest readable version of ``bucket/key``, proven newest (``exhaustive``: ask every node, as repair does).
+
+    Every read candidate of the key is asked (:func:`placement.read_candidates`; every node when
+    ``exhaustive``), and every other node too when none of them holds a committed generation.
+    The answer stands only when the candidates that did not answer are too few to hold a newer
+    committed generation on their own (:func:`placement.prove`).
 
     Raises:
-        ObjectNotFound: no agent holds a committed generation, or the newest is a tombstone.
+        ObjectNotFound: proven: no node holds a committed generation, or the newest is a
+            tombstone (then ``tombstone`` is its generation and ``holders`` the nodes found
+            holding it).
+        NotProven: the nodes that did not answer could hold a newer generation (or the only
+            one); ``unreached`` names them.
     """
     check_bucket(bucket)
     check_key(key)
     cluster_map = client.cluster_map
-    ranking = [node for node in rank(f"{bucket}/{key}", cluster_map.nodes) if node.endpoint]
-    first = len(ranking) if exhaustive else _first_batch(ranking, client.locate_fanout())
-    groups: dict[str, dict[str, Any]] = {}
-    answered: set[str] = set()
-    for batch in (ranking[:first], ranking[first:]):
-        if batch:
-            for node, reply in _gather_locations(client, batch, bucket, key):
-                answered.add(node)
-                for entry in reply.header.get("entries", []):
-                    _merge_entry(groups, node, entry)
-        if any(g["committed"] for g in groups.values()):
-            break
-    visible = [gen for gen, g in groups.items() if g["committed"]]
-    if not visible:
-        if client.transport.max_epoch > cluster_map.epoch:  # an agent knows a newer map: retry once with it
-            client.refresh()
-            if client.cluster_map.epoch > cluster_map.epoch:
-                return resolve(client, bucket, key, exhaustive=exhaustive)
+    name = f"{bucket}/{key}"
+    configured = schemes_of(*parse_ec(client.config.ec))
+    everyone = rank(name, cluster_map.nodes)
+    search = _Search(client, cluster_map, bucket, key, configured)
+    if exhaustive:
+        search.ask(everyone)
+    while missing := [cluster_map.node(n) for n in search.candidates() if n not in search.asked]:
+        search.ask(missing)
+    if search.newest() is None:
+        search.ask([node for node in everyone if node.id not in search.asked])
+    proof = prove(search.candidates(), search.answered, search.schemes())
+    gen = search.newest()
+    if (not proof.proven or gen is None) and client.transport.max_epoch > cluster_map.epoch:
+        client.refresh()  # an agent knows a newer map: ask again with it, once
+        if client.cluster_map.epoch > cluster_map.epoch:
+            return resolve(client, bucket, key, exhaustive=exhaustive)
+    if not proof.proven:
+        raise _not_proven(f"hcstore://{bucket}/{key}", search, gen, proof)
+    if gen is None:
         raise ObjectNotFound(f"hcstore://{bucket}/{key} not found")
-    gen = max(visible)
     client.clock.observe(gen)
-    group = groups[gen]
+    group = search.groups[gen]
     info = group["info"]
     if info["kind"] == "tombstone":
         error = ObjectNotFound(f"hcstore://{bucket}/{key} not found (deleted)")
         error.tombstone = gen  # type: ignore[attr-defined]
+        holders = {*group["where"].values(), *(node for _, node in group["copies"])}
+        error.holders = tuple(sorted(holders))  # type: ignore[attr-defined]
         raise error
+    if group["prepared"]:
+        _roll_forward(client, bucket, key, gen, group["prepared"])
     locations = list(info["placement"])
     for idx, node in group["where"].items():
         if 0 <= idx < len(locations):
@@ -112,58 +135,145 @@ def resolve(client: ClusterAccess, bucket: str, key: str, *, exhaustive: bool = 
         len(group["where"]),
         dict(info.get("meta") or {}),
         found_at,
-        frozenset(answered),
+        frozenset(search.answered),
         tuple(group["copies"]),
     )
 
 
-def _first_batch(ranking: list[Any], fanout: int) -> int:
-    """How many of the ranking to ask first: enough to include ``fanout`` alive nodes, since placement
-    skips nodes that are not alive and fragments then sit further down the ranking."""
-    alive = 0
-    for position, node in enumerate(ranking):
-        alive += node.state == "alive"
-        if alive == fanout:
-            return position + 1
-    return len(ranking)
+def _not_proven(url: str, search: _Search, gen: str | None, proof: Proof) -> NotProven:
+    """The error of a read whose silent candidates could hold a newer committed generation."""
+    silent = ", ".join(proof.unreached)
+    why = (
+        f"{len(proof.unreached)} of the {len(proof.candidates)} nodes that could hold it did not answer "
+        f"({silent}), and a version needs as few as {proof.quorum} nodes, so one could sit on them alone"
+    )
+    if gen is None:
+        what = f"{url}: cannot tell whether it exists"
+    elif search.groups[gen]["info"]["kind"] == "tombstone":
+        what = f"{url}: found deleted (generation {gen}), but a newer version may exist"
+    else:
+        what = f"{url}: found generation {gen}, but a newer one may exist"
+    return NotProven(f"{what}: {why}; retry later, or bring those nodes back", proof.unreached)
 
 
-def _gather_locations(client: ClusterAccess, nodes: list[Any], bucket: str, key: str) -> list[tuple[str, Reply]]:
-    """Ask ``nodes`` what they hold of a key; stop waiting for slow ones once some node has answered
-    with a committed fragment and ``hedge_after`` has passed."""
+class _Search:
+    """The locate answers gathered so far for one key: generations by node, who answered, who was asked."""
+
+    def __init__(
+        self,
+        client: ClusterAccess,
+        cluster_map: ClusterMap,
+        bucket: str,
+        key: str,
+        configured: tuple[tuple[int, int], ...],
+    ) -> None:
+        self.client = client
+        self.cluster_map = cluster_map
+        self.bucket = bucket
+        self.key = key
+        self.name = f"{bucket}/{key}"
+        self.configured = configured
+        self.groups: dict[str, dict[str, Any]] = {}
+        self.answered: set[str] = set()
+        self.asked: set[str] = set()
+        self._candidates: dict[tuple[tuple[int, int], ...], tuple[str, ...]] = {}
+
+    def newest(self) -> str | None:
+        """The newest generation with a committed fragment among the answers, if any."""
+        visible = [gen for gen, g in self.groups.items() if g["committed"]]
+        return max(visible) if visible else None
+
+    def schemes(self) -> tuple[tuple[int, int], ...]:
+        """The schemes a writer of this key could have used: the configured EC's and the newest version's."""
+        gen = self.newest()
+        info = self.groups[gen]["info"] if gen is not None else None
+        if info is None or info["kind"] == "tombstone":
+            return self.configured
+        return tuple(dict.fromkeys((*self.configured, *schemes_of(info["k"], info["m"]))))
+
+    def candidates(self) -> tuple[str, ...]:
+        """The nodes whose answers the proof needs."""
+        schemes = self.schemes()
+        if schemes not in self._candidates:
+            self._candidates[schemes] = read_candidates(self.name, self.cluster_map, schemes)
+        return self._candidates[schemes]
+
+    def settled(self, silent: set[str]) -> bool:
+        """True when a committed generation is known and it stays proven even if ``silent`` never answer."""
+        if self.newest() is None:
+            return False
+        return prove(self.candidates(), self.answered - silent, self.schemes()).proven
+
+    def ask(self, nodes: list[Any]) -> None:
+        """Ask ``nodes`` what they hold of the key; stop waiting for slow ones once a committed
+        fragment is known, ``hedge_after`` has passed and the slow ones cannot change the proof."""
+        transport = self.client.transport
+        sent: dict[int, str] = {}
+        endpoints: dict[int, str] = {}
+        for node in nodes:
+            self.asked.add(node.id)
+            if not node.endpoint:
+                continue
+            try:
+                request_id = transport.send(node.endpoint, "locate", {"bucket": self.bucket, "key": self.key})
+            except HCStoreError:
+                continue
+            sent[request_id], endpoints[request_id] = node.id, node.endpoint
+        soon = time.monotonic() + self.client.config.hedge_after
+        deadline = time.monotonic() + self.client.config.request_timeout
+        waiting = set(sent)
+        while waiting:
+            now = time.monotonic()
+            if now >= deadline:
+                transport.expire(waiting)
+                break
+            if (now >= soon or all(transport.is_slow(endpoints[i]) for i in waiting)) and self.settled(
+                {sent[i] for i in waiting}
+            ):
+                break
+            for request_id, result in transport.poll(waiting, (soon if now < soon else deadline) - now).items():
+                waiting.discard(request_id)
+                if isinstance(result, Reply) and result.ok:
+                    self.answered.add(sent[request_id])
+                    for entry in result.header.get("entries", []):
+                        _merge_entry(self.groups, sent[request_id], entry)
+        transport.forget(waiting)
+
+
+def _roll_forward(client: ClusterAccess, bucket: str, key: str, gen: str, prepared: dict[int, str]) -> None:
+    """Commit the prepared fragments of a version that readers now see (read-repair of a writer that died
+    between commits): the version must stay visible when the nodes of its committed fragments go down.
+
+    Commits are idempotent; a node that cannot be reached keeps its fragment prepared for the next
+    reader or repair scan to commit.
+    """
     transport = client.transport
-    sent: dict[int, str] = {}
-    endpoints: dict[int, str] = {}
-    for node in nodes:
+    sent = []
+    for idx, node in prepared.items():
         try:
-            request_id = transport.send(node.endpoint, "locate", {"bucket": bucket, "key": key})
-        except HCStoreError:
-            continue
-        sent[request_id], endpoints[request_id] = node.id, node.endpoint
-    answers: list[tuple[str, Reply]] = []
-    soon = time.monotonic() + client.config.hedge_after
-    deadline = time.monotonic() + client.config.request_timeout
-    waiting = set(sent)
-    while waiting:
-        now = time.monotonic()
-        if now >= deadline:
-            transport.expire(waiting)
-            break
-        found = any(e.get("state") == "committed" for _, r in answers for e in r.header.get("entries", []))
-        if found and (now >= soon or all(transport.is_slow(endpoints[i]) for i in waiting)):
-            break
-        for request_id, result in transport.poll(waiting, (soon if now < soon else deadline) - now).items():
-            waiting.discard(request_id)
-            if isinstance(result, Reply) and result.ok:
-                answers.append((sent[request_id], result))
-    transport.forget(waiting)
-    return answers
+            sent.append(
+                transport.send(client.endpoint(node), "commit", {"bucket": bucket, "key": key, "gen": gen, "idx": idx})
+            )
+        except HCStoreError as exc:
+            log.info("hcstore://%s/%s: fragment %d on %s stays prepared: %s", bucket, key, idx, node, exc)
+    for result in transport.wait(sent).values():
+        if not (isinstance(result, Reply) and result.ok):
+            log.info(
+                "hcstore://%s/%s: a prepared fragment was not committed: %s",
+                bucket,
+                key,
+                result.error() if isinstance(result, Reply) else result,
+            )
 
 
 def _merge_entry(groups: dict[str, dict[str, Any]], node: str, entry: dict[str, Any]) -> None:
-    group = groups.setdefault(entry["gen"], {"committed": 0, "where": {}, "copies": [], "info": entry["info"]})
+    group = groups.setdefault(
+        entry["gen"], {"committed": 0, "where": {}, "copies": [], "prepared": {}, "info": entry["info"]}
+    )
     if entry["idx"] not in group["where"]:
         group["where"][entry["idx"]] = node
         group["committed"] += entry["state"] == "committed"
+        if entry["state"] != "committed":
+            group["prepared"][entry["idx"]] = node
     elif group["where"][entry["idx"]] != node:
         group["copies"].append((entry["idx"], node))

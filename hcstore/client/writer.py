@@ -9,10 +9,13 @@ stripe is full or the writer is closed: a small object whose size was not known
 in advance is still replicated rather than coded, and an object of at most one
 stripe is stored with one message per fragment.
 
+Fragments, and the spares that stand in for failed targets, stay inside the
+key's home set (the first ``n + m`` nodes of its ranking, :mod:`placement.quorum`).
+
 Protection is synchronous: when the last stripe is acknowledged, every
 fragment is *prepared* (sealed, fsynced, renamed), and only when at least the
-write quorum (``k+1`` fragments, ``k`` when ``m = 0``) is prepared are they
-*committed*. Until a commit, no reader can see the new generation, so a writer
+write quorum (``max(k, m) + 1`` fragments, ``k`` when ``m = 0``; every copy of a
+replicated object) is prepared are they *committed*. Until a commit, no reader can see the new generation, so a writer
 killed at any point before it leaves the previous version readable; after the
 first commit the new generation is the object (readers roll forward over
 prepared fragments). Finally older generations are retired on the write set.
@@ -29,10 +32,10 @@ from typing import Any
 from ec import Codec, StripeLayout, chunk_size_for, default_codec_name, make_codec, parse_ec, split_stripe
 from hcstore.client.access import ClusterAccess
 from hcstore.client.headers import VersionLayout
-from hcstore.client.upload import FragmentUpload, FragmentUploads, write_quorum
+from hcstore.client.upload import FragmentUpload, FragmentUploads, place_in_home_set
 from hcstore.errors import InvalidRequest
 from hcstore.names import check_bucket, check_key
-from placement import place
+from placement import write_quorum
 
 __all__ = ["ObjectWriter", "PutResult"]
 
@@ -64,8 +67,17 @@ class ObjectWriter:
     Use as a context manager, or call :meth:`close` (commit) / :meth:`abort`.
     """
 
-    def __init__(self, client: ClusterAccess, bucket: str, key: str, *, size: int | None = None,
-                 ec: str | None = None, codec: str | None = None, meta: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        client: ClusterAccess,
+        bucket: str,
+        key: str,
+        *,
+        size: int | None = None,
+        ec: str | None = None,
+        codec: str | None = None,
+        meta: dict[str, str] | None = None,
+    ) -> None:
         self.client = client
         self.bucket = check_bucket(bucket)
         self.key = check_key(key)
@@ -83,7 +95,7 @@ class ObjectWriter:
         self._chunk = 0
         self._buffer: bytearray | None = None
         self._fill = 0
-        self._pool: list[bytearray] = []                      # stripe buffers every agent acknowledged
+        self._pool: list[bytearray] = []  # stripe buffers every agent acknowledged
         self._closed = False
         self._stash = bytearray()
         if size is not None:
@@ -174,11 +186,22 @@ class ObjectWriter:
         self._chunk = chunk_size_for(size, k, config.chunk_size)
         expected = None if size is None else -(-size // (k * self._chunk)) * self._chunk
         self._buffer = self._new_buffer()
-        placement = place(f"{self.bucket}/{self.key}", self.client.cluster_map, k, m)
+        placement = place_in_home_set(
+            f"{self.bucket}/{self.key}", self.client.cluster_map, k, m, operation=f"put {self.bucket}/{self.key}"
+        )
         self._uploads = FragmentUploads(
-            self.client, self.bucket, self.key, self.generation, chunk_size=self._chunk, fragments=codec.n,
-            targets=dict(enumerate(placement.nodes)), spares=placement.spares, quorum=write_quorum(k, m),
-            expected_bytes=expected, operation=f"put {self.bucket}/{self.key}")
+            self.client,
+            self.bucket,
+            self.key,
+            self.generation,
+            chunk_size=self._chunk,
+            fragments=codec.n,
+            targets=dict(enumerate(placement.nodes)),
+            spares=placement.spares,
+            quorum=write_quorum(k, m),
+            expected_bytes=expected,
+            operation=f"put {self.bucket}/{self.key}",
+        )
         stash, self._stash = self._stash, bytearray()
         if stash:
             self._append(memoryview(stash))
@@ -192,11 +215,11 @@ class ObjectWriter:
         while view:
             assert self._buffer is not None
             if self._fill == 0 and len(view) >= stripe_bytes and view.readonly:
-                self._send_stripe(view[:stripe_bytes])          # zero copy from immutable input
+                self._send_stripe(view[:stripe_bytes])  # zero copy from immutable input
                 view = view[stripe_bytes:]
                 continue
             take = min(len(view), stripe_bytes - self._fill)
-            self._buffer[self._fill:self._fill + take] = view[:take]
+            self._buffer[self._fill : self._fill + take] = view[:take]
             self._fill += take
             view = view[take:]
             if self._fill == stripe_bytes:
@@ -234,7 +257,7 @@ class ObjectWriter:
         """An object of at most one stripe: each fragment is written and prepared in one message."""
         assert self._codec is not None and self._buffer is not None
         if self.written:
-            payloads = [[chunk] for chunk in self._encode(memoryview(self._buffer)[:self._fill])]
+            payloads = [[chunk] for chunk in self._encode(memoryview(self._buffer)[: self._fill])]
         else:
             payloads = [[] for _ in range(self._codec.n)]
         uploads.store(payloads, self._layout())
@@ -245,9 +268,18 @@ class ObjectWriter:
         """What every fragment header of this version says, for the bytes written so far."""
         codec = self._codec
         assert codec is not None
-        return VersionLayout(bucket=self.bucket, key=self.key, generation=self.generation, codec=codec.name,
-                             k=codec.k, m=codec.m, chunk_size=self._chunk, size=self.written,
-                             stripes=StripeLayout(self.written, codec.k, self._chunk).stripes, meta=self.meta)
+        return VersionLayout(
+            bucket=self.bucket,
+            key=self.key,
+            generation=self.generation,
+            codec=codec.name,
+            k=codec.k,
+            m=codec.m,
+            chunk_size=self._chunk,
+            size=self.written,
+            stripes=StripeLayout(self.written, codec.k, self._chunk).stripes,
+            meta=self.meta,
+        )
 
     def _finish(self, uploads: FragmentUploads) -> PutResult:
         codec = self._codec
@@ -256,5 +288,14 @@ class ObjectWriter:
         uploads.commit()
         uploads.retire_older()
         fragments = uploads.placement()
-        return PutResult(self.bucket, self.key, self.generation, self.written, codec.name, codec.k, codec.m,
-                         fragments, degraded=sum(bool(f) for f in fragments) < codec.n)
+        return PutResult(
+            self.bucket,
+            self.key,
+            self.generation,
+            self.written,
+            codec.name,
+            codec.k,
+            codec.m,
+            fragments,
+            degraded=sum(bool(f) for f in fragments) < codec.n,
+        )

@@ -31,13 +31,20 @@ from hcstore.cluster.directory import CLUSTER_FORMAT, controller_endpoint, read_
 from hcstore.cluster.source import ClusterSource
 from hcstore.coding import parse_ec_spec
 from hcstore.config import ENV_PREFIX, AgentConfig, ClientConfig, ControllerConfig
-from hcstore.errors import ClusterExists, ClusterNotFound, HCStoreError, InvalidRequest, NodeNotFound, StartFailed, Timeout
 from hcstore.control.membership import Intervals
+from hcstore.errors import (
+    ClusterExists,
+    ClusterNotFound,
+    InvalidRequest,
+    NodeNotFound,
+    StartFailed,
+    Timeout,
+)
 from hcstore.files import write_json_atomic
 from placement import ClusterMap
 
 DEFAULT_AGENTS = 6
-DEFAULT_MOUNTPATHS = 2          # directories per agent
+DEFAULT_MOUNTPATHS = 2  # directories per agent
 CONTROLLER_CONFIG = "controller.toml"
 AGENT_CONFIG = "agent.toml"
 
@@ -54,14 +61,17 @@ class AgentProcess:
 
     @property
     def ready_file(self) -> Path:
+        """The file the agent writes when it serves (endpoint and pid)."""
         return self.directory / "agent.json"
 
     @property
     def config_file(self) -> Path:
+        """The agent's TOML config file."""
         return self.directory / AGENT_CONFIG
 
     @property
     def log_file(self) -> Path:
+        """The agent's log."""
         return self.directory / "agent.log"
 
     def pid(self) -> int | None:
@@ -78,12 +88,22 @@ class LocalCluster:
     # ------------------------------------------------------------------ lifecycle
 
     @classmethod
-    def create(cls, path: str | os.PathLike[str], *, agents: int = DEFAULT_AGENTS, ec: str = ClientConfig.ec,
-               mountpaths_per_agent: int = DEFAULT_MOUNTPATHS, durability: str | None = None,
-               capacity_bytes: int | None = None, high_watermark: float | None = None,
-               labels: list[dict[str, str]] | None = None,
-               intervals: Intervals | None = None, scan_interval: float | None = None,
-               repair_rate: float | None = None, scrub_interval: float | None = None) -> "LocalCluster":
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        agents: int = DEFAULT_AGENTS,
+        ec: str = ClientConfig.ec,
+        mountpaths_per_agent: int = DEFAULT_MOUNTPATHS,
+        durability: str | None = None,
+        capacity_bytes: int | None = None,
+        high_watermark: float | None = None,
+        labels: list[dict[str, str]] | None = None,
+        intervals: Intervals | None = None,
+        scan_interval: float | None = None,
+        repair_rate: float | None = None,
+        scrub_interval: float | None = None,
+    ) -> LocalCluster:
         """Write a new cluster directory: its node list, ``controller.toml`` and each ``agent.toml``.
 
         Starts nothing (see :meth:`start`). Settings left None keep the defaults of
@@ -95,39 +115,64 @@ class LocalCluster:
             ClusterExists: the directory already holds a cluster.
         """
         if agents < 1 or mountpaths_per_agent < 1:
-            raise InvalidRequest(f"need at least one agent and one mountpath each, got {agents} and "
-                                 f"{mountpaths_per_agent}")
+            raise InvalidRequest(
+                f"need at least one agent and one mountpath each, got {agents} and {mountpaths_per_agent}"
+            )
         if labels is not None and len(labels) != agents:
             raise InvalidRequest(f"labels: need one dict per agent ({agents}), got {len(labels)}")
         parse_ec_spec(ec, what="ec")
         cluster = cls(path)
         if (cluster.path / "cluster.json").exists():
-            raise ClusterExists(f"{cluster.path} already holds a cluster; run `hcstore down` or choose another --data-dir")
-        controller = ControllerConfig(ec=ec, ready_file=str(cluster.controller_ready_file),
-                                      log_file=str(cluster.path / "controller.log"),
-                                      **(dataclasses.asdict(intervals) if intervals else {}))
-        template = AgentConfig(**_given(durability=durability, capacity_bytes=capacity_bytes,
-                                        high_watermark=high_watermark, scan_interval=scan_interval,
-                                        repair_rate=repair_rate, scrub_interval=scrub_interval,
-                                        heartbeat=controller.heartbeat))
-        nodes = [cluster._node_config(template, f"n{i + 1}", mountpaths_per_agent, labels[i] if labels else None)
-                 for i in range(agents)]
+            raise ClusterExists(
+                f"{cluster.path} already holds a cluster; run `hcstore down` or choose another --data-dir"
+            )
+        controller = ControllerConfig(
+            ec=ec,
+            ready_file=str(cluster.controller_ready_file),
+            log_file=str(cluster.path / "controller.log"),
+            **(dataclasses.asdict(intervals) if intervals else {}),
+        )
+        template = AgentConfig(
+            **_given(
+                durability=durability,
+                capacity_bytes=capacity_bytes,
+                high_watermark=high_watermark,
+                scan_interval=scan_interval,
+                repair_rate=repair_rate,
+                scrub_interval=scrub_interval,
+                heartbeat=controller.heartbeat,
+            )
+        )
+        nodes = [
+            cluster._node_config(template, f"n{i + 1}", mountpaths_per_agent, labels[i] if labels else None)
+            for i in range(agents)
+        ]
         cluster.path.mkdir(parents=True, exist_ok=True)
         controller.write(cluster.path / CONTROLLER_CONFIG)
         for config in nodes:
             cluster._write_agent_config(config)
-        write_json_atomic(cluster.path / "cluster.json", {"format": CLUSTER_FORMAT, "epoch": 1, "ec": ec,
-                                                          "nodes": [_roster_entry(c) for c in nodes]}, indent=2)
+        write_json_atomic(
+            cluster.path / "cluster.json",
+            {"format": CLUSTER_FORMAT, "epoch": 1, "ec": ec, "nodes": [_roster_entry(c) for c in nodes]},
+            indent=2,
+        )
         return cluster
 
-    def _node_config(self, template: AgentConfig, node_id: str, mountpaths: int,
-                     labels: dict[str, str] | None) -> AgentConfig:
+    def _node_config(
+        self, template: AgentConfig, node_id: str, mountpaths: int, labels: dict[str, str] | None
+    ) -> AgentConfig:
         """One node's agent config: ``template``'s settings, this node's id, directories and labels."""
         directory = self.path / "agents" / node_id
-        return template.replace(node_id=node_id, labels={"host": node_id} if labels is None else labels,
-                                mountpaths=tuple(str(directory / f"mp{j}") for j in range(mountpaths)),
-                                state_dir=str(directory), ready_file=str(directory / "agent.json"),
-                                log_file=str(directory / "agent.log"), port=0, controller="")
+        return template.replace(
+            node_id=node_id,
+            labels={"host": node_id} if labels is None else labels,
+            mountpaths=tuple(str(directory / f"mp{j}") for j in range(mountpaths)),
+            state_dir=str(directory),
+            ready_file=str(directory / "agent.json"),
+            log_file=str(directory / "agent.log"),
+            port=0,
+            controller="",
+        )
 
     def agent_config(self, node_id: str) -> AgentConfig:
         """The config of a node's agent, as its file says (the environment is not read)."""
@@ -136,8 +181,10 @@ class LocalCluster:
     def controller_config(self) -> ControllerConfig:
         """The controller's config, as its file says (the environment is not read)."""
         if not (self.path / CONTROLLER_CONFIG).exists():
-            raise ClusterNotFound(f"{self.path} has no {CONTROLLER_CONFIG} (it was created by an older hcstore): "
-                               "remove it with `hcstore down --purge` and create it again with `hcstore up`")
+            raise ClusterNotFound(
+                f"{self.path} has no {CONTROLLER_CONFIG} (it was created by an older hcstore): "
+                "remove it with `hcstore down --purge` and create it again with `hcstore up`"
+            )
         return ControllerConfig.load(self.path / CONTROLLER_CONFIG, environ={})
 
     def _write_agent_config(self, config: AgentConfig) -> None:
@@ -152,10 +199,12 @@ class LocalCluster:
 
     @property
     def spec(self) -> dict[str, Any]:
+        """The cluster directory's ``cluster.json``: its EC and node list."""
         return json.loads((self.path / "cluster.json").read_text())
 
     @property
     def ec(self) -> str:
+        """The cluster's erasure coding, ``K+M``."""
         return self.spec["ec"]
 
     def agents(self) -> list[AgentProcess]:
@@ -180,16 +229,23 @@ class LocalCluster:
 
     def _agent_process(self, node_id: str) -> AgentProcess:
         config = self.agent_config(node_id)
-        return AgentProcess(node_id, self.path / "agents" / node_id, [Path(p) for p in config.mountpaths],
-                            config.port, dict(config.labels))
+        return AgentProcess(
+            node_id,
+            self.path / "agents" / node_id,
+            [Path(p) for p in config.mountpaths],
+            config.port,
+            dict(config.labels),
+        )
 
     # ------------------------------------------------------------------ controller
 
     @property
     def controller_ready_file(self) -> Path:
+        """The file the controller writes when it serves (endpoint and pid)."""
         return self.path / "controller.json"
 
     def controller_endpoint(self) -> str:
+        """The running controller's endpoint ("" when it is not running)."""
         return controller_endpoint(self.path)
 
     def controller_pid(self) -> int | None:
@@ -202,13 +258,19 @@ class LocalCluster:
             return
         config = self.controller_config()
         self.controller_ready_file.unlink(missing_ok=True)
-        self._spawn_and_wait("controller", _daemon_command("hcstore.control.controller", self.path / CONTROLLER_CONFIG),
-                             self.controller_ready_file, self.path / "controller.log", timeout)
+        self._spawn_and_wait(
+            "controller",
+            _daemon_command("hcstore.control.controller", self.path / CONTROLLER_CONFIG),
+            self.controller_ready_file,
+            self.path / "controller.log",
+            timeout,
+        )
         port = int(controller_endpoint(self.path).rsplit(":", 1)[1])
-        if config.port != port:         # pinned, so that agents and clients find it again after a restart
+        if config.port != port:  # pinned, so that agents and clients find it again after a restart
             config.replace(port=port).write(self.path / CONTROLLER_CONFIG)
 
     def stop_controller(self, *, sig: int = signal.SIGTERM) -> None:
+        """Stop the controller with ``sig`` and wait until it exits."""
         _stop_pid(self.controller_pid(), sig)
         self.controller_ready_file.unlink(missing_ok=True)
 
@@ -250,9 +312,11 @@ class LocalCluster:
         for agent, proc in procs:
             _wait_ready(f"agent {agent.node_id}", proc, agent.ready_file, agent.log_file, deadline)
             self._remember_port(agent.node_id, json.loads(agent.ready_file.read_text())["endpoint"])
-        serving = ("alive", "maintenance", "decommissioned")      # an admin state survives a restart
-        self.wait_for_map(lambda m: all(a.node_id in m and m.node(a.node_id).state in serving for a in targets),
-                          timeout=max(1.0, deadline - time.monotonic()))
+        serving = ("alive", "maintenance", "decommissioned")  # an admin state survives a restart
+        self.wait_for_map(
+            lambda m: all(a.node_id in m and m.node(a.node_id).state in serving for a in targets),
+            timeout=max(1.0, deadline - time.monotonic()),
+        )
 
     def wait_for_map(self, condition: Callable[[ClusterMap], bool], *, timeout: float = 30.0) -> ClusterMap:
         """Poll the controller's map until ``condition(map)`` holds; returns that map.
@@ -273,7 +337,9 @@ class LocalCluster:
         if node_id is None:
             self.stop_controller(sig=sig)
         # Only the ready files are read: stopping must work when an agent's disk, config included, is gone.
-        targets = [self.agent_directory(node_id)] if node_id else [self.agent_directory(n["id"]) for n in self.spec["nodes"]]
+        targets = (
+            [self.agent_directory(node_id)] if node_id else [self.agent_directory(n["id"]) for n in self.spec["nodes"]]
+        )
         for directory in targets:
             pid = _ready_pid(directory / "agent.json")
             if pid is not None and _alive(pid):
@@ -295,11 +361,13 @@ class LocalCluster:
             _signal(pid, signal.SIGSTOP)
 
     def resume(self, node_id: str) -> None:
+        """SIGCONT a paused agent."""
         pid = self.agent(node_id).pid()
         if pid:
             _signal(pid, signal.SIGCONT)
 
     def restart(self, node_id: str) -> None:
+        """Stop one agent cleanly and start it again."""
         self.stop(node_id)
         self.start(node_id)
 
@@ -313,12 +381,15 @@ class LocalCluster:
     # ------------------------------------------------------------------ views
 
     def cluster_map(self) -> ClusterMap:
+        """The map derived from the directory's files (agents without a ready file are down)."""
         return read_cluster_map(self.path)
 
     def running(self) -> dict[str, int | None]:
+        """Each agent's pid, or None where it is not running."""
         return {a.node_id: (a.pid() if _alive(a.pid()) else None) for a in self.agents()}
 
-    def client(self, **settings: Any) -> "Any":
+    def client(self, **settings: Any) -> Any:
+        """A :class:`~hcstore.client.client.Client` of this cluster (``settings``: ClientConfig fields)."""
         from hcstore.client.client import Client
 
         settings.setdefault("ec", self.ec)
@@ -347,7 +418,7 @@ def _alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    try:   # a zombie child of ours still answers kill(0): reap it
+    try:  # a zombie child of ours still answers kill(0): reap it
         done, _ = os.waitpid(pid, os.WNOHANG)
         return done == 0
     except ChildProcessError:
@@ -380,8 +451,7 @@ def _spawn(cmd: list[str], log_file: Path) -> subprocess.Popen[bytes]:
     """Start a daemon in its own session (it outlives the CLI), output to ``log_file``, no HCSTORE_* variables."""
     env = {name: value for name, value in os.environ.items() if not name.startswith(ENV_PREFIX)}
     with open(log_file, "ab") as log:
-        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                                env=env)
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env=env)
 
 
 def _wait_ready(name: str, proc: subprocess.Popen[bytes], ready: Path, log_file: Path, deadline: float) -> None:

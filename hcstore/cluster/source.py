@@ -70,9 +70,11 @@ class ClusterSource:
         pointed = _read_pointer()
         if pointed:
             return cls.named(pointed, f"the pointer {POINTER} that `hcstore up` left")
-        raise ClusterNotFound(f"no hcstore cluster named: no --cluster argument, {ENVIRONMENT} is not set and "
-                              f"there is no pointer {POINTER}; run `hcstore up` to start a local cluster, or "
-                              f"{_HOW_TO_NAME}")
+        raise ClusterNotFound(
+            f"no hcstore cluster named: no --cluster argument, {ENVIRONMENT} is not set and "
+            f"there is no pointer {POINTER}; run `hcstore up` to start a local cluster, or "
+            f"{_HOW_TO_NAME}"
+        )
 
     @classmethod
     def named(cls, name: str | os.PathLike[str], origin: str = "the cluster argument") -> ClusterSource:
@@ -88,8 +90,10 @@ class ClusterSource:
         path = Path(text).expanduser().resolve()
         if not (path / "cluster.json").is_file():
             problem = "does not exist" if not path.exists() else "holds no hcstore cluster (no cluster.json)"
-            raise ClusterNotFound(f"{path} (named by {origin}) {problem}: start a cluster there with "
-                                  f"`hcstore up --data-dir {path}`, or {_HOW_TO_NAME}")
+            raise ClusterNotFound(
+                f"{path} (named by {origin}) {problem}: start a cluster there with "
+                f"`hcstore up --data-dir {path}`, or {_HOW_TO_NAME}"
+            )
         return cls(str(path), origin)
 
     @classmethod
@@ -120,9 +124,11 @@ class ClusterSource:
             InvalidRequest: the source is a controller endpoint.
         """
         if self.directory is None:
-            raise InvalidRequest(f"{verb} works on a local cluster directory, and {self.location} (named by "
-                                 f"{self.origin}) is a controller endpoint: name the directory with --cluster DIR "
-                                 "(a Ray deployment is stopped with `hcstore ray down`)")
+            raise InvalidRequest(
+                f"{verb} works on a local cluster directory, and {self.location} (named by "
+                f"{self.origin}) is a controller endpoint: name the directory with --cluster DIR "
+                "(a Ray deployment is stopped with `hcstore ray down`)"
+            )
         return self.directory
 
     # ------------------------------------------------------------------ the controller
@@ -139,8 +145,10 @@ class ClusterSource:
         """
         endpoint = self.controller_endpoint()
         if not endpoint:
-            raise ControllerUnavailable(f"the controller of the local cluster at {self.location} is not running: "
-                                        f"start the cluster with `hcstore up --data-dir {self.location}`")
+            raise ControllerUnavailable(
+                f"the controller of the local cluster at {self.location} is not running: "
+                f"start the cluster with `hcstore up --data-dir {self.location}`"
+            )
         return endpoint
 
     def controller(self, *, transport: Transport | None = None, timeout: float = 5.0) -> ControllerClient:
@@ -196,8 +204,9 @@ class ClusterSource:
                 return asked.get_map()
             except ControllerUnavailable as exc:
                 if not self.is_local:
-                    raise ClusterNotFound(f"{exc}; check the endpoint (named by {self.origin}): "
-                                          "`hcstore ray status` prints it") from None
+                    raise ClusterNotFound(
+                        f"{exc}; check the endpoint (named by {self.origin}): `hcstore ray status` prints it"
+                    ) from None
             finally:
                 if controller is None:
                     asked.close()
@@ -215,8 +224,10 @@ def check_endpoint(endpoint: str, origin: str = "the cluster argument") -> str:
     """
     match = _ENDPOINT.fullmatch(endpoint)
     if match is None or not 0 < int(match["port"]) < 65536:
-        raise InvalidRequest(f"{endpoint!r} (named by {origin}) is not a controller endpoint: use tcp://HOST:PORT "
-                             "with a port in 1..65535, or a local cluster directory")
+        raise InvalidRequest(
+            f"{endpoint!r} (named by {origin}) is not a controller endpoint: use tcp://HOST:PORT "
+            "with a port in 1..65535, or a local cluster directory"
+        )
     return endpoint
 
 

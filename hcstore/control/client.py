@@ -74,8 +74,9 @@ class ControllerClient:
     does not answer, and the controller's own error (e.g. ``InvalidRequest``) when it refuses.
     """
 
-    def __init__(self, endpoint: str, *, transport: Transport | None = None, timeout: float = 5.0,
-                 connect_timeout: float = 1.0) -> None:
+    def __init__(
+        self, endpoint: str, *, transport: Transport | None = None, timeout: float = 5.0, connect_timeout: float = 1.0
+    ) -> None:
         if not endpoint.startswith("tcp://"):
             raise InvalidRequest(f"controller endpoint {endpoint!r} must look like tcp://HOST:PORT")
         self.endpoint = endpoint
@@ -93,9 +94,13 @@ class ControllerClient:
     def status(self) -> ControllerStatus:
         """The map, every node's heartbeat age and its last report."""
         header = self._request("status", {})
-        return ControllerStatus(ClusterMap.from_dict(header["map"]), dict(header.get("ages", {})),
-                                dict(header.get("stats", {})), dict(header.get("protection") or {}),
-                                str(header.get("metrics", "")))
+        return ControllerStatus(
+            ClusterMap.from_dict(header["map"]),
+            dict(header.get("ages", {})),
+            dict(header.get("stats", {})),
+            dict(header.get("protection") or {}),
+            str(header.get("metrics", "")),
+        )
 
     def node_admin(self, node: str, action: str, *, force: bool = False) -> ClusterMap:
         """Drain, resume or remove ``node``; returns the map that results.
@@ -121,12 +126,24 @@ class ControllerClient:
         """Decommission ``node``; refused while it holds fragments unless ``force``."""
         return self.node_admin(node, "remove", force=force)
 
-    def heartbeat(self, node: str, endpoint: str, *, labels: dict[str, str] | None = None, weight: float = 1.0,
-                  epoch: int = 0, stats: dict[str, Any] | None = None,
-                  cluster_map: ClusterMap | None = None) -> ClusterMap | None:
+    def heartbeat(
+        self,
+        node: str,
+        endpoint: str,
+        *,
+        labels: dict[str, str] | None = None,
+        weight: float = 1.0,
+        epoch: int = 0,
+        stats: dict[str, Any] | None = None,
+        cluster_map: ClusterMap | None = None,
+    ) -> ClusterMap | None:
         """Report ``node`` alive at ``endpoint`` (the first heartbeat registers it).
 
         Args:
+            node: the node's id.
+            endpoint: where the node's agent serves.
+            labels: the node's failure-domain labels.
+            weight: the node's capacity weight in placement.
             epoch: the newest map epoch the node has; the controller answers with its map when newer.
             stats: the node's report (fragments held, repair progress), shown by ``status``.
             cluster_map: a map the node persisted, for a controller that restarted without state.
@@ -134,8 +151,7 @@ class ControllerClient:
         Returns:
             The controller's map when it is newer than ``epoch``, else None.
         """
-        fields: dict[str, Any] = {"node": node, "endpoint": endpoint, "labels": dict(labels or {}),
-                                  "weight": weight}
+        fields: dict[str, Any] = {"node": node, "endpoint": endpoint, "labels": dict(labels or {}), "weight": weight}
         if stats is not None:
             fields["stats"] = stats
         if cluster_map is not None:
@@ -143,8 +159,9 @@ class ControllerClient:
         header = self._request("heartbeat", fields, epoch=epoch)
         return ClusterMap.from_dict(header["map"]) if "map" in header else None
 
-    def wait_for_map(self, condition: Callable[[ClusterMap], bool], *, timeout: float = 30.0,
-                     interval: float = 0.05) -> ClusterMap:
+    def wait_for_map(
+        self, condition: Callable[[ClusterMap], bool], *, timeout: float = 30.0, interval: float = 0.05
+    ) -> ClusterMap:
         """Ask for the map until ``condition(map)`` holds; returns that map.
 
         A controller that does not answer yet (starting, restarting) is asked again.
@@ -163,8 +180,10 @@ class ControllerClient:
             except ControllerUnavailable:
                 pass
             if time.monotonic() > deadline:
-                raise Timeout(f"the cluster map of the controller at {self.endpoint} did not reach the expected "
-                              f"state within {timeout}s; last seen: {seen}")
+                raise Timeout(
+                    f"the cluster map of the controller at {self.endpoint} did not reach the expected "
+                    f"state within {timeout}s; last seen: {seen}"
+                )
             time.sleep(interval)
 
     # ------------------------------------------------------------------ plumbing
@@ -182,7 +201,7 @@ class ControllerClient:
         return result.unwrap().header
 
     def _unavailable(self, cause: AgentUnavailable) -> ControllerUnavailable:
-        why = str(cause).removeprefix(f"agent {self.endpoint} ")      # the transport speaks of agents
+        why = str(cause).removeprefix(f"agent {self.endpoint} ")  # the transport speaks of agents
         return ControllerUnavailable(f"no hcstore controller answers at {self.endpoint}: {why}")
 
     def close(self) -> None:
@@ -190,7 +209,7 @@ class ControllerClient:
         if self._owns_transport:
             self.transport.close()
 
-    def __enter__(self) -> "ControllerClient":
+    def __enter__(self) -> ControllerClient:
         return self
 
     def __exit__(self, *_: Any) -> None:

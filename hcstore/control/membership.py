@@ -35,7 +35,8 @@ class Intervals:
         if not 0 < self.heartbeat < self.suspect_after < self.down_after < self.out_after:
             raise ValueError(
                 "intervals must satisfy 0 < heartbeat < suspect_after < down_after < out_after, got "
-                f"{self.heartbeat}, {self.suspect_after}, {self.down_after}, {self.out_after}")
+                f"{self.heartbeat}, {self.suspect_after}, {self.down_after}, {self.out_after}"
+            )
 
 
 def liveness(age: float, intervals: Intervals) -> str:
@@ -53,8 +54,8 @@ def liveness(age: float, intervals: Intervals) -> str:
 class _Member:
     node: Node
     last_seen: float
-    admin: str = ""          # "", "maintenance" or "decommissioned"
-    dead: bool = False       # declared dead by an outside authority until it heartbeats again
+    admin: str = ""  # "", "maintenance" or "decommissioned"
+    dead: bool = False  # declared dead by an outside authority until it heartbeats again
 
 
 @dataclass
@@ -66,6 +67,7 @@ class MembershipTable:
     members: dict[str, _Member] = field(default_factory=dict)
 
     def cluster_map(self) -> ClusterMap:
+        """The current map: every member's node at the current epoch."""
         return ClusterMap(self.epoch, tuple(m.node for m in self.members.values()))
 
     def adopt(self, seen: ClusterMap, now: float) -> None:
@@ -133,6 +135,7 @@ class MembershipTable:
             self.epoch += 1
 
     def ages(self, now: float) -> dict[str, float]:
+        """Seconds since each node's last heartbeat."""
         return {node_id: now - m.last_seen for node_id, m in self.members.items()}
 
     def _refresh_states(self, now: float) -> bool:

@@ -48,11 +48,11 @@ class IndexEntry:
     key: str
     gen: str
     idx: int
-    state: str          # "prepared", "committed"
-    kind: str           # "data", "tombstone"
-    size: int           # object size
-    file_bytes: int     # size of the fragment file
-    name: str           # file name relative to the mountpath's frags/ directory
+    state: str  # "prepared", "committed"
+    kind: str  # "data", "tombstone"
+    size: int  # object size
+    file_bytes: int  # size of the fragment file
+    name: str  # file name relative to the mountpath's frags/ directory
     info: bytes
 
 
@@ -129,8 +129,18 @@ class FragmentIndex:
         """Add or replace the row of one fragment."""
         self._write(
             f"INSERT OR REPLACE INTO fragments ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (entry.bucket, entry.key, entry.gen, entry.idx, entry.state, entry.kind,
-             entry.size, entry.file_bytes, entry.name, entry.info),
+            (
+                entry.bucket,
+                entry.key,
+                entry.gen,
+                entry.idx,
+                entry.state,
+                entry.kind,
+                entry.size,
+                entry.file_bytes,
+                entry.name,
+                entry.info,
+            ),
         )
 
     def remove(self, bucket: str, key: str, gen: str, idx: int) -> None:
@@ -138,9 +148,10 @@ class FragmentIndex:
         self._write("DELETE FROM fragments WHERE bucket=? AND key=? AND gen=? AND idx=?", (bucket, key, gen, idx))
 
     def get(self, bucket: str, key: str, gen: str, idx: int) -> IndexEntry | None:
+        """The entry of one fragment, or None."""
         row = self._db.execute(
-            f"SELECT {_COLUMNS} FROM fragments WHERE bucket=? AND key=? AND gen=? AND idx=?",
-            (bucket, key, gen, idx)).fetchone()
+            f"SELECT {_COLUMNS} FROM fragments WHERE bucket=? AND key=? AND gen=? AND idx=?", (bucket, key, gen, idx)
+        ).fetchone()
         return IndexEntry(*row) if row else None
 
     def entries(self, bucket: str, key: str) -> list[IndexEntry]:
@@ -154,7 +165,8 @@ class FragmentIndex:
             "SELECT key, MAX(gen), kind, size FROM fragments "
             "WHERE bucket=? AND state='committed' AND key>=? AND substr(key, 1, ?)=? AND key>? "
             "GROUP BY key ORDER BY key LIMIT ?",
-            (bucket, prefix, len(prefix), prefix, start_after, limit))
+            (bucket, prefix, len(prefix), prefix, start_after, limit),
+        )
         return [tuple(row) for row in rows]  # type: ignore[misc]
 
     @staticmethod
@@ -163,11 +175,26 @@ class FragmentIndex:
         a separate read-only connection (safe from a background thread)."""
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            rows = db.execute("SELECT bucket, key, MAX(gen), info, kind FROM fragments WHERE state='committed' "
-                              "GROUP BY bucket, key").fetchall()
+            rows = db.execute(
+                "SELECT bucket, key, MAX(gen), info, kind FROM fragments WHERE state='committed' GROUP BY bucket, key"
+            ).fetchall()
         finally:
             db.close()
         return [(b, k, g, info) for b, k, g, info, kind in rows if kind == "data"]
+
+    @staticmethod
+    def untidy_keys(path: Path) -> set[tuple[str, str]]:
+        """``(bucket, key)`` of every key with more than one generation here, or a prepared fragment:
+        leftovers of puts that died, or that are still running (read-only connection)."""
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = db.execute(
+                "SELECT bucket, key FROM fragments GROUP BY bucket, key "
+                "HAVING COUNT(DISTINCT gen) > 1 OR SUM(state != 'committed') > 0"
+            ).fetchall()
+        finally:
+            db.close()
+        return {(bucket, key) for bucket, key in rows}
 
     @staticmethod
     def fragment_files(path: Path) -> list[tuple[str, str, str, str, int]]:
@@ -179,9 +206,11 @@ class FragmentIndex:
             db.close()
 
     def buckets(self) -> list[str]:
+        """Buckets with at least one fragment here."""
         return [row[0] for row in self._db.execute("SELECT DISTINCT bucket FROM fragments")]
 
     def names(self) -> set[str]:
+        """File names of every indexed fragment."""
         return {row[0] for row in self._db.execute("SELECT name FROM fragments")}
 
     def remove_name(self, name: str) -> None:
@@ -189,13 +218,16 @@ class FragmentIndex:
         self._write("DELETE FROM fragments WHERE name=?", (name,))
 
     def all(self) -> Iterator[IndexEntry]:
+        """Every entry, in no particular order."""
         for row in self._db.execute(f"SELECT {_COLUMNS} FROM fragments"):
             yield IndexEntry(*row)
 
     def total_bytes(self) -> int:
+        """Bytes of all indexed fragment files."""
         return int(self._db.execute("SELECT COALESCE(SUM(file_bytes), 0) FROM fragments").fetchone()[0])
 
     def count(self, kind: str | None = None) -> int:
+        """Fragments indexed here (of one ``kind`` when given)."""
         if kind is None:
             return int(self._db.execute("SELECT COUNT(*) FROM fragments").fetchone()[0])
         return int(self._db.execute("SELECT COUNT(*) FROM fragments WHERE kind=?", (kind,)).fetchone()[0])

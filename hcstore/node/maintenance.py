@@ -128,12 +128,16 @@ class Maintainer(threading.Thread):
         report = ScanReport(started=time.time())
         todo = []
         for mountpath in self.agent.store.serving:
+            untidy = FragmentIndex.untidy_keys(mountpath.index.path)    # every holder tidies its own copies
             for bucket, key, gen, info_blob in FragmentIndex.newest_objects(mountpath.index.path):
                 info = msgpack.unpackb(info_blob, raw=False)
-                if full or draining or me in checkers(tuple(info["placement"]), cluster_map, info["m"]):
-                    todo.append((bucket, key, gen))
+                tidy = (bucket, key) in untidy
+                untidy.discard((bucket, key))
+                if tidy or full or draining or me in checkers(tuple(info["placement"]), cluster_map, info["m"]):
+                    todo.append((bucket, key, gen, tidy))
+            todo += [(bucket, key, "", True) for bucket, key in sorted(untidy)]   # only prepared fragments here
 
-        def check(item: tuple[str, str, str]) -> None:
+        def check(item: tuple[str, str, str, bool]) -> None:
             if not self._stop.is_set() and self.agent.cluster_map is cluster_map:   # else: a newer map, start over
                 with observing_codecs(self.agent.metrics.codec_observer):
                     self._check(client, *item, report)
@@ -175,7 +179,7 @@ class Maintainer(threading.Thread):
         report.finished = time.time()
         return report
 
-    def _check(self, client: Client, bucket: str, key: str, gen: str, report: ScanReport) -> None:
+    def _check(self, client: Client, bucket: str, key: str, gen: str, tidy: bool, report: ScanReport) -> None:
         me = self.agent.config.node_id
         try:
             version = resolve(client, bucket, key, exhaustive=True)
@@ -187,8 +191,9 @@ class Maintainer(threading.Thread):
         except HCStoreError as exc:
             log.info("repair scan: %s/%s not resolved: %s", bucket, key, exc)
             return
+        if version.generation != gen or tidy:
+            self._retire_here(client, bucket, key, version.generation)   # drop our copies of older generations
         if version.generation != gen:
-            self._retire_here(client, bucket, key, version.generation)   # superseded: drop our old copy
             return
         if repairer(version, client.cluster_map) != me:
             return                       # another holder acts on it

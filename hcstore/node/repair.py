@@ -40,10 +40,19 @@ def repair_object(client: ClusterAccess, version: ObjectVersion, plan: ObjectPla
         return 0
     codec = codec_for(version.codec, version.k, version.m)
     written = 0
-    with FragmentUploads(client, version.bucket, version.key, version.generation, chunk_size=version.chunk_size,
-                         fragments=codec.n, targets=plan.rebuild, quorum=1, holders=version.found_at,
-                         expected_bytes=version.stripes * version.chunk_size,
-                         operation=f"repair of {version.bucket}/{version.key}") as uploads:
+    with FragmentUploads(
+        client,
+        version.bucket,
+        version.key,
+        version.generation,
+        chunk_size=version.chunk_size,
+        fragments=codec.n,
+        targets=plan.rebuild,
+        quorum=1,
+        holders=version.found_at,
+        expected_bytes=version.stripes * version.chunk_size,
+        operation=f"repair of {version.bucket}/{version.key}",
+    ) as uploads:
         uploads.open()
         for _stripe, data in StripeReader(client, version).stripes(0, version.stripes):
             fragments = [*data, *codec.encode(data)]
@@ -54,10 +63,20 @@ def repair_object(client: ClusterAccess, version: ObjectVersion, plan: ObjectPla
             uploads.send_stripe(chunks)
             uploads.drain(WINDOW)
         uploads.drain(0)
-        uploads.prepare(VersionLayout(
-            bucket=version.bucket, key=version.key, generation=version.generation, codec=codec.name, k=version.k,
-            m=version.m, chunk_size=version.chunk_size, size=version.size, stripes=version.stripes,
-            meta=version.meta))
+        uploads.prepare(
+            VersionLayout(
+                bucket=version.bucket,
+                key=version.key,
+                generation=version.generation,
+                codec=codec.name,
+                k=version.k,
+                m=version.m,
+                chunk_size=version.chunk_size,
+                size=version.size,
+                stripes=version.stripes,
+                meta=version.meta,
+            )
+        )
         committed = uploads.commit()
     for upload in committed:
         if plan.drop.get(upload.index):
@@ -68,7 +87,10 @@ def repair_object(client: ClusterAccess, version: ObjectVersion, plan: ObjectPla
 def _drop(client: ClusterAccess, version: ObjectVersion, index: int, node: str) -> None:
     """Ask ``node`` to delete its copy of fragment ``index``; a failure leaves it for a later scan."""
     try:
-        client.transport.request(client.endpoint(node), "drop", {
-            "bucket": version.bucket, "key": version.key, "gen": version.generation, "idx": index})
+        client.transport.request(
+            client.endpoint(node),
+            "drop",
+            {"bucket": version.bucket, "key": version.key, "gen": version.generation, "idx": index},
+        )
     except HCStoreError:
         pass

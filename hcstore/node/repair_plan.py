@@ -2,7 +2,9 @@
 
 One code path serves node loss, disk loss, joins, weight changes and drains.
 :func:`plan_object` compares where an object's fragments were found with where
-:func:`placement.plan_moves` wants them under the current map:
+:func:`placement.plan_moves` wants them under the current map, inside the key's
+home set (:func:`placement.home_map`: rebuilt and moved fragments stay where
+readers can prove them, as a put's do):
 
 * a fragment on a node that is ``alive`` (or ``suspect``/``down``: not yet
   *out*, so it may come back) and still in the placement set stays;
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hcstore.client.versions import ObjectVersion
-from placement import ClusterMap, Node, plan_moves, rank
+from placement import ClusterMap, Node, home_map, plan_moves, rank
 
 SETTLED = frozenset({"alive"})
 MAY_RETURN = frozenset({"suspect", "down"})
@@ -67,13 +69,15 @@ def plan_object(version: ObjectVersion, cluster_map: ClusterMap) -> ObjectPlan:
         found = version.found_at[index] if index < len(version.found_at) else ""
         expected = version.locations[index] if index < len(version.locations) else ""
         if found:
-            holders.append(found)
+            holders.append(_serving_copy(index, found, version.copies, state))
         elif expected and expected not in version.answered and state.get(expected) not in GONE | {None}:
             holders.append(expected)  # unreachable for now, not out: keep its place, do nothing yet
             waiting.append(index)
         else:
             holders.append("")
-    targets = plan_moves(holders, f"{version.bucket}/{version.key}", _planning_map(cluster_map), version.k, version.m)
+    key = f"{version.bucket}/{version.key}"
+    home = home_map(key, _planning_map(cluster_map), version.k, version.m)
+    targets = plan_moves(holders, key, home, version.k, version.m)
     rebuild: dict[int, str] = {}
     drop: dict[int, str] = {}
     for index, (holder, target) in enumerate(zip(holders, targets, strict=True)):
@@ -89,6 +93,20 @@ def plan_object(version: ObjectVersion, cluster_map: ClusterMap) -> ObjectPlan:
         if node != targets[index] and node != holders[index] and state.get(node) == "alive"
     )
     return ObjectPlan(rebuild=rebuild, drop=drop, extra=extra, waiting=tuple(waiting), available=available)
+
+
+def _serving_copy(index: int, found: str, copies: tuple[tuple[int, str], ...], state: dict[str, str]) -> str:
+    """The holder of fragment ``index`` to plan with: ``found``, unless it is gone (out, decommissioned or
+    unknown) and another copy of the fragment sits on a node that is not; the alive one first.
+
+    A node removed by force may go on answering; a copy rebuilt elsewhere must then count as the
+    fragment, or every scan would rebuild it again.
+    """
+    if state.get(found) not in GONE | {None}:
+        return found
+    others = [node for idx, node in copies if idx == index and state.get(node) not in GONE | {None}]
+    others.sort(key=lambda node: state[node] != "alive")
+    return others[0] if others else found
 
 
 def checkers(placement: tuple[str, ...], cluster_map: ClusterMap, m: int) -> list[str]:

@@ -438,10 +438,10 @@ class LocalStore:
             self._retire(header.bucket, header.key, header.generation)
 
     def retire(self, bucket: str, key: str, gen: str) -> int:
-        """Delete this node's committed fragments of ``bucket/key`` older than ``gen``; returns how many.
+        """Delete this node's fragments of ``bucket/key`` older than ``gen``, a committed generation; returns how many.
 
-        Prepared fragments are left alone: they belong to puts still in flight, which will either
-        commit (an older generation, invisible behind ``gen``, retired by the next retire) or expire.
+        Prepared ones go too: an older generation can never become visible behind ``gen``, and a
+        writer still committing one is told it was superseded (its commit finds no fragment).
         """
         _check_fragment_id(bucket, key, gen)
         with self._object_lock(bucket, key):
@@ -451,7 +451,7 @@ class LocalStore:
         removed = 0
         for mp in self.serving:
             for entry in mp.index.entries(bucket, key):
-                if entry.gen < gen and entry.state == "committed":
+                if entry.gen < gen:
                     path = mp.fragment_path(entry.name)
                     path.unlink(missing_ok=True)
                     self._forget_header(path)

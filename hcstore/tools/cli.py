@@ -31,6 +31,7 @@ from rich.markup import escape
 from hcstore.cluster.local import DEFAULT_AGENTS, DEFAULT_MOUNTPATHS, LocalCluster
 from hcstore.cluster.source import ClusterSource, point_at, unpoint
 from hcstore.coding import parse_ec_spec
+from hcstore.config import DURABILITY_POLICIES, AgentConfig, ClientConfig
 from hcstore.control.client import ControllerClient
 from hcstore.errors import (
     HCStoreError,
@@ -39,9 +40,8 @@ from hcstore.errors import (
     NotInstalled,
     Timeout,
 )
-from hcstore.config import DURABILITY_POLICIES, AgentConfig, ClientConfig
-from hcstore.tools.daemons import add_verbs as add_daemon_verbs
 from hcstore.names import parse_url
+from hcstore.tools.daemons import add_verbs as add_daemon_verbs
 from hcstore.tools.humanize import size
 
 if TYPE_CHECKING:
@@ -224,7 +224,7 @@ class _Progress:
                                 console=err_console, transient=True)
             self.task = self.bar.add_task(description, total=total)
 
-    def __enter__(self) -> "_Progress":
+    def __enter__(self) -> _Progress:
         if self.bar:
             self.bar.start()
         return self
@@ -304,15 +304,32 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    """``hcstore ls [URL]``: list the buckets, or the objects under a prefix."""
+    """``hcstore ls [--partial] [URL]``: list the buckets, or the objects under a prefix.
+
+    A listing that may lack entries (too many nodes did not answer) is an error, ``E_NOT_PROVEN``
+    naming those nodes; with ``--partial`` it prints what the others hold and says on stderr,
+    in one line starting ``partial listing``, which nodes it could not ask.
+    """
     if args.url in ("hcstore://", "hcstore:", ""):
-        for bucket in _client(_source(args)).buckets():
+        buckets = _client(_source(args)).buckets(partial=args.partial)
+        for bucket in buckets:
             print(f"hcstore://{bucket}/")
+        _note_partial(buckets.complete, buckets.unreached)
         return 0
     bucket, prefix = parse_url(args.url, key_required=False)
-    for info in _client(_source(args)).list(bucket, prefix):
+    objects = _client(_source(args)).list(bucket, prefix, partial=args.partial)
+    for info in objects:
         print(f"{info.size:>14}  {info.generation}  hcstore://{bucket}/{info.key}")
+    _note_partial(objects.complete, objects.unreached)
     return 0
+
+
+def _note_partial(complete: bool, unreached: tuple[str, ...]) -> None:
+    """Say on stderr, in one line, that a listing is partial and which nodes it could not ask."""
+    if not complete:
+        sys.stdout.flush()
+        err_console.print(f"partial listing: nodes {', '.join(unreached)} did not answer and may hold more "
+                          "entries", highlight=False)
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
@@ -482,6 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("ls", help="list objects under hcstore://BUCKET/PREFIX (or buckets)")
     ls.add_argument("url", nargs="?", default="hcstore://")
+    ls.add_argument("--partial", action="store_true",
+                    help="when nodes that did not answer may hold more entries, list what the others hold "
+                         "(and say so on stderr) instead of failing")
     ls.set_defaults(func=cmd_ls)
 
     rm = sub.add_parser("rm", help="delete hcstore://BUCKET/KEY")

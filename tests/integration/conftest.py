@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 
-
 from integration_support import CHUNK, started_cluster
 
 

@@ -1,4 +1,5 @@
-"""Helpers for the integration tests: polling with a deadline, seeded data, fragment files, the CLI."""
+"""Helpers for the integration tests: polling with a deadline, seeded data, fragment files, agent
+settings, the controller and the command line."""
 
 from __future__ import annotations
 
@@ -7,22 +8,23 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 from hcstore.cluster.local import LocalCluster
 from hcstore.node.store import key_hash
+from hcstore.wire.transport import Transport
+from placement import ClusterMap, place
 
 T = TypeVar("T")
-CHUNK = 64 << 10          # small chunks, so a few-MiB object spans many stripes
+CHUNK = 64 << 10  # small chunks, so a few-MiB object spans many stripes
 
 
 @contextmanager
 def started_cluster(path: Path, *, agents: int = 6, ec: str = "4+2", **options: Any) -> Iterator[LocalCluster]:
-    """A started local cluster (durability "none" unless told), destroyed on exit even after a failure."""
-    options.setdefault("durability", "none")
+    """A started local cluster, destroyed on exit even after a failure; durability is the product's default."""
     cluster = LocalCluster.create(path, agents=agents, ec=ec, **options)
     try:
         cluster.start()
@@ -31,8 +33,9 @@ def started_cluster(path: Path, *, agents: int = 6, ec: str = "4+2", **options: 
         cluster.destroy()
 
 
-def wait_until(predicate: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.02,
-               what: str = "a condition") -> T:
+def wait_until(
+    predicate: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.02, what: str = "a condition"
+) -> T:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -49,8 +52,9 @@ def seeded_bytes(seed: Any, size: int) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
-def fragment_files_of(cluster: LocalCluster, bucket: str, key: str,
-                      generation: str | None = None) -> dict[int, tuple[str, Path]]:
+def fragment_files_of(
+    cluster: LocalCluster, bucket: str, key: str, generation: str | None = None
+) -> dict[int, tuple[str, Path]]:
     """Committed fragment files of one object: fragment index -> (node id, path)."""
     digest = key_hash(bucket, key)
     found: dict[int, tuple[str, Path]] = {}
@@ -75,12 +79,12 @@ def flip_bytes(path: Path, offset: int, count: int = 1) -> None:
 HCSTORE = Path(sys.executable).with_name("hcstore")
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, stdin: bytes | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
     """Run the ``hcstore`` command (the installed script, else ``python -m``) as a subprocess."""
     command = [str(HCSTORE)] if HCSTORE.exists() else [sys.executable, "-m", "hcstore.tools.cli"]
-    return subprocess.run([*command, *args], input=stdin, capture_output=True, env=env, timeout=timeout,
-                          check=False)
+    return subprocess.run([*command, *args], input=stdin, capture_output=True, env=env, timeout=timeout, check=False)
 
 
 def clean_env(home: Path, **variables: str) -> dict[str, str]:
@@ -103,3 +107,40 @@ def one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
     for needle in needles:
         assert needle in message, message
     return message
+
+
+def reconfigure_agent(cluster: LocalCluster, node_id: str, **settings: Any) -> None:
+    """Restart one agent with some of its :class:`~hcstore.config.AgentConfig` settings changed."""
+    cluster.stop(node_id)
+    config = cluster.agent_config(node_id).replace(**settings)
+    config.write(cluster.agent(node_id).config_file, include=("node_id",))
+    cluster.start(node_id)
+
+
+def controller_request(cluster: LocalCluster, op: str, **fields: Any) -> dict[str, Any]:
+    """One raw request to the cluster's controller; returns its reply header (tests of the wire itself)."""
+    transport = Transport(connect_timeout=1.0, request_timeout=5.0)
+    try:
+        return transport.request(cluster.controller_endpoint(), op, fields).header
+    finally:
+        transport.close()
+
+
+def key_placed_on(cluster_map: ClusterMap, bucket: str, node: str, k: int, m: int, prefix: str) -> str:
+    """The first key ``prefix/N`` whose placement under ``cluster_map`` includes ``node``."""
+    return next(
+        key
+        for key in (f"{prefix}/{i}" for i in range(1000))
+        if node in place(f"{bucket}/{key}", cluster_map, k, m).nodes
+    )
+
+
+def fully_protected(client: Any, bucket: str, keys: Iterable[str], *, excluding: Iterable[str] = ()) -> bool:
+    """Every object has all ``k+m`` fragments, none of them on an excluded node."""
+    excluded = set(excluding)
+    for key in keys:
+        version = client.resolve(bucket, key)
+        held = [node for node in version.found_at if node]
+        if len(held) < version.k + version.m or excluded.intersection(held):
+            return False
+    return True

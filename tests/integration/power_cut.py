@@ -329,7 +329,7 @@ class PoweredCluster:
 
     def _nodes(self, nodes: Iterable[str] | None) -> list[str]:
         """``nodes`` as a list, or every node of the cluster."""
-        return list(nodes) if nodes is not None else list(self.disks)      # no config read from a cut disk
+        return list(nodes) if nodes is not None else list(self.disks)  # no config read from a cut disk
 
     def _remember_pids(self, nodes: list[str]) -> None:
         """Note the processes of ``nodes``, just started, with their start times (pids get reused)."""

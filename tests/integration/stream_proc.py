@@ -27,11 +27,11 @@ def blocks(count: int):
 def main() -> None:
     cluster_dir, size_mib = sys.argv[1], int(sys.argv[2])
     client = Client(cluster_dir, chunk_size=BLOCK, window=4)
-    client.put("stream", "warm-up", b"x" * (3 * BLOCK))      # import and connect everything first
+    client.put("stream", "warm-up", b"x" * (3 * BLOCK))  # import and connect everything first
     client.get("stream", "warm-up")
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     put_hash = blake3.blake3()
-    with client.writer("stream", "big") as writer:      # size unknown: a true stream
+    with client.writer("stream", "big") as writer:  # size unknown: a true stream
         for block in blocks(size_mib):
             put_hash.update(block)
             writer.write(block)
@@ -40,9 +40,17 @@ def main() -> None:
     with client.open("stream", "big") as reader:
         while piece := reader.read(4 * BLOCK):
             get_hash.update(piece)
-    print(json.dumps({"put_digest": put_hash.hexdigest(), "get_digest": get_hash.hexdigest(), "size": result.size,
-                      "baseline_mib": baseline,
-                      "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(
+        json.dumps(
+            {
+                "put_digest": put_hash.hexdigest(),
+                "get_digest": get_hash.hexdigest(),
+                "size": result.size,
+                "baseline_mib": baseline,
+                "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

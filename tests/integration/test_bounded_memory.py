@@ -20,8 +20,13 @@ HERE = Path(__file__).parent
 @pytest.mark.slow
 def test_streaming_put_and_get_keep_memory_bounded(make_cluster):
     cluster = make_cluster()
-    out = subprocess.run([sys.executable, str(HERE / "stream_proc.py"), str(cluster.path), str(SIZE_MIB)],
-                         capture_output=True, text=True, timeout=240, check=True)
+    out = subprocess.run(
+        [sys.executable, str(HERE / "stream_proc.py"), str(cluster.path), str(SIZE_MIB)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=True,
+    )
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["size"] == SIZE_MIB << 20
     assert report["get_digest"] == report["put_digest"]

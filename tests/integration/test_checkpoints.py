@@ -56,8 +56,7 @@ def _state(step: int) -> dict[str, torch.Tensor]:
 
 
 def _save_step(mgr: CheckpointManager, step: int):
-    return mgr.save(step, {"model.pt": lambda f: torch.save(_state(step), f),
-                           "meta/step.txt": str(step).encode()})
+    return mgr.save(step, {"model.pt": lambda f: torch.save(_state(step), f), "meta/step.txt": str(step).encode()})
 
 
 def _load_model(checkpoint) -> dict[str, torch.Tensor]:
@@ -68,6 +67,7 @@ def _load_model(checkpoint) -> dict[str, torch.Tensor]:
 def _dirs(mgr: CheckpointManager) -> list[str]:
     mgr.fs.invalidate_cache()
     return sorted(p.rsplit("/", 1)[-1] for p in mgr.fs.ls(mgr.url, detail=False))
+
 
 # ---------------------------------------------------------------------- retention and restore
 
@@ -96,7 +96,7 @@ def test_manifest_lists_every_file_with_size_and_digest(manager):
 
 def test_a_checkpoint_pickles_for_another_process(manager):
     checkpoint = _save_step(manager, 2)
-    copy = pickle.loads(pickle.dumps(checkpoint))            # e.g. handed to a Ray task that restores
+    copy = pickle.loads(pickle.dumps(checkpoint))  # e.g. handed to a Ray task that restores
     assert copy == checkpoint
     assert torch.equal(_load_model(copy)["w"], _state(2)["w"])
 
@@ -106,7 +106,7 @@ def test_download_verifies_and_catches_a_changed_file(manager, tmp_path):
     local = manager.download(tmp_path / "good")
     assert torch.equal(torch.load(local / "model.pt")["w"], _state(5)["w"])
     assert (local / "meta" / "step.txt").read_bytes() == b"5"
-    manager.fs.pipe_file(f"{checkpoint.path}/meta/step.txt", b"6")       # same size, other bytes
+    manager.fs.pipe_file(f"{checkpoint.path}/meta/step.txt", b"6")  # same size, other bytes
     with pytest.raises(CheckpointCorrupt, match="step.txt: blake3"):
         manager.download(tmp_path / "bad")
     assert not (tmp_path / "bad" / "meta" / "step.txt").exists()
@@ -121,7 +121,7 @@ def test_an_exception_inside_saving_makes_nothing_visible(manager):
     assert manager.latest().step == 1
     _save_step(manager, 3)
     assert [c.step for c in manager.list()] == [1, 3]
-    assert checkpoint_dirname(2) not in _dirs(manager)       # the leftover is older than 3: garbage
+    assert checkpoint_dirname(2) not in _dirs(manager)  # the leftover is older than 3: garbage
 
 
 def test_upload_dir_and_bad_arguments(manager, tmp_path):
@@ -138,6 +138,7 @@ def test_upload_dir_and_bad_arguments(manager, tmp_path):
             ckpt.write("../x", b"")
     with pytest.raises(InvalidRequest, match="no durable_url"):
         manager.save(9, {"a": b"1"}, durable=True)
+
 
 # ---------------------------------------------------------------------- the crash guarantee
 
@@ -161,8 +162,9 @@ def test_a_save_killed_before_its_manifest_never_becomes_the_newest(options):
     with CheckpointManager(root, keep_last=3, storage_options=options) as mgr:
         _save_step(mgr, 1)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED_SAVE, root, options["cluster"], "2"],
-                            stdout=subprocess.PIPE, env=env, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_SAVE, root, options["cluster"], "2"], stdout=subprocess.PIPE, env=env, text=True
+    )
     try:
         assert proc.stdout.readline().strip() == "files written"
     finally:
@@ -172,12 +174,13 @@ def test_a_save_killed_before_its_manifest_never_becomes_the_newest(options):
 
     with CheckpointManager(root, keep_last=3, storage_options=options) as mgr:
         leftover = f"{mgr.fs._strip_protocol(root)}/{checkpoint_dirname(2)}"
-        assert mgr.fs.exists(f"{leftover}/model.pt")         # the killed save did write files ...
-        assert mgr.latest().step == 1                          # ... but never became a checkpoint
+        assert mgr.fs.exists(f"{leftover}/model.pt")  # the killed save did write files ...
+        assert mgr.latest().step == 1  # ... but never became a checkpoint
         assert [c.step for c in mgr.list()] == [1]
         _save_step(mgr, 3)
         assert [c.step for c in mgr.list()] == [1, 3]
-        assert checkpoint_dirname(2) not in _dirs(mgr)         # the new manager removed the leftover
+        assert checkpoint_dirname(2) not in _dirs(mgr)  # the new manager removed the leftover
+
 
 # ---------------------------------------------------------------------- durable copies
 
@@ -202,17 +205,22 @@ class GatedLocalFileSystem(LocalFileSystem):
 
 def test_durable_copies_run_in_the_background_and_protect_their_source(options, tmp_path):
     durable = GatedLocalFileSystem(auto_mkdir=True)
-    mgr = CheckpointManager(_new_root(), keep_last=1, durable_url=(durable, str(tmp_path / "durable")),
-                            durable_every=2, storage_options=options)
+    mgr = CheckpointManager(
+        _new_root(),
+        keep_last=1,
+        durable_url=(durable, str(tmp_path / "durable")),
+        durable_every=2,
+        storage_options=options,
+    )
     try:
         for step in (1, 2, 3, 4):
-            _save_step(mgr, step)            # returns although the durable store blocks every write
+            _save_step(mgr, step)  # returns although the durable store blocks every write
         assert not (tmp_path / "durable" / checkpoint_dirname(2) / MANIFEST_NAME).exists()
         # keep_last=1, yet 2 stays while its copy is in flight, and 4 (queued) stays as the newest
         assert [c.step for c in mgr.list()] == [2, 4]
         durable.gate.set()
         mgr.wait(timeout=30)
-        assert [c.step for c in mgr.list()] == [4]             # 2 goes once its copy is done
+        assert [c.step for c in mgr.list()] == [4]  # 2 goes once its copy is done
     finally:
         durable.gate.set()
         mgr.close()
@@ -225,18 +233,20 @@ def test_durable_copies_run_in_the_background_and_protect_their_source(options, 
 def test_a_failed_durable_copy_is_raised_by_wait_and_kept(options, tmp_path):
     durable = GatedLocalFileSystem(auto_mkdir=True)
     durable.fail = True
-    mgr = CheckpointManager(_new_root(), keep_last=2, durable_url=(durable, str(tmp_path / "durable")),
-                            storage_options=options)
-    _save_step(mgr, 1)                       # training is not interrupted by the failure
+    mgr = CheckpointManager(
+        _new_root(), keep_last=2, durable_url=(durable, str(tmp_path / "durable")), storage_options=options
+    )
+    _save_step(mgr, 1)  # training is not interrupted by the failure
     with pytest.raises(DurableCopyFailed, match="checkpoint\\(s\\) 1") as failure:
         mgr.wait(timeout=30)
     assert failure.value.failures[0][0] == 1
     assert isinstance(failure.value.__cause__, PermissionError)
     assert [step for step, _ in mgr.durable_errors] == [1]
     assert mgr.latest().step == 1
-    mgr.wait()                               # reported once
+    mgr.wait()  # reported once
     mgr.close()
     assert not list((tmp_path / "durable").glob(f"*/{MANIFEST_NAME}"))
+
 
 # ---------------------------------------------------------------------- degraded restore
 
@@ -252,7 +262,7 @@ def test_restore_after_sigkill_of_m_agents(make_cluster, tmp_path):
     with CheckpointManager(root, storage_options={"cluster": str(cluster.path)}) as mgr:
         checkpoint = mgr.restore()
         assert checkpoint.step == 100
-        local = checkpoint.download(tmp_path / "restored")           # verified against the blake3 digests
+        local = checkpoint.download(tmp_path / "restored")  # verified against the blake3 digests
     loaded = torch.load(local / "model.pt")
     assert all(torch.equal(loaded[name], tensor) for name, tensor in state.items())
     assert (local / "config.json").read_bytes() == b'{"lr": 0.1}'

@@ -12,10 +12,9 @@ import socket
 import pytest
 
 from hcstore import Client
-from hcstore.errors import ClusterNotFound, InvalidRequest
 from hcstore.control.membership import Intervals
+from hcstore.errors import ClusterNotFound, InvalidRequest
 from hcstore.node.repair_plan import protection_summary
-
 from integration_support import CHUNK, flip_bytes, fragment_files_of, seeded_bytes, wait_until
 
 BUCKET = "churn"
@@ -58,16 +57,22 @@ def test_node_down_for_less_than_the_out_interval_causes_no_repair(make_cluster)
     cluster.kill(victim)
     wait_until(lambda: node_state(client, victim) == "down", timeout=10, what=f"{victim} down")
     scans = stats(client)
-    wait_until(lambda: all((stats(client)[n].get("repair") or {}).get("scans", 0)
-                           > (scans[n].get("repair") or {}).get("scans", 0) + 1
-                           for n in files_before if n != victim), timeout=20, what="two scans on every agent")
+    wait_until(
+        lambda: all(
+            (stats(client)[n].get("repair") or {}).get("scans", 0) > (scans[n].get("repair") or {}).get("scans", 0) + 1
+            for n in files_before
+            if n != victim
+        ),
+        timeout=20,
+        what="two scans on every agent",
+    )
     summary = protection_summary(stats(client))
     assert summary["bytes_repaired"] == 0 and summary["repaired"] == 0
-    assert summary["degraded"] > 0               # the down node's fragments are missed, not rebuilt
+    assert summary["degraded"] > 0  # the down node's fragments are missed, not rebuilt
     assert {a.node_id: len(cluster.fragment_files(a.node_id)) for a in cluster.agents()} == files_before
-    for key, data in objects.items():            # served around by degraded reads meanwhile
+    for key, data in objects.items():  # served around by degraded reads meanwhile
         assert client.get(BUCKET, key) == data
-    cluster.start(victim)                        # it comes back with its fragments, and they count again
+    cluster.start(victim)  # it comes back with its fragments, and they count again
     client.refresh()
     wait_until(lambda: fully_protected(client, objects), timeout=20, what="full protection after return")
     assert protection_summary(stats(client))["bytes_repaired"] == 0
@@ -78,12 +83,18 @@ def test_node_that_stays_out_is_repaired(make_cluster):
     victim = client.resolve(BUCKET, "obj/00").found_at[0]
     cluster.kill(victim)
     wait_until(lambda: node_state(client, victim) == "out", timeout=15, what=f"{victim} out")
-    wait_until(lambda: fully_protected(client, objects, excluding={victim}), timeout=40,
-               what="every object rebuilt on the surviving nodes")
+    wait_until(
+        lambda: fully_protected(client, objects, excluding={victim}),
+        timeout=40,
+        what="every object rebuilt on the surviving nodes",
+    )
     for key, data in objects.items():
         assert client.get(BUCKET, key) == data
-    wait_until(lambda: protection_summary(stats(client))["bytes_repaired"] > 0,
-               timeout=10, what="the rebuilt bytes to reach the controller's summary")
+    wait_until(
+        lambda: protection_summary(stats(client))["bytes_repaired"] > 0,
+        timeout=10,
+        what="the rebuilt bytes to reach the controller's summary",
+    )
     # The node returns after all: its stale copies are dropped, nothing is lost or duplicated.
     cluster.start(victim)
     client.refresh()
@@ -96,13 +107,13 @@ def test_join_rebalances_and_reads_succeed_throughout(make_cluster):
     cluster, client, objects = start(make_cluster, agents=6)
     newcomer = cluster.add_agent()
     client.refresh()
-    for key, data in objects.items():             # reads work while fragments move
+    for key, data in objects.items():  # reads work while fragments move
         assert client.get(BUCKET, key) == data
     wait_until(lambda: len(cluster.fragment_files(newcomer)) > 0, timeout=20, what="fragments on the new node")
     wait_until(lambda: fully_protected(client, objects), timeout=20, what="protection after the join")
     moved = len(cluster.fragment_files(newcomer))
     total = sum(len(cluster.fragment_files(a.node_id)) for a in cluster.agents())
-    assert 0 < moved < total / 3                  # about 1/N of the fragments, not a reshuffle
+    assert 0 < moved < total / 3  # about 1/N of the fragments, not a reshuffle
     for key, data in objects.items():
         assert client.get(BUCKET, key) == data
 
@@ -115,8 +126,11 @@ def test_drain_hands_everything_over_and_remove_is_guarded(make_cluster):
     client.controller().drain(victim)
     wait_until(lambda: not cluster.fragment_files(victim), timeout=30, what=f"{victim} drained")
     wait_until(lambda: fully_protected(client, objects, excluding={victim}), timeout=20, what="protection")
-    wait_until(lambda: stats(client)[victim]["data_fragments"] == 0, timeout=5,
-               what="the controller to see the drained node empty")
+    wait_until(
+        lambda: stats(client)[victim]["data_fragments"] == 0,
+        timeout=5,
+        what="the controller to see the drained node empty",
+    )
     client.controller().remove(victim)
     assert node_state(client, victim) == "decommissioned"
     new = client.put(BUCKET, "after-drain", b"x" * 200_000)
@@ -143,7 +157,7 @@ def test_lost_disk_is_rebuilt(make_cluster):
     node = client.resolve(BUCKET, "obj/04").found_at[0]
     agent = cluster.agent(node)
     cluster.stop(node)
-    shutil.rmtree(agent.mountpaths[0])            # the SSD is replaced by an empty one
+    shutil.rmtree(agent.mountpaths[0])  # the SSD is replaced by an empty one
     cluster.start(node)
     client.refresh()
     wait_until(lambda: fully_protected(client, objects), timeout=30, what="protection after the disk loss")
@@ -160,8 +174,9 @@ def test_controller_restart_keeps_data_and_epoch_rising(make_cluster):
     for key, data in objects.items():
         assert client.get(BUCKET, key) == data
     cluster.start_controller()
-    restarted = cluster.wait_for_map(lambda m: len(m.nodes) == 7 and all(n.state == "alive" for n in m.nodes),
-                                     timeout=20)
+    restarted = cluster.wait_for_map(
+        lambda m: len(m.nodes) == 7 and all(n.state == "alive" for n in m.nodes), timeout=20
+    )
     assert restarted.epoch > epoch
     client.refresh()
     assert client.cluster_map.epoch >= restarted.epoch
@@ -174,9 +189,9 @@ def test_io_errors_disable_a_mountpath_and_its_fragments_are_rebuilt(make_cluste
     node, path = fragment_files_of(cluster, BUCKET, "obj/05", version.generation)[0]
     mountpath = path.parent.parent.parent
     frags = mountpath / "frags"
-    frags.rename(mountpath / "frags.failed")      # the disk fails: every open under it now errors (ENOTDIR)
+    frags.rename(mountpath / "frags.failed")  # the disk fails: every open under it now errors (ENOTDIR)
     frags.write_bytes(b"")
-    for key, data in objects.items():             # reads go around the failed disk
+    for key, data in objects.items():  # reads go around the failed disk
         assert client.get(BUCKET, key) == data
     stats = client.node_stats()[node]
     failed = [mp for mp in stats["mountpaths"] if mp["path"] == str(mountpath)]
@@ -189,18 +204,18 @@ def test_io_errors_disable_a_mountpath_and_its_fragments_are_rebuilt(make_cluste
 def test_a_client_reaches_the_cluster_through_its_controller_and_takes_its_ec(make_cluster):
     cluster = make_cluster(agents=4, ec="2+1", intervals=NO_OUT)
     with Client(cluster.controller_endpoint(), chunk_size=CHUNK, request_timeout=5.0) as client:
-        assert client.config.ec == "2+1"                 # told by the controller, not the 4+2 default
+        assert client.config.ec == "2+1"  # told by the controller, not the 4+2 default
         assert sorted(n.id for n in client.cluster_map.nodes) == ["n1", "n2", "n3", "n4"]
         data = seeded_bytes("via-controller", 3 * CHUNK + 5)
         client.put(BUCKET, "via/controller", data)
         assert client.get(BUCKET, "via/controller") == data
         assert (client.stat(BUCKET, "via/controller").k, client.stat(BUCKET, "via/controller").m) == (2, 1)
     with Client(cluster.controller_endpoint(), ec="1+1") as explicit:
-        assert explicit.config.ec == "1+1"               # an explicit setting wins over the controller's
+        assert explicit.config.ec == "1+1"  # an explicit setting wins over the controller's
 
 
 def test_no_controller_at_the_endpoint_is_a_clear_error():
-    with socket.socket() as s:                           # a port nobody listens on
+    with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(ClusterNotFound, match=f"no hcstore controller answers at tcp://127.0.0.1:{port}"):

@@ -38,8 +38,10 @@ def test_put_get_ls_stat_rm(cli_env, tmp_path, shared_client):
     assert shared_client.get("clitest", "ckpt/stdin.txt") == b"from stdin"
 
     listing = cli_ok(run_cli("ls", "hcstore://clitest/ckpt/", env=cli_env)).stdout.decode().splitlines()
-    assert [line.split()[-1] for line in listing] == ["hcstore://clitest/ckpt/model.bin",
-                                                      "hcstore://clitest/ckpt/stdin.txt"]
+    assert [line.split()[-1] for line in listing] == [
+        "hcstore://clitest/ckpt/model.bin",
+        "hcstore://clitest/ckpt/stdin.txt",
+    ]
     assert int(listing[0].split()[0]) == len(data)
     buckets = cli_ok(run_cli("ls", env=cli_env)).stdout.decode().split()
     assert "hcstore://clitest/" in buckets
@@ -64,8 +66,7 @@ def test_put_with_ec_override(cli_env, tmp_path, shared_client):
 
 
 def test_errors_are_one_line_and_exit_1(cli_env, tmp_path):
-    one_line_error(run_cli("get", "hcstore://clitest/no/such/object", str(tmp_path / "x"), env=cli_env),
-                    "E_NOT_FOUND")
+    one_line_error(run_cli("get", "hcstore://clitest/no/such/object", str(tmp_path / "x"), env=cli_env), "E_NOT_FOUND")
     assert not (tmp_path / "x").exists()
     one_line_error(run_cli("stat", "hcstore://clitest/no/such/object", env=cli_env), "E_NOT_FOUND")
     one_line_error(run_cli("rm", "hcstore://clitest/no/such/object", env=cli_env), "E_NOT_FOUND")
@@ -103,7 +104,7 @@ def test_up_and_down_in_a_temporary_home(tmp_path):
         assert b"3 agents" in up.stdout
         pointer = home / ".hcstore" / "current"
         assert Path(pointer.read_text().strip()) == data_dir.resolve()
-        status = json.loads(cli_ok(run_cli("status", "--json", env=env)).stdout)     # found through the pointer
+        status = json.loads(cli_ok(run_cli("status", "--json", env=env)).stdout)  # found through the pointer
         assert status["ec"] == "2+1"
         assert [(n["id"], n["state"]) for n in status["nodes"]] == [("n1", "alive"), ("n2", "alive"), ("n3", "alive")]
         pids = [n["pid"] for n in status["nodes"]]
@@ -111,11 +112,18 @@ def test_up_and_down_in_a_temporary_home(tmp_path):
         cli_ok(run_cli("down", "--purge", env=env))
         assert not data_dir.exists()
         assert not pointer.exists()
-        wait_until(lambda: not any(Path(f"/proc/{pid}").exists() and
-                                   Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z" for pid in pids),
-                   timeout=10, what="the agents to exit")
+        wait_until(
+            lambda: (
+                not any(
+                    Path(f"/proc/{pid}").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+                    for pid in pids
+                )
+            ),
+            timeout=10,
+            what="the agents to exit",
+        )
         gone = run_cli("status", env=env)
-        assert gone.returncode == 1 and b"E_NO_CLUSTER" in gone.stderr   # one-line form: test_errors_are_one_line...
+        assert gone.returncode == 1 and b"E_NO_CLUSTER" in gone.stderr  # one-line form: test_errors_are_one_line...
     finally:
         if (data_dir / "cluster.json").exists():
             LocalCluster(data_dir).destroy()

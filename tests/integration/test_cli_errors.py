@@ -10,6 +10,7 @@ import json
 import socket
 
 import pytest
+
 from integration_support import (
     clean_env,
     cli_ok,
@@ -107,11 +108,16 @@ def places(shared_cluster, shared_client, tmp_path_factory):
     (root / "file.bin").write_bytes(seeded_bytes("file", 1000))
     (root / "empty").mkdir()
     shared_client.put(BUCKET, "stored", seeded_bytes("stored", 5000))
-    with socket.socket() as s:                    # a port nobody listens on
+    with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         closed = f"tcp://127.0.0.1:{s.getsockname()[1]}"
-    names = {"file": str(root / "file.bin"), "empty_dir": str(root / "empty"), "nowhere": str(root / "nowhere"),
-             "fresh": str(root / "fresh"), "closed": closed}
+    names = {
+        "file": str(root / "file.bin"),
+        "empty_dir": str(root / "empty"),
+        "nowhere": str(root / "nowhere"),
+        "fresh": str(root / "fresh"),
+        "closed": closed,
+    }
     return names, clean_env(root, HCSTORE_CLUSTER=str(shared_cluster.path))
 
 
@@ -126,15 +132,17 @@ def test_bad_input_is_one_line_with_its_code(places, case):
 
 def test_a_bad_codec_setting_is_reported_by_name(places):
     names, env = places
-    message = one_line_error(run_cli("put", names["file"], f"hcstore://{BUCKET}/codec", env={
-        **env, "HCSTORE_CODEC": "no-such-codec"}), "(E_CODEC)")
+    message = one_line_error(
+        run_cli("put", names["file"], f"hcstore://{BUCKET}/codec", env={**env, "HCSTORE_CODEC": "no-such-codec"}),
+        "(E_CODEC)",
+    )
     assert "no-such-codec" in message
 
 
 def test_verbs_reach_the_cluster_through_its_controller(make_cluster, tmp_path):
     cluster = make_cluster(agents=4, ec="2+1")
     controller = cluster.controller_endpoint()
-    env = clean_env(tmp_path)                     # no HCSTORE_CLUSTER, no pointer: only --cluster
+    env = clean_env(tmp_path)  # no HCSTORE_CLUSTER, no pointer: only --cluster
 
     def cli(*args: str) -> bytes:
         return cli_ok(run_cli("--cluster", controller, *args, env=env, timeout=120)).stdout
@@ -145,18 +153,24 @@ def test_verbs_reach_the_cluster_through_its_controller(make_cluster, tmp_path):
     assert cli("get", "hcstore://viatcp/dir/obj", "-") == data
     assert "hcstore://viatcp/" in cli("ls").decode().split()
     assert cli("ls", "hcstore://viatcp/dir/").decode().split()[-1] == "hcstore://viatcp/dir/obj"
-    assert json.loads(cli("stat", "--json", "hcstore://viatcp/dir/obj"))["k"] == 2   # the cluster's EC
+    assert json.loads(cli("stat", "--json", "hcstore://viatcp/dir/obj"))["k"] == 2  # the cluster's EC
 
     status = json.loads(cli("status", "--json"))
     assert (status["cluster"], status["ec"]) == (controller, "2+1")
     assert [(n["id"], n["state"]) for n in status["nodes"]] == [(f"n{i}", "alive") for i in range(1, 5)]
 
     cli("node", "drain", "n4")
-    wait_until(lambda: {n["id"]: n["map_state"] for n in json.loads(cli("status", "--json"))["nodes"]}["n4"]
-               == "maintenance", timeout=10, what="n4 to be draining")
+    wait_until(
+        lambda: {n["id"]: n["map_state"] for n in json.loads(cli("status", "--json"))["nodes"]}["n4"] == "maintenance",
+        timeout=10,
+        what="n4 to be draining",
+    )
     cli("node", "resume", "n4")
-    wait_until(lambda: {n["id"]: n["map_state"] for n in json.loads(cli("status", "--json"))["nodes"]}["n4"]
-               == "alive", timeout=10, what="n4 back in service")
+    wait_until(
+        lambda: {n["id"]: n["map_state"] for n in json.loads(cli("status", "--json"))["nodes"]}["n4"] == "alive",
+        timeout=10,
+        what="n4 back in service",
+    )
 
     assert b"repair pass done" in cli("repair", "--timeout", "60")
     assert b"scrub done" in cli("scrub", "--timeout", "60")

@@ -12,7 +12,7 @@ from hcstore import ObjectChanged
 from integration_support import CHUNK, seeded_bytes
 
 BUCKET = "race"
-_HEAD = struct.Struct("<IIQ32s")           # writer id, sequence, body length, sha256 of the body
+_HEAD = struct.Struct("<IIQ32s")  # writer id, sequence, body length, sha256 of the body
 
 
 def make_version(writer: int, seq: int, rng: random.Random) -> bytes:
@@ -25,7 +25,7 @@ def check_version(blob: bytes) -> tuple[int, int]:
     """The (writer, sequence) of a whole, unmixed version; fails on anything else."""
     assert len(blob) >= _HEAD.size, f"read {len(blob)} bytes, shorter than the header"
     writer, seq, length, digest = _HEAD.unpack_from(blob)
-    body = blob[_HEAD.size:]
+    body = blob[_HEAD.size :]
     assert len(body) == length, f"version {writer}/{seq}: body of {len(body)} bytes, header says {length}"
     assert hashlib.sha256(body).digest() == digest, f"version {writer}/{seq}: body does not match its hash"
     return writer, seq
@@ -52,7 +52,7 @@ def test_concurrent_writers_and_readers_of_one_key(shared_cluster):
                     result = client.put(BUCKET, key, blob)
                     with lock:
                         written[(wid, seq)] = (result.generation, blob)
-        except BaseException as exc:   # surfaced by the main thread
+        except BaseException as exc:  # surfaced by the main thread
             errors.append(exc)
 
     def reader(rid: int) -> None:
@@ -66,7 +66,7 @@ def test_concurrent_writers_and_readers_of_one_key(shared_cluster):
                         else:
                             blob = client.get(BUCKET, key)
                     except ObjectChanged:
-                        changed[0] += 1          # retryable by contract: the version vanished mid-read
+                        changed[0] += 1  # retryable by contract: the version vanished mid-read
                         continue
                     ident = check_version(blob)
                     with lock:
@@ -95,7 +95,7 @@ def test_concurrent_writers_and_readers_of_one_key(shared_cluster):
         ident = check_version(final)
         assert written[ident][1] == final
         newest = max(written.values())[0]
-        assert client.stat(BUCKET, key).generation == newest       # last writer wins
+        assert client.stat(BUCKET, key).generation == newest  # last writer wins
         assert written[ident][0] == newest
 
 
@@ -139,12 +139,13 @@ def test_delete_races_with_puts(shared_cluster):
                     try:
                         client.put(BUCKET, key, blob)
                     except ObjectChanged:
-                        pass          # superseded by a newer delete while it committed: a truthful answer
+                        pass  # superseded by a newer delete while it committed: a truthful answer
         except BaseException as exc:
             errors.append(exc)
 
     def deleter() -> None:
         from hcstore import ObjectNotFound
+
         try:
             with shared_cluster.client(chunk_size=CHUNK) as client:
                 while time.monotonic() < stop:
@@ -167,6 +168,7 @@ def test_delete_races_with_puts(shared_cluster):
     assert not errors, errors
     with shared_cluster.client(chunk_size=CHUNK) as client:
         from hcstore import ObjectNotFound
+
         try:
             blob = client.get(BUCKET, key)
         except ObjectNotFound:

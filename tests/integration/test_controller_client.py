@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from hcstore.control.client import ControllerClient
 from hcstore.config import ControllerConfig
+from hcstore.control.client import ControllerClient
 from hcstore.control.controller import Controller
 from hcstore.errors import (
     ControllerUnavailable,
@@ -31,7 +31,7 @@ def controller():
 
 
 def _closed_endpoint() -> str:
-    with socket.socket() as s:                 # a port nobody listens on
+    with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
@@ -41,8 +41,9 @@ def test_heartbeats_register_nodes_and_the_map_says_so(controller):
     assert controller.get_map().ec == "2+1"
     newer = controller.heartbeat("x1", _closed_endpoint(), labels={"host": "x1"})
     assert newer is not None and [n.id for n in newer.nodes] == ["x1"]
-    assert controller.heartbeat("x1", newer.node("x1").endpoint, labels={"host": "x1"},
-                                epoch=newer.epoch) is None            # nothing newer to tell
+    assert (
+        controller.heartbeat("x1", newer.node("x1").endpoint, labels={"host": "x1"}, epoch=newer.epoch) is None
+    )  # nothing newer to tell
     status = controller.status()
     assert [n.id for n in status.cluster_map.nodes] == ["x1"] and status.ages["x1"] >= 0
 
@@ -51,7 +52,7 @@ def test_node_administration(controller):
     controller.heartbeat("x1", _closed_endpoint(), stats={"data_fragments": 0})
     assert controller.drain("x1").node("x1").state == "maintenance"
     assert controller.resume("x1").node("x1").state == "alive"
-    with pytest.raises(InvalidRequest, match="could lose data"):     # the node cannot say it holds nothing
+    with pytest.raises(InvalidRequest, match="could lose data"):  # the node cannot say it holds nothing
         controller.remove("x1")
     assert controller.remove("x1", force=True).node("x1").state == "decommissioned"
     with pytest.raises(ObjectNotFound, match="no node 'x9'"):
@@ -69,8 +70,10 @@ def test_waiting_for_a_map(controller):
 
 def test_no_controller_is_a_clear_error():
     endpoint = _closed_endpoint()
-    with ControllerClient(endpoint, timeout=1.0) as client, \
-            pytest.raises(ControllerUnavailable, match=f"no hcstore controller answers at {endpoint}"):
+    with (
+        ControllerClient(endpoint, timeout=1.0) as client,
+        pytest.raises(ControllerUnavailable, match=f"no hcstore controller answers at {endpoint}"),
+    ):
         client.get_map()
     with pytest.raises(InvalidRequest, match="tcp://HOST:PORT"):
         ControllerClient("/not/an/endpoint")

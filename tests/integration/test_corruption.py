@@ -25,7 +25,7 @@ def fresh(shared_client, shared_cluster, request):
     assert sorted(files) == list(range(6))
     version = shared_client.resolve(BUCKET, key)
     assert version.stripes >= 6
-    _layout["chunk"] = version.chunk_size            # the writer picks the chunk size; never assume it
+    _layout["chunk"] = version.chunk_size  # the writer picks the chunk size; never assume it
     _layout["stripes"] = version.stripes
     shared_client.corruptions.clear()
     return key, data, result, files
@@ -42,7 +42,7 @@ def _chunk_offset(stripe: int, offset_in_chunk: int = 0) -> int:
 
 def test_flipped_data_bytes_are_detected_and_read_around(shared_client, fresh):
     key, data, result, files = fresh
-    node, path = files[0]                       # data fragment 0 is read first
+    node, path = files[0]  # data fragment 0 is read first
     flip_bytes(path, _chunk_offset(0, 100), 3)
     flip_bytes(path, _chunk_offset(4, -1))
     assert shared_client.get(BUCKET, key) == data
@@ -54,7 +54,7 @@ def test_flipped_data_bytes_are_detected_and_read_around(shared_client, fresh):
 
 def test_corruption_in_every_data_fragment_of_different_stripes(shared_client, fresh):
     key, data, _result, files = fresh
-    for index in range(4):                      # stripe i of data fragment i
+    for index in range(4):  # stripe i of data fragment i
         flip_bytes(files[index][1], _chunk_offset(index, 7), 16)
     assert shared_client.get(BUCKET, key) == data
     assert {r.fragment for r in shared_client.corruptions} == {0, 1, 2, 3}
@@ -66,8 +66,10 @@ def test_m_corrupt_fragments_of_one_stripe_still_read(shared_client, fresh):
     flip_bytes(files[3][1], _chunk_offset(2))
     assert shared_client.get(BUCKET, key) == data
     stripe_bytes = 4 * _layout["chunk"]
-    assert shared_client.get(BUCKET, key, offset=2 * stripe_bytes + 5, length=stripe_bytes) == \
-        data[2 * stripe_bytes + 5:3 * stripe_bytes + 5]
+    assert (
+        shared_client.get(BUCKET, key, offset=2 * stripe_bytes + 5, length=stripe_bytes)
+        == data[2 * stripe_bytes + 5 : 3 * stripe_bytes + 5]
+    )
     assert {(r.fragment, r.stripe) for r in shared_client.corruptions} >= {(1, 2), (3, 2)}
 
 
@@ -79,7 +81,7 @@ def test_m_plus_one_corrupt_fragments_fail_instead_of_lying(shared_client, fresh
         shared_client.get(BUCKET, key)
     # Stripes that are intact still read.
     stripe_bytes = 4 * _layout["chunk"]
-    assert shared_client.get(BUCKET, key, offset=0, length=3 * stripe_bytes) == data[:3 * stripe_bytes]
+    assert shared_client.get(BUCKET, key, offset=0, length=3 * stripe_bytes) == data[: 3 * stripe_bytes]
 
 
 def test_corrupt_trailer_is_read_around(shared_client, fresh):

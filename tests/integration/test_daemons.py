@@ -20,7 +20,7 @@ from hcstore import Client
 from integration_support import seeded_bytes, wait_until
 
 HCSTORE = Path(sys.executable).with_name("hcstore")
-INTERVALS = 'heartbeat = 0.2\nsuspect_after = 0.6\ndown_after = 1.5\nout_after = 60.0\n'
+INTERVALS = "heartbeat = 0.2\nsuspect_after = 0.6\ndown_after = 1.5\nout_after = 60.0\n"
 
 
 def cli(*args: str) -> list[str]:
@@ -72,13 +72,15 @@ def daemons(tmp_path):
 
 def test_controller_and_agents_from_config_files(tmp_path, daemons, monkeypatch):
     monkeypatch.delenv("HCSTORE_EC", raising=False)
-    (tmp_path / "controller.toml").write_text(
-        f'ec = "2+1"\n{INTERVALS}ready_file = "{tmp_path / "controller.json"}"\n')
+    (tmp_path / "controller.toml").write_text(f'ec = "2+1"\n{INTERVALS}ready_file = "{tmp_path / "controller.json"}"\n')
     daemons.start("controller", cli("controller", "--config", str(tmp_path / "controller.toml")))
     endpoint = daemons.ready("controller", tmp_path / "controller.json")["endpoint"]
 
-    starters = {"n1": cli("agent", "--config"), "n2": cli("agent", "--config"),
-                "n3": [sys.executable, "-m", "hcstore.node.agent", "--config"]}
+    starters = {
+        "n1": cli("agent", "--config"),
+        "n2": cli("agent", "--config"),
+        "n3": [sys.executable, "-m", "hcstore.node.agent", "--config"],
+    }
     for node, command in starters.items():
         directory = tmp_path / node
         directory.mkdir()
@@ -86,44 +88,54 @@ def test_controller_and_agents_from_config_files(tmp_path, daemons, monkeypatch)
         (directory / "agent.toml").write_text(
             f'node_id = "{node}"\nmountpaths = ["{directory / "mp0"}"]\ncontroller = "{endpoint}"\n'
             f'durability = "none"\nheartbeat = 0.2\nready_file = "{directory / "agent.json"}"\n{log_file}'
-            f'[labels]\nhost = "{node}"\n')
+            f'[labels]\nhost = "{node}"\n'
+        )
         daemons.start(node, [*command, str(directory / "agent.toml")])
     for node in starters:
         daemons.ready(node, tmp_path / node / "agent.json")
 
     with Client(endpoint, request_timeout=5.0) as client:
-        wait_until(lambda: sum(n.state == "alive" for n in client.refresh().nodes) == 3, timeout=30,
-                   what="three alive agents in the controller's map")
-        assert client.config.ec == "2+1"                         # the controller's EC
+        wait_until(
+            lambda: sum(n.state == "alive" for n in client.refresh().nodes) == 3,
+            timeout=30,
+            what="three alive agents in the controller's map",
+        )
+        assert client.config.ec == "2+1"  # the controller's EC
         data = seeded_bytes("daemons", 300_001)
         result = client.put("daemons", "obj", data)
         assert (result.k, result.m, result.degraded) == (2, 1, False)
         assert client.get("daemons", "obj") == data
 
-    assert "serving on" in (tmp_path / "n3" / "agent.log").read_text()       # the configured log file
-    assert "serving on" in daemons.stderr("n1")                                # else standard error
-    for name, sig in (("n1", signal.SIGTERM), ("n2", signal.SIGTERM), ("n3", signal.SIGINT),
-                      ("controller", signal.SIGTERM)):
+    assert "serving on" in (tmp_path / "n3" / "agent.log").read_text()  # the configured log file
+    assert "serving on" in daemons.stderr("n1")  # else standard error
+    for name, sig in (
+        ("n1", signal.SIGTERM),
+        ("n2", signal.SIGTERM),
+        ("n3", signal.SIGINT),
+        ("controller", signal.SIGTERM),
+    ):
         daemons.procs[name].send_signal(sig)
         assert daemons.procs[name].wait(timeout=30) == 0, (name, daemons.stderr(name))
         assert "Traceback" not in daemons.stderr(name)
 
 
-@pytest.mark.parametrize("command, text, needles", [
-    (["agent"], 'node_id = "n1"\nport = "7000"\n', ["port"]),
-    (["agent"], 'mountpaths = "/nvme0"\n', ["mountpaths"]),
-    (["agent"], 'node_id = "n1"\ndurabilty = "none"\n', ["durabilty", "durability"]),
-    (["agent"], 'node_id = "n1"\n', ["mountpath"]),
-    (["controller"], "suspect_after = 0.1\n", ["suspect_after"]),
-    (["-m", "hcstore.control.controller"], 'ec = "4-2"\n', ["ec"]),
-    (["-m", "hcstore.node.agent"], "high_watermark = 2.0\n", ["high_watermark"]),
-])
+@pytest.mark.parametrize(
+    "command, text, needles",
+    [
+        (["agent"], 'node_id = "n1"\nport = "7000"\n', ["port"]),
+        (["agent"], 'mountpaths = "/nvme0"\n', ["mountpaths"]),
+        (["agent"], 'node_id = "n1"\ndurabilty = "none"\n', ["durabilty", "durability"]),
+        (["agent"], 'node_id = "n1"\n', ["mountpath"]),
+        (["controller"], "suspect_after = 0.1\n", ["suspect_after"]),
+        (["-m", "hcstore.control.controller"], 'ec = "4-2"\n', ["ec"]),
+        (["-m", "hcstore.node.agent"], "high_watermark = 2.0\n", ["high_watermark"]),
+    ],
+)
 def test_a_bad_config_is_one_line_naming_the_setting_and_the_file(tmp_path, command, text, needles):
     path = tmp_path / "bad.toml"
     path.write_text(text)
     full = [sys.executable, *command] if command[0] == "-m" else cli(*command)
-    proc = subprocess.run([*full, "--config", str(path)], check=False, capture_output=True, env=clean_env(),
-                          timeout=60)
+    proc = subprocess.run([*full, "--config", str(path)], check=False, capture_output=True, env=clean_env(), timeout=60)
     message = proc.stderr.decode().strip()
     assert proc.returncode != 0, message
     assert len(message.splitlines()) == 1 and "Traceback" not in message, message

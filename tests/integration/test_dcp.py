@@ -12,7 +12,7 @@ import warnings
 import pytest
 import torch
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader, FsspecWriter   # not exported in 2.13
+from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader, FsspecWriter  # not exported in 2.13
 
 from hcstore.checkpoints import CheckpointManager, dcp_reader, dcp_writer
 
@@ -34,14 +34,14 @@ def _state_dict(seed: int) -> dict:
     special = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0, 1e-40])
     return {
         "model": {
-            "embed.weight": torch.randn(1000, 64, generator=g),                       # 256 KB float32
+            "embed.weight": torch.randn(1000, 64, generator=g),  # 256 KB float32
             "fc.weight": torch.randn(128, 96, generator=g, dtype=torch.float64),
             "fc.bias": torch.cat([torch.randn(27, generator=g), special]),
             "half": torch.randn(33, 7, generator=g).half(),
             "bf16": torch.randn(300, generator=g).bfloat16(),
             "int8": torch.randint(-128, 127, (513,), generator=g, dtype=torch.int8),
             "uint8": torch.randint(0, 255, (4, 4, 4), generator=g, dtype=torch.uint8),
-            "int64": torch.randint(-2**62, 2**62, (17,), generator=g, dtype=torch.int64),
+            "int64": torch.randint(-(2**62), 2**62, (17,), generator=g, dtype=torch.int64),
             "mask": torch.randint(0, 2, (99,), generator=g).bool(),
             "complex": torch.randn(8, generator=g, dtype=torch.complex64),
             "scalar": torch.tensor(3.5),
@@ -52,8 +52,10 @@ def _state_dict(seed: int) -> dict:
 
 
 def _zeros_like(state: dict) -> dict:
-    return {k: _zeros_like(v) if isinstance(v, dict) else torch.zeros_like(v) if isinstance(v, torch.Tensor)
-            else None for k, v in state.items()}
+    return {
+        k: _zeros_like(v) if isinstance(v, dict) else torch.zeros_like(v) if isinstance(v, torch.Tensor) else None
+        for k, v in state.items()
+    }
 
 
 def _bits(tensor: torch.Tensor) -> bytes:
@@ -117,8 +119,7 @@ def test_saving_again_to_the_same_path_replaces_it(options):
 
 def test_through_the_checkpoint_manager(options):
     state = _state_dict(5)
-    with CheckpointManager(f"hcstore://dcp/mgr-{uuid.uuid4().hex[:10]}", keep_last=2,
-                           storage_options=options) as mgr:
+    with CheckpointManager(f"hcstore://dcp/mgr-{uuid.uuid4().hex[:10]}", keep_last=2, storage_options=options) as mgr:
         for step in (1, 2, 3):
             with mgr.saving(step) as ckpt:
                 dcp.save(state, storage_writer=ckpt.dcp_writer())

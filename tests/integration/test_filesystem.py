@@ -19,14 +19,15 @@ from hcstore.filesystem import HCStoreFileSystem
 from integration_support import CHUNK, seeded_bytes
 
 BUCKET = "fs-tests"
-STRIPE = 4 * CHUNK                        # 4+2 with 64 KiB chunks
-BIG = 5 * STRIPE + 1234                   # spans six stripes, the last one partial
+STRIPE = 4 * CHUNK  # 4+2 with 64 KiB chunks
+BIG = 5 * STRIPE + 1234  # spans six stripes, the last one partial
 
 
 @pytest.fixture(scope="module")
 def fs(shared_cluster):
-    filesystem = HCStoreFileSystem(str(shared_cluster.path), chunk_size=CHUNK, request_timeout=5.0,
-                                   skip_instance_cache=True)
+    filesystem = HCStoreFileSystem(
+        str(shared_cluster.path), chunk_size=CHUNK, request_timeout=5.0, skip_instance_cache=True
+    )
     yield filesystem
     filesystem.close()
 
@@ -53,6 +54,7 @@ def child_reads_and_writes(blob: bytes, source: str, target: str, data: bytes) -
 
 # ---------------------------------------------------------------------- URLs and options
 
+
 @pytest.mark.parametrize("form", ["directory", "endpoint"])
 def test_fsspec_open_by_url_finds_the_cluster_from_the_environment(shared_cluster, monkeypatch, fresh_instances, form):
     cluster = str(shared_cluster.path) if form == "directory" else shared_cluster.controller_endpoint()
@@ -66,8 +68,9 @@ def test_fsspec_open_by_url_finds_the_cluster_from_the_environment(shared_cluste
 
 
 def test_storage_options_reach_the_client(shared_cluster):
-    fs = fsspec.filesystem("hcstore", cluster=str(shared_cluster.path), ec="2+1", chunk_size=CHUNK,
-                           skip_instance_cache=True)
+    fs = fsspec.filesystem(
+        "hcstore", cluster=str(shared_cluster.path), ec="2+1", chunk_size=CHUNK, skip_instance_cache=True
+    )
     fs.pipe_file(url("options/coded-2+1"), seeded_bytes("options", 2 * STRIPE))
     stat = fs.client.stat(BUCKET, "options/coded-2+1")
     assert (stat.k, stat.m) == (2, 1)
@@ -90,8 +93,14 @@ def test_bad_options_and_names_are_value_errors_that_say_what_is_wrong(fs, share
 
 def test_missing_objects_raise_file_not_found(fs):
     missing = url("missing/nothing-here")
-    for call in (lambda: fs.open(missing, "rb"), lambda: fs.cat_file(missing), lambda: fs.info(missing),
-                 lambda: fs.rm_file(missing), lambda: fs.ls(missing), lambda: fs.get_file(missing, "/dev/null")):
+    for call in (
+        lambda: fs.open(missing, "rb"),
+        lambda: fs.cat_file(missing),
+        lambda: fs.info(missing),
+        lambda: fs.rm_file(missing),
+        lambda: fs.ls(missing),
+        lambda: fs.get_file(missing, "/dev/null"),
+    ):
         with pytest.raises(FileNotFoundError):
             call()
     assert not fs.exists(missing)
@@ -100,30 +109,33 @@ def test_missing_objects_raise_file_not_found(fs):
 
 # ---------------------------------------------------------------------- reads
 
+
 def test_ranges_seek_and_reads_of_every_size(fs):
     data = seeded_bytes("ranges", BIG)
     fs.pipe_file(url("ranges/big"), data)
     assert fs.cat_file(url("ranges/big")) == data
-    assert fs.cat_file(url("ranges/big"), start=STRIPE - 5, end=3 * STRIPE + 9) == data[STRIPE - 5:3 * STRIPE + 9]
+    assert fs.cat_file(url("ranges/big"), start=STRIPE - 5, end=3 * STRIPE + 9) == data[STRIPE - 5 : 3 * STRIPE + 9]
     assert fs.cat_file(url("ranges/big"), start=-100) == data[-100:]
     assert fs.cat_file(url("ranges/big"), start=10, end=-10) == data[10:-10]
     assert fs.cat_file(url("ranges/big"), start=BIG + 5) == b""
     starts, ends = [0, CHUNK - 1, BIG - 3], [10, 2 * CHUNK + 1, BIG]
-    assert fs.cat_ranges([url("ranges/big")] * 3, starts, ends) == [data[s:e] for s, e in zip(starts, ends)]
+    assert fs.cat_ranges([url("ranges/big")] * 3, starts, ends) == [
+        data[s:e] for s, e in zip(starts, ends, strict=True)
+    ]
 
     with fs.open(url("ranges/big"), "rb", block_size=CHUNK) as f:
         assert f.size == BIG
-        assert f.read(100) == data[:100]                         # small: through the read-ahead cache
+        assert f.read(100) == data[:100]  # small: through the read-ahead cache
         f.seek(STRIPE + 3)
-        assert f.read(2 * STRIPE) == data[STRIPE + 3:3 * STRIPE + 3]   # large: straight from the stripes
+        assert f.read(2 * STRIPE) == data[STRIPE + 3 : 3 * STRIPE + 3]  # large: straight from the stripes
         f.seek(-50, 2)
         assert f.tell() == BIG - 50
         assert f.read() == data[-50:] and f.read(10) == b""
         f.seek(7)
         buffer = bytearray(3 * CHUNK)
-        assert f.readinto(buffer) == len(buffer) and buffer == data[7:7 + 3 * CHUNK]
+        assert f.readinto(buffer) == len(buffer) and buffer == data[7 : 7 + 3 * CHUNK]
         f.seek(-10, 1)
-        assert f.read(20) == data[7 + 3 * CHUNK - 10:7 + 3 * CHUNK + 10]
+        assert f.read(20) == data[7 + 3 * CHUNK - 10 : 7 + 3 * CHUNK + 10]
 
 
 def test_an_open_file_reads_the_version_it_opened(fs):
@@ -135,7 +147,7 @@ def test_an_open_file_reads_the_version_it_opened(fs):
         generation = f.details["generation"]
         try:
             assert head + f.read() == old
-        except ObjectChanged:                          # the old version was retired: refused, never mixed
+        except ObjectChanged:  # the old version was retired: refused, never mixed
             pass
     assert fs.cat_file(url("pinned")) == new
     assert fs.info(url("pinned"))["generation"] > generation
@@ -156,13 +168,14 @@ def test_a_pickled_read_file_goes_on_with_its_version(fs):
 
 # ---------------------------------------------------------------------- writes
 
+
 def test_a_write_is_invisible_until_close(fs):
     data = seeded_bytes("invisible", 3 * STRIPE + 11)
     fs.pipe_file(url("invisible/old"), b"old version")
     for key, before in (("invisible/new", None), ("invisible/old", b"old version")):
         f = fs.open(url(key), "wb", block_size=CHUNK)
-        f.write(data[:STRIPE + 1])
-        f.write(memoryview(data)[STRIPE + 1:])                 # stripes are on the agents by now
+        f.write(data[: STRIPE + 1])
+        f.write(memoryview(data)[STRIPE + 1 :])  # stripes are on the agents by now
         assert f.tell() == len(data)
         assert (fs.cat_file(url(key)) if fs.exists(url(key)) else None) == before
         f.close()
@@ -192,11 +205,11 @@ def test_a_write_dropped_without_close_is_discarded(fs, caplog):
 
 def test_a_transaction_commits_at_its_end_and_discards_on_error(shared_cluster, fresh_instances):
     options = {"cluster": str(shared_cluster.path), "chunk_size": CHUNK}
-    fs = fsspec.filesystem("hcstore", **options)                # fsspec.open below gets this same instance
+    fs = fsspec.filesystem("hcstore", **options)  # fsspec.open below gets this same instance
     with fs.transaction:
         with fsspec.open(url("txn/a"), "wb", **options) as f:
             f.write(b"a")
-        fs.pipe_file(url("txn/b"), b"b")                         # pipe is immediate, as in every fsspec fs
+        fs.pipe_file(url("txn/b"), b"b")  # pipe is immediate, as in every fsspec fs
         with fs.open(url("txn/c"), "wb") as f:
             f.write(b"c")
         assert not fs.exists(url("txn/c"))
@@ -245,10 +258,11 @@ def test_put_file_and_get_file_stream_with_progress(fs, tmp_path):
     fs.get_file(url("files/up.bin"), str(tmp_path / "down" / "got.bin"), callback=downloaded)
     assert (tmp_path / "down" / "got.bin").read_bytes() == data
     assert downloaded.value == BIG and len(downloaded.sizes) > 1
-    assert [p.name for p in (tmp_path / "down").iterdir()] == ["got.bin"]      # no partial file left
+    assert [p.name for p in (tmp_path / "down").iterdir()] == ["got.bin"]  # no partial file left
 
 
 # ---------------------------------------------------------------------- directories
+
 
 def test_ls_info_find_glob_and_du_see_prefixes_as_directories(fs):
     base = "tree"
@@ -257,7 +271,10 @@ def test_ls_info_find_glob_and_du_see_prefixes_as_directories(fs):
     root = f"{BUCKET}/{base}"
     listing = fs.ls(url(base))
     assert [(e["name"], e["type"]) for e in listing] == [
-        (f"{root}/a.txt", "file"), (f"{root}/sub", "directory"), (f"{root}/sub2", "directory")]
+        (f"{root}/a.txt", "file"),
+        (f"{root}/sub", "directory"),
+        (f"{root}/sub2", "directory"),
+    ]
     assert listing[0]["size"] == 3 and "generation" in listing[0]
     assert fs.ls(url(f"{base}/sub"), detail=False) == [f"{root}/sub/b.bin", f"{root}/sub/deeper"]
     assert fs.ls(url(f"{base}/a.txt"), detail=False) == [f"{root}/a.txt"]
@@ -269,7 +286,7 @@ def test_ls_info_find_glob_and_du_see_prefixes_as_directories(fs):
     assert fs.isfile(url(f"{base}/a.txt")) and not fs.isdir(url(f"{base}/a.txt"))
     assert fs.isdir(f"hcstore://{BUCKET}") and fs.isdir("hcstore://")
 
-    fs.makedirs(url(f"{base}/empty"), exist_ok=True)           # nothing is made: no empty directories
+    fs.makedirs(url(f"{base}/empty"), exist_ok=True)  # nothing is made: no empty directories
     assert not fs.exists(url(f"{base}/empty"))
 
     assert fs.find(url(base)) == [f"{root}/a.txt", f"{root}/sub/b.bin", f"{root}/sub/deeper/c.bin", f"{root}/sub2/d"]
@@ -301,19 +318,30 @@ def test_mv_of_a_file_and_of_a_directory(fs):
     fs.pipe_file(url("mv/dir/sub/two"), b"2")
     fs.mv(url("mv/dir"), url("mv/moved"), recursive=True)
     assert fs.find(url("mv"), withdirs=False) == [
-        f"{BUCKET}/mv/dst.bin", f"{BUCKET}/mv/moved/one", f"{BUCKET}/mv/moved/sub/two"]
+        f"{BUCKET}/mv/dst.bin",
+        f"{BUCKET}/mv/moved/one",
+        f"{BUCKET}/mv/moved/sub/two",
+    ]
 
 
 # ---------------------------------------------------------------------- processes and failures
 
+
 def test_a_used_filesystem_pickles_into_a_spawned_process(fs):
     data = seeded_bytes("to-child", 2 * STRIPE + 5)
-    fs.pipe_file(url("pickle/from-parent"), data)                # the filesystem now holds live sockets
+    fs.pipe_file(url("pickle/from-parent"), data)  # the filesystem now holds live sockets
     blob = pickle.dumps(fs)
     child_data = seeded_bytes("from-child", STRIPE + 9)
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        got, generation = pool.apply_async(child_reads_and_writes, (          # a child that dies: no hang
-            blob, url("pickle/from-parent"), url("pickle/from-child"), child_data)).get(timeout=60)
+        got, generation = pool.apply_async(
+            child_reads_and_writes,
+            (  # a child that dies: no hang
+                blob,
+                url("pickle/from-parent"),
+                url("pickle/from-child"),
+                child_data,
+            ),
+        ).get(timeout=60)
     assert got == data
     assert fs.cat_file(url("pickle/from-child")) == child_data
     assert fs.info(url("pickle/from-child"))["generation"] == generation
@@ -324,18 +352,19 @@ def test_a_used_filesystem_pickles_into_a_spawned_process(fs):
 def test_reads_through_fsspec_survive_killed_agents(make_cluster):
     cluster = make_cluster()
     fs = HCStoreFileSystem(str(cluster.path), chunk_size=CHUNK, request_timeout=5.0, skip_instance_cache=True)
-    objects = {f"degraded/{i}": seeded_bytes(f"degraded-{i}", size)
-               for i, size in enumerate([10, CHUNK + 1, BIG, 3 * STRIPE])}
+    objects = {
+        f"degraded/{i}": seeded_bytes(f"degraded-{i}", size) for i, size in enumerate([10, CHUNK + 1, BIG, 3 * STRIPE])
+    }
     for key, data in objects.items():
         fs.pipe_file(url(key), data)
-    for node in ("n2", "n5"):                                   # m = 2 of the 6 agents
+    for node in ("n2", "n5"):  # m = 2 of the 6 agents
         cluster.kill(node)
     try:
         for key, data in objects.items():
             assert fs.cat_file(url(key)) == data
             with fs.open(url(key), "rb", block_size=CHUNK) as f:
                 f.seek(len(data) // 2)
-                assert f.read() == data[len(data) // 2:]
+                assert f.read() == data[len(data) // 2 :]
         assert fs.find(url("degraded")) == sorted(f"{BUCKET}/{key}" for key in objects)
     finally:
         fs.close()

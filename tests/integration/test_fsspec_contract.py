@@ -28,8 +28,8 @@ from fsspec.tests.abstract import (
     AbstractPutTests,
 )
 
-from integration_support import CHUNK, started_cluster
 from hcstore.filesystem import HCStoreFileSystem
+from integration_support import CHUNK, started_cluster
 
 BUCKET = "fsspec-contract"
 
@@ -60,7 +60,7 @@ class HCStoreFixtures(AbstractFixtures):
 
     @pytest.fixture
     def fs_join(self):
-        return posixpath.join                   # object paths use "/" on every platform
+        return posixpath.join  # object paths use "/" on every platform
 
     @pytest.fixture
     def supports_empty_directories(self):

@@ -32,12 +32,14 @@ def test_cluster_map_round_trips(shared_cluster):
     clone = pickle.loads(pickle.dumps(cluster_map))
     assert isinstance(clone, ClusterMap)
     assert clone == cluster_map
-    assert [(n.id, n.endpoint, n.state) for n in clone.nodes] == [(n.id, n.endpoint, n.state) for n in cluster_map.nodes]
+    assert [(n.id, n.endpoint, n.state) for n in clone.nodes] == [
+        (n.id, n.endpoint, n.state) for n in cluster_map.nodes
+    ]
 
 
 def test_used_client_round_trips_in_process(shared_client):
     data = seeded_bytes("in-process", 5 * 4 * CHUNK + 3)
-    shared_client.put(BUCKET, "in-process", data)          # the client now holds live sockets
+    shared_client.put(BUCKET, "in-process", data)  # the client now holds live sockets
     clone = pickle.loads(pickle.dumps(shared_client))
     try:
         assert clone.config == shared_client.config
@@ -65,8 +67,9 @@ def test_unpickled_client_works_in_a_spawned_process(shared_client):
     child_data = [seeded_bytes(f"child-{i}", 3 * 4 * CHUNK + i) for i in range(2)]
     context = multiprocessing.get_context("spawn")
     with context.Pool(2) as pool:
-        results = pool.starmap(child_put_get, [(blob, f"from-child-{i}", d) for i, d in enumerate(child_data)],
-                               chunksize=1)
+        results = pool.starmap(
+            child_put_get, [(blob, f"from-child-{i}", d) for i, d in enumerate(child_data)], chunksize=1
+        )
     for i, (size, generation, got) in enumerate(results):
         assert got == parent_data
         assert size == len(child_data[i])

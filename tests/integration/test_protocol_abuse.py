@@ -103,7 +103,7 @@ FRAME_CASES = {
     "op not text": ([pack({**req("ping"), "op": 3})], "E_UNKNOWN_OP"),
     "no id": ([pack({"v": 1, "op": "ping"})], "E_MALFORMED"),
     "negative id": ([pack({**req("ping"), "id": -5})], "E_MALFORMED"),
-    "id too large": ([pack({**req("ping"), "id": 2 ** 64 - 1})], "E_MALFORMED"),
+    "id too large": ([pack({**req("ping"), "id": 2**64 - 1})], "E_MALFORMED"),
     "id is bool": ([pack({**req("ping"), "id": True})], "E_MALFORMED"),
     "negative epoch": ([pack({**req("ping"), "epoch": -1})], "E_MALFORMED"),
     "missing fields": ([pack(req("read", bucket=BUCKET, key="stored", idx=0, first=0, count=1))], "E_BAD_FIELD"),
@@ -115,29 +115,40 @@ FRAME_CASES = {
     "idx too large": ([pack(req("commit", bucket=BUCKET, key="k", gen="g", idx=256))], "E_TOO_LARGE"),
     "negative idx": ([pack(req("commit", bucket=BUCKET, key="k", gen="g", idx=-1))], "E_BAD_FIELD"),
     "bad bucket name": ([pack(req("locate", bucket="../etc", key="k"))], "E_BAD_FIELD"),
-    "bad generation": ([pack(req("open", bucket=BUCKET, key="k", gen="../../x", idx=0, chunk_size=64))],
-                       "E_BAD_FIELD"),
+    "bad generation": ([pack(req("open", bucket=BUCKET, key="k", gen="../../x", idx=0, chunk_size=64))], "E_BAD_FIELD"),
     "retire bad generation": ([pack(req("retire", bucket=BUCKET, key="k", gen="zzz"))], "E_BAD_FIELD"),
     "list limit zero": ([pack(req("list", bucket=BUCKET, limit=0))], "E_BAD_FIELD"),
-    "list limit huge": ([pack(req("list", bucket=BUCKET, limit=10 ** 9))], "E_TOO_LARGE"),
-    "open chunk 2**40": ([pack(req("open", bucket=BUCKET, key="k", gen=_gen(), idx=0, chunk_size=2 ** 40))],
-                         "E_TOO_LARGE"),
+    "list limit huge": ([pack(req("list", bucket=BUCKET, limit=10**9))], "E_TOO_LARGE"),
+    "open chunk 2**40": (
+        [pack(req("open", bucket=BUCKET, key="k", gen=_gen(), idx=0, chunk_size=2**40))],
+        "E_TOO_LARGE",
+    ),
     "open chunk zero": ([pack(req("open", bucket=BUCKET, key="k", gen=_gen(), idx=0, chunk_size=0))], "E_BAD_FIELD"),
-    "open negative size": ([pack(req("open", bucket=BUCKET, key="k", gen=_gen(), idx=0, chunk_size=64,
-                                     expected_bytes=-1))], "E_BAD_FIELD"),
-    "open beyond any disk": ([pack(req("open", bucket=BUCKET, key="k", gen=_gen(), idx=0, chunk_size=64,
-                                       expected_bytes=2 ** 62))], "E_STORE_FULL"),
+    "open negative size": (
+        [pack(req("open", bucket=BUCKET, key="k", gen=_gen(), idx=0, chunk_size=64, expected_bytes=-1))],
+        "E_BAD_FIELD",
+    ),
+    "open beyond any disk": (
+        [pack(req("open", bucket=BUCKET, key="k", gen=_gen(), idx=0, chunk_size=64, expected_bytes=2**62))],
+        "E_STORE_FULL",
+    ),
     "write unknown upload": ([pack(req("write", upload="feedface", stripe=0)), b"x" * 64], "E_NO_UPLOAD"),
     "prepare unknown upload": ([pack(req("prepare", upload="feedface", header={}))], "E_NO_UPLOAD"),
     "prepare header not a map": ([pack(req("prepare", upload="feedface", header=[1]))], "E_BAD_FIELD"),
     "tombstone garbage header": ([pack(req("tombstone", header={"kind": "tombstone"}))], "E_BAD_FIELD"),
     "commit unknown fragment": ([pack(req("commit", bucket=BUCKET, key="nope", gen=_gen(), idx=0))], "E_NOT_FOUND"),
-    "read unknown fragment": ([pack(req("read", bucket=BUCKET, key="nope", gen=_gen(), idx=0, first=0, count=1))],
-                              "E_NOT_FOUND"),
-    "read count 2**40": ([pack(req("read", bucket=BUCKET, key="nope", gen=_gen(), idx=0, first=0, count=2 ** 40))],
-                         "E_TOO_LARGE"),
-    "read negative first": ([pack(req("read", bucket=BUCKET, key="nope", gen=_gen(), idx=0, first=-1, count=1))],
-                            "E_BAD_FIELD"),
+    "read unknown fragment": (
+        [pack(req("read", bucket=BUCKET, key="nope", gen=_gen(), idx=0, first=0, count=1))],
+        "E_NOT_FOUND",
+    ),
+    "read count 2**40": (
+        [pack(req("read", bucket=BUCKET, key="nope", gen=_gen(), idx=0, first=0, count=2**40))],
+        "E_TOO_LARGE",
+    ),
+    "read negative first": (
+        [pack(req("read", bucket=BUCKET, key="nope", gen=_gen(), idx=0, first=-1, count=1))],
+        "E_BAD_FIELD",
+    ),
 }
 
 
@@ -159,11 +170,11 @@ def test_error_reply_echoes_a_readable_request_id(peer):
 
 def test_read_of_huge_count_on_a_real_fragment(peer, stored):
     _data, gen, idx = stored
-    header, payloads = peer.request(req("read", bucket=BUCKET, key="stored", gen=gen, idx=idx, first=0, count=2 ** 31))
+    header, payloads = peer.request(req("read", bucket=BUCKET, key="stored", gen=gen, idx=idx, first=0, count=2**31))
     assert_error(header, "E_TOO_LARGE")
     assert payloads == []
     header, _ = peer.request(req("read", bucket=BUCKET, key="stored", gen=gen, idx=idx, first=5, count=3))
-    assert_error(header, "E_BAD_FIELD")           # past the fragment's last stripe
+    assert_error(header, "E_BAD_FIELD")  # past the fragment's last stripe
     header, payloads = peer.request(req("read", bucket=BUCKET, key="stored", gen=gen, idx=idx, first=0, count=2))
     assert header["ok"] and len(payloads) == 2 and len(header["digests"]) == 2
 

@@ -12,7 +12,7 @@ from hcstore.client import client as client_module
 from integration_support import CHUNK, seeded_bytes
 
 BUCKET = "roundtrip"
-STRIPE = 4 * CHUNK            # EC 4+2 with 64 KiB chunks
+STRIPE = 4 * CHUNK  # EC 4+2 with 64 KiB chunks
 
 SIZES = {
     "empty": 0,
@@ -79,14 +79,29 @@ def ranged(shared_client):
     return data
 
 
-@pytest.mark.parametrize("offset,length", [
-    (0, 1), (0, CHUNK), (CHUNK - 1, 2), (CHUNK, CHUNK), (STRIPE - 1, 1), (STRIPE - 1, 2),
-    (STRIPE, STRIPE), (STRIPE - 10, 3 * STRIPE + 20), (2 * STRIPE + CHUNK + 7, CHUNK * 3),
-    (9 * STRIPE, 4321), (9 * STRIPE + 4320, 1), (9 * STRIPE + 4321, 0), (100, 0),
-    (5, None), (9 * STRIPE, None), (9 * STRIPE + 4000, 10_000),   # past the end is cut short
-])
+@pytest.mark.parametrize(
+    "offset,length",
+    [
+        (0, 1),
+        (0, CHUNK),
+        (CHUNK - 1, 2),
+        (CHUNK, CHUNK),
+        (STRIPE - 1, 1),
+        (STRIPE - 1, 2),
+        (STRIPE, STRIPE),
+        (STRIPE - 10, 3 * STRIPE + 20),
+        (2 * STRIPE + CHUNK + 7, CHUNK * 3),
+        (9 * STRIPE, 4321),
+        (9 * STRIPE + 4320, 1),
+        (9 * STRIPE + 4321, 0),
+        (100, 0),
+        (5, None),
+        (9 * STRIPE, None),
+        (9 * STRIPE + 4000, 10_000),  # past the end is cut short
+    ],
+)
 def test_range_get(shared_client, ranged, offset, length):
-    expected = ranged[offset:] if length is None else ranged[offset:offset + length]
+    expected = ranged[offset:] if length is None else ranged[offset : offset + length]
     assert shared_client.get(BUCKET, "range/obj", offset=offset, length=length) == expected
 
 
@@ -101,7 +116,7 @@ def test_random_ranges(shared_client, ranged):
     for _ in range(25):
         offset = rng.randrange(len(ranged))
         length = rng.randrange(3 * STRIPE)
-        assert shared_client.get(BUCKET, "range/obj", offset=offset, length=length) == ranged[offset:offset + length]
+        assert shared_client.get(BUCKET, "range/obj", offset=offset, length=length) == ranged[offset : offset + length]
 
 
 def test_open_streams_and_seeks(shared_client, ranged):
@@ -117,12 +132,12 @@ def test_open_streams_and_seeks(shared_client, ranged):
             position = rng.randrange(len(ranged))
             assert stream.seek(position) == position
             count = rng.randrange(1, 2 * STRIPE)
-            assert stream.read(count) == ranged[position:position + count]
+            assert stream.read(count) == ranged[position : position + count]
         stream.seek(-100, io.SEEK_END)
         assert stream.read() == ranged[-100:]
         stream.seek(STRIPE)
         stream.seek(CHUNK, io.SEEK_CUR)
-        assert stream.read(10) == ranged[STRIPE + CHUNK:STRIPE + CHUNK + 10]
+        assert stream.read(10) == ranged[STRIPE + CHUNK : STRIPE + CHUNK + 10]
         stream.seek(0)
         assert stream.read(5) == ranged[:5]
         stream.seek(len(ranged) + 10)
@@ -144,7 +159,7 @@ def test_put_from_file_objects_and_iterators(shared_client, tmp_path):
 
     rng = random.Random(5)
     cuts = sorted(rng.sample(range(1, len(data)), 40))
-    pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+    pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
     result = shared_client.put(BUCKET, "src/iter", iter(pieces))
     assert result.size == len(data) and result.codec != "replica"
     assert shared_client.get(BUCKET, "src/iter") == data
@@ -154,7 +169,7 @@ def test_writer_stream(shared_client):
     data = seeded_bytes("writer", 4 * STRIPE + 17)
     with shared_client.writer(BUCKET, "src/writer") as w:
         for start in range(0, len(data), 50_000):
-            w.write(data[start:start + 50_000])
+            w.write(data[start : start + 50_000])
     assert w.result is not None and w.result.size == len(data)
     assert shared_client.get(BUCKET, "src/writer") == data
 
@@ -240,16 +255,26 @@ def test_missing_object(shared_client):
         shared_client.open(BUCKET, "never/written")
 
 
-@pytest.mark.parametrize("bucket,key", [
-    ("UPPER", "k"), ("ab", "k"), ("-bad", "k"), ("b" * 64, "k"), ("has space", "k"), ("", "k"),
-    ("okbucket", ""), ("okbucket", "a\x00b"), ("okbucket", "k" * 1025),
-])
+@pytest.mark.parametrize(
+    "bucket,key",
+    [
+        ("UPPER", "k"),
+        ("ab", "k"),
+        ("-bad", "k"),
+        ("b" * 64, "k"),
+        ("has space", "k"),
+        ("", "k"),
+        ("okbucket", ""),
+        ("okbucket", "a\x00b"),
+        ("okbucket", "k" * 1025),
+    ],
+)
 def test_bad_names_are_invalid(shared_client, bucket, key):
     with pytest.raises(InvalidRequest):
         shared_client.put(bucket, key, b"data")
     with pytest.raises(InvalidRequest):
         shared_client.get(bucket, key)
-    with pytest.raises(ValueError):       # InvalidRequest is a ValueError too
+    with pytest.raises(ValueError):  # InvalidRequest is a ValueError too
         shared_client.stat(bucket, key)
 
 
@@ -270,7 +295,12 @@ def test_range_get_at_the_object_s_own_boundaries(shared_client, ranged):
     chunk, stripe = version.chunk_size, version.k * version.chunk_size
     assert version.stripes == -(-len(ranged) // stripe) and version.stripes > 1
     for boundary in (chunk, 2 * chunk, stripe, 2 * stripe, stripe + 3 * chunk, (version.stripes - 1) * stripe):
-        for offset, length in ((boundary - 1, 2), (boundary, chunk), (boundary - chunk, chunk),
-                               (boundary, 1), (boundary - 1, stripe + 2)):
+        for offset, length in (
+            (boundary - 1, 2),
+            (boundary, chunk),
+            (boundary - chunk, chunk),
+            (boundary, 1),
+            (boundary - 1, stripe + 2),
+        ):
             got = shared_client.get(BUCKET, "range/obj", offset=offset, length=length)
-            assert got == ranged[offset:offset + length], (offset, length)
+            assert got == ranged[offset : offset + length], (offset, length)

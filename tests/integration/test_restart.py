@@ -16,8 +16,9 @@ BUCKET = "restart"
 def written(make_cluster):
     cluster = make_cluster()
     rng = random.Random(31)
-    objects = {f"obj/{i:02d}": seeded_bytes(f"r{i}", rng.choice([10, 5000, 70_000, 600_000, 1_300_000]))
-               for i in range(12)}
+    objects = {
+        f"obj/{i:02d}": seeded_bytes(f"r{i}", rng.choice([10, 5000, 70_000, 600_000, 1_300_000])) for i in range(12)
+    }
     with cluster.client(chunk_size=CHUNK) as client:
         for key, data in objects.items():
             client.put(BUCKET, key, data)
@@ -42,9 +43,9 @@ def test_full_stop_and_start_keeps_everything(written):
         cluster.stop()
         assert all(pid is None for pid in cluster.running().values())
         cluster.start()
-        assert {n.id: n.endpoint for n in cluster.cluster_map().nodes} == endpoints   # ports are pinned
+        assert {n.id: n.endpoint for n in cluster.cluster_map().nodes} == endpoints  # ports are pinned
         old_client.refresh()
-        _check_all(old_client, objects)            # a client that lived through the restart reconnects
+        _check_all(old_client, objects)  # a client that lived through the restart reconnects
     with cluster.client(chunk_size=CHUNK) as client:
         _check_all(client, objects)
 
@@ -67,8 +68,9 @@ def test_index_rebuilt_from_fragment_files(written):
     with cluster.client(chunk_size=CHUNK, request_timeout=5.0) as client:
         # The node itself lists what its files hold (not just the merge over other agents).
         entries = _node_answers(client, node, "list", {"bucket": BUCKET, "prefix": "obj/"})["entries"]
-        on_node = {key for key in objects
-                   if any(n == node for n, _ in fragment_files_of(cluster, BUCKET, key).values())}
+        on_node = {
+            key for key in objects if any(n == node for n, _ in fragment_files_of(cluster, BUCKET, key).values())
+        }
         assert {e[0] for e in entries} == on_node
         stats = _node_answers(client, node, "node_stats", {})
         assert stats["fragments"] >= len(files_before)
@@ -77,10 +79,10 @@ def test_index_rebuilt_from_fragment_files(written):
         cluster.kill("n5")
         client.refresh()
         for key, data in objects.items():
-            if len(data) >= 64 << 10:              # coded: 4 of 6 needed, n3 among the 4 left
+            if len(data) >= 64 << 10:  # coded: 4 of 6 needed, n3 among the 4 left
                 assert client.get(BUCKET, key) == data, key
         with pytest.raises(ObjectNotFound):
-            client.get(BUCKET, "gone")             # tombstones are rebuilt too: no resurrection
+            client.get(BUCKET, "gone")  # tombstones are rebuilt too: no resurrection
 
 
 def test_damaged_index_is_rebuilt(written):
@@ -90,11 +92,12 @@ def test_damaged_index_is_rebuilt(written):
     for mp in cluster.agent(node).mountpaths:
         for path in mp.glob("index.sqlite*"):
             path.unlink()
-        (mp / "index.sqlite").write_bytes(random.Random(3).randbytes(8192))   # not a database at all
+        (mp / "index.sqlite").write_bytes(random.Random(3).randbytes(8192))  # not a database at all
     cluster.start(node, timeout=15)
     with cluster.client(chunk_size=CHUNK, request_timeout=5.0) as client:
         entries = _node_answers(client, node, "list", {"bucket": BUCKET, "prefix": "obj/"})["entries"]
-        on_node = {key for key in objects
-                   if any(n == node for n, _ in fragment_files_of(cluster, BUCKET, key).values())}
+        on_node = {
+            key for key in objects if any(n == node for n, _ in fragment_files_of(cluster, BUCKET, key).values())
+        }
         assert {e[0] for e in entries} == on_node
         _check_all(client, objects)

@@ -8,15 +8,17 @@ from hcstore import NotEnoughNodes, ObjectNotFound, StoreFull
 from integration_support import CHUNK, seeded_bytes
 
 BUCKET = "full"
-CAPACITY = 4 << 20            # per mountpath, one mountpath per agent; high watermark 90%
+CAPACITY = 4 << 20  # per mountpath, one mountpath per agent; high watermark 90%
 
 
 @pytest.fixture
 def small_cluster(make_cluster):
     cluster = make_cluster(capacity_bytes=CAPACITY, mountpaths_per_agent=1)
     with cluster.client(chunk_size=CHUNK, request_timeout=5.0) as client:
-        earlier = {f"early/{i}": seeded_bytes(f"early-{i}", size)
-                   for i, size in enumerate([1000, 300_000, 1 << 20, 1 << 20, 12345])}
+        earlier = {
+            f"early/{i}": seeded_bytes(f"early-{i}", size)
+            for i, size in enumerate([1000, 300_000, 1 << 20, 1 << 20, 12345])
+        }
         for key, data in earlier.items():
             client.put(BUCKET, key, data)
         yield cluster, client, earlier
@@ -44,7 +46,7 @@ def test_put_that_cannot_fit_raises_store_full(small_cluster):
         assert isinstance(stats, dict), f"{node}: {stats}"
         assert stats["uploads"] == 0
         for mp in stats["mountpaths"]:
-            stored = mp.get("stored", mp.get("used"))       # the key was renamed while this suite was written
+            stored = mp.get("stored", mp.get("used"))  # the key was renamed while this suite was written
             assert stored is not None and stored <= int(CAPACITY * 0.9), mp
 
 
@@ -52,7 +54,7 @@ def test_streamed_put_that_outgrows_the_store_raises_store_full(small_cluster):
     """A put of unknown size passes the check at open and fills the disks while it streams."""
     cluster, client, earlier = small_cluster
     data = seeded_bytes("stream", 16 << 20)
-    pieces = (data[i:i + CHUNK] for i in range(0, len(data), CHUNK))
+    pieces = (data[i : i + CHUNK] for i in range(0, len(data), CHUNK))
     with pytest.raises(StoreFull) as caught:
         client.put(BUCKET, "stream", pieces)
     assert "watermark" in str(caught.value)
@@ -68,7 +70,7 @@ def test_streamed_put_that_outgrows_the_store_changes_nothing(small_cluster):
     """Whatever error class a streamed overflow raises, it leaves the old version and frees its space."""
     cluster, client, earlier = small_cluster
     data = seeded_bytes("stream", 16 << 20)
-    pieces = (data[i:i + CHUNK] for i in range(0, len(data), CHUNK))
+    pieces = (data[i : i + CHUNK] for i in range(0, len(data), CHUNK))
     with pytest.raises((StoreFull, NotEnoughNodes)):
         client.put(BUCKET, "early/1", pieces)
     _assert_intact(client, earlier)
@@ -81,7 +83,7 @@ def test_streamed_put_that_outgrows_the_store_changes_nothing(small_cluster):
 
 def test_deletes_free_space_for_new_writes(small_cluster):
     cluster, client, earlier = small_cluster
-    big = seeded_bytes("big2", 13 << 20)   # 3.25 MiB per node: fits only once the others are gone
+    big = seeded_bytes("big2", 13 << 20)  # 3.25 MiB per node: fits only once the others are gone
     with pytest.raises(StoreFull):
         client.put(BUCKET, "big2", big)
     for key in [k for k in earlier if k != "early/0"]:

@@ -8,7 +8,6 @@ killed agent still looks alive in the map: the put must find out by itself and m
 from __future__ import annotations
 
 import pytest
-from integration_support import CHUNK, fragment_files_of, seeded_bytes
 
 from ec import parse_fragment
 from hcstore.client.versions import resolve
@@ -17,6 +16,7 @@ from hcstore.errors import NotEnoughNodes
 from hcstore.node.rate_limit import RateLimiter
 from hcstore.node.repair import repair_object
 from hcstore.node.repair_plan import ObjectPlan, plan_object
+from integration_support import CHUNK, fragment_files_of, seeded_bytes
 from placement import place
 
 BUCKET = "uploads"
@@ -43,22 +43,29 @@ def trailers(cluster, key: str, generation: str) -> dict[int, tuple[str, tuple[s
 
 def key_placed_on(client, node: str, k: int, m: int, prefix: str) -> str:
     """A key whose placement includes ``node``."""
-    return next(key for key in (f"{prefix}/{i}" for i in range(100))
-                if node in place(f"{BUCKET}/{key}", client.cluster_map, k, m).nodes)
+    return next(
+        key
+        for key in (f"{prefix}/{i}" for i in range(100))
+        if node in place(f"{BUCKET}/{key}", client.cluster_map, k, m).nodes
+    )
 
 
-@pytest.mark.parametrize("size, k, m", [
-    (5 * STRIPE + 3, 4, 2),      # streamed stripe by stripe: open, write, prepare, commit
-    (100_000, 4, 2),             # one stripe: one store message per fragment
-    (1000, 1, 2),                # replicated: one store message per copy
-], ids=["streamed", "one-stripe", "replicated"])
+@pytest.mark.parametrize(
+    "size, k, m",
+    [
+        (5 * STRIPE + 3, 4, 2),  # streamed stripe by stripe: open, write, prepare, commit
+        (100_000, 4, 2),  # one stripe: one store message per fragment
+        (1000, 1, 2),  # replicated: one store message per copy
+    ],
+    ids=["streamed", "one-stripe", "replicated"],
+)
 def test_a_put_whose_placement_node_is_down_lands_on_a_spare(seven, size, k, m):
     cluster, client = seven
     victim = "n3"
     key = key_placed_on(client, victim, k, m, f"spare-{size}")
     planned = place(f"{BUCKET}/{key}", client.cluster_map, k, m)
     cluster.kill(victim)
-    assert client.cluster_map.node(victim).state == "alive"          # nobody told the client
+    assert client.cluster_map.node(victim).state == "alive"  # nobody told the client
     data = seeded_bytes(key, size)
     result = client.put(BUCKET, key, data)
     index = planned.nodes.index(victim)
@@ -87,8 +94,9 @@ def test_repair_rebuilds_a_lost_fragment_and_drops_nothing_it_could_not_replace(
 
     # A lost fragment is rebuilt, in the same generation, on the node the plan names.
     holder = version.found_at[2]
-    client.transport.request(client.endpoint(holder), "drop", {
-        "bucket": BUCKET, "key": "repair/obj", "gen": version.generation, "idx": 2})
+    client.transport.request(
+        client.endpoint(holder), "drop", {"bucket": BUCKET, "key": "repair/obj", "gen": version.generation, "idx": 2}
+    )
     damaged = resolve(client, BUCKET, "repair/obj", exhaustive=True)
     assert damaged.found_at[2] == "" and damaged.degraded
     plan = plan_object(damaged, client.cluster_map)

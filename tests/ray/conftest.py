@@ -17,16 +17,16 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 _HERE = Path(__file__).resolve().parent
 os.environ["PYTHONPATH"] = os.pathsep.join(
-    [str(_HERE), str(_HERE.parent / "integration"), *filter(None, [os.environ.get("PYTHONPATH")])])
+    [str(_HERE), str(_HERE.parent / "integration"), *filter(None, [os.environ.get("PYTHONPATH")])]
+)
 
 import pytest  # noqa: E402
-
-ray = pytest.importorskip("ray", reason="Ray is in the test extras: pip install -e '.[test]'")
+import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
 import ray_integration  # noqa: E402
 
-NODES = 4                 # the head and three workers; each its own Ray node with its own mountpaths
+NODES = 4  # the head and three workers; each its own Ray node with its own mountpaths
 INTERVALS = {"heartbeat": 0.5, "suspect_after": 1.5, "down_after": 3.0, "out_after": 600.0}
 
 
@@ -48,9 +48,14 @@ def ray_cluster():
 def store(ray_cluster, tmp_path_factory):
     """hcstore deployed on every node of ``ray_cluster``: EC 2+1, two mountpaths per node."""
     root = tmp_path_factory.mktemp("ray-mountpaths")
-    handle = ray_integration.deploy(mountpaths=[f"{root}/{{node_id}}/mp0", f"{root}/{{node_id}}/mp1"],
-                                    ec="2+1", agent={"durability": "none"}, intervals=INTERVALS,
-                                    reconcile_interval=0.5, timeout=180)
+    handle = ray_integration.deploy(
+        mountpaths=[f"{root}/{{node_id}}/mp0", f"{root}/{{node_id}}/mp1"],
+        ec="2+1",
+        agent={"durability": "none"},
+        intervals=INTERVALS,
+        reconcile_interval=0.5,
+        timeout=180,
+    )
     try:
         yield handle
     finally:

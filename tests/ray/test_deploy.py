@@ -10,11 +10,11 @@ import urllib.request
 import numpy as np
 import pytest
 import ray
-from integration_support import wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 import ray_integration
 from hcstore.errors import ObjectNotFound
+from integration_support import wait_until
 from ray_integration.layout import AGENT_PREFIX, NAMESPACE, node_id_for
 
 
@@ -23,8 +23,11 @@ def alive_nodes() -> list[str]:
 
 
 def agent_actor_names() -> list[str]:
-    return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                  if a["namespace"] == NAMESPACE and a["name"].startswith(AGENT_PREFIX))
+    return sorted(
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["namespace"] == NAMESPACE and a["name"].startswith(AGENT_PREFIX)
+    )
 
 
 @ray.remote(num_cpus=0)
@@ -47,11 +50,11 @@ def test_one_agent_per_node_pinned_to_it(store):
     assert sorted(status["agents"]) == nodes and all(status["agents"].values())
     assert agent_actor_names() == sorted(AGENT_PREFIX + n for n in nodes)
     infos = [ray.get(ray.get_actor(AGENT_PREFIX + n, namespace=NAMESPACE).info.remote()) for n in nodes]
-    assert [i["ray_node_id"] for i in infos] == nodes                  # each agent runs on its own node
+    assert [i["ray_node_id"] for i in infos] == nodes  # each agent runs on its own node
     assert len({i["endpoint"] for i in infos}) == len(nodes)
     assert all(i["endpoint"].startswith("tcp://127.0.0.1:") for i in infos)
     mountpaths = [p for i in infos for p in i["mountpaths"]]
-    assert len(set(mountpaths)) == 2 * len(nodes)                       # nobody shares a directory
+    assert len(set(mountpaths)) == 2 * len(nodes)  # nobody shares a directory
     in_map = {n["id"]: n["state"] for n in status["map"]["nodes"]}
     assert in_map == {node_id_for(n): "alive" for n in nodes}
 
@@ -64,8 +67,12 @@ def test_every_agent_actor_and_the_controller_serve_the_metrics_endpoint(store):
         info = ray.get(ray.get_actor(AGENT_PREFIX + node, namespace=NAMESPACE).info.remote())
         assert info["metrics"].startswith("http://127.0.0.1:")
         text = urllib.request.urlopen(info["metrics"], timeout=10).read().decode()
-        build = [s for family in text_string_to_metric_families(text) for s in family.samples
-                 if s.name == "hcstore_build_info"]
+        build = [
+            s
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "hcstore_build_info"
+        ]
         assert [(s.labels["role"], s.labels["node"]) for s in build] == [("agent", node_id_for(node))]
         ready = urllib.request.urlopen(info["metrics"].removesuffix("/metrics") + "/readyz", timeout=10)
         assert ready.status == 200
@@ -84,17 +91,17 @@ def test_get_ref_from_every_node_is_served_there_as_a_zero_copy_array(store):
     for node in alive_nodes():
         here, locations, value = ray.get(on_node(node).remote(store, "arrays/a"))
         assert here == node
-        assert locations == [node]                     # assembled by this node's agent, in this node's store
+        assert locations == [node]  # assembled by this node's agent, in this node's store
         assert isinstance(value, np.ndarray) and value.dtype == np.float32 and value.shape == (512, 300)
         assert np.array_equal(value, array)
-        assert not value.flags.writeable               # a view into the object store, not a copy
+        assert not value.flags.writeable  # a view into the object store, not a copy
 
 
 def test_put_and_get_bytes_objects_and_refs(store):
     store.put("raw/b", b"\x00hello" * 50_000)
     store.put("py/obj", {"step": 3, "loss": [0.5, 0.25]})
     ref = ray.put(np.arange(100_000, dtype=np.int64))
-    store.put("from-ref", ref)                          # an ObjectRef's value is stored, not the ref
+    store.put("from-ref", ref)  # an ObjectRef's value is stored, not the ref
     assert store.get("raw/b") == b"\x00hello" * 50_000
     assert store.get("py/obj") == {"step": 3, "loss": [0.5, 0.25]}
     assert np.array_equal(ray.get(store.get_ref("from-ref")), np.arange(100_000, dtype=np.int64))
@@ -134,28 +141,41 @@ def test_ray_data_round_trip(store):
 def test_cli_attaches_reports_and_serves_object_verbs(ray_cluster, store, tmp_path):
     store.put("cli/x", b"through the CLI")
     hcstore = [sys.executable, "-m", "hcstore.tools.cli"]
-    deploy = subprocess.run([*hcstore, "ray", "deploy", "--address", ray_cluster.address, "--ec", "2+1"],
-                            capture_output=True, text=True, timeout=120)
+    deploy = subprocess.run(
+        [*hcstore, "ray", "deploy", "--address", ray_cluster.address, "--ec", "2+1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert deploy.returncode == 0, deploy.stderr
     assert store.controller in deploy.stdout
-    status = subprocess.run([*hcstore, "ray", "status", "--address", ray_cluster.address],
-                            capture_output=True, text=True, timeout=120)
+    status = subprocess.run(
+        [*hcstore, "ray", "status", "--address", ray_cluster.address], capture_output=True, text=True, timeout=120
+    )
     assert status.returncode == 0, status.stderr
     assert all(node_id_for(n) in status.stdout for n in alive_nodes())
-    got = subprocess.run([*hcstore, "--cluster", store.controller, "get", "hcstore://ray/cli/x", "-"],
-                         capture_output=True, timeout=60)
+    got = subprocess.run(
+        [*hcstore, "--cluster", store.controller, "get", "hcstore://ray/cli/x", "-"], capture_output=True, timeout=60
+    )
     assert got.returncode == 0 and got.stdout == b"through the CLI"
+
 
 def test_a_joining_node_gets_an_agent(ray_cluster, store):
     before = set(alive_nodes())
     ray_cluster.add_node(num_cpus=1)
     new = wait_until(lambda: set(alive_nodes()) - before, timeout=60, interval=0.25, what="the new Ray node")
     (node,) = new
-    wait_until(lambda: ray_integration.status()["agents"].get(node), timeout=90, interval=0.25,
-               what="an agent on the new node")
-    wait_until(lambda: any(n["id"] == node_id_for(node) and n["state"] == "alive"
-                           for n in ray_integration.status()["map"]["nodes"]),
-               timeout=30, interval=0.25, what="the new node alive in the map")
+    wait_until(
+        lambda: ray_integration.status()["agents"].get(node), timeout=90, interval=0.25, what="an agent on the new node"
+    )
+    wait_until(
+        lambda: any(
+            n["id"] == node_id_for(node) and n["state"] == "alive" for n in ray_integration.status()["map"]["nodes"]
+        ),
+        timeout=30,
+        interval=0.25,
+        what="the new node alive in the map",
+    )
     assert len(agent_actor_names()) == len(alive_nodes())
 
 
@@ -163,22 +183,36 @@ def test_node_killed_without_warning_reads_keep_working(ray_cluster, store):
     before = set(alive_nodes())
     victim_handle = ray_cluster.add_node(num_cpus=1)
     (victim,) = wait_until(lambda: set(alive_nodes()) - before, timeout=60, interval=0.25, what="the victim node")
-    wait_until(lambda: any(n["id"] == node_id_for(victim) and n["state"] == "alive"
-                           for n in ray_integration.status()["map"]["nodes"]), timeout=90,
-               interval=0.25, what="the victim's agent in the map")
+    wait_until(
+        lambda: any(
+            n["id"] == node_id_for(victim) and n["state"] == "alive" for n in ray_integration.status()["map"]["nodes"]
+        ),
+        timeout=90,
+        interval=0.25,
+        what="the victim's agent in the map",
+    )
     arrays = {f"survive/{i}": np.random.default_rng(i).integers(0, 255, 200_000, dtype=np.uint8) for i in range(12)}
     for key, array in arrays.items():
         store.put(key, array)
 
-    ray_cluster.remove_node(victim_handle, allow_graceful=False)      # raylet and workers SIGKILLed
+    ray_cluster.remove_node(victim_handle, allow_graceful=False)  # raylet and workers SIGKILLed
 
-    wait_until(lambda: any(n["id"] == node_id_for(victim) and n["state"] in ("down", "out")
-                           for n in ray_integration.status()["map"]["nodes"]),
-               timeout=30, interval=0.25, what="the victim marked down")
-    wait_until(lambda: victim not in ray_integration.status()["agents"], timeout=90, interval=0.5,
-               what="Ray to report the node dead and the controller to drop its agent")
+    wait_until(
+        lambda: any(
+            n["id"] == node_id_for(victim) and n["state"] in ("down", "out")
+            for n in ray_integration.status()["map"]["nodes"]
+        ),
+        timeout=30,
+        interval=0.25,
+        what="the victim marked down",
+    )
+    wait_until(
+        lambda: victim not in ray_integration.status()["agents"],
+        timeout=90,
+        interval=0.5,
+        what="Ray to report the node dead and the controller to drop its agent",
+    )
     for node in alive_nodes():
         for key, array in arrays.items():
             _, _, value = ray.get(on_node(node).remote(store, key))
             assert np.array_equal(value, array), f"{key} read on {node}"
-

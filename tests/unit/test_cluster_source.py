@@ -73,8 +73,18 @@ def test_a_directory_without_a_cluster_is_named_in_the_error(nowhere, monkeypatc
         ClusterSource.find()
 
 
-@pytest.mark.parametrize("bad", ["tcp://127.0.0.1", "tcp://:7480", "tcp://host:0", "tcp://host:70000",
-                                 "tcp://host:port", "http://host:80", "tcp://a b:1"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "tcp://127.0.0.1",
+        "tcp://:7480",
+        "tcp://host:0",
+        "tcp://host:70000",
+        "tcp://host:port",
+        "http://host:80",
+        "tcp://a b:1",
+    ],
+)
 def test_malformed_endpoints_are_invalid_requests(nowhere, bad):
     with pytest.raises(InvalidRequest, match="tcp://HOST:PORT"):
         ClusterSource.find(bad)
@@ -88,7 +98,7 @@ def test_a_local_cluster_answers_from_its_files(nowhere):
     assert source.controller_endpoint() == ""
     with pytest.raises(ControllerUnavailable, match="not running: start the cluster with `hcstore up"):
         source.require_controller()
-    cluster_map = source.cluster_map()                    # no controller: the directory's files
+    cluster_map = source.cluster_map()  # no controller: the directory's files
     assert cluster_map.epoch == 3
     assert [(n.id, n.state) for n in cluster_map.nodes] == [("n1", "alive"), ("n2", "down")]
     assert pickle.loads(pickle.dumps(source)) == source
@@ -111,7 +121,7 @@ def test_the_retry_rule():
     for retryable in (AgentUnavailable("x"), ObjectChanged("x"), Timeout("x"), ControllerUnavailable("x")):
         assert policy.should_retry(retryable, map_was_stale=False)
     assert not policy.should_retry(ObjectChanged("x"), map_was_stale=True, final=(ObjectChanged,))
-    for placement in (NotEnoughNodes("x"), NotEnoughFragments("x")):          # only with a newer map about
+    for placement in (NotEnoughNodes("x"), NotEnoughFragments("x")):  # only with a newer map about
         assert policy.should_retry(placement, map_was_stale=True)
         assert not policy.should_retry(placement, map_was_stale=False)
     for final in (ObjectNotFound("x"), InvalidRequest("x"), HCStoreError("x")):
@@ -128,5 +138,13 @@ def test_error_codes_are_registered_once_with_built_in_bases():
     assert issubclass(Timeout, Retryable) and issubclass(Timeout, TimeoutError)
     assert issubclass(ControllerUnavailable, AgentUnavailable)
     assert issubclass(ClusterNotFound, FileNotFoundError) and issubclass(LocalFileError, OSError)
-    assert {"E_TIMEOUT", "E_NO_CONTROLLER", "E_NO_NODE", "E_CLUSTER_EXISTS", "E_START_FAILED", "E_CODEC",
-            "E_LOCAL_FILE", "E_NOT_INSTALLED"} <= set(codes)
+    assert {
+        "E_TIMEOUT",
+        "E_NO_CONTROLLER",
+        "E_NO_NODE",
+        "E_CLUSTER_EXISTS",
+        "E_START_FAILED",
+        "E_CODEC",
+        "E_LOCAL_FILE",
+        "E_NOT_INSTALLED",
+    } <= set(codes)

@@ -16,8 +16,6 @@ import ec
 from ec import CodecUnavailable, DecodeError, decode_object, encode_object, make_codec
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
-HAS_ISAL = "isal" in ec.available_codecs()
-needs_isal = pytest.mark.skipif(not HAS_ISAL, reason="pyeclib with ISA-L not installed")
 
 CONFIGS = [
     ("zfec", 1, 0),
@@ -26,11 +24,11 @@ CONFIGS = [
     ("zfec", 8, 2),
     ("zfec", 10, 4),
     ("replica", 1, 2),
-    pytest.param("isal", 2, 1, marks=needs_isal),
-    pytest.param("isal", 4, 2, marks=needs_isal),
-    pytest.param("isal", 8, 2, marks=needs_isal),
-    pytest.param("isal", 10, 4, marks=needs_isal),
-    pytest.param("isal", 6, 5, marks=needs_isal),
+    ("isal", 2, 1),
+    ("isal", 4, 2),
+    ("isal", 8, 2),
+    ("isal", 10, 4),
+    ("isal", 6, 5),
 ]
 MAX_COMBINATIONS = 40  # 10+4 has 1001 survivor sets; sample so each test stays fast
 
@@ -176,7 +174,7 @@ def test_parse_ec_rejects(spec: str) -> None:
 def test_available_and_default_codecs() -> None:
     names = ec.available_codecs()
     assert {"zfec", "replica"} <= set(names)
-    assert ec.default_codec_name(4, 2) == ("isal" if HAS_ISAL else "zfec")
+    assert ec.default_codec_name(4, 2) == "isal"
     assert ec.default_codec_name(4, 0) == "zfec"
     assert ec.default_codec_name(40, 4) == "zfec"  # beyond liberasurecode's 32 fragments
 
@@ -197,7 +195,7 @@ def test_codecs_pickle(name: str, k: int, m: int) -> None:
 
 @pytest.mark.parametrize(
     "golden",
-    ["ec_codec_zfec_4_2.json", pytest.param("ec_codec_isal_4_2.json", marks=needs_isal)],
+    ["ec_codec_zfec_4_2.json", "ec_codec_isal_4_2.json"],
 )
 def test_golden_parity(golden: str) -> None:
     vector = json.loads((GOLDEN / golden).read_text())
@@ -211,7 +209,6 @@ def test_golden_parity(golden: str) -> None:
         assert [bytes(c) for c in codec.decode(kept)] == data
 
 
-@needs_isal
 def test_isal_segments_match_whole_stripe_coding() -> None:
     from pyeclib.ec_iface import ECDriver
 

@@ -150,6 +150,19 @@ def test_surplus_copies_after_a_return_are_dropped():
     assert plan.extra == ((3, spare),) and not plan.rebuild
 
 
+def test_a_fragment_rebuilt_away_from_a_removed_node_that_still_answers_is_not_rebuilt_again():
+    base = alive_map(8)
+    version = version_on(base)
+    removed = version.locations[1]
+    after = alive_map(8, **{removed: "decommissioned"})
+    first = plan_object(version, after)
+    assert list(first.rebuild) == [1]
+    rebuilt = first.rebuild[1]
+    # The removed node still answers first for fragment 1; the rebuilt copy is seen as a second copy.
+    again = plan_object(version_on(base, version.locations, copies=[(1, rebuilt)]), after)
+    assert not again.rebuild and again.status(4, 6) == "protected"
+
+
 def test_one_repairer_among_the_checkers():
     base = alive_map(8)
     version = version_on(base)

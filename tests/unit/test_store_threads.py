@@ -58,7 +58,7 @@ def test_reads_and_other_uploads_proceed_while_one_upload_is_being_sealed(store)
 
 def test_a_busy_upload_is_not_expired(store):
     upload = store.open_upload("bkt", "a", gen(1), 0, CHUNK, None)
-    later = 10 * store.config.upload_ttl
+    later = store.uploads[upload].touched + 10 * store.config.upload_ttl
     with store.uploads[upload].lock:
         assert in_thread(lambda: store.expire_uploads(now=later)) == 0
     assert store.expire_uploads(now=later) == 1

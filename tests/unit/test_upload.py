@@ -18,12 +18,23 @@ PLACEMENT = ("n1", "n2", "n3")
 
 
 def layout(**changes) -> VersionLayout:
-    fields = {"bucket": "bkt", "key": "k/1", "generation": GEN, "codec": "zfec", "k": 2, "m": 1,
-              "chunk_size": CHUNK, "size": 3 * CHUNK, "stripes": 2, "meta": {"type": "text"}}
+    fields = {
+        "bucket": "bkt",
+        "key": "k/1",
+        "generation": GEN,
+        "codec": "zfec",
+        "k": 2,
+        "m": 1,
+        "chunk_size": CHUNK,
+        "size": 3 * CHUNK,
+        "stripes": 2,
+        "meta": {"type": "text"},
+    }
     return VersionLayout(**{**fields, **changes})
 
 
 # ---------------------------------------------------------------------- headers
+
 
 def test_data_header_has_every_field_but_the_digests():
     fields = fragment_header(layout(), 1, PLACEMENT)
@@ -31,9 +42,20 @@ def test_data_header_has_every_field_but_the_digests():
     assert "digests" not in fields
     assert list(fields) == [name for name in header_to_dict(header) if name != "digests"]
     assert (header.bucket, header.key, header.generation, header.kind, header.codec) == (
-        "bkt", "k/1", GEN, "data", "zfec")
+        "bkt",
+        "k/1",
+        GEN,
+        "data",
+        "zfec",
+    )
     assert (header.k, header.m, header.chunk_size, header.size, header.index, header.stripes) == (
-        2, 1, CHUNK, 3 * CHUNK, 1, 2)
+        2,
+        1,
+        CHUNK,
+        3 * CHUNK,
+        1,
+        2,
+    )
     assert header.placement == PLACEMENT and dict(header.meta) == {"type": "text"} and header.created_ns > 0
 
 
@@ -47,17 +69,26 @@ def test_tombstone_header_is_complete_with_empty_digests():
     header = header_from_dict(fields)
     assert fields["digests"] == b""
     assert (header.kind, header.codec, header.k, header.m, header.size, header.stripes) == (
-        "tombstone", "replica", 1, 2, 0, 0)
+        "tombstone",
+        "replica",
+        1,
+        2,
+        0,
+        0,
+    )
     assert header.chunk_size == TOMBSTONE_CHUNK_SIZE and header.placement == PLACEMENT
     assert dict(header.meta) == {}
 
 
-@pytest.mark.parametrize("changes, index, placement, field", [
-    ({"stripes": 3}, 0, PLACEMENT, "stripes"),
-    ({}, 3, PLACEMENT, "index"),
-    ({}, 0, ("n1", "n2"), "placement"),
-    ({"meta": {"a": 1}}, 0, PLACEMENT, "meta"),
-])
+@pytest.mark.parametrize(
+    "changes, index, placement, field",
+    [
+        ({"stripes": 3}, 0, PLACEMENT, "stripes"),
+        ({}, 3, PLACEMENT, "index"),
+        ({}, 0, ("n1", "n2"), "placement"),
+        ({"meta": {"a": 1}}, 0, PLACEMENT, "meta"),
+    ],
+)
 def test_an_invalid_header_names_its_field(changes, index, placement, field):
     with pytest.raises(FragmentFormatError, match=f"field '{field}'"):
         fragment_header(layout(**changes), index, placement)
@@ -84,15 +115,31 @@ def test_headers_are_what_an_agent_store_accepts(tmp_path):
 
 def test_fragment_header_matches_a_hand_built_header():
     fields = fragment_header(layout(), 0, PLACEMENT)
-    expected = header_to_dict(FragmentHeader(
-        bucket="bkt", key="k/1", generation=GEN, kind="data", codec="zfec", k=2, m=1, chunk_size=CHUNK,
-        size=3 * CHUNK, index=0, stripes=2, digests=bytes(64), placement=PLACEMENT,
-        created_ns=fields["created_ns"], meta={"type": "text"}))
+    expected = header_to_dict(
+        FragmentHeader(
+            bucket="bkt",
+            key="k/1",
+            generation=GEN,
+            kind="data",
+            codec="zfec",
+            k=2,
+            m=1,
+            chunk_size=CHUNK,
+            size=3 * CHUNK,
+            index=0,
+            stripes=2,
+            digests=bytes(64),
+            placement=PLACEMENT,
+            created_ns=fields["created_ns"],
+            meta={"type": "text"},
+        )
+    )
     del expected["digests"]
     assert fields == expected
 
 
 # ---------------------------------------------------------------------- window
+
 
 def test_window_releases_the_oldest_stripes_once_all_their_replies_came():
     window = StripeWindow()
@@ -101,7 +148,7 @@ def test_window_releases_the_oldest_stripes_once_all_their_replies_came():
         for index, request_id in enumerate(requests):
             window.track(request_id, stripe, index)
     assert len(window) == 3 and sorted(window.requests) == [1, 2, 3, 4, 5, 6]
-    assert window.settle(3) == 0 and window.settle(4) == 1        # stripe 1 is done, but stripe 0 is older
+    assert window.settle(3) == 0 and window.settle(4) == 1  # stripe 1 is done, but stripe 0 is older
     assert window.release() == [] and len(window) == 3
     assert window.settle(2) == 1 and window.settle(1) == 0
     assert window.release() == ["buffer-0", "buffer-1"]
@@ -135,6 +182,8 @@ def test_window_refuses_stripes_out_of_order_and_unknown_ones():
 
 # ---------------------------------------------------------------------- quorum
 
-@pytest.mark.parametrize("k, m, quorum", [(4, 2, 5), (1, 2, 2), (8, 3, 9), (3, 0, 3), (1, 0, 1)])
+
+# Replicated objects (k=1) need every copy, and W > m whatever k: max(k, m) + 1, or k when m = 0.
+@pytest.mark.parametrize("k, m, quorum", [(4, 2, 5), (1, 2, 3), (8, 3, 9), (2, 3, 4), (3, 0, 3), (1, 0, 1)])
 def test_write_quorum(k, m, quorum):
     assert write_quorum(k, m) == quorum

@@ -1,0 +1,73 @@
+"""``Client.get_into`` reads an object into the caller's buffer: numpy arrays of any dtype and shape,
+bytearrays, from an offset; the bytes past the object are left alone, and a buffer too small is
+refused with a ValueError before anything is written to it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hcstore.errors import InvalidRequest
+from integration_support import CHUNK, seeded_bytes
+
+BUCKET = "into"
+STRIPE = 4 * CHUNK
+CODED = "coded"  # several stripes, the last one partial
+SMALL = "small"  # under replicate_below: stored as copies
+SIZES = {CODED: 5 * STRIPE + 12, SMALL: 1000}
+
+
+@pytest.fixture(scope="module")
+def stored(shared_client) -> dict[str, bytes]:
+    objects = {key: seeded_bytes(f"into-{key}", size) for key, size in SIZES.items()}
+    for key, data in objects.items():
+        shared_client.put(BUCKET, key, data)
+    return objects
+
+
+@pytest.mark.parametrize("key", [CODED, SMALL])
+def test_into_a_numpy_array(shared_client, stored, key):
+    data = stored[key]
+    flat = np.empty(len(data) // 4, dtype=np.float32)
+    assert shared_client.get_into(BUCKET, key, flat) == len(data)
+    assert flat.tobytes() == data
+    matrix = np.empty((2, len(data) // 2), dtype=np.uint8)  # C-contiguous, two dimensions
+    assert shared_client.get_into(BUCKET, key, matrix) == len(data)
+    assert matrix.tobytes() == data
+
+
+@pytest.mark.parametrize("key", [CODED, SMALL])
+def test_into_a_larger_bytearray_leaves_the_rest_alone(shared_client, stored, key):
+    data = stored[key]
+    buffer = bytearray(b"\xee" * (len(data) + 100))
+    assert shared_client.get_into(BUCKET, key, buffer) == len(data)
+    assert buffer[: len(data)] == data
+    assert buffer[len(data) :] == b"\xee" * 100
+
+
+@pytest.mark.parametrize("offset", [1, CHUNK - 1, STRIPE + 7, 5 * STRIPE, SIZES[CODED] - 1, SIZES[CODED]])
+def test_from_an_offset(shared_client, stored, offset):
+    data = stored[CODED]
+    buffer = bytearray(len(data) - offset)
+    assert shared_client.get_into(BUCKET, CODED, buffer, offset=offset) == len(data) - offset
+    assert buffer == data[offset:]
+
+
+def test_a_buffer_too_small_is_refused_untouched(shared_client, stored):
+    data = stored[CODED]
+    buffer = bytearray(b"\xee" * (len(data) - 1))
+    with pytest.raises(ValueError, match=f"buffer of {len(data) - 1} bytes is smaller than the {len(data)} bytes"):
+        shared_client.get_into(BUCKET, CODED, buffer)
+    assert buffer == b"\xee" * (len(data) - 1)
+    array = np.zeros(len(data) // 8, dtype=np.float32)  # half the bytes needed
+    with pytest.raises(ValueError, match="smaller than"):
+        shared_client.get_into(BUCKET, CODED, array)
+    assert not array.any()
+    short = bytearray(10)
+    with pytest.raises(ValueError, match="buffer of 10 bytes"):  # what is left after the offset still counts
+        shared_client.get_into(BUCKET, CODED, short, offset=len(data) - 11)
+
+
+def test_an_offset_past_the_end_is_refused(shared_client, stored):
+    with pytest.raises(InvalidRequest, match="past the end"):
+        shared_client.get_into(BUCKET, CODED, bytearray(16), offset=SIZES[CODED] + 1)
