@@ -57,12 +57,22 @@ ENV_PREFIX = "HCSTORE_"
 
 # The kinds of field a config may have, keyed by the field's annotation.
 _KINDS: dict[Any, str] = {
-    str: "str", int: "int", float: "float", bool: "bool", str | None: "optional str",
-    tuple[str, ...]: "strings", tuple[tuple[str, str], ...]: "labels",
+    str: "str",
+    int: "int",
+    float: "float",
+    bool: "bool",
+    str | None: "optional str",
+    tuple[str, ...]: "strings",
+    tuple[tuple[str, str], ...]: "labels",
 }
 _EXPECTED = {
-    "str": "a string", "optional str": "a string", "int": "an integer", "float": "a number",
-    "bool": "true or false", "strings": "a list of strings", "labels": "string labels",
+    "str": "a string",
+    "optional str": "a string",
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "strings": "a list of strings",
+    "labels": "string labels",
 }
 _TOML_EXAMPLES = {"strings": '["/nvme0", "/nvme1"]', "labels": '{zone = "a", rack = "r1"}'}
 _ENV_EXAMPLES = {"labels": "zone=a,rack=r1", "bool": "true"}
@@ -85,7 +95,7 @@ class BadSetting(InvalidRequest):
 class _Origin:
     """Where a raw value came from: a TOML file, an environment variable, or an argument."""
 
-    kind: str       # "file", "env" or "argument"
+    kind: str  # "file", "env" or "argument"
     where: str = ""
 
 
@@ -106,8 +116,9 @@ class _Settings:
         return cls()
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str] | None = None, *,
-             environ: Mapping[str, str] | None = None, **arguments: Any) -> Self:
+    def load(
+        cls, path: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None, **arguments: Any
+    ) -> Self:
         """The config from a TOML file, then ``HCSTORE_*`` variables, then non-None ``arguments``.
 
         Args:
@@ -120,8 +131,7 @@ class _Settings:
                 value has the wrong type or is out of range; the message says which setting and
                 where its value came from.
         """
-        return _load(cls, None if path is None else Path(path), os.environ if environ is None else environ,
-                     arguments)
+        return _load(cls, None if path is None else Path(path), os.environ if environ is None else environ, arguments)
 
     @classmethod
     def from_env(cls, **arguments: Any) -> Self:
@@ -140,8 +150,11 @@ class _Settings:
         """
         plain = {name: _plain(kind, getattr(self, name)) for name, kind in _kinds(type(self)).items()}
         defaults = _defaults(type(self)) if changed_only else {}
-        return {name: value for name, value in plain.items()
-                if value is not None and (not changed_only or value != defaults.get(name))}
+        return {
+            name: value
+            for name, value in plain.items()
+            if value is not None and (not changed_only or value != defaults.get(name))
+        }
 
     def write(self, path: str | os.PathLike[str], *, include: Iterable[str] = ()) -> None:
         """Write the settings that differ from the defaults, and those named in ``include``, as TOML.
@@ -196,13 +209,23 @@ class ClientConfig(_Settings):
 
     def _validate(self) -> None:
         _check_ec(self, "ec")
-        for name in ("chunk_size", "window", "read_batch", "read_ahead", "request_timeout", "connect_timeout",
-                     "hedge_after"):
+        for name in (
+            "chunk_size",
+            "window",
+            "read_batch",
+            "read_ahead",
+            "request_timeout",
+            "connect_timeout",
+            "hedge_after",
+        ):
             self._require(getattr(self, name) > 0, name, "must be > 0")
         self._require(self.io_threads >= 0, "io_threads", "must be >= 0")
         self._require(self.replicate_below >= 0, "replicate_below", "must be >= 0")
-        self._require(self.chunk_size <= 64 << 20 and self.chunk_size % 64 == 0, "chunk_size",
-                      "must be a multiple of 64 up to 64 MiB")
+        self._require(
+            self.chunk_size <= 64 << 20 and self.chunk_size % 64 == 0,
+            "chunk_size",
+            "must be a multiple of 64 up to 64 MiB",
+        )
 
 
 @dataclass(frozen=True)
@@ -267,13 +290,21 @@ class AgentConfig(_Settings):
 
     def _validate(self) -> None:
         self._require(bool(self.node_id), "node_id", "must not be empty")
-        self._require(self.durability in DURABILITY_POLICIES, "durability",
-                      f"must be one of {', '.join(DURABILITY_POLICIES)}")
+        self._require(
+            self.durability in DURABILITY_POLICIES, "durability", f"must be one of {', '.join(DURABILITY_POLICIES)}"
+        )
         self._require(0 < self.high_watermark <= 1, "high_watermark", "must be in (0, 1]")
         self._require(self.capacity_bytes >= 0, "capacity_bytes", "must be >= 0")
         _check_port(self)
-        for name in ("upload_ttl", "heartbeat", "scan_interval", "scrub_interval", "io_workers", "io_queue",
-                     "io_queue_bytes"):
+        for name in (
+            "upload_ttl",
+            "heartbeat",
+            "scan_interval",
+            "scrub_interval",
+            "io_workers",
+            "io_queue",
+            "io_queue_bytes",
+        ):
             self._require(getattr(self, name) > 0, name, "must be > 0")
         for name in ("weight", "repair_rate"):
             self._require(getattr(self, name) >= 0, name, "must be >= 0")
@@ -331,6 +362,7 @@ class ControllerConfig(_Settings):
 
 # ---------------------------------------------------------------------- checks shared by the classes
 
+
 def _check_ec(config: _Settings, name: str) -> None:
     from ec import parse_ec
 
@@ -385,8 +417,12 @@ def _load(cls: type[S], path: Path | None, environ: Mapping[str, str], arguments
             raw[name] = (environ[variable], _Origin("env", variable))
     raw.update((name, (value, _Origin("argument"))) for name, value in arguments.items() if value is not None)
     try:
-        values = {name: (_parsed(kinds[name], name, value) if origin.kind == "env"
-                         else _typed(kinds[name], name, value, origin)) for name, (value, origin) in raw.items()}
+        values = {
+            name: (
+                _parsed(kinds[name], name, value) if origin.kind == "env" else _typed(kinds[name], name, value, origin)
+            )
+            for name, (value, origin) in raw.items()
+        }
         return cls(**values)
     except BadSetting as exc:
         where = list(dict.fromkeys(raw[n][1].where for n in exc.names if n in raw and raw[n][1].where))
@@ -408,12 +444,13 @@ def _read_toml(cls: type, path: Path) -> dict[str, Any]:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            raise InvalidRequest(f"{path}: unknown setting {key!r} for {cls.__name__}; {hint}"
-                                 f"known settings: {', '.join(known)}")
+            raise InvalidRequest(
+                f"{path}: unknown setting {key!r} for {cls.__name__}; {hint}known settings: {', '.join(known)}"
+            )
     return data
 
 
-_WRONG = object()         # what _convert_typed returns for a value of the wrong type
+_WRONG = object()  # what _convert_typed returns for a value of the wrong type
 
 
 def _typed(kind: str, name: str, value: Any, origin: _Origin) -> Any:
@@ -446,8 +483,10 @@ def _convert_typed(kind: str, value: Any) -> Any:
     if kind == "labels":
         if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
             return _WRONG
-        pairs = tuple(tuple(p) if isinstance(p, (tuple, list)) else p
-                      for p in (value.items() if isinstance(value, Mapping) else value))
+        pairs = tuple(
+            tuple(p) if isinstance(p, (tuple, list)) else p
+            for p in (value.items() if isinstance(value, Mapping) else value)
+        )
         ok = all(isinstance(p, tuple) and len(p) == 2 and all(isinstance(s, str) for s in p) for p in pairs)
         return pairs if ok else _WRONG
     raise AssertionError(kind)

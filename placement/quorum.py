@@ -2,7 +2,11 @@
 
 Everything is a function of ``(key, cluster map, k, m)``; there is no I/O. Let ``n = k + m``
 and let ``R`` be the key's weighted HRW ranking (:func:`placement.hrw.rank`) over the map's
-nodes in every state but ``decommissioned`` (:func:`ranking`).
+nodes in every state but ``out`` and ``decommissioned`` (:func:`ranking`). A node that is out
+has been down for the out-interval and repair rebuilds its fragments elsewhere; a version
+whose holders are all out or silent has lost at least ``W >= m + 1`` of them, past what its
+code tolerates, so leaving out nodes aside only changes answers about objects already lost
+beyond their protection (and keeps nodes that died long ago from making every read unprovable).
 
 * **Home set** (:func:`home_set`): the first ``n + m`` nodes of ``R``. Every fragment of a
   version (its placement, the spares standing in for failed targets, repair and rebalance
@@ -50,7 +54,7 @@ __all__ = [
 Scheme = tuple[int, int]
 """An erasure-coding scheme ``(k, m)``."""
 
-_UNRANKED = frozenset({"decommissioned"})
+_UNRANKED = frozenset({"out", "decommissioned"})
 
 
 def _check(k: int, m: int) -> None:
@@ -104,7 +108,7 @@ def smallest_quorum(schemes: Iterable[Scheme]) -> int:
 
 
 def ranking(key: str, cluster_map: ClusterMap) -> list[Node]:
-    """``R``: the key's HRW ranking over the map's nodes in every state but ``decommissioned``."""
+    """``R``: the key's HRW ranking over the map's nodes in every state but ``out`` and ``decommissioned``."""
     return rank(key, (node for node in cluster_map.nodes if node.state not in _UNRANKED))
 
 
@@ -167,7 +171,7 @@ def prove(candidates: Sequence[str], answered: Collection[str], schemes: Iterabl
 
 
 def listing_proof(cluster_map: ClusterMap, answered: Collection[str], schemes: Iterable[Scheme]) -> Proof:
-    """Whether a listing that heard from ``answered`` is complete: every node but the decommissioned counts.
+    """Whether a listing that heard from ``answered`` is complete: every node but the out and decommissioned counts.
 
     Every committed generation of every key has ``>= W_min`` holders among those nodes, so with
     fewer than ``W_min`` of them silent, each key's newest generation answers from somewhere.

@@ -14,7 +14,6 @@ The classes are plain; :mod:`ray_integration.deploy` turns them into actors.
 from __future__ import annotations
 
 import functools
-
 import logging
 import socket
 import threading
@@ -23,9 +22,9 @@ from typing import Any
 
 import ray
 
-from hcstore.node.agent import Agent
 from hcstore.config import AgentConfig, ControllerConfig
 from hcstore.control.controller import Controller
+from hcstore.node.agent import Agent
 from ray_integration.layout import (
     NAMESPACE,
     RayNode,
@@ -50,10 +49,15 @@ class AgentActor:
         self.node_id = node_id_for(ray_node_id)
         node_labels = ray.get_runtime_context().get_node_labels()
         config = AgentConfig.from_env(
-            node_id=self.node_id, host=ip, controller=controller,
-            mountpaths=mountpaths_for(spec.get("mountpaths"), ray_node_id=ray_node_id, ip=ip,
-                                      hostname=socket.gethostname()),
-            labels=labels_for(node_labels) or None, **spec.get("agent", {}))
+            node_id=self.node_id,
+            host=ip,
+            controller=controller,
+            mountpaths=mountpaths_for(
+                spec.get("mountpaths"), ray_node_id=ray_node_id, ip=ip, hostname=socket.gethostname()
+            ),
+            labels=labels_for(node_labels) or None,
+            **spec.get("agent", {}),
+        )
         self.agent = Agent(config)
         self.controller = controller
         self._thread = threading.Thread(target=self.agent.serve, name=f"hcstore-agent-{self.node_id}", daemon=True)
@@ -62,10 +66,15 @@ class AgentActor:
 
     def info(self) -> dict[str, Any]:
         """Who this agent is: node ids, endpoint, metrics URL, mountpaths, whether it serves."""
-        return {"node_id": self.node_id, "ray_node_id": ray.get_runtime_context().get_node_id(),
-                "endpoint": self.agent.endpoint, "metrics": self.agent.metrics_url,
-                "mountpaths": list(self.agent.config.mountpaths),
-                "serving": self._thread.is_alive(), "reads": self.reads}
+        return {
+            "node_id": self.node_id,
+            "ray_node_id": ray.get_runtime_context().get_node_id(),
+            "endpoint": self.agent.endpoint,
+            "metrics": self.agent.metrics_url,
+            "mountpaths": list(self.agent.config.mountpaths),
+            "serving": self._thread.is_alive(),
+            "reads": self.reads,
+        }
 
     def read(self, bucket: str, key: str) -> Any:
         """The object's value, assembled on this node from the nearest fragments."""
@@ -74,6 +83,7 @@ class AgentActor:
         return read_value(client, bucket, key)
 
     def stop(self) -> None:
+        """Stop the agent and wait for its thread."""
         self.agent.stop()
         self._thread.join(timeout=10)
 
@@ -83,31 +93,41 @@ class ControllerActor:
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.spec = spec
-        self.controller = Controller(ControllerConfig.from_env(
-            host=ray.util.get_node_ip_address(), ec=spec.get("ec") or None, **spec.get("intervals", {})))
-        self.agents: dict[str, Any] = {}          # Ray node id -> agent actor handle
-        self.ready: dict[str, bool] = {}          # Ray node id -> agent answered info()
-        self._pending: dict[Any, str] = {}        # info() ref -> Ray node id
+        self.controller = Controller(
+            ControllerConfig.from_env(
+                host=ray.util.get_node_ip_address(), ec=spec.get("ec") or None, **spec.get("intervals", {})
+            )
+        )
+        self.agents: dict[str, Any] = {}  # Ray node id -> agent actor handle
+        self.ready: dict[str, bool] = {}  # Ray node id -> agent answered info()
+        self._pending: dict[Any, str] = {}  # info() ref -> Ray node id
         self.events: list[str] = []
         self._stopping = False
-        self._lock = threading.Lock()             # the loop and reconcile_now() never overlap
+        self._lock = threading.Lock()  # the loop and reconcile_now() never overlap
         threading.Thread(target=self.controller.serve, name="hcstore-controller", daemon=True).start()
         self._loop = threading.Thread(target=self._reconcile_forever, name="hcstore-reconcile", daemon=True)
         self._loop.start()
 
     def endpoint(self) -> str:
+        """The controller's endpoint, for clients."""
         return self.controller.endpoint
 
     def spec_of(self) -> dict[str, Any]:
+        """The deployment's settings, to compare with a second deploy."""
         return self.spec
 
     def status(self) -> dict[str, Any]:
         """Agents by Ray node id (ready or starting), the cluster map, and the latest events."""
-        return {"endpoint": self.controller.endpoint, "metrics": self.controller.metrics_url,
-                "agents": dict(self.ready),
-                "map": self.controller.cluster_map.to_dict(), "events": self.events[-50:]}
+        return {
+            "endpoint": self.controller.endpoint,
+            "metrics": self.controller.metrics_url,
+            "agents": dict(self.ready),
+            "map": self.controller.cluster_map.to_dict(),
+            "events": self.events[-50:],
+        }
 
     def reconcile_now(self) -> dict[str, Any]:
+        """Reconcile agents with Ray's nodes now; returns :meth:`status`."""
         self._reconcile_once()
         return self.status()
 
@@ -128,7 +148,7 @@ class ControllerActor:
         while not self._stopping:
             try:
                 self._reconcile_once()
-            except Exception:                      # a failed round is retried; the loop never dies
+            except Exception:  # a failed round is retried; the loop never dies
                 log.exception("reconciliation round failed")
             time.sleep(interval)
 
@@ -138,8 +158,16 @@ class ControllerActor:
 
     def _reconcile_locked(self) -> None:
         self._collect_ready()
-        nodes = [RayNode(n["NodeID"], bool(n["Alive"]), n.get("NodeManagerAddress", ""),
-                         n.get("NodeManagerHostname", ""), n.get("Labels") or {}) for n in ray.nodes()]
+        nodes = [
+            RayNode(
+                n["NodeID"],
+                bool(n["Alive"]),
+                n.get("NodeManagerAddress", ""),
+                n.get("NodeManagerHostname", ""),
+                n.get("Labels") or {},
+            )
+            for n in ray.nodes()
+        ]
         plan = reconcile(nodes, self.agents.keys())
         for node_id in plan.gone:
             self._forget(node_id)
@@ -149,14 +177,22 @@ class ControllerActor:
     def _start_agent(self, node: RayNode) -> None:
         name = agent_name(node.node_id)
         try:
-            handle = ray.get_actor(name, namespace=NAMESPACE)           # it survived a controller restart
+            handle = ray.get_actor(name, namespace=NAMESPACE)  # it survived a controller restart
             self._note(f"attached to agent {name}")
         except ValueError:
-            handle = agent_actor_class().options(
-                name=name, namespace=NAMESPACE, lifetime="detached", num_cpus=0,
-                label_selector={"ray.io/node-id": node.node_id},      # hard pin: never two on one node
-                max_restarts=-1, max_concurrency=AGENT_CONCURRENCY,
-            ).remote(self.controller.endpoint, self.spec)
+            handle = (
+                agent_actor_class()
+                .options(
+                    name=name,
+                    namespace=NAMESPACE,
+                    lifetime="detached",
+                    num_cpus=0,
+                    label_selector={"ray.io/node-id": node.node_id},  # hard pin: never two on one node
+                    max_restarts=-1,
+                    max_concurrency=AGENT_CONCURRENCY,
+                )
+                .remote(self.controller.endpoint, self.spec)
+            )
             self._note(f"starting agent on node {node.node_id[:12]} ({node.ip})")
         self.agents[node.node_id] = handle
         self.ready[node.node_id] = False
@@ -172,7 +208,7 @@ class ControllerActor:
                 info = ray.get(ref)
                 self.ready[node_id] = True
                 self._note(f"agent {info['node_id']} serves on {info['endpoint']}")
-            except Exception as exc:               # died while starting: retried if the node is alive
+            except Exception as exc:  # noqa: BLE001 - died while starting (any error): retried if the node is alive
                 self._note(f"agent on node {node_id[:12]} failed to start: {exc}")
                 self.agents.pop(node_id, None)
                 self.ready.pop(node_id, None)
@@ -192,9 +228,11 @@ class ControllerActor:
 
 @functools.cache
 def agent_actor_class() -> Any:
+    """The Ray actor class of an agent (made once per process)."""
     return ray.remote(AgentActor)
 
 
 @functools.cache
 def controller_actor_class() -> Any:
+    """The Ray actor class of the controller (made once per process)."""
     return ray.remote(ControllerActor)

@@ -1,8 +1,8 @@
 """The get path: read the stripes of one resolved version by plan.
 
-Resolution (:mod:`hcstore.client.versions`) picks the generation; stripes are then fetched in batches: for each batch, ``k`` fragments chosen
-by :func:`placement.plan_read` (own node first, data before parity) are asked
-for their chunks, and every chunk is checked against its blake3 digest. A
+Resolution (:mod:`hcstore.client.versions`) picks the generation; stripes are then
+fetched in batches: for each batch, ``k`` fragments chosen by :func:`placement.plan_read`
+(own node first, data before parity) are asked for their chunks, and every chunk is checked against its blake3 digest. A
 missing, corrupt or unanswering fragment is replaced by the next one of the
 plan and, when parity is involved, the stripe is decoded: the caller notices
 nothing but the time. A fragment that has not answered after ``hedge_after``
@@ -27,6 +27,10 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ec import verify_chunk
+from hcstore.client.access import ClusterAccess, CorruptionReport
+from hcstore.client.retry import retrying
+from hcstore.client.versions import ObjectVersion
+from hcstore.coding import codec_for
 from hcstore.errors import (
     AgentUnavailable,
     HCStoreError,
@@ -35,16 +39,12 @@ from hcstore.errors import (
     ObjectChanged,
     ObjectNotFound,
 )
-from hcstore.client.access import ClusterAccess, CorruptionReport
-from hcstore.client.retry import retrying
-from hcstore.client.versions import ObjectVersion
-from hcstore.coding import codec_for
 from hcstore.wire.protocol import Reply
 from placement import plan_read
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-STREAM_BATCHES = 2     # batches a streaming reader fetches at a time
+STREAM_BATCHES = 2  # batches a streaming reader fetches at a time
 
 
 @dataclass
@@ -53,7 +53,7 @@ class _Batch:
 
     first: int
     count: int
-    chunks: dict[int, list[Any]] = field(default_factory=dict)   # fragment index -> chunk or None per stripe
+    chunks: dict[int, list[Any]] = field(default_factory=dict)  # fragment index -> chunk or None per stripe
     tried: set[int] = field(default_factory=set)
     pending: int = 0
 
@@ -132,7 +132,9 @@ class StripeReader:
             else:
                 error = result.error() if isinstance(result, Reply) else result
                 self.failed[index] = error
-                log.info("read %s/%s: fragment %d unavailable (%s)", self.version.bucket, self.version.key, index, error)
+                log.info(
+                    "read %s/%s: fragment %d unavailable (%s)", self.version.bucket, self.version.key, index, error
+                )
             self._fill(batch)
 
     def _hedge(self, head: _Batch) -> None:
@@ -143,14 +145,19 @@ class StripeReader:
         self.order = [i for i in self.order if i not in slow] + [i for i in self.order if i in slow]
         for batch in {id(b): b for b, index in self._inflight.values() if index in slow}.values():
             self._hedge_batch(batch)
-        log.info("read %s/%s: fragments %s slow after %.2fs; hedged", self.version.bucket, self.version.key,
-                 sorted(slow), self.client.config.hedge_after)
+        log.info(
+            "read %s/%s: fragments %s slow after %.2fs; hedged",
+            self.version.bucket,
+            self.version.key,
+            sorted(slow),
+            self.client.config.hedge_after,
+        )
 
     def _hedge_batch(self, batch: _Batch) -> None:
         candidates = [i for i in self.order if i not in batch.tried and i not in self.failed]
         if not candidates:
             return
-        batch.pending += 1           # the spare's request; _fill will not count it as missing
+        batch.pending += 1  # the spare's request; _fill will not count it as missing
         index = candidates[0]
         batch.tried.add(index)
         try:
@@ -164,10 +171,18 @@ class StripeReader:
     def _send_read(self, batch: _Batch, index: int, *, hedged: bool = False) -> int:
         node = self.version.locations[index]
         return self.client.transport.send(
-            self.client.endpoint(node), "read",
-            {"bucket": self.version.bucket, "key": self.version.key, "gen": self.version.generation,
-             "idx": index, "first": batch.first, "count": batch.count,
-             "path": read_path(index, node, self.version.k, self.client.config.local_node, hedged=hedged)})
+            self.client.endpoint(node),
+            "read",
+            {
+                "bucket": self.version.bucket,
+                "key": self.version.key,
+                "gen": self.version.generation,
+                "idx": index,
+                "first": batch.first,
+                "count": batch.count,
+                "path": read_path(index, node, self.version.k, self.client.config.local_node, hedged=hedged),
+            },
+        )
 
     def _verified(self, batch: _Batch, index: int, reply: Reply) -> list[Any]:
         """The reply's chunks, with None for each one whose digest does not match (each one reported)."""
@@ -176,13 +191,22 @@ class StripeReader:
         if len(frames) != batch.count or len(digests) != batch.count:
             chunks: list[Any] = [None] * batch.count
         else:
-            chunks = [frame.buffer if len(frame) == self.version.chunk_size and verify_chunk(frame.buffer, digest)
-                      else None for frame, digest in zip(frames, digests)]
+            chunks = [
+                frame.buffer if len(frame) == self.version.chunk_size and verify_chunk(frame.buffer, digest) else None
+                for frame, digest in zip(frames, digests, strict=True)
+            ]
         for j, chunk in enumerate(chunks):
             if chunk is None:
-                self.client.report_corruption(CorruptionReport(
-                    self.version.bucket, self.version.key, self.version.generation, index, batch.first + j,
-                    self.version.locations[index]))
+                self.client.report_corruption(
+                    CorruptionReport(
+                        self.version.bucket,
+                        self.version.key,
+                        self.version.generation,
+                        index,
+                        batch.first + j,
+                        self.version.locations[index],
+                    )
+                )
         return chunks
 
     def _decode(self, batch: _Batch) -> Iterator[tuple[int, list[Any]]]:
@@ -199,14 +223,18 @@ class StripeReader:
         # vanished fragment or an unreachable node, and at least one vanished, the version was replaced.
         vanished = [e for e in self.failed.values() if isinstance(e, ObjectNotFound)]
         if vanished and all(isinstance(e, (ObjectNotFound, AgentUnavailable)) for e in self.failed.values()):
-            return ObjectChanged(f"hcstore://{self.version.bucket}/{self.version.key} generation "
-                                 f"{self.version.generation} was replaced while it was read ({len(vanished)} of its "
-                                 "fragments are gone); read it again")
-        reasons = "; ".join(f"fragment {i} on {self.version.locations[i] or '?'}: {e}" for i, e in self.failed.items())
+            return ObjectChanged(
+                f"hcstore://{self.version.bucket}/{self.version.key} generation "
+                f"{self.version.generation} was replaced while it was read ({len(vanished)} of its "
+                "fragments are gone); read it again"
+            )
+        version = self.version
+        reasons = "; ".join(f"fragment {i} on {version.locations[i] or '?'}: {e}" for i, e in self.failed.items())
         return NotEnoughFragments(
-            f"hcstore://{self.version.bucket}/{self.version.key}: only {self.version.k - batch.deficit(self.version.k)} "
-            f"of the {self.version.k} fragments needed could be read for stripes {batch.first}..{batch.first + batch.count - 1} "
-            f"({reasons or 'corrupt chunks'}); at most {self.version.m} of {self.version.k + self.version.m} may be lost")
+            f"hcstore://{version.bucket}/{version.key}: only {version.k - batch.deficit(version.k)} of the "
+            f"{version.k} fragments needed could be read for stripes {batch.first}..{batch.first + batch.count - 1} "
+            f"({reasons or 'corrupt chunks'}); at most {version.m} of {version.k + version.m} may be lost"
+        )
 
 
 def read_path(index: int, node: str, k: int, local_node: str | None, *, hedged: bool = False) -> str:
@@ -239,18 +267,20 @@ def iter_range(client: ClusterAccess, version: ObjectVersion, offset: int, lengt
             hi = min(end, base + (i + 1) * chunk)
             if lo < hi:
                 start = lo - base - i * chunk
-                yield memoryview(data)[start:start + hi - lo]
+                yield memoryview(data)[start : start + hi - lo]
 
 
 def read_range(client: ClusterAccess, version: ObjectVersion, offset: int, length: int, out: Any) -> None:
     """Read ``length`` bytes at ``offset`` of ``version`` into the writable buffer ``out``."""
     view = memoryview(out).cast("B")
     if len(view) < length:
-        raise InvalidRequest(f"read of hcstore://{version.bucket}/{version.key}: a buffer of {len(view)} bytes "
-                             f"is smaller than the {length} bytes asked for")
+        raise InvalidRequest(
+            f"read of hcstore://{version.bucket}/{version.key}: a buffer of {len(view)} bytes "
+            f"is smaller than the {length} bytes asked for"
+        )
     pos = 0
     for piece in iter_range(client, version, offset, length):
-        view[pos:pos + len(piece)] = piece
+        view[pos : pos + len(piece)] = piece
         pos += len(piece)
 
 
@@ -271,18 +301,23 @@ class ObjectReader(io.RawIOBase):
 
     @property
     def size(self) -> int:
+        """The object's size in bytes."""
         return self.version.size
 
     def readable(self) -> bool:
+        """True: the stream can be read."""
         return True
 
     def seekable(self) -> bool:
+        """True: the stream can seek anywhere in the version."""
         return True
 
     def tell(self) -> int:
+        """The current position."""
         return self._pos
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Move the position (``io.SEEK_SET``/``SEEK_CUR``/``SEEK_END``); returns it."""
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.version.size}[whence]
         if base + offset < 0:
             raise ValueError(f"negative seek position {base + offset}")
@@ -290,6 +325,7 @@ class ObjectReader(io.RawIOBase):
         return self._pos
 
     def readinto(self, buffer: Any) -> int:
+        """Read verified bytes into ``buffer``; returns how many (0 at the end)."""
         view = memoryview(buffer).cast("B")
         want = min(len(view), self.version.size - self._pos)
         if want <= 0:
@@ -300,7 +336,7 @@ class ObjectReader(io.RawIOBase):
             cache_end = self._cache_start + len(self._cache)
         take = min(want, cache_end - self._pos)
         start = self._pos - self._cache_start
-        view[:take] = memoryview(self._cache)[start:start + take]
+        view[:take] = memoryview(self._cache)[start : start + take]
         self._pos += take
         return take
 
@@ -329,5 +365,9 @@ def retry_pinned(client: ClusterAccess, version: ObjectVersion, read: Callable[[
     A fresh cluster map can find fragments that moved or an agent that came back, but
     nothing brings back a version that was replaced: :class:`ObjectChanged` is final here.
     """
-    return retrying(client, read, final=(ObjectChanged,),
-                    what=f"read of hcstore://{version.bucket}/{version.key} generation {version.generation}")
+    return retrying(
+        client,
+        read,
+        final=(ObjectChanged,),
+        what=f"read of hcstore://{version.bucket}/{version.key} generation {version.generation}",
+    )

@@ -30,24 +30,24 @@ import zmq
 
 from hcstore import daemon
 from hcstore.config import ControllerConfig
-from hcstore.wire import protocol
-from hcstore.errors import AgentUnavailable, HCStoreError, InvalidRequest, ObjectNotFound
 from hcstore.control.membership import MembershipTable
+from hcstore.errors import AgentUnavailable, HCStoreError, InvalidRequest, ObjectNotFound
+from hcstore.files import write_json_atomic
 from hcstore.metrics import health
 from hcstore.metrics.controller import ControllerMetrics, ControllerSnapshot
 from hcstore.metrics.endpoint import MetricsEndpoint
 from hcstore.metrics.protection import ProtectionSummary, RepairRate, summarize
 from hcstore.metrics.requests import INVALID, OK
+from hcstore.wire import protocol
 from hcstore.wire.protocol import Request
-from hcstore.files import write_json_atomic
 from hcstore.wire.server import answer_pending
 from hcstore.wire.transport import Transport
 from placement import ClusterMap
 
 log = logging.getLogger(__name__)
-ADMIN_QUERY_TIMEOUT = 3.0       # seconds an admin guard waits for the node it asks
+ADMIN_QUERY_TIMEOUT = 3.0  # seconds an admin guard waits for the node it asks
 ADMIN_ACTIONS = {"drain": "maintenance", "resume": "", "remove": "decommissioned"}
-REPORTING = frozenset({"alive", "suspect", "maintenance"})   # nodes whose scan reports are current
+REPORTING = frozenset({"alive", "suspect", "maintenance"})  # nodes whose scan reports are current
 
 
 class Controller:
@@ -62,11 +62,11 @@ class Controller:
         """
         config = config or ControllerConfig()
         self.config = config
-        self.ec = config.ec         # the cluster's default erasure coding, told to clients ("" for none)
+        self.ec = config.ec  # the cluster's default erasure coding, told to clients ("" for none)
         self.table = MembershipTable(config.intervals)
         self.clock = clock
         self.stats: dict[str, dict[str, Any]] = {}
-        self.context = zmq.Context.instance()
+        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_HEADER_BYTES * 4)
@@ -79,27 +79,39 @@ class Controller:
         self._stopping = False
         self._dead: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._transport = Transport(connect_timeout=1.0, request_timeout=ADMIN_QUERY_TIMEOUT)
-        self._handlers = {"heartbeat": self._heartbeat, "get_map": self._get_map,
-                          "node_admin": self._node_admin, "status": self._status}
+        self._handlers = {
+            "heartbeat": self._heartbeat,
+            "get_map": self._get_map,
+            "node_admin": self._node_admin,
+            "status": self._status,
+        }
         self.repair_rate = RepairRate()
-        self._lock = threading.Lock()       # the serving loop's state, against scrapes from the endpoint's threads
+        self._lock = threading.Lock()  # the serving loop's state, against scrapes from the endpoint's threads
         self._serving = False
         self.metrics: ControllerMetrics | None = None
         self.metrics_endpoint: MetricsEndpoint | None = None
         if config.metrics_port >= 0:
             self.metrics = ControllerMetrics(self.snapshot)
-            self.metrics_endpoint = MetricsEndpoint(self.metrics.registry, config.metrics_host or host,
-                                                    config.metrics_port, alive=self.liveness, ready=self.liveness)
+            self.metrics_endpoint = MetricsEndpoint(
+                self.metrics.registry,
+                config.metrics_host or host,
+                config.metrics_port,
+                alive=self.liveness,
+                ready=self.liveness,
+            )
         self.metrics_url = self.metrics_endpoint.url if self.metrics_endpoint else ""
 
     @property
     def cluster_map(self) -> ClusterMap:
+        """The current cluster map."""
         return self.table.cluster_map()
 
     def serve(self, *, ready_file: str | None = None) -> None:
+        """Serve until :meth:`stop`, writing ``ready_file`` (endpoint and pid) once serving."""
         if ready_file:
-            write_json_atomic(Path(ready_file), {"endpoint": self.endpoint, "pid": os.getpid(),
-                                                  "metrics": self.metrics_url})
+            write_json_atomic(
+                Path(ready_file), {"endpoint": self.endpoint, "pid": os.getpid(), "metrics": self.metrics_url}
+            )
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
         tick = self.table.intervals.heartbeat / 2
@@ -112,8 +124,9 @@ class Controller:
                 while not self._dead.empty():
                     self.table.mark_dead(self._dead.get(), self.clock())
                 if self.table.tick(self.clock()):
-                    log.info("cluster map epoch %d: %s", self.table.epoch,
-                             {n.id: n.state for n in self.cluster_map.nodes})
+                    log.info(
+                        "cluster map epoch %d: %s", self.table.epoch, {n.id: n.state for n in self.cluster_map.nodes}
+                    )
         self._serving = False
         self.socket.close(linger=0)
         self._transport.close()
@@ -121,6 +134,7 @@ class Controller:
             self.metrics_endpoint.close()
 
     def stop(self) -> None:
+        """Make :meth:`serve` return soon; safe from a signal handler."""
         self._stopping = True
 
     def mark_dead(self, node_id: str) -> None:
@@ -143,11 +157,16 @@ class Controller:
             return routing + protocol.error_frames(request_id or protocol.peek_request_id(body), self.table.epoch, exc)
         except Exception as exc:
             request_id = request_id or protocol.peek_request_id(body)
-            log.exception("request %d (%s): internal error in the controller", request_id, op,
-                          extra={"request_id": request_id, "op": op})
+            log.exception(
+                "request %d (%s): internal error in the controller",
+                request_id,
+                op,
+                extra={"request_id": request_id, "op": op},
+            )
             self._count(op, HCStoreError.code, started)
-            return routing + protocol.error_frames(request_id, self.table.epoch,
-                                                   HCStoreError(f"controller internal error: {type(exc).__name__}"))
+            return routing + protocol.error_frames(
+                request_id, self.table.epoch, HCStoreError(f"controller internal error: {type(exc).__name__}")
+            )
 
     def _count(self, op: str, outcome: str, started: float) -> None:
         if self.metrics is not None:
@@ -163,8 +182,9 @@ class Controller:
     def snapshot(self) -> ControllerSnapshot:
         """The map, heartbeat ages and protection at one instant (safe from any thread)."""
         with self._lock:
-            return ControllerSnapshot(self.cluster_map, self.table.ages(self.clock()), self.protection(),
-                                      self.table.intervals.out_after)
+            return ControllerSnapshot(
+                self.cluster_map, self.table.ages(self.clock()), self.protection(), self.table.intervals.out_after
+            )
 
     def liveness(self) -> health.Health:
         """``/healthz`` and ``/readyz``: the controller is alive, and ready, while its serving loop runs."""
@@ -227,12 +247,18 @@ class Controller:
             raise InvalidRequest(
                 f"node {node} still holds {held if held is not None else 'an unknown number of'} fragments; "
                 "removing it now could lose data: run `hcstore node drain` first and wait until it holds "
-                "none, or pass --force")
+                "none, or pass --force"
+            )
 
     def _status(self, request: Request) -> dict[str, Any]:
         now = self.clock()
-        return {"map": self.cluster_map.to_dict(), "ages": self.table.ages(now), "stats": self.stats,
-                "protection": self.protection().to_dict(), "metrics": self.metrics_url}
+        return {
+            "map": self.cluster_map.to_dict(),
+            "ages": self.table.ages(now),
+            "stats": self.stats,
+            "protection": self.protection().to_dict(),
+            "metrics": self.metrics_url,
+        }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,7 +36,6 @@ from typing import Any
 import zmq
 
 from hcstore import daemon
-from hcstore.wire import protocol
 from hcstore.config import AgentConfig
 from hcstore.errors import (
     AgentBusy,
@@ -47,6 +46,7 @@ from hcstore.errors import (
     InvalidRequest,
     ProtocolError,
 )
+from hcstore.files import write_json_atomic
 from hcstore.metrics import health
 from hcstore.metrics.agent import AgentMetrics
 from hcstore.metrics.endpoint import MetricsEndpoint
@@ -55,17 +55,17 @@ from hcstore.metrics.requests import INVALID, OK
 from hcstore.node import routes
 from hcstore.node.io_pool import IoPool, Job
 from hcstore.node.maintenance import Maintainer
-from hcstore.wire.protocol import Request
-from hcstore.files import write_json_atomic
-from hcstore.wire.server import Outbox, answer_pending
 from hcstore.node.store import LocalStore
+from hcstore.wire import protocol
+from hcstore.wire.protocol import Request
+from hcstore.wire.server import Outbox, answer_pending
 from placement import ClusterMap
 
 log = logging.getLogger(__name__)
 _HOUSEKEEPING_INTERVAL = 5.0
-_BATCH = 256                  # requests taken per turn before queued replies are sent
-_CLOSE_LINGER_MS = 1000       # how long final replies may take to leave at shutdown
-_LOGGED = frozenset({HCStoreError.code, DiskError.code, CorruptFragment.code})   # error replies worth a log line
+_BATCH = 256  # requests taken per turn before queued replies are sent
+_CLOSE_LINGER_MS = 1000  # how long final replies may take to leave at shutdown
+_LOGGED = frozenset({HCStoreError.code, DiskError.code, CorruptFragment.code})  # error replies worth a log line
 
 
 class Agent:
@@ -80,7 +80,7 @@ class Agent:
         self.cluster_map = _load_map(self.map_file)
         self._controller: zmq.Socket | None = None
         self._heartbeat_due = 0.0
-        self._send_map = True       # tell a (possibly restarted) controller what we know
+        self._send_map = True  # tell a (possibly restarted) controller what we know
         self.maintainer: Maintainer | None = None
         self.context = context or zmq.Context.instance()
         self.socket = self.context.socket(zmq.ROUTER)
@@ -91,7 +91,7 @@ class Agent:
         self.endpoint = self._bind()
         self.requests = 0
         self.errors = 0
-        self.busy = 0                   # requests refused because the I/O pool was full
+        self.busy = 0  # requests refused because the I/O pool was full
         self._errors_lock = threading.Lock()
         self._stopping = False
         self._handlers: dict[str, Callable[[Request], tuple[dict[str, Any], list[Any]]]] = {
@@ -117,18 +117,24 @@ class Agent:
         if missing:
             raise RuntimeError(f"operations without a handler: {missing}")
         self._persisted_epoch = self.epoch
-        self.controller_epoch: int | None = None      # the epoch in the controller's last reply
+        self.controller_epoch: int | None = None  # the epoch in the controller's last reply
         self._serving = False
-        self.metrics: AgentRecorder = AgentRecorder()      # records nothing when the endpoint is off
+        self.metrics: AgentRecorder = AgentRecorder()  # records nothing when the endpoint is off
         self.metrics_endpoint: MetricsEndpoint | None = None
         if config.metrics_port >= 0:
             self.metrics = metrics = AgentMetrics(self)
-            self.metrics_endpoint = MetricsEndpoint(metrics.registry, config.metrics_host or config.host,
-                                                    config.metrics_port, alive=self.liveness, ready=self.readiness)
+            self.metrics_endpoint = MetricsEndpoint(
+                metrics.registry,
+                config.metrics_host or config.host,
+                config.metrics_port,
+                alive=self.liveness,
+                ready=self.readiness,
+            )
         self.metrics_url = self.metrics_endpoint.url if self.metrics_endpoint else ""
 
     @property
     def epoch(self) -> int:
+        """The epoch of the agent's cluster map (0 before it has one)."""
         return self.cluster_map.epoch if self.cluster_map else 0
 
     def _bind(self) -> str:
@@ -147,8 +153,15 @@ class Agent:
     def serve(self, *, ready_file: str | None = None) -> None:
         """Serve until :meth:`stop` (or SIGTERM/SIGINT when run as a process)."""
         if ready_file:
-            write_json_atomic(Path(ready_file), {"endpoint": self.endpoint, "pid": os.getpid(),
-                                                  "node_id": self.config.node_id, "metrics": self.metrics_url})
+            write_json_atomic(
+                Path(ready_file),
+                {
+                    "endpoint": self.endpoint,
+                    "pid": os.getpid(),
+                    "node_id": self.config.node_id,
+                    "metrics": self.metrics_url,
+                },
+            )
         log.info("agent %s serving on %s (metrics: %s)", self.config.node_id, self.endpoint, self.metrics_url or "off")
         self._serving = True
         poller = zmq.Poller()
@@ -171,7 +184,7 @@ class Agent:
             if self._controller is not None and time.monotonic() >= self._heartbeat_due:
                 self._send_heartbeat()
             if time.monotonic() >= next_housekeeping:
-                self.io.submit(None, Job(self.store.expire_uploads))   # a full pool: try again next time
+                self.io.submit(None, Job(self.store.expire_uploads))  # a full pool: try again next time
                 if self.epoch > self._persisted_epoch:
                     self.io.submit(("cluster map",), Job(self._persist_map))
                 next_housekeeping = time.monotonic() + _HOUSEKEEPING_INTERVAL
@@ -191,16 +204,21 @@ class Agent:
         """Report to the controller; the first report (and one after a controller restart) carries our map."""
         assert self._controller is not None
         self._heartbeat_due = time.monotonic() + self.config.heartbeat
-        fields: dict[str, Any] = {"node": self.config.node_id, "endpoint": self.endpoint,
-                                  "labels": dict(self.config.labels), "weight": self.config.weight,
-                                  "stats": self.report()}
+        fields: dict[str, Any] = {
+            "node": self.config.node_id,
+            "endpoint": self.endpoint,
+            "labels": dict(self.config.labels),
+            "weight": self.config.weight,
+            "stats": self.report(),
+        }
         if self._send_map and self.cluster_map is not None:
             fields["map"] = self.cluster_map.to_dict()
         try:
-            self._controller.send_multipart(protocol.request_frames("heartbeat", 0, self.epoch, fields),
-                                            flags=zmq.NOBLOCK)
+            self._controller.send_multipart(
+                protocol.request_frames("heartbeat", 0, self.epoch, fields), flags=zmq.NOBLOCK
+            )
         except zmq.Again:
-            pass    # controller unreachable: keep serving on the map we have
+            pass  # controller unreachable: keep serving on the map we have
 
     def _receive_from_controller(self) -> None:
         assert self._controller is not None
@@ -226,7 +244,7 @@ class Agent:
         if cluster_map.epoch <= self.epoch:
             return
         self.cluster_map = cluster_map
-        self.io.submit(("cluster map",), Job(self._persist_map))   # a full pool: housekeeping tries again
+        self.io.submit(("cluster map",), Job(self._persist_map))  # a full pool: housekeeping tries again
         log.info("cluster map epoch %d", cluster_map.epoch)
         if self.maintainer is not None:
             self.maintainer.wake()
@@ -239,7 +257,7 @@ class Agent:
             return
         try:
             write_json_atomic(self.map_file, cluster_map.to_dict())
-        except OSError as exc:     # housekeeping tries again; the map in memory is what the agent serves by
+        except OSError as exc:  # housekeeping tries again; the map in memory is what the agent serves by
             log.warning("cannot save cluster map epoch %d to %s: %s", cluster_map.epoch, self.map_file, exc)
             return
         self._persisted_epoch = cluster_map.epoch
@@ -247,8 +265,14 @@ class Agent:
     def report(self) -> dict[str, Any]:
         """What the agent tells the controller each heartbeat."""
         stats = self.store.stats()
-        report = {"fragments": stats["fragments"], "data_fragments": stats["data_fragments"], "used": stats["used"],
-                  "free": stats["free"], "pid": os.getpid(), "metrics": self.metrics_url}
+        report = {
+            "fragments": stats["fragments"],
+            "data_fragments": stats["data_fragments"],
+            "used": stats["used"],
+            "free": stats["free"],
+            "pid": os.getpid(),
+            "metrics": self.metrics_url,
+        }
         if self.maintainer is not None:
             report["repair"] = self.maintainer.status()
         return report
@@ -269,17 +293,33 @@ class Agent:
         try:
             if request.op in routes.INLINE:
                 return self._answer(routing, request, started)
-            job = Job(run=lambda: self.outbox.put(self._answer(routing, request, started)),
-                      cancel=lambda: self.outbox.put(self._refuse(routing, request.id, AgentUnavailable(
-                          f"node {self.config.node_id} is stopping; request not started"), request, started)),
-                      cost=_payload_bytes(request.payloads))
+            job = Job(
+                run=lambda: self.outbox.put(self._answer(routing, request, started)),
+                cancel=lambda: self.outbox.put(
+                    self._refuse(
+                        routing,
+                        request.id,
+                        AgentUnavailable(f"node {self.config.node_id} is stopping; request not started"),
+                        request,
+                        started,
+                    )
+                ),
+                cost=_payload_bytes(request.payloads),
+            )
             if self.io.submit(routes.LANES[request.op](request), job):
                 return None
             self.busy += 1
             load = self.io.load()
-            return self._refuse(routing, request.id, AgentBusy(
-                f"node {self.config.node_id} is busy ({load['jobs']} requests, {load['bytes']} bytes of disk "
-                f"work queued); send again later"), request, started)
+            return self._refuse(
+                routing,
+                request.id,
+                AgentBusy(
+                    f"node {self.config.node_id} is busy ({load['jobs']} requests, {load['bytes']} bytes of disk "
+                    f"work queued); send again later"
+                ),
+                request,
+                started,
+            )
         except Exception as exc:  # noqa: BLE001 - every failure, a bug included, becomes an error reply
             return self._refuse(routing, request.id, exc, request, started)
 
@@ -290,25 +330,33 @@ class Agent:
             reply = routing + protocol.reply_frames(request.id, self.epoch, fields, payloads)
         except Exception as exc:  # noqa: BLE001 - every failure, a bug included, becomes an error reply
             return self._refuse(routing, request.id, exc, request, started)
-        self.metrics.request(request.op, OK, time.perf_counter() - started, _payload_bytes(request.payloads),
-                             _payload_bytes(payloads), request.fields.get("path"))
+        self.metrics.request(
+            request.op,
+            OK,
+            time.perf_counter() - started,
+            _payload_bytes(request.payloads),
+            _payload_bytes(payloads),
+            request.fields.get("path"),
+        )
         return reply
 
-    def _refuse(self, routing: list[Any], request_id: int, exc: Exception, request: Request | None,
-                started: float) -> list[Any]:
+    def _refuse(
+        self, routing: list[Any], request_id: int, exc: Exception, request: Request | None, started: float
+    ) -> list[Any]:
         """The error reply for ``exc``: its own code, or E_INTERNAL for a bug; bugs and disk trouble are logged
         with the request id, which the client's error message ends with."""
         with self._errors_lock:
             self.errors += 1
         op = request.op if request is not None else INVALID
         where = {"request_id": request_id, "op": op}
-        if not isinstance(exc, HCStoreError):     # a bug must not take the node down; report it as internal
+        if not isinstance(exc, HCStoreError):  # a bug must not take the node down; report it as internal
             log.error("request %d (%s): internal error", request_id, op, exc_info=exc, extra=where)
             exc = HCStoreError(f"internal error on node {self.config.node_id}: {type(exc).__name__}")
         elif exc.code in _LOGGED:
             log.warning("request %d (%s) failed: %s: %s", request_id, op, exc.code, exc, extra=where)
-        self.metrics.request(op, exc.code, time.perf_counter() - started,
-                             _payload_bytes(request.payloads) if request else 0, 0, None)
+        self.metrics.request(
+            op, exc.code, time.perf_counter() - started, _payload_bytes(request.payloads) if request else 0, 0, None
+        )
         if isinstance(exc, CorruptFragment) and request is not None and request.op == "read":
             self.metrics.corrupt_chunks(READ, request.fields["count"])
         return routing + protocol.error_frames(request_id, self.epoch, exc)
@@ -322,9 +370,13 @@ class Agent:
     def readiness(self) -> health.Health:
         """``/readyz``: serving, a mountpath in service, and on the controller's map epoch or a newer one."""
         return health.agent_readiness(
-            serving=self._serving and not self._stopping, epoch=self.epoch, controller_epoch=self.controller_epoch,
-            has_controller=bool(self.config.controller), usable_mountpaths=len(self.store.serving),
-            mountpaths=len(self.store.mountpaths))
+            serving=self._serving and not self._stopping,
+            epoch=self.epoch,
+            controller_epoch=self.controller_epoch,
+            has_controller=bool(self.config.controller),
+            usable_mountpaths=len(self.store.serving),
+            mountpaths=len(self.store.mountpaths),
+        )
 
     def stop(self) -> None:
         """Ask the serving loop to finish (safe from a signal handler)."""
@@ -353,27 +405,37 @@ class Agent:
 
     def _node_stats(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
         stats = self.store.stats()
-        stats.update(node=self.config.node_id, pid=os.getpid(), endpoint=self.endpoint, epoch=self.epoch,
-                     metrics=self.metrics_url, requests=self.requests, errors=self.errors, busy=self.busy,
-                     io=self.io.load())
+        stats.update(
+            node=self.config.node_id,
+            pid=os.getpid(),
+            endpoint=self.endpoint,
+            epoch=self.epoch,
+            metrics=self.metrics_url,
+            requests=self.requests,
+            errors=self.errors,
+            busy=self.busy,
+            io=self.io.load(),
+        )
         return stats, []
 
     def _open(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
         f = request.fields
-        upload = self.store.open_upload(f["bucket"], f["key"], f["gen"], f["idx"], f["chunk_size"],
-                                        f.get("expected_bytes"))
+        upload = self.store.open_upload(
+            f["bucket"], f["key"], f["gen"], f["idx"], f["chunk_size"], f.get("expected_bytes")
+        )
         return {"upload": upload}, []
 
     def _store(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
         f = request.fields
-        upload = self.store.open_upload(f["bucket"], f["key"], f["gen"], f["idx"], f["chunk_size"],
-                                        len(request.payloads) * f["chunk_size"])
+        upload = self.store.open_upload(
+            f["bucket"], f["key"], f["gen"], f["idx"], f["chunk_size"], len(request.payloads) * f["chunk_size"]
+        )
         try:
             for stripe, payload in enumerate(request.payloads):
                 self.store.write_chunk(upload, stripe, payload.buffer)
             self.store.prepare(upload, f["header"])
         finally:
-            self.store.abort(upload)    # no-op once prepared
+            self.store.abort(upload)  # no-op once prepared
         return {}, []
 
     def _write(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
@@ -424,8 +486,9 @@ class Agent:
 
     def _read(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
         f = request.fields
-        digests, chunks = self.store.read_chunks(f["bucket"], f["key"], f["gen"], f["idx"], f["first"], f["count"],
-                                                 protocol.MAX_READ_BYTES)
+        digests, chunks = self.store.read_chunks(
+            f["bucket"], f["key"], f["gen"], f["idx"], f["first"], f["count"], protocol.MAX_READ_BYTES
+        )
         return {"digests": digests}, chunks
 
     def _locate(self, request: Request) -> tuple[dict[str, Any], list[Any]]:

@@ -25,14 +25,13 @@ from typing import Any, Protocol
 import msgpack
 
 from hcstore.client.client import Client
-from hcstore.config import ClientConfig
-from hcstore.errors import HCStoreError, ObjectNotFound
-from hcstore.node.index import FragmentIndex
 from hcstore.client.versions import resolve
 from hcstore.coding import observing_codecs
-from hcstore.config import AgentConfig
+from hcstore.config import AgentConfig, ClientConfig
+from hcstore.errors import HCStoreError, ObjectNotFound
 from hcstore.metrics.protection import missing_fragments, protection_level
 from hcstore.metrics.recorder import REBALANCE, REPAIR, SCRUB, AgentRecorder
+from hcstore.node.index import FragmentIndex
 from hcstore.node.rate_limit import RateLimiter
 from hcstore.node.repair import repair_object
 from hcstore.node.repair_plan import ScanReport, ScrubReport, checkers, plan_object, repairer
@@ -53,9 +52,10 @@ class MaintainedNode(Protocol):
         """The newest cluster map the agent has."""
         ...
 
+
 log = logging.getLogger(__name__)
-FULL_SCAN_EVERY = 5   # trailers can name stale holders after repair; a periodic full scan misses nothing
-REPAIR_WORKERS = 4    # objects checked and rebuilt at once by one agent
+FULL_SCAN_EVERY = 5  # trailers can name stale holders after repair; a periodic full scan misses nothing
+REPAIR_WORKERS = 4  # objects checked and rebuilt at once by one agent
 
 
 class Maintainer(threading.Thread):
@@ -80,21 +80,30 @@ class Maintainer(threading.Thread):
         self._client: Client | None = None
 
     def wake(self, *, scrub: bool = False) -> None:
+        """Start a scan now (and a scrub too when ``scrub``)."""
         self._scrub_requested |= scrub
         self._wake.set()
 
     def stop(self) -> None:
+        """Stop after the object being checked."""
         self._stop.set()
         self._wake.set()
 
     def status(self) -> dict[str, Any]:
         """The last finished scan's counts; ``bytes_repaired`` and ``repaired`` add up over all scans, the
         running one included."""
-        return {**self.report.to_dict(), "bytes_repaired": self.bytes_repaired, "repaired": self.repaired,
-                "scans": self.scans, "running": self.running, "scrubs": self.scrubs,
-                "scrub": self.scrub_report.to_dict()}
+        return {
+            **self.report.to_dict(),
+            "bytes_repaired": self.bytes_repaired,
+            "repaired": self.repaired,
+            "scans": self.scans,
+            "running": self.running,
+            "scrubs": self.scrubs,
+            "scrub": self.scrub_report.to_dict(),
+        }
 
     def run(self) -> None:
+        """Scan (and scrub when due) on every wake-up, map change or ``scan_interval``, until stopped."""
         while not self._stop.is_set():
             self._wake.wait(self.agent.config.scan_interval)
             self._wake.clear()
@@ -111,7 +120,7 @@ class Maintainer(threading.Thread):
                     self.scrubs += 1
                     self._next_scrub = time.monotonic() + self.agent.config.scrub_interval
                 self.report = self.scan()
-            except Exception:      # the worker must outlive any one bad object or scan
+            except Exception:  # the worker must outlive any one bad object or scan
                 log.exception("background scan failed")
             finally:
                 self.running = False
@@ -123,22 +132,22 @@ class Maintainer(threading.Thread):
         assert cluster_map is not None
         me = self.agent.config.node_id
         draining = me in cluster_map and cluster_map.node(me).state == "maintenance"
-        full = self.scans % FULL_SCAN_EVERY == 0     # now and then look at everything held here
+        full = self.scans % FULL_SCAN_EVERY == 0  # now and then look at everything held here
         client = self._client_for(cluster_map)
         report = ScanReport(started=time.time())
         todo = []
         for mountpath in self.agent.store.serving:
-            untidy = FragmentIndex.untidy_keys(mountpath.index.path)    # every holder tidies its own copies
+            untidy = FragmentIndex.untidy_keys(mountpath.index.path)  # every holder tidies its own copies
             for bucket, key, gen, info_blob in FragmentIndex.newest_objects(mountpath.index.path):
                 info = msgpack.unpackb(info_blob, raw=False)
                 tidy = (bucket, key) in untidy
                 untidy.discard((bucket, key))
                 if tidy or full or draining or me in checkers(tuple(info["placement"]), cluster_map, info["m"]):
                     todo.append((bucket, key, gen, tidy))
-            todo += [(bucket, key, "", True) for bucket, key in sorted(untidy)]   # only prepared fragments here
+            todo += [(bucket, key, "", True) for bucket, key in sorted(untidy)]  # only prepared fragments here
 
         def check(item: tuple[str, str, str, bool]) -> None:
-            if not self._stop.is_set() and self.agent.cluster_map is cluster_map:   # else: a newer map, start over
+            if not self._stop.is_set() and self.agent.cluster_map is cluster_map:  # else: a newer map, start over
                 with observing_codecs(self.agent.metrics.codec_observer):
                     self._check(client, *item, report)
 
@@ -163,7 +172,7 @@ class Maintainer(threading.Thread):
                 try:
                     bad = _bad_chunks(path, self.limiter)
                 except FileNotFoundError:
-                    continue                 # retired or dropped while we walked
+                    continue  # retired or dropped while we walked
                 report.fragments += 1
                 report.bytes += path.stat().st_size if path.exists() else 0
                 if bad:
@@ -172,8 +181,9 @@ class Maintainer(threading.Thread):
                     report.corrupt += 1
                     log.warning("scrub: fragment %d of %s/%s has corrupt chunks %s", idx, bucket, key, bad[:8])
                     try:
-                        client.transport.request(self.agent.endpoint, "quarantine", {
-                            "bucket": bucket, "key": key, "gen": gen, "idx": idx})
+                        client.transport.request(
+                            self.agent.endpoint, "quarantine", {"bucket": bucket, "key": key, "gen": gen, "idx": idx}
+                        )
                     except HCStoreError as exc:
                         log.warning("scrub: quarantine failed: %s", exc)
         report.finished = time.time()
@@ -186,17 +196,17 @@ class Maintainer(threading.Thread):
         except ObjectNotFound as exc:
             tombstone = getattr(exc, "tombstone", None)
             if tombstone:
-                self._retire_here(client, bucket, key, tombstone)   # deleted since: our copy is garbage
+                self._retire_here(client, bucket, key, tombstone)  # deleted since: our copy is garbage
             return
         except HCStoreError as exc:
             log.info("repair scan: %s/%s not resolved: %s", bucket, key, exc)
             return
         if version.generation != gen or tidy:
-            self._retire_here(client, bucket, key, version.generation)   # drop our copies of older generations
+            self._retire_here(client, bucket, key, version.generation)  # drop our copies of older generations
         if version.generation != gen:
             return
         if repairer(version, client.cluster_map) != me:
-            return                       # another holder acts on it
+            return  # another holder acts on it
         plan = plan_object(version, client.cluster_map)
         status = plan.status(version.k, version.k + version.m)
         level = protection_level(plan.available, version.k, version.m)
@@ -213,8 +223,13 @@ class Maintainer(threading.Thread):
             return
         try:
             written = repair_object(client, version, plan, self.limiter)
-            log.info("repaired %s/%s: fragments %s rebuilt on %s", bucket, key, sorted(plan.rebuild),
-                     sorted(set(plan.rebuild.values())))
+            log.info(
+                "repaired %s/%s: fragments %s rebuilt on %s",
+                bucket,
+                key,
+                sorted(plan.rebuild),
+                sorted(set(plan.rebuild.values())),
+            )
             with self._lock:
                 report.bytes_repaired += written
                 report.repaired += bool(plan.rebuild)
@@ -251,9 +266,9 @@ class Maintainer(threading.Thread):
     def _client_for(self, cluster_map: Any) -> Client:
         if self._client is None:
             self._client = Client(cluster_map, config=ClientConfig(request_timeout=10.0))
-        if self._client._map.epoch != cluster_map.epoch:     # nodes the new map calls alive get another chance
+        if self._client._map.epoch != cluster_map.epoch:  # nodes the new map calls alive get another chance
             self._client.transport.forgive(n.endpoint for n in cluster_map.nodes if n.state == "alive")
-        self._client._map = cluster_map          # the agent's map is the truth for its own work
+        self._client._map = cluster_map  # the agent's map is the truth for its own work
         return self._client
 
 

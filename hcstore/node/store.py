@@ -30,6 +30,7 @@ connection (see :class:`~hcstore.node.index.FragmentIndex`).
 
 from __future__ import annotations
 
+import builtins
 import logging
 import mmap
 import os
@@ -47,12 +48,12 @@ import blake3
 import msgpack
 
 from ec import (
-    chunk_digest,
     DATA_OFFSET,
     FOOTER_SIZE,
     FragmentFormatError,
     FragmentHeader,
     check_preamble,
+    chunk_digest,
     chunk_offset,
     encode_preamble,
     encode_trailer,
@@ -73,9 +74,9 @@ from hcstore.errors import (
 )
 from hcstore.files import fsync_directory
 from hcstore.generation import is_generation
+from hcstore.names import check_bucket, check_key
 from hcstore.node.index import IndexEntry
 from hcstore.node.mountpath import Mountpath
-from hcstore.names import check_bucket, check_key
 from placement import choose_mountpaths
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ def key_hash(bucket: str, key: str) -> str:
 
 
 def fragment_name(bucket: str, key: str, gen: str, idx: int, suffix: str) -> str:
+    """The file name of a fragment inside a mountpath's ``frags/`` (keys never become file names)."""
     digest = key_hash(bucket, key)
     return f"{digest[:2]}/{digest}.{gen}.{idx}.{suffix}"
 
@@ -119,8 +121,8 @@ class Upload:
     next_stripe: int = 0
     digests: list[bytes] = field(default_factory=list)
     touched: float = field(default_factory=time.monotonic)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)   # held while writing or sealing
-    closed: bool = False    # sealed or discarded: no further chunks
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # held while writing or sealing
+    closed: bool = False  # sealed or discarded: no further chunks
 
 
 class LocalStore:
@@ -138,11 +140,11 @@ class LocalStore:
         if len(set(ids)) != len(ids):
             raise InvalidRequest(f"two mountpaths share one id (copied directory?): {config.mountpaths}")
         self._by_id = {mp.id: mp for mp in self.mountpaths}
-        self.disabled: dict[str, str] = {}        # mountpath id -> the I/O error that disabled it
+        self.disabled: dict[str, str] = {}  # mountpath id -> the I/O error that disabled it
         self.uploads: dict[str, Upload] = {}
         self._headers: OrderedDict[str, tuple[tuple[int, int, int], FragmentHeader]] = OrderedDict()
-        self._lock = threading.Lock()             # uploads, reservations, disabled; never held across I/O
-        self._headers_lock = threading.Lock()     # the header cache alone, so reads never wait for writers
+        self._lock = threading.Lock()  # uploads, reservations, disabled; never held across I/O
+        self._headers_lock = threading.Lock()  # the header cache alone, so reads never wait for writers
         self._object_locks = [threading.Lock() for _ in range(_OBJECT_LOCKS)]
         for mp in self.mountpaths:
             self._reconcile(mp)
@@ -159,8 +161,11 @@ class LocalStore:
             if mp.id in self.disabled:
                 return
             self.disabled[mp.id] = f"{type(exc).__name__}: {exc.strerror or exc}"
-        log.error("mountpath %s disabled after an I/O error (%s); its fragments will be rebuilt elsewhere",
-                  mp.path, self.disabled[mp.id])
+        log.error(
+            "mountpath %s disabled after an I/O error (%s); its fragments will be rebuilt elsewhere",
+            mp.path,
+            self.disabled[mp.id],
+        )
 
     def _object_lock(self, bucket: str, key: str) -> threading.Lock:
         """The lock that serialises changes to the fragment files of one object."""
@@ -178,7 +183,7 @@ class LocalStore:
             part.unlink(missing_ok=True)
         try:
             healthy = mp.index.check()
-        except Exception:
+        except Exception:  # noqa: BLE001 - any failure to read the index means: rebuild it from the files
             healthy = False
         if not healthy:
             log.warning("index of mountpath %s is damaged; rebuilding from fragment files", mp.path)
@@ -204,13 +209,24 @@ class LocalStore:
 
     @staticmethod
     def _entry(header: FragmentHeader, state: str, name: str, file_bytes: int) -> IndexEntry:
-        return IndexEntry(header.bucket, header.key, header.generation, header.index, state,
-                          header.kind, header.size, file_bytes, name, _info_of(header))
+        return IndexEntry(
+            header.bucket,
+            header.key,
+            header.generation,
+            header.index,
+            state,
+            header.kind,
+            header.size,
+            file_bytes,
+            name,
+            _info_of(header),
+        )
 
     # ------------------------------------------------------------------ write path
 
-    def open_upload(self, bucket: str, key: str, gen: str, idx: int, chunk_size: int,
-                    expected_bytes: int | None) -> str:
+    def open_upload(
+        self, bucket: str, key: str, gen: str, idx: int, chunk_size: int, expected_bytes: int | None
+    ) -> str:
         """Start writing one fragment; refuses with StoreFull before writing anything."""
         _check_fragment_id(bucket, key, gen)
         need = DATA_OFFSET + FOOTER_SIZE + (expected_bytes or chunk_size)
@@ -243,7 +259,8 @@ class LocalStore:
         usage = [f"{mp.path}: {mp.usage().used}/{mp.usage().limit} bytes" for mp in self.serving]
         raise StoreFull(
             f"node {self.config.node_id}: no mountpath can take {nbytes} more bytes under the "
-            f"{self.config.high_watermark:.0%} high watermark ({'; '.join(usage)}); free space or add mountpaths")
+            f"{self.config.high_watermark:.0%} high watermark ({'; '.join(usage)}); free space or add mountpaths"
+        )
 
     def _upload(self, upload_id: str) -> Upload:
         with self._lock:
@@ -270,13 +287,15 @@ class LocalStore:
             written = DATA_OFFSET + (stripe + 1) * upload.chunk_size + FOOTER_SIZE
             if written > upload.reserved and not self._grow(upload, written - upload.reserved):
                 self._discard(upload)
-                raise StoreFull(f"node {self.config.node_id}: mountpath {upload.mountpath.path} reached its "
-                                f"high watermark while writing {upload.bucket}/{upload.key}; upload aborted")
+                raise StoreFull(
+                    f"node {self.config.node_id}: mountpath {upload.mountpath.path} reached its "
+                    f"high watermark while writing {upload.bucket}/{upload.key}; upload aborted"
+                )
             digest = chunk_digest(data)
             try:
                 view = memoryview(data)
                 while view:
-                    view = view[os.write(upload.fd, view):]
+                    view = view[os.write(upload.fd, view) :]
                 if self.config.durability == "always":
                     os.fdatasync(upload.fd)
             except OSError as exc:
@@ -329,7 +348,7 @@ class LocalStore:
                 raise DiskError(f"sealing {upload.path} failed: {exc.strerror}") from None
             upload.mountpath.index.put(self._entry(header, "prepared", name, file_bytes))
             upload.closed = True
-            with self._lock:     # after the index counts the file, so the mountpath never looks emptier than it is
+            with self._lock:  # after the index counts the file, so the mountpath never looks emptier than it is
                 self.uploads.pop(upload_id, None)
                 upload.mountpath.reserved -= upload.reserved
 
@@ -503,8 +522,9 @@ class LocalStore:
             return path, header
 
     @contextmanager
-    def _open_fragment(self, bucket: str, key: str, gen: str,
-                       idx: int) -> Iterator[tuple[Mountpath, Path, BinaryIO, FragmentHeader]]:
+    def _open_fragment(
+        self, bucket: str, key: str, gen: str, idx: int
+    ) -> Iterator[tuple[Mountpath, Path, BinaryIO, FragmentHeader]]:
         """The mountpath, path, open file and header of a fragment here.
 
         A prepared fragment may be renamed by a commit running at the same time, before the index
@@ -512,7 +532,7 @@ class LocalStore:
         """
         mp, entry = self._find(bucket, key, gen, idx)
         for path in _paths_of(mp, entry):
-            try:   # not `with open(...)`: only the open's own FileNotFoundError means "try the next name"
+            try:  # not `with open(...)`: only the open's own FileNotFoundError means "try the next name"
                 f = open(path, "rb")
             except FileNotFoundError:
                 continue
@@ -552,8 +572,9 @@ class LocalStore:
         with open(path, "rb") as f:
             return _read_header(f, path)
 
-    def read_chunks(self, bucket: str, key: str, gen: str, idx: int, first: int, count: int,
-                    max_bytes: int) -> tuple[list[bytes], list[memoryview]]:
+    def read_chunks(
+        self, bucket: str, key: str, gen: str, idx: int, first: int, count: int, max_bytes: int
+    ) -> tuple[list[bytes], list[memoryview]]:
         """Chunks ``first..first+count-1`` of a fragment and their recorded digests.
 
         Chunks leave as views of a read-only mapping: the socket sends from the page cache without a
@@ -564,8 +585,10 @@ class LocalStore:
             if count * header.chunk_size > max_bytes:
                 raise MessageTooLarge(f"read of {count} chunks of {header.chunk_size} bytes exceeds {max_bytes} bytes")
             if first + count > header.stripes:
-                raise InvalidRequest(f"read of stripes {first}..{first + count - 1} but {bucket}/{key} "
-                                     f"fragment {idx} has {header.stripes}")
+                raise InvalidRequest(
+                    f"read of stripes {first}..{first + count - 1} but {bucket}/{key} "
+                    f"fragment {idx} has {header.stripes}"
+                )
             chunk = header.chunk_size
             end = chunk_offset(first + count, chunk)
             if os.fstat(f.fileno()).st_size < end:
@@ -575,7 +598,7 @@ class LocalStore:
             except OSError as exc:
                 self._disable(mp, exc)
                 raise DiskError(f"read of {path} failed: {exc.strerror}") from None
-        data = [mapping[chunk_offset(s, chunk):chunk_offset(s + 1, chunk)] for s in range(first, first + count)]
+        data = [mapping[chunk_offset(s, chunk) : chunk_offset(s + 1, chunk)] for s in range(first, first + count)]
         return [header.digest(s) for s in range(first, first + count)], data
 
     def locate(self, bucket: str, key: str) -> list[dict[str, Any]]:
@@ -583,12 +606,19 @@ class LocalStore:
         check_bucket(bucket)
         check_key(key)
         return [
-            {"gen": e.gen, "idx": e.idx, "state": e.state, "kind": e.kind, "size": e.size,
-             "info": msgpack.unpackb(e.info, raw=False)}
-            for mp in self.serving for e in mp.index.entries(bucket, key)
+            {
+                "gen": e.gen,
+                "idx": e.idx,
+                "state": e.state,
+                "kind": e.kind,
+                "size": e.size,
+                "info": msgpack.unpackb(e.info, raw=False),
+            }
+            for mp in self.serving
+            for e in mp.index.entries(bucket, key)
         ]
 
-    def list(self, bucket: str, prefix: str, start_after: str, limit: int) -> list[tuple[str, str, str, int]]:
+    def list(self, bucket: str, prefix: str, start_after: str, limit: int) -> builtins.list[tuple[str, str, str, int]]:
         """Newest committed ``(key, gen, kind, size)`` per key under ``prefix``, merged over mountpaths."""
         check_bucket(bucket)
         newest: dict[str, tuple[str, str, str, int]] = {}
@@ -598,7 +628,8 @@ class LocalStore:
                     newest[row[0]] = row
         return [newest[k] for k in sorted(newest)[:limit]]
 
-    def buckets(self) -> list[str]:
+    def buckets(self) -> builtins.list[str]:
+        """Buckets with at least one fragment on this node."""
         return sorted({b for mp in self.serving for b in mp.index.buckets()})
 
     def stats(self) -> dict[str, Any]:
@@ -614,16 +645,39 @@ class LocalStore:
         free_by_device: dict[int, int] = {}
         for mp in self.mountpaths:
             if mp.id in self.disabled:
-                mountpaths.append({"id": mp.id, "path": str(mp.path), "capacity": 0, "stored": 0, "free": 0,
-                                   "fragments": 0, "disabled": self.disabled[mp.id], "state": "disabled",
-                                   "used": 0, "limit": 0, "io_errors": mp.io_errors})
+                mountpaths.append(
+                    {
+                        "id": mp.id,
+                        "path": str(mp.path),
+                        "capacity": 0,
+                        "stored": 0,
+                        "free": 0,
+                        "fragments": 0,
+                        "disabled": self.disabled[mp.id],
+                        "state": "disabled",
+                        "used": 0,
+                        "limit": 0,
+                        "io_errors": mp.io_errors,
+                    }
+                )
                 continue
             usage = mp.usage()
             stored = mp.index.total_bytes()
-            mountpaths.append({"id": mp.id, "path": str(mp.path), "capacity": usage.capacity, "stored": stored,
-                               "free": usage.free, "fragments": mp.index.count(),
-                               "disabled": self.disabled.get(mp.id, ""), "state": "full" if usage.free == 0 else
-                               "enabled", "used": usage.used, "limit": usage.limit, "io_errors": mp.io_errors})
+            mountpaths.append(
+                {
+                    "id": mp.id,
+                    "path": str(mp.path),
+                    "capacity": usage.capacity,
+                    "stored": stored,
+                    "free": usage.free,
+                    "fragments": mp.index.count(),
+                    "disabled": self.disabled.get(mp.id, ""),
+                    "state": "full" if usage.free == 0 else "enabled",
+                    "used": usage.used,
+                    "limit": usage.limit,
+                    "io_errors": mp.io_errors,
+                }
+            )
             device = -len(free_by_device) - 1 if mp.capacity_bytes else os.stat(mp.path).st_dev
             free_by_device[device] = max(free_by_device.get(device, 0), usage.free)
         return {
@@ -636,6 +690,7 @@ class LocalStore:
         }
 
     def close(self) -> None:
+        """Abort open uploads and close every mountpath's index."""
         for upload_id in list(self.uploads):
             self.abort(upload_id)
         for mp in self.mountpaths:

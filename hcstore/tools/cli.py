@@ -54,6 +54,7 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160, s
 
 # ---------------------------------------------------------------------- finding the cluster
 
+
 def _source(args: argparse.Namespace) -> ClusterSource:
     """The cluster that ``--cluster``, ``HCSTORE_CLUSTER`` or ``hcstore up``'s pointer names."""
     return ClusterSource.find(args.cluster)
@@ -68,6 +69,7 @@ def _client(source: ClusterSource) -> Client:
 
 # ---------------------------------------------------------------------- cluster verbs
 
+
 def cmd_up(args: argparse.Namespace) -> int:
     """``hcstore up``: create (or restart) a local cluster, start it, and point commands at it."""
     data_dir = _data_dir(args)
@@ -75,14 +77,21 @@ def cmd_up(args: argparse.Namespace) -> int:
         cluster = LocalCluster(data_dir)
         console.print(f"restarting the existing cluster in {data_dir} (EC {cluster.ec})")
     else:
-        given = {"agents": args.agents, "ec": args.ec, "mountpaths_per_agent": args.mountpaths_per_agent,
-                 "durability": args.durability, "capacity_bytes": args.capacity_bytes}
+        given = {
+            "agents": args.agents,
+            "ec": args.ec,
+            "mountpaths_per_agent": args.mountpaths_per_agent,
+            "durability": args.durability,
+            "capacity_bytes": args.capacity_bytes,
+        }
         cluster = LocalCluster.create(data_dir, **{name: value for name, value in given.items() if value is not None})
     cluster.start()
     point_at(data_dir)
     running = cluster.running()
-    console.print(f"hcstore cluster up: {sum(p is not None for p in running.values())} agents, EC {cluster.ec}, "
-                  f"data in {data_dir}")
+    console.print(
+        f"hcstore cluster up: {sum(p is not None for p in running.values())} agents, EC {cluster.ec}, "
+        f"data in {data_dir}"
+    )
     return 0
 
 
@@ -91,8 +100,10 @@ def _data_dir(args: argparse.Namespace) -> Path:
     if args.data_dir:
         return Path(args.data_dir).expanduser().resolve()
     if args.cluster and "://" in args.cluster:
-        raise InvalidRequest(f"`hcstore up` starts a local cluster, and --cluster {args.cluster} names a controller "
-                             "endpoint: give the cluster's directory with --data-dir DIR")
+        raise InvalidRequest(
+            f"`hcstore up` starts a local cluster, and --cluster {args.cluster} names a controller "
+            "endpoint: give the cluster's directory with --data-dir DIR"
+        )
     return Path(args.cluster or DEFAULT_DATA_DIR).expanduser().resolve()
 
 
@@ -142,8 +153,9 @@ def cmd_node(args: argparse.Namespace) -> int:
     with _source(args).controller() as controller:
         if args.action == "drain":
             controller.drain(args.node)
-            console.print(f"node {args.node} is draining: it serves reads, takes no new fragments, and hands its "
-                          "fragments over")
+            console.print(
+                f"node {args.node} is draining: it serves reads, takes no new fragments, and hands its fragments over"
+            )
             if args.wait:
                 _wait_drained(controller, args.node, args.timeout)
         elif args.action == "resume":
@@ -164,8 +176,9 @@ def _wait_drained(controller: ControllerClient, node: str, timeout: float) -> No
             return
         err_console.print(f"node {node}: {held} fragments left to hand over", highlight=False)
         time.sleep(2.0)
-    raise Timeout(f"node {node} still holds fragments after {timeout}s; the drain goes on "
-                  f"(`hcstore status` shows its progress)")
+    raise Timeout(
+        f"node {node} still holds fragments after {timeout}s; the drain goes on (`hcstore status` shows its progress)"
+    )
 
 
 def cmd_background(args: argparse.Namespace) -> int:
@@ -179,8 +192,9 @@ def cmd_background(args: argparse.Namespace) -> int:
         for node in client.cluster_map.nodes:
             if node.endpoint and node.state in ("alive", "maintenance"):
                 try:
-                    before[node.id] = client.transport.request(node.endpoint, "maintain",
-                                                               {"job": args.command}).header[key]
+                    before[node.id] = client.transport.request(node.endpoint, "maintain", {"job": args.command}).header[
+                        key
+                    ]
                 except HCStoreError as exc:
                     err_console.print(f"node {node.id} skipped: {escape(str(exc))}", highlight=False)
         deadline = time.monotonic() + args.timeout
@@ -188,10 +202,13 @@ def cmd_background(args: argparse.Namespace) -> int:
             stats = controller.status().stats
             done = [n for n, count in before.items() if (stats.get(n, {}).get("repair") or {}).get(key, 0) > count]
             summary = protection_summary(stats)
-            err_console.print(f"{args.command}: {len(done)}/{len(before)} agents finished a pass; "
-                              f"{summary['protected']} objects protected, {summary['degraded']} degraded, "
-                              f"{summary['misplaced']} misplaced, {summary['unreadable']} unreadable, "
-                              f"{summary['bytes_repaired']} bytes rebuilt", highlight=False)
+            err_console.print(
+                f"{args.command}: {len(done)}/{len(before)} agents finished a pass; "
+                f"{summary['protected']} objects protected, {summary['degraded']} degraded, "
+                f"{summary['misplaced']} misplaced, {summary['unreadable']} unreadable, "
+                f"{summary['bytes_repaired']} bytes rebuilt",
+                highlight=False,
+            )
             if len(done) == len(before):
                 break
             if time.monotonic() > deadline:
@@ -220,8 +237,14 @@ class _Progress:
                 TransferSpeedColumn,
             )
 
-            self.bar = Progress(TextColumn(escape(description)), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                                console=err_console, transient=True)
+            self.bar = Progress(
+                TextColumn(escape(description)),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                console=err_console,
+                transient=True,
+            )
             self.task = self.bar.add_task(description, total=total)
 
     def __enter__(self) -> _Progress:
@@ -259,8 +282,10 @@ def cmd_put(args: argparse.Namespace) -> int:
     try:
         total = None if from_stdin else os.fstat(local.fileno()).st_size
         client = _client(_source(args))
-        with _Progress(f"put hcstore://{bucket}/{key}", total) as progress, \
-                client.writer(bucket, key, size=total, ec=args.ec) as writer:
+        with (
+            _Progress(f"put hcstore://{bucket}/{key}", total) as progress,
+            client.writer(bucket, key, size=total, ec=args.ec) as writer,
+        ):
             while chunk := local.read(8 << 20):
                 writer.write(chunk)
                 progress.advance(len(chunk))
@@ -269,8 +294,10 @@ def cmd_put(args: argparse.Namespace) -> int:
         if not from_stdin:
             local.close()
     note = " [yellow](degraded: awaiting repair)[/]" if result.degraded else ""
-    console.print(f"put hcstore://{bucket}/{escape(key)}: {size(result.size)}, {result.codec} "
-                  f"{result.k}+{result.m}, generation {result.generation}{note}")
+    console.print(
+        f"put hcstore://{bucket}/{escape(key)}: {size(result.size)}, {result.codec} "
+        f"{result.k}+{result.m}, generation {result.generation}{note}"
+    )
     return 0
 
 
@@ -295,8 +322,9 @@ def cmd_get(args: argparse.Namespace) -> int:
         if not to_stdout:
             out.close()
             os.replace(tmp, target)
-            err_console.print(f"got hcstore://{bucket}/{escape(key)} -> {escape(str(target))} ({size(total)})",
-                              highlight=False)
+            err_console.print(
+                f"got hcstore://{bucket}/{escape(key)} -> {escape(str(target))} ({size(total)})", highlight=False
+            )
     finally:
         if not to_stdout:
             tmp.unlink(missing_ok=True)
@@ -328,8 +356,9 @@ def _note_partial(complete: bool, unreached: tuple[str, ...]) -> None:
     """Say on stderr, in one line, that a listing is partial and which nodes it could not ask."""
     if not complete:
         sys.stdout.flush()
-        err_console.print(f"partial listing: nodes {', '.join(unreached)} did not answer and may hold more "
-                          "entries", highlight=False)
+        err_console.print(
+            f"partial listing: nodes {', '.join(unreached)} did not answer and may hold more entries", highlight=False
+        )
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
@@ -344,9 +373,17 @@ def cmd_stat(args: argparse.Namespace) -> int:
     """``hcstore stat URL``: an object's size, generation and protection, as JSON."""
     bucket, key = parse_url(args.url)
     info = _client(_source(args)).stat(bucket, key)
-    data = {"url": f"hcstore://{bucket}/{key}", "size": info.size, "generation": info.generation,
-            "codec": info.codec, "k": info.k, "m": info.m, "fragments_found": info.fragments,
-            "degraded": info.degraded, "meta": info.meta}
+    data = {
+        "url": f"hcstore://{bucket}/{key}",
+        "size": info.size,
+        "generation": info.generation,
+        "codec": info.codec,
+        "k": info.k,
+        "m": info.m,
+        "fragments_found": info.fragments,
+        "degraded": info.degraded,
+        "meta": info.meta,
+    }
     print(json.dumps(data, indent=None if args.json else 2))
     return 0
 
@@ -367,8 +404,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.repair:
         run_repair_bench(agents=args.agents + 1, ec=args.ec, node_mb=args.repair_node_mb, data_dir=args.data_dir)
         return 0
-    run_bench(agents=args.agents, ec=args.ec, size_mb=args.size_mb, data_dir=args.data_dir,
-              durability=args.durability, quick=args.quick)
+    run_bench(
+        agents=args.agents,
+        ec=args.ec,
+        size_mb=args.size_mb,
+        data_dir=args.data_dir,
+        durability=args.durability,
+        quick=args.quick,
+    )
     return 0
 
 
@@ -376,8 +419,10 @@ def _check_agents_fit(agents: int, ec: str) -> None:
     """A showcase cluster needs an agent for each of the ``k+m`` fragments of an object."""
     k, m = parse_ec_spec(ec, what="--ec")
     if agents < k + m:
-        raise InvalidRequest(f"--agents {agents} is fewer than the k+m={k + m} fragments of --ec {ec}: "
-                             f"use --agents {k + m} or more, or a smaller --ec")
+        raise InvalidRequest(
+            f"--agents {agents} is fewer than the k+m={k + m} fragments of --ec {ec}: "
+            f"use --agents {k + m} or more, or a smaller --ec"
+        )
 
 
 def cmd_ray(args: argparse.Namespace) -> int:
@@ -389,12 +434,14 @@ def cmd_ray(args: argparse.Namespace) -> int:
     try:
         run = next(iter(plugins)).load()
     except (StopIteration, ImportError) as exc:
-        raise NotInstalled(f"Ray support is not installed ({exc or 'no hcstore.plugins entry point ray'}): "
-                           "pip install 'hcstore[ray]'") from None
+        raise NotInstalled(
+            f"Ray support is not installed ({exc or 'no hcstore.plugins entry point ray'}): pip install 'hcstore[ray]'"
+        ) from None
     return int(run(args, lambda line: console.print(line, highlight=False)))
 
 
 # ---------------------------------------------------------------------- arguments
+
 
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose complaints are :class:`InvalidRequest` errors, printed as one line."""
@@ -406,6 +453,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _argument(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     """An argparse ``type`` from a parser that raises ValueError (InvalidRequest included)."""
+
     def convert(text: str) -> Any:
         try:
             return parse(text)
@@ -423,6 +471,7 @@ def _ec_spec(text: str) -> str:
 
 def _number(kind: type, valid: Callable[[Any], bool], rule: str) -> Callable[[str], Any]:
     """A parser of numbers of ``kind`` that satisfy ``valid`` (``rule`` says which, in words)."""
+
     def parse(text: str) -> Any:
         try:
             value = kind(text)
@@ -445,19 +494,24 @@ SECONDS = _argument(_number(float, lambda s: 0 < s < math.inf, "a positive numbe
 def build_parser() -> argparse.ArgumentParser:
     """The ``hcstore`` argument parser, every verb included."""
     parser = _Parser(prog="hcstore", description="Erasure-coded object store on your GPU nodes' SSDs.")
-    parser.add_argument("--cluster", default=None,
-                        help="local cluster directory or controller endpoint tcp://HOST:PORT "
-                             "(default: $HCSTORE_CLUSTER or the one `up` started)")
+    parser.add_argument(
+        "--cluster",
+        default=None,
+        help="local cluster directory or controller endpoint tcp://HOST:PORT "
+        "(default: $HCSTORE_CLUSTER or the one `up` started)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="start an embedded local cluster in the background")
     up.add_argument("--agents", type=COUNT, help=f"number of agents (default {DEFAULT_AGENTS})")
     up.add_argument("--ec", type=EC, help=f"erasure coding K+M (default {ClientConfig.ec})")
-    up.add_argument("--data-dir", default=None, help=f"cluster directory (default: a --cluster directory, "
-                    f"else {DEFAULT_DATA_DIR})")
+    up.add_argument(
+        "--data-dir", default=None, help=f"cluster directory (default: a --cluster directory, else {DEFAULT_DATA_DIR})"
+    )
     up.add_argument("--mountpaths-per-agent", type=COUNT, help=f"directories per agent (default {DEFAULT_MOUNTPATHS})")
-    up.add_argument("--durability", choices=DURABILITY_POLICIES,
-                    help=f"fsync policy (default {AgentConfig.durability})")
+    up.add_argument(
+        "--durability", choices=DURABILITY_POLICIES, help=f"fsync policy (default {AgentConfig.durability})"
+    )
     up.add_argument("--capacity-bytes", type=BYTES, help="capacity of each mountpath (default: the disk's)")
     up.set_defaults(func=cmd_up)
 
@@ -467,8 +521,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="agents, mountpaths, protection by level, repair progress and ETA")
     status.add_argument("--json", action="store_true", help="the same as JSON (field names: docs/observability.md)")
-    status.add_argument("--watch", nargs="?", const=2.0, type=SECONDS, metavar="SECONDS",
-                        help="refresh every SECONDS (default 2) until Ctrl-C")
+    status.add_argument(
+        "--watch",
+        nargs="?",
+        const=2.0,
+        type=SECONDS,
+        metavar="SECONDS",
+        help="refresh every SECONDS (default 2) until Ctrl-C",
+    )
     status.add_argument("--count", type=COUNT, help="with --watch: stop after this many refreshes")
     status.set_defaults(func=cmd_status)
 
@@ -480,8 +540,10 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--timeout", type=SECONDS, default=3600.0)
     node.set_defaults(func=cmd_node)
 
-    for job, text in (("repair", "check every object now and rebuild or move what is missing or misplaced"),
-                      ("scrub", "re-verify every fragment's checksums now; corrupt ones are quarantined and rebuilt")):
+    for job, text in (
+        ("repair", "check every object now and rebuild or move what is missing or misplaced"),
+        ("scrub", "re-verify every fragment's checksums now; corrupt ones are quarantined and rebuilt"),
+    ):
         verb = sub.add_parser(job, help=text)
         verb.add_argument("--timeout", type=SECONDS, default=3600.0)
         verb.set_defaults(func=cmd_background)
@@ -499,9 +561,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("ls", help="list objects under hcstore://BUCKET/PREFIX (or buckets)")
     ls.add_argument("url", nargs="?", default="hcstore://")
-    ls.add_argument("--partial", action="store_true",
-                    help="when nodes that did not answer may hold more entries, list what the others hold "
-                         "(and say so on stderr) instead of failing")
+    ls.add_argument(
+        "--partial",
+        action="store_true",
+        help="when nodes that did not answer may hold more entries, list what the others hold "
+        "(and say so on stderr) instead of failing",
+    )
     ls.set_defaults(func=cmd_ls)
 
     rm = sub.add_parser("rm", help="delete hcstore://BUCKET/KEY")
@@ -527,8 +592,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--durability", default="commit", choices=["none", "commit", "always"])
     bench.add_argument("--data-dir", default=None)
     bench.add_argument("--quick", action="store_true", help="small sizes and counts, for a smoke run")
-    bench.add_argument("--repair", action="store_true",
-                       help="instead: repair after losing a node, and rebalance onto a joining one")
+    bench.add_argument(
+        "--repair", action="store_true", help="instead: repair after losing a node, and rebalance onto a joining one"
+    )
     bench.add_argument("--repair-node-mb", type=COUNT, default=512, help="fragment data on the lost node (MiB)")
     bench.set_defaults(func=cmd_bench)
 
@@ -537,9 +603,13 @@ def build_parser() -> argparse.ArgumentParser:
     ray_verb = sub.add_parser("ray", help="deploy hcstore on a Ray cluster (one agent actor per node), status, down")
     ray_verb.add_argument("ray_command", choices=["deploy", "status", "down"])
     ray_verb.add_argument("--address", default="auto", help="Ray cluster address (default: auto)")
-    ray_verb.add_argument("--mountpath", action="append", default=[],
-                          help="directory for every node's agent, repeatable; may use {node_id} "
-                               "(default: a directory under the temp dir)")
+    ray_verb.add_argument(
+        "--mountpath",
+        action="append",
+        default=[],
+        help="directory for every node's agent, repeatable; may use {node_id} "
+        "(default: a directory under the temp dir)",
+    )
     ray_verb.add_argument("--ec", type=EC, default=ClientConfig.ec)
     ray_verb.add_argument("--durability", choices=DURABILITY_POLICIES, help=f"default {AgentConfig.durability}")
     ray_verb.add_argument("--timeout", type=SECONDS, default=300.0)
@@ -556,9 +626,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except HCStoreError as exc:
         _report(exc)
-    except OSError as exc:             # a local file or device the command was pointed at
+    except OSError as exc:  # a local file or device the command was pointed at
         _report(LocalFileError(f"{exc.strerror}: {exc.filename}" if exc.filename and exc.strerror else str(exc)))
-    except ValueError as exc:          # a bad value that no check above caught
+    except ValueError as exc:  # a bad value that no check above caught
         _report(InvalidRequest(str(exc)))
     return 1
 

@@ -35,15 +35,17 @@ def test_a_put_places_and_spares_inside_the_home_set(k: int, m: int) -> None:
         assert len(placement.nodes) == k + m
 
 
-def test_down_nodes_keep_their_place_in_the_home_set_and_spares_stand_in() -> None:
+def test_down_nodes_keep_their_place_in_the_home_set_and_out_nodes_leave_it() -> None:
     cmap = big_map()
     key = "b/obj"
     top = [node.id for node in ranking(key, cmap)]
-    down = big_map(states={top[0]: "down", top[2]: "out"})
+    down = big_map(states={top[0]: "down", top[2]: "suspect"})
     placement = place_in_home_set(key, down, 4, 2, operation=f"put {key}")
-    assert set(home_set(key, down, 4, 2)) == set(top[:8])  # down and out nodes still count
+    assert set(home_set(key, down, 4, 2)) == set(top[:8])  # down and suspect nodes still count
     assert placement.nodes == tuple(n for n in top[:8] if n not in (top[0], top[2]))
     assert placement.spares == ()
+    out = big_map(states={top[0]: "down", top[2]: "out"})  # repair rebuilds an out node's fragments elsewhere
+    assert set(home_set(key, out, 4, 2)) == set(top[:9]) - {top[2]}
 
 
 def test_a_put_fails_when_the_home_set_has_fewer_writable_nodes_than_the_quorum() -> None:
@@ -51,7 +53,7 @@ def test_a_put_fails_when_the_home_set_has_fewer_writable_nodes_than_the_quorum(
     key = "b/obj"
     top = [node.id for node in ranking(key, cmap)]
     # 4 of the 8 home-set nodes are gone: 4 writable, the quorum of 4+2 is 5, though 12 other nodes are alive.
-    broken = big_map(states={top[1]: "down", top[3]: "suspect", top[4]: "maintenance", top[6]: "out"})
+    broken = big_map(states={top[1]: "down", top[3]: "suspect", top[4]: "maintenance", top[6]: "down"})
     with pytest.raises(
         NotEnoughNodes,
         match=r"only 4 of the 8 nodes of its home set are writable and the write "

@@ -90,7 +90,7 @@ def test_bad_arguments() -> None:
 @given(cluster_maps(), KEYS, CODES)
 def test_home_set_and_candidates_are_prefixes_of_the_ranking(cmap: ClusterMap, key: str, code: tuple[int, int]) -> None:
     k, m = code
-    ranked = [n.id for n in rank(key, [n for n in cmap.nodes if n.state != "decommissioned"])]
+    ranked = [n.id for n in rank(key, [n for n in cmap.nodes if n.state not in ("out", "decommissioned")])]
     assert [n.id for n in ranking(key, cmap)] == ranked
     assert home_set(key, cmap, k, m) == tuple(ranked[: k + 2 * m])
     assert read_candidates(key, cmap, [(k, m)]) == tuple(ranked[: k + 3 * m])
@@ -179,7 +179,7 @@ def test_the_proof_survives_up_to_m_nodes_joining_above(
 def test_the_margin_covers_m_joins_above_a_replicated_write(m: int, data: st.DataObject) -> None:
     """The tightest case: a replicated write (``W = W_min = m + 1``), its reader knowing no bigger
     scheme, ``m`` nodes joining above it, and the reader's silent nodes aimed at the write set."""
-    ranked_states = tuple(state for state in NODE_STATES if state != "decommissioned")
+    ranked_states = tuple(state for state in NODE_STATES if state not in ("out", "decommissioned"))
     cmap = data.draw(cluster_maps(min_nodes=1 + 3 * m, max_nodes=1 + 3 * m + 6, states=ranked_states))
     key = data.draw(KEYS)
     home = home_set(key, cmap, 1, m)
