@@ -13,6 +13,7 @@ import ray
 from prometheus_client.parser import text_string_to_metric_families
 
 import ray_integration
+from hcstore.control.client import ControllerClient
 from hcstore.errors import ObjectNotFound
 from integration_support import wait_until
 from ray_integration.layout import AGENT_PREFIX, NAMESPACE, node_id_for
@@ -216,3 +217,7 @@ def test_node_killed_without_warning_reads_keep_working(ray_cluster, store):
         for key, array in arrays.items():
             _, _, value = ray.get(on_node(node).remote(store, key))
             assert np.array_equal(value, array), f"{key} read on {node}"
+    # The machine is gone for good: the operator removes it, so that it stops counting as a node
+    # that might hold newer data (the tests after this one share the cluster).
+    with ControllerClient(store.controller, timeout=10.0) as controller:
+        controller.remove(node_id_for(victim), force=True)
