@@ -34,7 +34,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ec import FragmentHeader, header_to_dict
+from hcstore.client import headers
+from hcstore.client.headers import VersionLayout
 from hcstore.cluster.local import LocalCluster
 from hcstore.errors import HCStoreError
 from hcstore.generation import HybridClock
@@ -82,26 +83,8 @@ def phase(name: str, latencies: Sequence[float]) -> Phase:
 
 def fragment_header(key: str, gen: str, chunk_size: int, stripes: int) -> dict[str, Any]:
     """The header fields ``prepare`` takes for a one-fragment object (the agent adds the digests)."""
-    fields = header_to_dict(
-        FragmentHeader(
-            bucket=BUCKET,
-            key=key,
-            generation=gen,
-            kind="data",
-            codec="zfec",
-            k=1,
-            m=1,
-            chunk_size=chunk_size,
-            size=chunk_size * stripes,
-            index=0,
-            stripes=stripes,
-            digests=bytes(32 * stripes),
-            placement=("n1", "n2"),
-            created_ns=time.time_ns(),
-        )
-    )
-    del fields["digests"]
-    return fields
+    layout = VersionLayout(BUCKET, key, gen, "zfec", 1, 1, chunk_size, chunk_size * stripes, stripes)
+    return headers.fragment_header(layout, 0, ("n1", "n2"))
 
 
 def upload(

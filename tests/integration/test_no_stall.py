@@ -23,7 +23,8 @@ import msgpack
 import pytest
 import zmq
 
-from ec import FragmentHeader, header_to_dict
+from hcstore.client import headers
+from hcstore.client.headers import VersionLayout
 from hcstore.config import ENV_PREFIX, AgentConfig
 from hcstore.generation import HybridClock
 from hcstore.wire.protocol import PROTOCOL_VERSION
@@ -79,26 +80,9 @@ class Peer:
 
 
 def prepare_header(key: str, gen: str, chunk_size: int, stripes: int) -> dict:
-    fields = header_to_dict(
-        FragmentHeader(
-            bucket=BUCKET,
-            key=key,
-            generation=gen,
-            kind="data",
-            codec="zfec",
-            k=1,
-            m=1,
-            chunk_size=chunk_size,
-            size=chunk_size * stripes,
-            index=0,
-            stripes=stripes,
-            digests=bytes(32 * stripes),
-            placement=("n1", "n2"),
-            created_ns=1,
-        )
-    )
-    del fields["digests"]
-    return fields
+    """The header fields ``prepare`` takes for a one-fragment object (the agent adds the digests)."""
+    layout = VersionLayout(BUCKET, key, gen, "zfec", 1, 1, chunk_size, chunk_size * stripes, stripes)
+    return headers.fragment_header(layout, 0, ("n1", "n2"))
 
 
 def upload_chunks(peer: Peer, key: str, chunk_size: int, stripes: int) -> tuple[str, str]:
