@@ -15,7 +15,7 @@ from hcstore import Client
 from hcstore.control.membership import Intervals
 from hcstore.errors import ClusterNotFound, InvalidRequest
 from hcstore.node.repair_plan import protection_summary
-from integration_support import CHUNK, flip_bytes, fragment_files_of, seeded_bytes, wait_until
+from integration_support import CHUNK, flip_bytes, fragment_files_of, fully_protected, seeded_bytes, wait_until
 
 BUCKET = "churn"
 FAST = Intervals(heartbeat=0.2, suspect_after=0.6, down_after=1.0, out_after=3.0)
@@ -34,16 +34,6 @@ def start(make_cluster, intervals=FAST, agents=7, **options):
 def stats(client):
     """Every node's last report, as the controller has it."""
     return client.controller().status().stats
-
-
-def fully_protected(client, objects, *, excluding=()):
-    """Every object has all k+m fragments, none of them on an excluded node."""
-    for key in objects:
-        version = client.resolve(BUCKET, key)
-        held = [n for n in version.found_at if n]
-        if len(held) < version.k + version.m or any(n in excluding for n in held):
-            return False
-    return True
 
 
 def node_state(client, node_id):
@@ -74,7 +64,7 @@ def test_node_down_for_less_than_the_out_interval_causes_no_repair(make_cluster)
         assert client.get(BUCKET, key) == data
     cluster.start(victim)  # it comes back with its fragments, and they count again
     client.refresh()
-    wait_until(lambda: fully_protected(client, objects), timeout=20, what="full protection after return")
+    wait_until(lambda: fully_protected(client, BUCKET, objects), timeout=20, what="full protection after return")
     assert protection_summary(stats(client))["bytes_repaired"] == 0
 
 
@@ -84,7 +74,7 @@ def test_node_that_stays_out_is_repaired(make_cluster):
     cluster.kill(victim)
     wait_until(lambda: node_state(client, victim) == "out", timeout=15, what=f"{victim} out")
     wait_until(
-        lambda: fully_protected(client, objects, excluding={victim}),
+        lambda: fully_protected(client, BUCKET, objects, excluding={victim}),
         timeout=40,
         what="every object rebuilt on the surviving nodes",
     )
@@ -98,7 +88,7 @@ def test_node_that_stays_out_is_repaired(make_cluster):
     # The node returns after all: its stale copies are dropped, nothing is lost or duplicated.
     cluster.start(victim)
     client.refresh()
-    wait_until(lambda: fully_protected(client, objects), timeout=30, what="protection after the node returned")
+    wait_until(lambda: fully_protected(client, BUCKET, objects), timeout=30, what="protection after the node returned")
     for key, data in objects.items():
         assert client.get(BUCKET, key) == data
 
@@ -110,7 +100,7 @@ def test_join_rebalances_and_reads_succeed_throughout(make_cluster):
     for key, data in objects.items():  # reads work while fragments move
         assert client.get(BUCKET, key) == data
     wait_until(lambda: len(cluster.fragment_files(newcomer)) > 0, timeout=20, what="fragments on the new node")
-    wait_until(lambda: fully_protected(client, objects), timeout=20, what="protection after the join")
+    wait_until(lambda: fully_protected(client, BUCKET, objects), timeout=20, what="protection after the join")
     moved = len(cluster.fragment_files(newcomer))
     total = sum(len(cluster.fragment_files(a.node_id)) for a in cluster.agents())
     assert 0 < moved < total / 3  # about 1/N of the fragments, not a reshuffle
@@ -125,7 +115,7 @@ def test_drain_hands_everything_over_and_remove_is_guarded(make_cluster):
         client.controller().remove(victim)
     client.controller().drain(victim)
     wait_until(lambda: not cluster.fragment_files(victim), timeout=30, what=f"{victim} drained")
-    wait_until(lambda: fully_protected(client, objects, excluding={victim}), timeout=20, what="protection")
+    wait_until(lambda: fully_protected(client, BUCKET, objects, excluding={victim}), timeout=20, what="protection")
     wait_until(
         lambda: stats(client)[victim]["data_fragments"] == 0,
         timeout=5,
@@ -148,7 +138,7 @@ def test_scrub_quarantines_a_corrupt_fragment_and_repair_rebuilds_it(make_cluste
     client.transport.request(client.endpoint(node), "maintain", {"job": "scrub"})
     wait_until(lambda: not path.exists(), timeout=20, what="the corrupt fragment to be quarantined")
     assert list(path.parent.parent.parent.glob("quarantine/*"))
-    wait_until(lambda: fully_protected(client, {"obj/03": b""}), timeout=20, what="the fragment rebuilt")
+    wait_until(lambda: fully_protected(client, BUCKET, {"obj/03": b""}), timeout=20, what="the fragment rebuilt")
     assert client.get(BUCKET, "obj/03") == objects["obj/03"]
 
 
@@ -160,7 +150,7 @@ def test_lost_disk_is_rebuilt(make_cluster):
     shutil.rmtree(agent.mountpaths[0])  # the SSD is replaced by an empty one
     cluster.start(node)
     client.refresh()
-    wait_until(lambda: fully_protected(client, objects), timeout=30, what="protection after the disk loss")
+    wait_until(lambda: fully_protected(client, BUCKET, objects), timeout=30, what="protection after the disk loss")
     for key, data in objects.items():
         assert client.get(BUCKET, key) == data
 
@@ -196,7 +186,9 @@ def test_io_errors_disable_a_mountpath_and_its_fragments_are_rebuilt(make_cluste
     stats = client.node_stats()[node]
     failed = [mp for mp in stats["mountpaths"] if mp["path"] == str(mountpath)]
     assert failed and failed[0]["disabled"], stats["mountpaths"]
-    wait_until(lambda: fully_protected(client, objects), timeout=30, what="fragments of the failed disk rebuilt")
+    wait_until(
+        lambda: fully_protected(client, BUCKET, objects), timeout=30, what="fragments of the failed disk rebuilt"
+    )
     for key, data in objects.items():
         assert client.get(BUCKET, key) == data
 

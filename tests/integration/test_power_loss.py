@@ -20,7 +20,7 @@ import pytest
 from hcstore.client.writer import PutResult
 from hcstore.control.membership import Intervals
 from hcstore.errors import HCStoreError
-from integration_support import CHUNK, fragment_files_of, seeded_bytes, wait_until
+from integration_support import CHUNK, fragment_files_of, fully_protected, seeded_bytes, wait_until
 from power_cut import missing_requirements, powered_cluster
 
 BUCKET = "power"
@@ -153,15 +153,6 @@ def flush_delays() -> dict[str, int]:
     return {name: int(Path("/proc/sys", name).read_text()) for name in names}
 
 
-def fully_protected(client, keys) -> bool:
-    """Every object has all ``k+m`` fragments somewhere."""
-    for key in keys:
-        version = client.resolve(BUCKET, key)
-        if sum(1 for node in version.found_at if node) < version.k + version.m:
-            return False
-    return True
-
-
 class PutStream(threading.Thread):
     """Puts new objects in a loop until stopped, remembering those acknowledged."""
 
@@ -228,7 +219,7 @@ def test_power_cut_on_m_agents_during_puts(make_powered):
         client.refresh()
         assert outcomes(client, acknowledged) == {key: "exact" for key in acknowledged}
         wait_until(
-            lambda: fully_protected(client, acknowledged),
+            lambda: fully_protected(client, BUCKET, acknowledged),
             timeout=40,
             interval=0.5,
             what="repair to restore every fragment",
