@@ -92,29 +92,27 @@ def health_url(metrics_url: str, check: str) -> str:
 # ---------------------------------------------------------------------- counters and status
 
 
-def test_counters_move_after_puts_and_gets(shared_cluster, shared_client):
-    before = {
-        "reads": total(shared_cluster, "hcstore_requests_total", op="read", outcome="ok"),
-        "remote": total(shared_cluster, "hcstore_reads_total", path="remote"),
-        "in": total(shared_cluster, "hcstore_received_bytes_total"),
-        "out": total(shared_cluster, "hcstore_sent_bytes_total"),
-        "latencies": total(shared_cluster, "hcstore_request_duration_seconds_count", op="read"),
-        "fragments": total(shared_cluster, "hcstore_fragments"),
+def _data_path_counters(cluster):
+    """The agents' read, traffic, latency and fragment counters, summed over the cluster."""
+    return {
+        "reads": total(cluster, "hcstore_requests_total", op="read", outcome="ok"),
+        "remote": total(cluster, "hcstore_reads_total", path="remote"),
+        "in": total(cluster, "hcstore_received_bytes_total"),
+        "out": total(cluster, "hcstore_sent_bytes_total"),
+        "latencies": total(cluster, "hcstore_request_duration_seconds_count", op="read"),
+        "fragments": total(cluster, "hcstore_fragments"),
     }
+
+
+def test_counters_move_after_puts_and_gets(shared_cluster, shared_client):
+    before = _data_path_counters(shared_cluster)
     data = {f"counted/{i}": seeded_bytes(f"counted-{i}", 600_000 + i) for i in range(3)}
     for key, blob in data.items():
         shared_client.put(BUCKET, key, blob)
     for key, blob in data.items():
         assert shared_client.get(BUCKET, key) == blob
     size = sum(len(blob) for blob in data.values())
-    after = {
-        "reads": total(shared_cluster, "hcstore_requests_total", op="read", outcome="ok"),
-        "remote": total(shared_cluster, "hcstore_reads_total", path="remote"),
-        "in": total(shared_cluster, "hcstore_received_bytes_total"),
-        "out": total(shared_cluster, "hcstore_sent_bytes_total"),
-        "latencies": total(shared_cluster, "hcstore_request_duration_seconds_count", op="read"),
-        "fragments": total(shared_cluster, "hcstore_fragments"),
-    }
+    after = _data_path_counters(shared_cluster)
     assert after["reads"] >= before["reads"] + 3 * 4  # every get asks k = 4 fragments at least once
     assert after["remote"] >= before["remote"] + 3 * 4  # no local node: data fragments are remote reads
     assert after["in"] - before["in"] >= size * 6 / 4  # k+m fragments of every stripe came in
