@@ -136,7 +136,13 @@ def handling_cost(directory: Path, requests: int = 200, blocks: int = 60) -> dic
     agents = {}
     for side, port in (("on", 0), ("off", -1)):
         agent = agents[side] = Agent(
-            AgentConfig(node_id="n1", mountpaths=(str(directory / side),), durability="none", metrics_port=port)
+            AgentConfig(
+                node_id="n1",
+                mountpaths=(str(directory / side),),
+                durability="none",
+                metrics_port=port,
+                insecure=True,
+            )
         )
         upload = agent.store.open_upload(BUCKET, "k", gen, 0, chunk, chunk)
         agent.store.write_chunk(upload, 0, os.urandom(chunk))

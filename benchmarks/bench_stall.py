@@ -129,9 +129,9 @@ def upload(
     return gen
 
 
-def writer_process(endpoint: str, size_mb: int, results: Any, go: Any) -> None:
-    """Upload one ``size_mb`` fragment (run in its own process) and send its phase times back."""
-    transport = Transport(request_timeout=REQUEST_TIMEOUT)
+def writer_process(transport: Transport, endpoint: str, size_mb: int, results: Any, go: Any) -> None:
+    """Upload one ``size_mb`` fragment (run in its own process, with the keys ``transport`` was
+    pickled with) and send its phase times back."""
     go.wait()
     marks: dict[str, float] = {}
     upload(transport, endpoint, "big", WRITE_CHUNK, size_mb, marks)
@@ -181,7 +181,7 @@ def run(*, size_mb: int, idle_reads: int, interval_ms: float, data_dir: str | No
         try:
             cluster.start()
             endpoint = cluster.cluster_map().node("n1").endpoint
-            transport = Transport(request_timeout=REQUEST_TIMEOUT)
+            transport = cluster.client(request_timeout=REQUEST_TIMEOUT).transport  # the cluster's keys
             gen = upload(transport, endpoint, "small", READ_CHUNK, READ_STRIPES)
             timed_reads(transport, endpoint, gen, interval, count=100)  # warm up
             idle = [lat for _, lat in timed_reads(transport, endpoint, gen, interval, count=idle_reads // 2)]
@@ -189,7 +189,7 @@ def run(*, size_mb: int, idle_reads: int, interval_ms: float, data_dir: str | No
             context = multiprocessing.get_context("spawn")
             receive, send = context.Pipe(duplex=False)
             go, done = context.Event(), threading.Event()
-            writer = context.Process(target=writer_process, args=(endpoint, size_mb, send, go), daemon=True)
+            writer = context.Process(target=writer_process, args=(transport, endpoint, size_mb, send, go), daemon=True)
             writer.start()
             threading.Thread(target=lambda: (writer.join(), done.set()), daemon=True).start()
             go.set()

@@ -81,6 +81,7 @@ from ec import DATA_OFFSET
 from hcstore.client.client import Client
 from hcstore.client.versions import resolve
 from hcstore.cluster.local import LocalCluster
+from hcstore.cluster.source import ClusterSource
 from hcstore.control.client import ControllerClient
 from hcstore.control.membership import Intervals
 from hcstore.errors import HCStoreError, ObjectNotFound, Retryable
@@ -934,7 +935,7 @@ class Chaos:
 
     def controller(self) -> ControllerClient:
         """A client of the cluster's controller (close it after use)."""
-        return ControllerClient(self.cluster.controller_endpoint(), timeout=5.0)
+        return ClusterSource.local(self.cluster.path).controller(timeout=5.0)
 
     def restart(self, node: str) -> None:
         """Start a killed agent again and wait until the map shows it back (alive, or in maintenance if drained)."""

@@ -192,6 +192,9 @@ class ClientConfig(_Settings):
         connect_timeout: seconds to wait for a connection before an agent counts as unavailable.
         hedge_after: seconds after which a read that has not answered is also asked of another fragment.
         local_node: the node this client runs on, read first.
+        key: this client's secret key file (``hcstore keys create``; "": the cluster directory's, if any).
+        controller_key: the controller's public key, Z85 text or a key file ("": the cluster directory's).
+        insecure: talk plain ZeroMQ to a cluster that runs without authentication.
     """
 
     ec: str = "4+2"
@@ -206,6 +209,9 @@ class ClientConfig(_Settings):
     connect_timeout: float = 0.5
     hedge_after: float = 0.5
     local_node: str | None = None
+    key: str = ""
+    controller_key: str = ""
+    insecure: bool = False
 
     def _validate(self) -> None:
         _check_ec(self, "ec")
@@ -261,6 +267,10 @@ class AgentConfig(_Settings):
             ``AgentBusy`` (retryable).
         io_queue_bytes: payload bytes those requests may hold, at most (one larger request is admitted
             alone): the agent's memory bound for chunks received and not yet written.
+        key: this agent's secret key file (``hcstore keys create``); required unless ``insecure``.
+        controller_key: the controller's public key, Z85 text or a key file; required with a
+            ``controller`` unless ``insecure``.
+        insecure: serve plain ZeroMQ without authentication (behind a trusted network only).
     """
 
     node_id: str = "n1"
@@ -287,6 +297,9 @@ class AgentConfig(_Settings):
     io_workers: int = 4
     io_queue: int = 4096
     io_queue_bytes: int = 1 << 30
+    key: str = ""
+    controller_key: str = ""
+    insecure: bool = False
 
     def _validate(self) -> None:
         self._require(bool(self.node_id), "node_id", "must not be empty")
@@ -328,6 +341,10 @@ class ControllerConfig(_Settings):
         metrics_host: address of the HTTP endpoint for ``/metrics``, ``/healthz`` and ``/readyz``
             ("": the same as ``host``).
         metrics_port: its port (0: any free port, written to the ready file; -1: no endpoint, nothing counted).
+        key: the controller's secret key file (``hcstore keys create``); required unless ``insecure``.
+        keys_file: the cluster's allow-list, a JSON file of public keys with their roles; the
+            controller reads it at start and rewrites it (crash-safely) when keys are added or revoked.
+        insecure: serve plain ZeroMQ without authentication (behind a trusted network only).
     """
 
     host: str = LOOPBACK
@@ -342,6 +359,9 @@ class ControllerConfig(_Settings):
     log_format: str = "text"
     metrics_host: str = ""
     metrics_port: int = 0
+    key: str = ""
+    keys_file: str = ""
+    insecure: bool = False
 
     @property
     def intervals(self) -> Intervals:

@@ -199,6 +199,19 @@ class NotInstalled(HCStoreError, ImportError):
     code = "E_NOT_INSTALLED"
 
 
+class Forbidden(HCStoreError, PermissionError):
+    """The key that sent a request is not allowed to run it (its role is too low, or it was revoked)."""
+
+    code = "E_FORBIDDEN"
+
+
+class AuthenticationError(HCStoreError, PermissionError):
+    """This process cannot prove who it is, or the peer could not: no key, an unreadable key file,
+    a server whose public key is unknown, or a handshake the peer refused."""
+
+    code = "E_AUTH"
+
+
 _BY_CODE: dict[str, type[HCStoreError]] = {}
 
 
@@ -237,6 +250,8 @@ _register(
     UnknownCodec,
     LocalFileError,
     NotInstalled,
+    Forbidden,
+    AuthenticationError,
 )
 
 

@@ -22,11 +22,16 @@ def fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: readers, and a restart after a power cut, see old or new, whole."""
+def write_bytes_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data``: readers, and a restart after a power cut, see old or new, whole.
+
+    ``mode`` is the new file's permission bits from its creation on (a secret is never readable by
+    others, not even briefly).
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
+        os.fchmod(fd, mode)  # the umask, or a leftover temporary file, must not widen it
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]

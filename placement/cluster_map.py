@@ -29,6 +29,7 @@ from the network or from a file and must not be trusted blindly.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Iterable, Iterator, Mapping
@@ -37,6 +38,8 @@ from typing import Any
 
 __all__ = [
     "LABEL_LEVELS",
+    "ROLES",
+    "Grant",
     "NODE_STATES",
     "READABLE_STATES",
     "WRITABLE_STATES",
@@ -57,8 +60,15 @@ READABLE_STATES: frozenset[str] = frozenset({"alive", "suspect", "maintenance"})
 LABEL_LEVELS: tuple[str, ...] = ("zone", "rack", "host")
 """Failure-domain label levels, outermost first."""
 
-_NODE_FIELDS = frozenset({"id", "endpoint", "weight", "labels", "state"})
-_MAP_FIELDS = frozenset({"epoch", "nodes"})
+_NODE_FIELDS = frozenset({"id", "endpoint", "weight", "labels", "state", "key"})
+_MAP_FIELDS = frozenset({"epoch", "nodes", "keys"})
+_GRANT_FIELDS = frozenset({"key", "role", "name"})
+
+ROLES: tuple[str, ...] = ("client", "node", "admin")
+"""What a key may do: ``client`` reads and writes data, ``node`` is an agent (bound to its
+node id), ``admin`` also changes the map (drain, resume, remove, keys)."""
+
+_Z85_KEY_LENGTH = 40  # a CurveZMQ public key, Z85-encoded
 
 
 class Labels(Mapping[str, str]):
@@ -132,6 +142,12 @@ def _check_state(value: object, name: str) -> str:
     return str(value)
 
 
+def _check_key(value: object, name: str) -> str:
+    if not isinstance(value, str) or len(value) != _Z85_KEY_LENGTH or not value.isascii():
+        raise ValueError(f"{name} must be a Z85 public key of {_Z85_KEY_LENGTH} characters, got {value!r}")
+    return value
+
+
 def _check_fields(d: object, allowed: frozenset[str], what: str) -> Mapping[str, Any]:
     if not isinstance(d, Mapping):
         raise ValueError(f"{what} must be a mapping, got {type(d).__name__}")
@@ -153,6 +169,8 @@ class Node:
         labels: Failure-domain labels, e.g. ``{"zone": "a", "rack": "r1", "host": "h1"}``.
             Stored as an immutable :class:`Labels` mapping.
         state: One of :data:`NODE_STATES`.
+        key: The CurveZMQ public key (Z85) the node's agent proved to hold when it last reported;
+            clients expect the agent at ``endpoint`` to hold it. "" in a cluster without authentication.
 
     Raises:
         ValueError: On construction, if a field is invalid; the message names the field.
@@ -163,6 +181,7 @@ class Node:
     weight: float = 1.0
     labels: Mapping[str, str] = field(default_factory=Labels)
     state: str = "alive"
+    key: str = ""
 
     def __post_init__(self) -> None:
         _check_str(self.id, "node.id", allow_empty=False)
@@ -173,16 +192,21 @@ class Node:
         if not isinstance(self.labels, Labels):
             object.__setattr__(self, "labels", Labels(self.labels))
         _check_state(self.state, "node.state")
+        if self.key:
+            _check_key(self.key, "node.key")
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the node as a plain, JSON-serialisable dict."""
-        return {
+        """Return the node as a plain, JSON-serialisable dict (``key`` only when the node has one)."""
+        out: dict[str, Any] = {
             "id": self.id,
             "endpoint": self.endpoint,
             "weight": self.weight,
             "labels": dict(self.labels),
             "state": self.state,
         }
+        if self.key:
+            out["key"] = self.key
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Node:
@@ -211,7 +235,43 @@ class Node:
             weight=d.get("weight", 1.0),
             labels=Labels(labels),
             state=d.get("state", "alive"),
+            key=_check_str(d.get("key", ""), "node.key", allow_empty=True),
         )
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One entry of the cluster's allow-list: a CurveZMQ public key and what it may do.
+
+    Attributes:
+        key: The public key, Z85-encoded (40 characters).
+        role: One of :data:`ROLES`.
+        name: Who holds it: for a ``node`` key the node id it is bound to (an agent may
+            speak only for that node); for others a label such as ``"alice"``.
+
+    Raises:
+        ValueError: On construction, if a field is invalid; the message names the field.
+    """
+
+    key: str
+    role: str
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        _check_key(self.key, "grant.key")
+        if self.role not in ROLES:
+            raise ValueError(f"grant.role must be one of {', '.join(ROLES)}; got {self.role!r}")
+        _check_str(self.name, "grant.name", allow_empty=self.role != "node")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the grant as a plain, JSON-serialisable dict."""
+        return {"key": self.key, "role": self.role, "name": self.name}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Grant:
+        """Build a grant from :meth:`to_dict` output, validating every field."""
+        d = _check_fields(d, _GRANT_FIELDS, "grant")
+        return cls(key=d.get("key", ""), role=d.get("role", ""), name=d.get("name", ""))
 
 
 @dataclass(frozen=True)
@@ -222,6 +282,8 @@ class ClusterMap:
         epoch: Version of the map; every change increments it. Non-negative int.
         nodes: The nodes, with unique ids, kept sorted by id (any iterable is accepted
             and normalised to a sorted tuple).
+        grants: The allow-list of public keys (:class:`Grant`), unique by key, kept sorted;
+            empty in a cluster that runs without authentication.
 
     Raises:
         ValueError: On construction, if the epoch is invalid, an entry is not a
@@ -230,8 +292,10 @@ class ClusterMap:
 
     epoch: int
     nodes: tuple[Node, ...] = ()
+    grants: tuple[Grant, ...] = ()
     # Derived from ``nodes`` by __post_init__; not part of the value (no init, repr, equality or hash).
     _by_id: dict[str, Node] = field(init=False, repr=False, compare=False)
+    _by_key: dict[str, Grant] = field(init=False, repr=False, compare=False)
     _writable: tuple[Node, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -249,6 +313,23 @@ class ClusterMap:
         object.__setattr__(self, "_by_id", {node.id: node for node in ordered})
         writable = tuple(node for node in ordered if node.state in WRITABLE_STATES)
         object.__setattr__(self, "_writable", writable)
+        grants = tuple(sorted(self.grants, key=lambda grant: grant.key))
+        for grant in grants:
+            if not isinstance(grant, Grant):
+                raise ValueError(f"cluster_map.grants must hold Grant values, got {grant!r}")
+        for first, second in itertools.pairwise(grants):
+            if first.key == second.key:
+                raise ValueError(f"cluster_map.grants: duplicate key {second.key!r}")
+        object.__setattr__(self, "grants", grants)
+        object.__setattr__(self, "_by_key", {grant.key: grant for grant in grants})
+
+    def grant(self, key: str) -> Grant | None:
+        """The allow-list entry of public key ``key`` (None: the key is not allowed)."""
+        return self._by_key.get(key)
+
+    def with_grants(self, grants: Iterable[Grant]) -> ClusterMap:
+        """Return a map with this allow-list instead of the current one; epoch + 1."""
+        return ClusterMap(self.epoch + 1, self.nodes, tuple(grants))
 
     def node(self, node_id: str) -> Node:
         """Return the node with id ``node_id``.
@@ -278,7 +359,7 @@ class ClusterMap:
     def with_node(self, node: Node) -> ClusterMap:
         """Return a map with ``node`` added, or replacing the node of the same id; epoch + 1."""
         others = (other for other in self.nodes if other.id != node.id)
-        return ClusterMap(self.epoch + 1, (*others, node))
+        return ClusterMap(self.epoch + 1, (*others, node), self.grants)
 
     def without_node(self, node_id: str) -> ClusterMap:
         """Return a map without node ``node_id``; epoch + 1.
@@ -287,7 +368,7 @@ class ClusterMap:
             KeyError: If the map has no such node.
         """
         self.node(node_id)
-        return ClusterMap(self.epoch + 1, tuple(n for n in self.nodes if n.id != node_id))
+        return ClusterMap(self.epoch + 1, tuple(n for n in self.nodes if n.id != node_id), self.grants)
 
     def with_state(self, node_id: str, state: str) -> ClusterMap:
         """Return a map in which node ``node_id`` is in ``state``; epoch + 1.
@@ -298,12 +379,16 @@ class ClusterMap:
         """
         _check_state(state, "state")
         old = self.node(node_id)
-        new = Node(old.id, old.endpoint, old.weight, old.labels, state)
-        return ClusterMap(self.epoch + 1, tuple(new if n.id == node_id else n for n in self.nodes))
+        new = dataclasses.replace(old, state=state)
+        return ClusterMap(self.epoch + 1, tuple(new if n.id == node_id else n for n in self.nodes), self.grants)
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the map as a plain, JSON-serialisable dict (nodes sorted by id)."""
-        return {"epoch": self.epoch, "nodes": [node.to_dict() for node in self.nodes]}
+        """Return the map as a plain, JSON-serialisable dict (nodes sorted by id; ``keys`` only when
+        the map has an allow-list, so that a map without one reads as it always has)."""
+        out: dict[str, Any] = {"epoch": self.epoch, "nodes": [node.to_dict() for node in self.nodes]}
+        if self.grants:
+            out["keys"] = [grant.to_dict() for grant in self.grants]
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ClusterMap:
@@ -318,4 +403,11 @@ class ClusterMap:
         nodes = d.get("nodes", [])
         if isinstance(nodes, (str, bytes, Mapping)) or not isinstance(nodes, Iterable):
             raise ValueError(f"cluster_map.nodes must be a list, got {type(nodes).__name__}")
-        return cls(epoch=d["epoch"], nodes=tuple(Node.from_dict(n) for n in nodes))
+        grants = d.get("keys", [])
+        if isinstance(grants, (str, bytes, Mapping)) or not isinstance(grants, Iterable):
+            raise ValueError(f"cluster_map.keys must be a list, got {type(grants).__name__}")
+        return cls(
+            epoch=d["epoch"],
+            nodes=tuple(Node.from_dict(n) for n in nodes),
+            grants=tuple(Grant.from_dict(g) for g in grants),
+        )

@@ -45,6 +45,7 @@ from hcstore.errors import (
 )
 from hcstore.generation import HybridClock
 from hcstore.names import check_bucket, check_prefix
+from hcstore.security.identity import client_credentials
 from hcstore.wire.protocol import Reply
 from hcstore.wire.transport import Transport
 from placement import ClusterMap, home_set, listing_proof, schemes_of, write_quorum
@@ -128,11 +129,16 @@ class Client:
         self._checked = 0.0
         self._from_controller = False
         self._lock = threading.Lock()
+        self.credentials, self._controller_key = client_credentials(
+            self.config, self.source.directory if self.source else None
+        )
         self.transport = Transport(
             connect_timeout=self.config.connect_timeout,
             request_timeout=self.config.request_timeout,
             io_threads=self.config.io_threads,
+            credentials=self.credentials,
         )
+        self.adopt_map(self._map)
         self.clock = HybridClock()
         self.corruptions: list[CorruptionReport] = []
         if self.source is not None and not self.source.is_local:
@@ -141,7 +147,7 @@ class Client:
     def _first_map_from_controller(self, *, explicit_ec: bool) -> None:
         assert self.source is not None
         reply = self.source.view(self.controller(timeout=max(self.config.request_timeout, 5.0)))
-        self._map = reply.cluster_map
+        self.adopt_map(reply.cluster_map)
         self._from_controller = True
         self._checked = time.monotonic()
         if not explicit_ec and reply.ec:
@@ -161,9 +167,17 @@ class Client:
         """
         if self.source is None:
             raise InvalidRequest("this client was given a fixed cluster map and knows no controller")
-        return self.source.controller(
-            transport=self.transport, timeout=self.config.request_timeout if timeout is None else timeout
+        return ControllerClient(
+            self.source.require_controller(),
+            transport=self.transport,
+            timeout=self.config.request_timeout if timeout is None else timeout,
+            server_key=self._controller_key,
         )
+
+    def adopt_map(self, cluster_map: ClusterMap) -> None:
+        """Use ``cluster_map`` from now on, and expect each node's agent to hold the public key it lists."""
+        self._map = cluster_map
+        self.transport.trust_nodes((node.endpoint, node.key) for node in cluster_map.nodes)
 
     @property
     def cluster_map(self) -> ClusterMap:
@@ -182,7 +196,7 @@ class Client:
                 fresh = self._load_map()
                 if fresh.epoch != self._map.epoch:
                     self.transport.forgive(n.endpoint for n in fresh.nodes if n.state == "alive")
-                self._map = fresh
+                self.adopt_map(fresh)
         return self._map
 
     def _load_map(self) -> ClusterMap:

@@ -9,6 +9,9 @@ Layout of a cluster directory::
     agents/<node>/agent.json     written by the agent when it serves: endpoint and pid
     agents/<node>/agent.log      the agent's log
     agents/<node>/mp<i>/         mountpath directories
+    keys/                        CurveZMQ keys (0700): NAME.key (public) and NAME.key_secret (0600)
+                                 for the controller, each node and the owner's admin key
+    keys/allow.json              the allow-list the controller starts from (public keys and roles)
 
 The cluster map is derived from these files when no controller runs: a node whose
 ``agent.json`` is missing is *down*. How a cluster directory (or a controller endpoint)
@@ -21,9 +24,15 @@ import json
 import os
 from pathlib import Path
 
+from hcstore.errors import LocalFileError
+from hcstore.security import keys
+from hcstore.security.allow_list import read_allow_list
 from placement import ClusterMap, Node
 
 CLUSTER_FORMAT = 1
+KEYS = "keys"
+ADMIN_KEY = "admin"
+CONTROLLER_KEY = "controller"
 
 
 def read_cluster_map(path: str | os.PathLike[str]) -> ClusterMap:
@@ -37,8 +46,45 @@ def read_cluster_map(path: str | os.PathLike[str]) -> ClusterMap:
             state = "alive"
         except (OSError, ValueError, KeyError):
             endpoint, state = "", "down"
-        nodes.append(Node(node["id"], endpoint, node.get("weight", 1.0), node.get("labels", {}), state))
-    return ClusterMap(spec.get("epoch", 1), tuple(nodes))
+        key = _public_key(Path(path), node["id"])
+        nodes.append(Node(node["id"], endpoint, node.get("weight", 1.0), node.get("labels", {}), state, key))
+    return ClusterMap(spec.get("epoch", 1), tuple(nodes), read_allow_list(allow_list_file(path)))
+
+
+def _public_key(path: Path, node_id: str) -> str:
+    """The public key in ``keys/NODE.key`` ("" when there is none: an insecure cluster)."""
+    try:
+        return keys.load(keys_directory(path) / f"{node_id}{keys.PUBLIC_SUFFIX}").public
+    except LocalFileError:
+        return ""
+
+
+def keys_directory(path: str | os.PathLike[str]) -> Path:
+    """Where a local cluster keeps its keys."""
+    return Path(path) / KEYS
+
+
+def admin_key_file(path: str | os.PathLike[str]) -> Path:
+    """The secret key file of the local cluster's owner (role admin)."""
+    return keys_directory(path) / f"{ADMIN_KEY}.key_secret"
+
+
+def controller_key_file(path: str | os.PathLike[str]) -> Path:
+    """The controller's public key file."""
+    return keys_directory(path) / f"{CONTROLLER_KEY}.key"
+
+
+def allow_list_file(path: str | os.PathLike[str]) -> Path:
+    """The allow-list the local cluster's controller starts from."""
+    return keys_directory(path) / "allow.json"
+
+
+def is_insecure(path: str | os.PathLike[str]) -> bool:
+    """Whether the local cluster was made to run without authentication (``hcstore up --insecure``)."""
+    try:
+        return bool(json.loads((Path(path) / "cluster.json").read_text()).get("insecure", False))
+    except (OSError, ValueError):
+        return False
 
 
 def read_cluster_ec(path: str | os.PathLike[str]) -> str:

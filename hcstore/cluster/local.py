@@ -27,7 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hcstore.cluster.directory import CLUSTER_FORMAT, controller_endpoint, read_cluster_map
+from hcstore.cluster.directory import (
+    ADMIN_KEY,
+    CLUSTER_FORMAT,
+    CONTROLLER_KEY,
+    allow_list_file,
+    controller_endpoint,
+    controller_key_file,
+    keys_directory,
+    read_cluster_map,
+)
 from hcstore.cluster.source import ClusterSource
 from hcstore.coding import parse_ec_spec
 from hcstore.config import ENV_PREFIX, AgentConfig, ClientConfig, ControllerConfig
@@ -41,7 +50,9 @@ from hcstore.errors import (
     Timeout,
 )
 from hcstore.files import write_json_atomic
-from placement import ClusterMap
+from hcstore.security import keys
+from hcstore.security.allow_list import write_allow_list
+from placement import ClusterMap, Grant
 
 DEFAULT_AGENTS = 6
 DEFAULT_MOUNTPATHS = 2  # directories per agent
@@ -103,12 +114,15 @@ class LocalCluster:
         scan_interval: float | None = None,
         repair_rate: float | None = None,
         scrub_interval: float | None = None,
+        insecure: bool = False,
     ) -> LocalCluster:
-        """Write a new cluster directory: its node list, ``controller.toml`` and each ``agent.toml``.
+        """Write a new cluster directory: its node list, ``controller.toml``, each ``agent.toml``, and
+        the keys (``keys/``: one pair for the controller, each node and the owner, and the allow-list).
 
         Starts nothing (see :meth:`start`). Settings left None keep the defaults of
         :class:`~hcstore.config.AgentConfig` and :class:`~hcstore.config.ControllerConfig`;
-        ``labels`` has one dict per agent (default ``{"host": node_id}``).
+        ``labels`` has one dict per agent (default ``{"host": node_id}``). ``insecure`` makes a
+        cluster without keys: plain ZeroMQ, no authentication.
 
         Raises:
             InvalidRequest: a setting is invalid (nothing is written then).
@@ -126,13 +140,24 @@ class LocalCluster:
             raise ClusterExists(
                 f"{cluster.path} already holds a cluster; run `hcstore down` or choose another --data-dir"
             )
+        key_dir = keys_directory(cluster.path)
+        secured: dict[str, Any] = (
+            {"insecure": True}
+            if insecure
+            else {
+                "key": str(key_dir / f"{CONTROLLER_KEY}{keys.SECRET_SUFFIX}"),
+                "keys_file": str(allow_list_file(cluster.path)),
+            }
+        )
         controller = ControllerConfig(
             ec=ec,
             ready_file=str(cluster.controller_ready_file),
             log_file=str(cluster.path / "controller.log"),
+            **secured,
             **(dataclasses.asdict(intervals) if intervals else {}),
         )
         template = AgentConfig(
+            **({"insecure": True} if insecure else {"controller_key": str(controller_key_file(cluster.path))}),
             **_given(
                 durability=durability,
                 capacity_bytes=capacity_bytes,
@@ -141,22 +166,43 @@ class LocalCluster:
                 repair_rate=repair_rate,
                 scrub_interval=scrub_interval,
                 heartbeat=controller.heartbeat,
-            )
+            ),
         )
         nodes = [
             cluster._node_config(template, f"n{i + 1}", mountpaths_per_agent, labels[i] if labels else None)
             for i in range(agents)
         ]
         cluster.path.mkdir(parents=True, exist_ok=True)
+        if not insecure:
+            cluster._make_keys([c.node_id for c in nodes])
         controller.write(cluster.path / CONTROLLER_CONFIG)
         for config in nodes:
             cluster._write_agent_config(config)
         write_json_atomic(
             cluster.path / "cluster.json",
-            {"format": CLUSTER_FORMAT, "epoch": 1, "ec": ec, "nodes": [_roster_entry(c) for c in nodes]},
+            {
+                "format": CLUSTER_FORMAT,
+                "epoch": 1,
+                "ec": ec,
+                "nodes": [_roster_entry(c) for c in nodes],
+                **({"insecure": True} if insecure else {}),
+            },
             indent=2,
         )
         return cluster
+
+    def _make_keys(self, node_ids: list[str]) -> None:
+        """Key pairs for the controller, the owner (admin) and each node, and the allow-list naming them."""
+        key_dir = keys_directory(self.path)
+        keys.create(key_dir, CONTROLLER_KEY)
+        grants = [Grant(keys.create(key_dir, ADMIN_KEY).public, "admin", "owner")]
+        grants += [Grant(keys.create(key_dir, node_id).public, "node", node_id) for node_id in node_ids]
+        write_allow_list(allow_list_file(self.path), grants)
+
+    @property
+    def insecure(self) -> bool:
+        """Whether the cluster runs without keys (plain ZeroMQ, no authentication)."""
+        return bool(self.spec.get("insecure", False))
 
     def _node_config(
         self, template: AgentConfig, node_id: str, mountpaths: int, labels: dict[str, str] | None
@@ -172,6 +218,7 @@ class LocalCluster:
             log_file=str(directory / "agent.log"),
             port=0,
             controller="",
+            key="" if template.insecure else str(keys_directory(self.path) / f"{node_id}{keys.SECRET_SUFFIX}"),
         )
 
     def agent_config(self, node_id: str) -> AgentConfig:
@@ -287,6 +334,11 @@ class LocalCluster:
         node_id = f"n{number}"
         template = self.agent_config(spec["nodes"][0]["id"])
         config = self._node_config(template, node_id, len(template.mountpaths), labels or None)
+        if not template.insecure:
+            pair = keys.create(keys_directory(self.path), node_id)
+            self.start_controller()
+            with ClusterSource.local(self.path).controller(timeout=5.0) as controller:
+                controller.add_key(pair.public, "node", node_id)
         self._write_agent_config(config)
         spec["nodes"].append(_roster_entry(config))
         write_json_atomic(self.path / "cluster.json", spec, indent=2)

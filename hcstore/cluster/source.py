@@ -27,9 +27,12 @@ from hcstore.cluster.directory import (
     read_cluster_ec,
     read_cluster_map,
 )
+from hcstore.config import ClientConfig
 from hcstore.control.client import ControllerClient, MapReply
 from hcstore.errors import ClusterNotFound, ControllerUnavailable, InvalidRequest
 from hcstore.files import write_bytes_atomic
+from hcstore.security.curve import Credentials
+from hcstore.security.identity import client_credentials
 from hcstore.wire.transport import Transport
 from placement import ClusterMap
 
@@ -151,13 +154,26 @@ class ClusterSource:
             )
         return endpoint
 
-    def controller(self, *, transport: Transport | None = None, timeout: float = 5.0) -> ControllerClient:
-        """A client of this cluster's controller (see :class:`ControllerClient` for the arguments).
+    def credentials(self, config: ClientConfig | None = None) -> tuple[Credentials, str]:
+        """This process's keys for this cluster, and the controller's public key (see
+        :func:`hcstore.security.identity.client_credentials`; ``config`` None: ``HCSTORE_*`` and defaults)."""
+        return client_credentials(config or ClientConfig.from_env(), self.directory)
+
+    def controller(
+        self, *, transport: Transport | None = None, timeout: float = 5.0, config: ClientConfig | None = None
+    ) -> ControllerClient:
+        """A client of this cluster's controller (see :class:`ControllerClient` for the arguments),
+        authenticated with the keys :meth:`credentials` finds.
 
         Raises:
             ControllerUnavailable: the local cluster's controller is not running.
+            AuthenticationError: the cluster needs a key and none is named.
         """
-        return ControllerClient(self.require_controller(), transport=transport, timeout=timeout)
+        endpoint = self.require_controller()
+        credentials, server_key = self.credentials(config)
+        return ControllerClient(
+            endpoint, transport=transport, timeout=timeout, credentials=credentials, server_key=server_key
+        )
 
     # ------------------------------------------------------------------ the map and the EC
 
@@ -199,7 +215,7 @@ class ClusterSource:
         """
         endpoint = self.controller_endpoint()
         if endpoint:
-            asked = controller or ControllerClient(endpoint)
+            asked = controller or self.controller()
             try:
                 return asked.get_map()
             except ControllerUnavailable as exc:

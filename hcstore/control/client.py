@@ -27,8 +27,9 @@ from hcstore.errors import (
     InvalidRequest,
     Timeout,
 )
+from hcstore.security.curve import INSECURE, Credentials
 from hcstore.wire.transport import Transport
-from placement import ClusterMap
+from placement import ClusterMap, Grant
 
 NODE_ACTIONS = ("drain", "resume", "remove")
 
@@ -70,19 +71,34 @@ class ControllerClient:
         timeout: seconds to wait for each reply.
         connect_timeout: seconds to wait for a connection (a transport made here).
 
+        credentials: this process's keys, for a transport made here (a shared one has its own).
+        server_key: the controller's public key (CurveZMQ); "" when the transport already trusts it
+            or the cluster runs insecure.
+
     Every method raises :class:`~hcstore.errors.ControllerUnavailable` when the controller
     does not answer, and the controller's own error (e.g. ``InvalidRequest``) when it refuses.
     """
 
     def __init__(
-        self, endpoint: str, *, transport: Transport | None = None, timeout: float = 5.0, connect_timeout: float = 1.0
+        self,
+        endpoint: str,
+        *,
+        transport: Transport | None = None,
+        timeout: float = 5.0,
+        connect_timeout: float = 1.0,
+        credentials: Credentials = INSECURE,
+        server_key: str = "",
     ) -> None:
         if not endpoint.startswith("tcp://"):
             raise InvalidRequest(f"controller endpoint {endpoint!r} must look like tcp://HOST:PORT")
         self.endpoint = endpoint
         self.timeout = timeout
         self._owns_transport = transport is None
-        self.transport = transport or Transport(connect_timeout=connect_timeout, request_timeout=timeout)
+        self.transport = transport or Transport(
+            connect_timeout=connect_timeout, request_timeout=timeout, credentials=credentials
+        )
+        if server_key:
+            self.transport.trust(endpoint, server_key)
 
     # ------------------------------------------------------------------ operations
 
@@ -125,6 +141,27 @@ class ControllerClient:
     def remove(self, node: str, *, force: bool = False) -> ClusterMap:
         """Decommission ``node``; refused while it holds fragments unless ``force``."""
         return self.node_admin(node, "remove", force=force)
+
+    def keys(self) -> list[Grant]:
+        """The cluster's allow-list."""
+        return [Grant.from_dict(entry) for entry in self._request("keys", {"action": "list"})["keys"]]
+
+    def add_key(self, key: str, role: str, name: str = "") -> list[Grant]:
+        """Allow ``key`` with ``role`` (a ``node`` key is bound to node ``name``); returns the new allow-list.
+
+        Raises:
+            InvalidRequest: a malformed key, an unknown role, a node key without a node name.
+        """
+        fields = {"action": "add", "key": key, "role": role, "name": name}
+        return [Grant.from_dict(entry) for entry in self._request("keys", fields)["keys"]]
+
+    def revoke_key(self, key: str) -> list[Grant]:
+        """Remove ``key`` from the allow-list (its connections are refused from their next request on).
+
+        Raises:
+            ObjectNotFound: the key is not in the allow-list.
+        """
+        return [Grant.from_dict(entry) for entry in self._request("keys", {"action": "revoke", "key": key})["keys"]]
 
     def heartbeat(
         self,

@@ -31,13 +31,17 @@ import zmq
 from hcstore import daemon
 from hcstore.config import ControllerConfig
 from hcstore.control.membership import MembershipTable
-from hcstore.errors import AgentUnavailable, HCStoreError, InvalidRequest, ObjectNotFound
+from hcstore.errors import AgentUnavailable, Forbidden, HCStoreError, InvalidRequest, ObjectNotFound
 from hcstore.files import write_json_atomic
 from hcstore.metrics import health
 from hcstore.metrics.controller import ControllerMetrics, ControllerSnapshot
 from hcstore.metrics.endpoint import MetricsEndpoint
 from hcstore.metrics.protection import ProtectionSummary, RepairRate, summarize
 from hcstore.metrics.requests import INVALID, OK
+from hcstore.security import roles
+from hcstore.security.allow_list import read_allow_list, with_key, without_key, write_allow_list
+from hcstore.security.curve import Gate
+from hcstore.security.identity import INSECURE_WARNING, daemon_credentials
 from hcstore.wire import protocol
 from hcstore.wire.protocol import Request
 from hcstore.wire.server import answer_pending
@@ -66,10 +70,17 @@ class Controller:
         self.table = MembershipTable(config.intervals)
         self.clock = clock
         self.stats: dict[str, dict[str, Any]] = {}
-        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+        self.credentials = daemon_credentials(config, "controller")
+        self.table.grants = read_allow_list(config.keys_file) if config.keys_file else ()
+        self._grants = {grant.key: grant for grant in self.table.grants}
+        if self.credentials.secure and not self._grants:
+            log.warning("the allow-list is empty: no agent or client can connect (add keys with `hcstore keys add`)")
+        # A context of its own: ZeroMQ authenticates the connections of a context with one handler.
+        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_HEADER_BYTES * 4)
+        self.gate = Gate(self.context, self.socket, self.credentials, self._role_of)
         host, port = config.host, config.port
         if port:
             self.socket.bind(f"tcp://{host}:{port}")
@@ -78,12 +89,15 @@ class Controller:
             self.endpoint = f"tcp://{host}:{self.socket.bind_to_random_port(f'tcp://{host}')}"
         self._stopping = False
         self._dead: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self._transport = Transport(connect_timeout=1.0, request_timeout=ADMIN_QUERY_TIMEOUT)
+        self._transport = Transport(
+            connect_timeout=1.0, request_timeout=ADMIN_QUERY_TIMEOUT, credentials=self.credentials
+        )
         self._handlers = {
             "heartbeat": self._heartbeat,
             "get_map": self._get_map,
             "node_admin": self._node_admin,
             "status": self._status,
+            "keys": self._keys,
         }
         self.repair_rate = RepairRate()
         self._lock = threading.Lock()  # the serving loop's state, against scrapes from the endpoint's threads
@@ -112,6 +126,8 @@ class Controller:
             write_json_atomic(
                 Path(ready_file), {"endpoint": self.endpoint, "pid": os.getpid(), "metrics": self.metrics_url}
             )
+        if not self.credentials.secure:
+            log.warning("the controller runs %s", INSECURE_WARNING)
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
         tick = self.table.intervals.heartbeat / 2
@@ -129,6 +145,8 @@ class Controller:
                     )
         self._serving = False
         self.socket.close(linger=0)
+        self.gate.close()
+        self.context.term()
         self._transport.close()
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
@@ -149,6 +167,8 @@ class Controller:
         try:
             request = protocol.decode_request(body, protocol.CONTROLLER_OPERATIONS)
             request_id, op = request.id, request.op
+            request.sender = self.gate.sender(body[0])
+            self._authorize(request, body[0])
             fields = self._handlers[request.op](request)
             self._count(op, OK, started)
             return routing + protocol.reply_frames(request_id, self.table.epoch, fields)
@@ -167,6 +187,27 @@ class Controller:
             return routing + protocol.error_frames(
                 request_id, self.table.epoch, HCStoreError(f"controller internal error: {type(exc).__name__}")
             )
+
+    def _role_of(self, key: str) -> str | None:
+        grant = self._grants.get(key)
+        return grant.role if grant is not None else None
+
+    def _authorize(self, request: Request, frame: Any) -> None:
+        """Refuse a request its sender's key may not make; a node's key speaks for its own node only."""
+        needed = roles.CONTROLLER_OPERATIONS[request.op]
+        role = self.gate.role(frame)
+        if not roles.permits(role, needed):
+            raise Forbidden(
+                f"{request.op} needs a key of role {needed}; this one is "
+                f"{'of role ' + role if role else 'not in the allow-list (revoked?)'}"
+            )
+        if request.op == "heartbeat" and self.gate.secure:
+            grant = self._grants[request.sender]
+            if grant.role != "node" or grant.name != request.fields["node"]:
+                raise Forbidden(
+                    f"a heartbeat for node {request.fields['node']!r} must come from a node key bound to it; "
+                    f"this key is of role {grant.role}{' bound to ' + repr(grant.name) if grant.name else ''}"
+                )
 
     def _count(self, op: str, outcome: str, started: float) -> None:
         if self.metrics is not None:
@@ -197,13 +238,13 @@ class Controller:
         now = self.clock()
         if "map" in f:
             try:
-                self.table.adopt(ClusterMap.from_dict(f["map"]), now)
+                self.table.adopt(self._trusted_part(ClusterMap.from_dict(f["map"])), now)
             except (ValueError, KeyError, TypeError) as exc:
                 raise InvalidRequest(f"heartbeat from {f['node']}: bad map: {exc}") from None
         self.table.observe_epoch(request.epoch)
         labels = {str(k): str(v) for k, v in f["labels"].items()}
         try:
-            self.table.heartbeat(f["node"], f["endpoint"], labels, float(f["weight"]), now)
+            self.table.heartbeat(f["node"], f["endpoint"], labels, float(f["weight"]), now, request.sender)
         except ValueError as exc:
             raise InvalidRequest(f"heartbeat from {f['node']!r}: {exc}") from None
         if "stats" in f:
@@ -213,6 +254,32 @@ class Controller:
         if request.epoch < self.table.epoch:
             reply["map"] = self.cluster_map.to_dict()
         return reply
+
+    def _trusted_part(self, seen: ClusterMap) -> ClusterMap:
+        """Of a map an agent persisted, the nodes whose keys the allow-list binds to them (all, when insecure)."""
+        if not self.gate.secure:
+            return seen
+        bound = {(g.name, g.key) for g in self._grants.values() if g.role == "node"}
+        return ClusterMap(seen.epoch, tuple(n for n in seen.nodes if (n.id, n.key) in bound))
+
+    def _keys(self, request: Request) -> dict[str, Any]:
+        """List, add or revoke keys of the allow-list; a change is a new map epoch, saved to the keys file."""
+        f = request.fields
+        action = f["action"]
+        if action == "list":
+            return {"keys": [grant.to_dict() for grant in self.table.grants]}
+        if action not in ("add", "revoke"):
+            raise InvalidRequest(f"unknown keys action {action!r}: use list, add or revoke")
+        if action == "add":
+            grants = with_key(self.table.grants, f.get("key", ""), f.get("role", ""), f.get("name", ""))
+        else:
+            grants = without_key(self.table.grants, f.get("key", ""))
+        if self.config.keys_file:
+            write_allow_list(self.config.keys_file, grants)  # saved before it takes effect
+        self.table.set_grants(grants)
+        self._grants = {grant.key: grant for grant in grants}
+        log.info("allow-list: %s %s; cluster map epoch %d", action, f.get("key", ""), self.table.epoch)
+        return {"keys": [grant.to_dict() for grant in grants]}
 
     def _get_map(self, request: Request) -> dict[str, Any]:
         return {"map": self.cluster_map.to_dict(), **({"ec": self.ec} if self.ec else {})}
@@ -235,10 +302,12 @@ class Controller:
         The node itself is asked: its last heartbeat report may predate the latest puts. A node
         that cannot be asked counts as holding an unknown number of fragments.
         """
-        endpoint = self.cluster_map.node(node).endpoint
+        endpoint, key = self.cluster_map.node(node).endpoint, self.cluster_map.node(node).key
         try:
             if not endpoint:
                 raise AgentUnavailable(f"node {node} is down")
+            if key:
+                self._transport.trust(endpoint, key)
             held: Any = self._transport.request(endpoint, "node_stats", {}).header.get("data_fragments")
         except HCStoreError as exc:
             log.info("remove %s: could not ask the node how many fragments it holds: %s", node, exc)

@@ -17,9 +17,10 @@ is *out*, so a node that reboots within ``out_after`` causes no repair storm.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
-from placement import ClusterMap, Node
+from placement import ClusterMap, Grant, Node
 
 
 @dataclass(frozen=True)
@@ -65,10 +66,20 @@ class MembershipTable:
     intervals: Intervals = field(default_factory=Intervals)
     epoch: int = 0
     members: dict[str, _Member] = field(default_factory=dict)
+    grants: tuple[Grant, ...] = ()
 
     def cluster_map(self) -> ClusterMap:
-        """The current map: every member's node at the current epoch."""
-        return ClusterMap(self.epoch, tuple(m.node for m in self.members.values()))
+        """The current map: every member's node, and the allow-list, at the current epoch."""
+        return ClusterMap(self.epoch, tuple(m.node for m in self.members.values()), self.grants)
+
+    def set_grants(self, grants: tuple[Grant, ...]) -> None:
+        """Replace the allow-list (a key added or revoked): the map's epoch rises so every holder learns it.
+
+        A map adopted from an agent never changes the allow-list: the controller's own is the truth.
+        """
+        if set(grants) != set(self.grants):
+            self.grants = grants
+            self.epoch += 1
 
     def adopt(self, seen: ClusterMap, now: float) -> None:
         """Continue from a map an agent persisted: its epoch, and nodes not yet heard from.
@@ -89,17 +100,19 @@ class MembershipTable:
         if epoch > self.epoch:
             self.epoch = epoch + 1
 
-    def heartbeat(self, node_id: str, endpoint: str, labels: dict[str, str], weight: float, now: float) -> None:
-        """Record a heartbeat (the first one registers the node)."""
+    def heartbeat(
+        self, node_id: str, endpoint: str, labels: dict[str, str], weight: float, now: float, key: str = ""
+    ) -> None:
+        """Record a heartbeat (the first one registers the node); ``key`` is the public key it was sent with."""
         member = self.members.get(node_id)
         if member is None:
-            member = self.members[node_id] = _Member(Node(node_id, endpoint, weight, labels), now)
+            member = self.members[node_id] = _Member(Node(node_id, endpoint, weight, labels, key=key), now)
             self.epoch += 1
         member.last_seen = now
         member.dead = False
         node = member.node
-        if (node.endpoint, dict(node.labels), node.weight) != (endpoint, labels, weight):
-            member.node = Node(node_id, endpoint, weight, labels, node.state)
+        if (node.endpoint, dict(node.labels), node.weight, node.key) != (endpoint, labels, weight, key):
+            member.node = Node(node_id, endpoint, weight, labels, node.state, key)
             self.epoch += 1
         self._refresh_states(now)
 
@@ -150,7 +163,7 @@ class MembershipTable:
                 state = "maintenance"
             if state != member.node.state:
                 node = member.node
-                member.node = Node(node.id, node.endpoint, node.weight, node.labels, state)
+                member.node = dataclasses.replace(node, state=state)
                 changed = True
         if changed:
             self.epoch += 1

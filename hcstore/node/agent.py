@@ -36,12 +36,13 @@ from typing import Any
 import zmq
 
 from hcstore import daemon
-from hcstore.config import AgentConfig
+from hcstore.config import AgentConfig, BadSetting
 from hcstore.errors import (
     AgentBusy,
     AgentUnavailable,
     CorruptFragment,
     DiskError,
+    Forbidden,
     HCStoreError,
     InvalidRequest,
     ProtocolError,
@@ -56,6 +57,10 @@ from hcstore.node import routes
 from hcstore.node.io_pool import IoPool, Job
 from hcstore.node.maintenance import Maintainer
 from hcstore.node.store import LocalStore
+from hcstore.security import roles
+from hcstore.security.curve import Gate, secure_client
+from hcstore.security.identity import INSECURE_WARNING, daemon_credentials
+from hcstore.security.keys import public_key
 from hcstore.wire import protocol
 from hcstore.wire.protocol import Request
 from hcstore.wire.server import Outbox, answer_pending
@@ -71,8 +76,18 @@ _LOGGED = frozenset({HCStoreError.code, DiskError.code, CorruptFragment.code})  
 class Agent:
     """Serves one node's :class:`LocalStore` on a ZeroMQ ROUTER socket."""
 
-    def __init__(self, config: AgentConfig, *, context: zmq.Context | None = None) -> None:
+    def __init__(self, config: AgentConfig) -> None:
         self.config = config
+        self.credentials = daemon_credentials(config, f"agent {config.node_id}")
+        self.controller_key = ""
+        if self.credentials.secure and config.controller:
+            if not config.controller_key:
+                raise BadSetting(
+                    ("controller_key",),
+                    f"agent {config.node_id}: setting controller_key is empty: name the controller's public key "
+                    "(Z85 text or its .key file), so the agent knows it reports to the real controller",
+                )
+            self.controller_key = public_key(config.controller_key)
         self.store = LocalStore(config)
         self.io = IoPool(config.io_workers, config.io_queue, config.io_queue_bytes, name=f"io-{config.node_id}")
         self.outbox = Outbox()
@@ -82,12 +97,14 @@ class Agent:
         self._heartbeat_due = 0.0
         self._send_map = True  # tell a (possibly restarted) controller what we know
         self.maintainer: Maintainer | None = None
-        self.context = context or zmq.Context.instance()
+        # A context of its own: ZeroMQ authenticates the connections of a context with one handler.
+        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
         self.socket.setsockopt(zmq.SNDHWM, 0)
         self.socket.setsockopt(zmq.RCVHWM, 0)
+        self.gate = Gate(self.context, self.socket, self.credentials, self._role_of)
         self.endpoint = self._bind()
         self.requests = 0
         self.errors = 0
@@ -163,6 +180,8 @@ class Agent:
                 },
             )
         log.info("agent %s serving on %s (metrics: %s)", self.config.node_id, self.endpoint, self.metrics_url or "off")
+        if not self.credentials.secure:
+            log.warning("agent %s runs %s", self.config.node_id, INSECURE_WARNING)
         self._serving = True
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
@@ -197,6 +216,7 @@ class Agent:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        secure_client(sock, self.credentials, self.controller_key)
         sock.connect(self.config.controller)
         return sock
 
@@ -291,6 +311,7 @@ class Agent:
         except Exception as exc:  # noqa: BLE001 - every failure, a bug included, becomes an error reply
             return self._refuse(routing, protocol.peek_request_id(body), exc, None, started)
         try:
+            self._authorize(request, body[0])
             if request.op in routes.INLINE:
                 return self._answer(routing, request, started)
             job = Job(
@@ -322,6 +343,22 @@ class Agent:
             )
         except Exception as exc:  # noqa: BLE001 - every failure, a bug included, becomes an error reply
             return self._refuse(routing, request.id, exc, request, started)
+
+    def _role_of(self, key: str) -> str | None:
+        """The role of a public key: the controller's is admin; others as the map's allow-list says."""
+        if key == self.controller_key:
+            return "admin"
+        grant = self.cluster_map.grant(key) if self.cluster_map is not None else None
+        return grant.role if grant is not None else None
+
+    def _authorize(self, request: Request, frame: Any) -> None:
+        needed = roles.AGENT_OPERATIONS[request.op]
+        role = self.gate.role(frame)
+        if not roles.permits(role, needed):
+            raise Forbidden(
+                f"{request.op} on node {self.config.node_id} needs a key of role {needed}; this one is "
+                f"{'of role ' + role if role else 'not in the allow-list (revoked?)'}"
+            )
 
     def _answer(self, routing: list[Any], request: Request, started: float) -> list[Any]:
         """Run a request's handler (any thread) and return its reply or error reply; never raises."""
@@ -393,6 +430,8 @@ class Agent:
         if self._controller is not None:
             self._controller.close(linger=0)
         self.socket.close(linger=_CLOSE_LINGER_MS)
+        self.gate.close()
+        self.context.term()
         self.outbox.close()
         self.store.close()
         if self.metrics_endpoint is not None:

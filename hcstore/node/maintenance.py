@@ -265,10 +265,13 @@ class Maintainer(threading.Thread):
 
     def _client_for(self, cluster_map: Any) -> Client:
         if self._client is None:
-            self._client = Client(cluster_map, config=ClientConfig(request_timeout=10.0))
+            agent = self.agent.config
+            self._client = Client(
+                cluster_map, config=ClientConfig(request_timeout=10.0, key=agent.key, insecure=agent.insecure)
+            )
         if self._client._map.epoch != cluster_map.epoch:  # nodes the new map calls alive get another chance
             self._client.transport.forgive(n.endpoint for n in cluster_map.nodes if n.state == "alive")
-        self._client._map = cluster_map  # the agent's map is the truth for its own work
+        self._client.adopt_map(cluster_map)  # the agent's map is the truth for its own work
         return self._client
 
 

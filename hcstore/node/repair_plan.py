@@ -21,11 +21,12 @@ The scan and scrub reports and the cluster-wide protection summary live here too
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from hcstore.client.versions import ObjectVersion
-from placement import ClusterMap, Node, home_map, plan_moves, rank
+from placement import ClusterMap, home_map, plan_moves, rank
 
 SETTLED = frozenset({"alive"})
 MAY_RETURN = frozenset({"suspect", "down"})
@@ -53,9 +54,7 @@ class ObjectPlan:
 
 def _planning_map(cluster_map: ClusterMap) -> ClusterMap:
     """The map as placement should see it for existing data: nodes that may come back keep their place."""
-    nodes = tuple(
-        Node(n.id, n.endpoint, n.weight, n.labels, "alive") if n.state in MAY_RETURN else n for n in cluster_map.nodes
-    )
+    nodes = tuple(dataclasses.replace(n, state="alive") if n.state in MAY_RETURN else n for n in cluster_map.nodes)
     return ClusterMap(cluster_map.epoch, nodes)
 
 

@@ -1,6 +1,6 @@
 """The ``hcstore`` command line.
 
-Cluster verbs: ``up``, ``down``, ``status``, ``node``, ``repair``, ``scrub``, and
+Cluster verbs: ``up``, ``down``, ``status``, ``node``, ``repair``, ``scrub``, ``keys``, and
 ``ray deploy|status|down`` for a Ray cluster; ``agent`` and ``controller`` run one
 daemon in the foreground from its config file. Object verbs: ``put``, ``get``,
 ``ls``, ``rm``, ``stat`` on ``hcstore://BUCKET/KEY`` URLs. Showcases:
@@ -43,6 +43,7 @@ from hcstore.errors import (
 from hcstore.names import parse_url
 from hcstore.tools.daemons import add_verbs as add_daemon_verbs
 from hcstore.tools.humanize import size
+from hcstore.tools.keys_cli import add_verbs as add_keys_verbs
 
 if TYPE_CHECKING:
     from hcstore.client.client import Client
@@ -83,6 +84,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             "mountpaths_per_agent": args.mountpaths_per_agent,
             "durability": args.durability,
             "capacity_bytes": args.capacity_bytes,
+            "insecure": args.insecure or None,
         }
         cluster = LocalCluster.create(data_dir, **{name: value for name, value in given.items() if value is not None})
     cluster.start()
@@ -513,6 +515,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--durability", choices=DURABILITY_POLICIES, help=f"fsync policy (default {AgentConfig.durability})"
     )
     up.add_argument("--capacity-bytes", type=BYTES, help="capacity of each mountpath (default: the disk's)")
+    up.add_argument(
+        "--insecure",
+        action="store_true",
+        help="no keys: plain ZeroMQ, no authentication or encryption (anyone who reaches a port can do anything)",
+    )
     up.set_defaults(func=cmd_up)
 
     down = sub.add_parser("down", help="stop the local cluster")
@@ -599,6 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=cmd_bench)
 
     add_daemon_verbs(sub)
+    add_keys_verbs(sub, console)
 
     ray_verb = sub.add_parser("ray", help="deploy hcstore on a Ray cluster (one agent actor per node), status, down")
     ray_verb.add_argument("ray_command", choices=["deploy", "status", "down"])

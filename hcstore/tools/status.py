@@ -41,8 +41,11 @@ def gather(source: ClusterSource) -> dict[str, Any]:
         except HCStoreError:
             status = None
         cluster_map = client.cluster_map
+        secure = client.credentials.secure
     running = LocalCluster(source.directory).running() if source.directory else {}
-    return document(source.location, ec, cluster_map, stats, status, running, source.controller_endpoint())
+    return document(
+        source.location, ec, cluster_map, stats, status, running, source.controller_endpoint(), secure=secure
+    )
 
 
 def document(
@@ -53,6 +56,8 @@ def document(
     status: ControllerStatus | None,
     running: dict[str, int | None],
     controller_endpoint: str,
+    *,
+    secure: bool = True,
 ) -> dict[str, Any]:
     """The status document from what the agents and the controller answered (pure).
 
@@ -64,6 +69,7 @@ def document(
         status: the controller's status (None: no controller answered).
         running: pids of a local cluster's agents, by node id.
         controller_endpoint: the controller's endpoint ("" for none).
+        secure: whether the cluster was reached over CurveZMQ (False: it runs insecure).
     """
     ages = status.ages if status else {}
     reports = status.stats if status else {}
@@ -76,6 +82,7 @@ def document(
         "cluster": location,
         "ec": ec,
         "epoch": cluster_map.epoch,
+        "security": "curve" if secure else "insecure",
         "controller": {
             "endpoint": controller_endpoint or None,
             "metrics_url": (status.metrics_url or None) if status else None,
@@ -205,6 +212,12 @@ def render(doc: dict[str, Any], console: Console) -> None:
         f"hcstore cluster {escape(doc['cluster'])}: EC {doc['ec'] or '-'}, map epoch {doc['epoch']}{escape(where)}",
         highlight=False,
     )
+    if doc["security"] == "insecure":
+        console.print(
+            "[bold red]INSECURE[/]: [red]no authentication, no encryption: anyone who reaches a port can read, "
+            "delete and reconfigure everything[/]",
+            highlight=False,
+        )
     console.print(_nodes_table(doc["nodes"]))
     console.print(_mountpaths_table(doc["nodes"]))
     if doc["protection"]:

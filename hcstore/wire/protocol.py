@@ -134,6 +134,13 @@ CONTROLLER_OPERATIONS: dict[str, dict[str, Field]] = {
     # drain | resume | remove (remove refuses while the node still holds fragments, unless force)
     "node_admin": {"node": _STR, "action": _STR, "force": Field(bool, required=False)},
     "status": {},
+    # The allow-list: list | add (key, role, name) | revoke (key).
+    "keys": {
+        "action": _STR,
+        "key": Field(str, required=False),
+        "role": Field(str, required=False),
+        "name": Field(str, required=False),
+    },
 }
 
 
@@ -146,6 +153,7 @@ class Request:
     epoch: int
     fields: dict[str, Any]
     payloads: list[Any]
+    sender: str = ""  # the public key that sent it, set by an authenticating server ("" when insecure)
 
 
 def pack(header: dict[str, Any]) -> bytes:

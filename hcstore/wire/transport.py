@@ -13,6 +13,13 @@ within ``connect_timeout``). An agent that refused, or did not answer in
 time, is remembered as *unavailable* for a short cool-down, during which
 sends to it fail at once, and its socket is replaced so that late replies to
 abandoned requests never reach a new request.
+
+With :class:`~hcstore.security.curve.Credentials` that hold a key pair, every socket is a
+CurveZMQ client: it presents this process's key and talks only to the holder of the
+endpoint's public key, which the owner of the transport states with :meth:`Transport.trust`
+(from the cluster map's allow-list, or the controller's key). A handshake the server refuses
+(an unknown or revoked key) or cannot complete (a wrong server key) is an
+:class:`~hcstore.errors.AuthenticationError`, not a silent time-out.
 """
 
 from __future__ import annotations
@@ -27,7 +34,8 @@ from typing import Any
 
 import zmq
 
-from hcstore.errors import AgentUnavailable, HCStoreError, ProtocolError
+from hcstore.errors import AgentUnavailable, AuthenticationError, HCStoreError, ProtocolError
+from hcstore.security.curve import INSECURE, Credentials, handshake_failed, secure_client, unwatch, watch_handshakes
 from hcstore.wire import protocol
 from hcstore.wire.protocol import Reply
 
@@ -50,13 +58,16 @@ def _accepts_connections(endpoint: str, timeout: float) -> bool:
 class _ThreadState:
     """The sockets and outstanding requests of one thread of one process."""
 
-    def __init__(self, io_threads: int) -> None:
+    def __init__(self, io_threads: int, credentials: Credentials, server_keys: dict[str, str]) -> None:
         self.pid = os.getpid()
+        self.credentials = credentials
+        self.server_keys = server_keys  # shared with the transport: endpoint -> public key
         # One context per process, never terminated by garbage collection: a collected context
         # whose sockets are still open would block in zmq_ctx_term forever.
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance(io_threads=io_threads)
         self.sockets: dict[str, zmq.Socket[bytes]] = {}
         self.endpoint_of: dict[zmq.Socket[bytes], str] = {}
+        self.monitors: dict[str, zmq.Socket[bytes]] = {}  # endpoint -> its socket's handshake failures
         self.poller = zmq.Poller()
         self.pending: dict[int, str] = {}  # request id -> endpoint
         self.established: set[str] = set()  # endpoints whose current socket has sent a request
@@ -65,7 +76,16 @@ class _ThreadState:
     def socket(self, endpoint: str) -> zmq.Socket[bytes]:
         sock = self.sockets.get(endpoint)
         if sock is None:
+            server_key = self.server_keys.get(endpoint, "")
+            if self.credentials.secure and not server_key:
+                raise AuthenticationError(
+                    f"no public key is known for {endpoint}: the cluster map's allow-list binds none to it "
+                    "(is the node registered with its key?), so this client cannot authenticate it"
+                )
             sock = self.context.socket(zmq.DEALER)
+            secure_client(sock, self.credentials, server_key)
+            if self.credentials.secure:
+                self.monitors[endpoint] = watch_handshakes(sock)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.IMMEDIATE, 1)
             sock.setsockopt(zmq.SNDHWM, 0)
@@ -83,6 +103,7 @@ class _ThreadState:
         self.established.discard(endpoint)
         sock = self.sockets.pop(endpoint, None)
         if sock is not None:
+            unwatch(sock, self.monitors.pop(endpoint, None))
             self.poller.unregister(sock)
             del self.endpoint_of[sock]
             sock.close(linger=0)
@@ -91,8 +112,13 @@ class _ThreadState:
                 del self.pending[request_id]
                 self.done[request_id] = error
 
+    def handshake_failed(self, endpoint: str) -> bool:
+        """Whether the endpoint's socket reported a failed CurveZMQ handshake."""
+        return handshake_failed(self.monitors.get(endpoint))
+
     def close(self) -> None:
-        for sock in self.sockets.values():
+        for endpoint, sock in self.sockets.items():
+            unwatch(sock, self.monitors.pop(endpoint, None))
             sock.close(linger=0)
         self.sockets.clear()
         self.endpoint_of.clear()
@@ -101,10 +127,20 @@ class _ThreadState:
 class Transport:
     """Sends requests to agents and collects their replies."""
 
-    def __init__(self, *, connect_timeout: float = 0.5, request_timeout: float = 10.0, io_threads: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        connect_timeout: float = 0.5,
+        request_timeout: float = 10.0,
+        io_threads: int = 0,
+        credentials: Credentials = INSECURE,
+        server_keys: dict[str, str] | None = None,
+    ) -> None:
         self.connect_timeout = connect_timeout
         self.request_timeout = request_timeout
         self.io_threads = io_threads or min(4, os.cpu_count() or 1)
+        self.credentials = credentials
+        self.server_keys: dict[str, str] = dict(server_keys or {})
         self._local = threading.local()
         self._ids = itertools.count(1)
         self._unavailable_until: dict[str, float] = {}
@@ -116,6 +152,8 @@ class Transport:
             "connect_timeout": self.connect_timeout,
             "request_timeout": self.request_timeout,
             "io_threads": self.io_threads,
+            "credentials": self.credentials,
+            "server_keys": self.server_keys,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -125,8 +163,27 @@ class Transport:
     def _state(self) -> _ThreadState:
         state: _ThreadState | None = getattr(self._local, "state", None)
         if state is None or state.pid != os.getpid():
-            state = self._local.state = _ThreadState(self.io_threads)
+            state = self._local.state = _ThreadState(self.io_threads, self.credentials, self.server_keys)
         return state
+
+    def trust_nodes(self, keys: Iterable[tuple[str, str]]) -> None:
+        """:meth:`trust` each ``(endpoint, key)`` pair that has both (a cluster map's nodes)."""
+        for endpoint, key in keys:
+            if endpoint and key:
+                self.trust(endpoint, key)
+
+    def trust(self, endpoint: str, server_key: str) -> None:
+        """Talk to ``endpoint`` only if it proves to hold ``server_key`` (its CurveZMQ public key).
+
+        A changed key (a node re-keyed, an endpoint reused by another node) replaces this thread's
+        socket; other threads' sockets keep the old key until they fail.
+        """
+        if self.server_keys.get(endpoint) == server_key:
+            return
+        self.server_keys[endpoint] = server_key
+        state: _ThreadState | None = getattr(self._local, "state", None)
+        if state is not None and state.pid == os.getpid() and endpoint in state.sockets:
+            state.drop(endpoint, AgentUnavailable(f"agent {endpoint} changed its key"))
 
     def is_unavailable(self, endpoint: str) -> bool:
         """True while ``endpoint`` is in its cool-down after failing."""
@@ -172,6 +229,13 @@ class Transport:
                 state.drop(endpoint, AgentUnavailable(f"agent {endpoint} restarted"))
                 sock = state.socket(endpoint)
             if not sock.poll(int(self.connect_timeout * 1000), zmq.POLLOUT):
+                if state.handshake_failed(endpoint):
+                    self.mark_unavailable(endpoint, "refused the authentication handshake")
+                    raise AuthenticationError(
+                        f"{endpoint} refused this client's key, or does not hold the public key "
+                        f"{self.server_keys.get(endpoint, '')!r} this client expects: check that the key "
+                        f"{self.credentials.public!r} is in the cluster's allow-list (hcstore keys list)"
+                    )
                 self.mark_unavailable(endpoint, f"accepted no connection within {self.connect_timeout}s")
                 raise AgentUnavailable(f"agent {endpoint} accepted no connection within {self.connect_timeout}s")
         request_id = next(self._ids)

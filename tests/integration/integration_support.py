@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hcstore.cluster.local import LocalCluster
+from hcstore.cluster.source import ClusterSource
 from hcstore.node.store import key_hash
-from hcstore.wire.transport import Transport
 from placement import ClusterMap, place
 
 T = TypeVar("T")
@@ -119,11 +119,8 @@ def reconfigure_agent(cluster: LocalCluster, node_id: str, **settings: Any) -> N
 
 def controller_request(cluster: LocalCluster, op: str, **fields: Any) -> dict[str, Any]:
     """One raw request to the cluster's controller; returns its reply header (tests of the wire itself)."""
-    transport = Transport(connect_timeout=1.0, request_timeout=5.0)
-    try:
-        return transport.request(cluster.controller_endpoint(), op, fields).header
-    finally:
-        transport.close()
+    with ClusterSource.local(cluster.path).controller(timeout=5.0) as controller:  # the cluster's admin key
+        return controller.transport.request(cluster.controller_endpoint(), op, fields).header
 
 
 def key_placed_on(cluster_map: ClusterMap, bucket: str, node: str, k: int, m: int, prefix: str) -> str:

@@ -21,7 +21,7 @@ from hcstore.errors import (
 @pytest.fixture
 def controller():
     """A controller serving in a thread of this process, and a client of it."""
-    served = Controller(ControllerConfig(ec="2+1"))
+    served = Controller(ControllerConfig(ec="2+1", insecure=True))
     thread = threading.Thread(target=served.serve, daemon=True)
     thread.start()
     with ControllerClient(served.endpoint, timeout=5.0) as client:

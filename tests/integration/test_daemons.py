@@ -70,9 +70,24 @@ def daemons(tmp_path):
         running.kill_all()
 
 
+def make_keys(keys: Path, allow: Path, grants: dict[str, tuple[str, str]]) -> None:
+    """Key pairs made and allowed as an operator would: ``hcstore keys create``, then ``keys add --file``."""
+    for name, (role, bound) in grants.items():
+        subprocess.run(cli("keys", "create", name, "--dir", str(keys)), check=True, env=clean_env(), timeout=60)
+        add = cli("keys", "add", str(keys / f"{name}.key"), "--role", role, "--name", bound, "--file", str(allow))
+        subprocess.run(add, check=True, env=clean_env(), timeout=60, capture_output=True)
+    assert (keys / "n1.key_secret").stat().st_mode & 0o777 == 0o600
+
+
 def test_controller_and_agents_from_config_files(tmp_path, daemons, monkeypatch):
     monkeypatch.delenv("HCSTORE_EC", raising=False)
-    (tmp_path / "controller.toml").write_text(f'ec = "2+1"\n{INTERVALS}ready_file = "{tmp_path / "controller.json"}"\n')
+    keys, allow = tmp_path / "keys", tmp_path / "allow.json"
+    make_keys(keys, allow, {"n1": ("node", "n1"), "n2": ("node", "n2"), "n3": ("node", "n3"), "alice": ("client", "")})
+    subprocess.run(cli("keys", "create", "controller", "--dir", str(keys)), check=True, env=clean_env(), timeout=60)
+    (tmp_path / "controller.toml").write_text(
+        f'ec = "2+1"\n{INTERVALS}ready_file = "{tmp_path / "controller.json"}"\n'
+        f'key = "{keys / "controller.key_secret"}"\nkeys_file = "{allow}"\n'
+    )
     daemons.start("controller", cli("controller", "--config", str(tmp_path / "controller.toml")))
     endpoint = daemons.ready("controller", tmp_path / "controller.json")["endpoint"]
 
@@ -88,13 +103,15 @@ def test_controller_and_agents_from_config_files(tmp_path, daemons, monkeypatch)
         (directory / "agent.toml").write_text(
             f'node_id = "{node}"\nmountpaths = ["{directory / "mp0"}"]\ncontroller = "{endpoint}"\n'
             f'durability = "none"\nheartbeat = 0.2\nready_file = "{directory / "agent.json"}"\n{log_file}'
+            f'key = "{keys / f"{node}.key_secret"}"\ncontroller_key = "{keys / "controller.key"}"\n'
             f'[labels]\nhost = "{node}"\n'
         )
         daemons.start(node, [*command, str(directory / "agent.toml")])
     for node in starters:
         daemons.ready(node, tmp_path / node / "agent.json")
 
-    with Client(endpoint, request_timeout=5.0) as client:
+    alice = {"key": str(keys / "alice.key_secret"), "controller_key": str(keys / "controller.key")}
+    with Client(endpoint, request_timeout=5.0, **alice) as client:
         wait_until(
             lambda: sum(n.state == "alive" for n in client.refresh().nodes) == 3,
             timeout=30,
@@ -125,7 +142,10 @@ def test_controller_and_agents_from_config_files(tmp_path, daemons, monkeypatch)
         (["agent"], 'node_id = "n1"\nport = "7000"\n', ["port"]),
         (["agent"], 'mountpaths = "/nvme0"\n', ["mountpaths"]),
         (["agent"], 'node_id = "n1"\ndurabilty = "none"\n', ["durabilty", "durability"]),
-        (["agent"], 'node_id = "n1"\n', ["mountpath"]),
+        (["agent"], 'node_id = "n1"\ninsecure = true\n', ["mountpath"]),
+        (["agent"], 'node_id = "n1"\nmountpaths = ["/tmp/x"]\n', ["key", "insecure"]),
+        (["agent"], 'node_id = "n1"\nkey = "/nonexistent.key_secret"\n', ["/nonexistent.key_secret"]),
+        (["controller"], "port = 0\n", ["key", "insecure"]),
         (["controller"], "suspect_after = 0.1\n", ["suspect_after"]),
         (["-m", "hcstore.control.controller"], 'ec = "4-2"\n', ["ec"]),
         (["-m", "hcstore.node.agent"], "high_watermark = 2.0\n", ["high_watermark"]),

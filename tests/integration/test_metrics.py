@@ -272,6 +272,7 @@ class LoneAgent:
             node_id="n1",
             mountpaths=(str(directory / "mp0"),),
             durability="none",
+            insecure=True,
             ready_file=str(directory / "agent.json"),
             log_file=str(directory / "agent.log"),
             **settings,
@@ -399,7 +400,7 @@ def test_an_agent_whose_metrics_port_is_taken_does_not_start(tmp_path):
     taken.listen()
     try:
         port = taken.getsockname()[1]
-        config = AgentConfig(node_id="n1", mountpaths=(str(tmp_path / "mp0"),), metrics_port=port)
+        config = AgentConfig(node_id="n1", mountpaths=(str(tmp_path / "mp0"),), metrics_port=port, insecure=True)
         config.write(tmp_path / "agent.toml")
         started = subprocess.run(
             [sys.executable, "-m", "hcstore.node.agent", "--config", str(tmp_path / "agent.toml")],

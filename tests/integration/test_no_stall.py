@@ -113,6 +113,7 @@ class LoneAgent:
             node_id="n1",
             mountpaths=(str(directory / "mp0"),),
             durability="commit",
+            insecure=True,
             ready_file=str(directory / "agent.json"),
             log_file=str(directory / "agent.log"),
             **settings,

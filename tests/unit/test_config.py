@@ -221,11 +221,15 @@ def test_every_field_can_come_from_the_environment():
         "log_format": "json",
         "metrics_host": "127.0.0.3",
         "metrics_port": "-1",
+        "key": "/k/n9.key_secret",
+        "controller_key": "/k/controller.key",
+        "insecure": "true",
     }
     assert set(values) == {f.name for f in fields(AgentConfig)}
     config = AgentConfig.load(environ={f"HCSTORE_{k.upper()}": v for k, v in values.items()})
     assert config.capacity_bytes == 4096 and config.mountpaths == ("/a", "/b") and config.repair_rate == 1e6
     assert (config.log_format, config.metrics_host, config.metrics_port) == ("json", "127.0.0.3", -1)
+    assert (config.key, config.insecure) == ("/k/n9.key_secret", True)
     assert ClientConfig.load(environ={"HCSTORE_CODEC": ""}).codec is None
 
 
