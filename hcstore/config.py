@@ -328,6 +328,8 @@ class ControllerConfig(_Settings):
         metrics_host: address of the HTTP endpoint for ``/metrics``, ``/healthz`` and ``/readyz``
             ("": the same as ``host``).
         metrics_port: its port (0: any free port, written to the ready file; -1: no endpoint, nothing counted).
+        secret_file: file holding the cluster secret, read at start ("": none; the ``cluster_secret``
+            operation then answers an error). See :mod:`hcstore.secret`.
     """
 
     host: str = LOOPBACK
@@ -342,6 +344,7 @@ class ControllerConfig(_Settings):
     log_format: str = "text"
     metrics_host: str = ""
     metrics_port: int = 0
+    secret_file: str = ""
 
     @property
     def intervals(self) -> Intervals:

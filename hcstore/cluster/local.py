@@ -41,6 +41,7 @@ from hcstore.errors import (
     Timeout,
 )
 from hcstore.files import write_json_atomic
+from hcstore.secret import KEYS_DIRECTORY, SECRET_FILE, create_secret_file
 from placement import ClusterMap
 
 DEFAULT_AGENTS = 6
@@ -104,7 +105,7 @@ class LocalCluster:
         repair_rate: float | None = None,
         scrub_interval: float | None = None,
     ) -> LocalCluster:
-        """Write a new cluster directory: its node list, ``controller.toml`` and each ``agent.toml``.
+        """Write a new cluster directory: its node list, cluster secret, ``controller.toml`` and each ``agent.toml``.
 
         Starts nothing (see :meth:`start`). Settings left None keep the defaults of
         :class:`~hcstore.config.AgentConfig` and :class:`~hcstore.config.ControllerConfig`;
@@ -130,6 +131,7 @@ class LocalCluster:
             ec=ec,
             ready_file=str(cluster.controller_ready_file),
             log_file=str(cluster.path / "controller.log"),
+            secret_file=str(cluster.secret_file),
             **(dataclasses.asdict(intervals) if intervals else {}),
         )
         template = AgentConfig(
@@ -148,6 +150,7 @@ class LocalCluster:
             for i in range(agents)
         ]
         cluster.path.mkdir(parents=True, exist_ok=True)
+        create_secret_file(cluster.secret_file)
         controller.write(cluster.path / CONTROLLER_CONFIG)
         for config in nodes:
             cluster._write_agent_config(config)
@@ -243,6 +246,11 @@ class LocalCluster:
     def controller_ready_file(self) -> Path:
         """The file the controller writes when it serves (endpoint and pid)."""
         return self.path / "controller.json"
+
+    @property
+    def secret_file(self) -> Path:
+        """The file holding the cluster secret (``0600``, in a ``0700`` directory; see :mod:`hcstore.secret`)."""
+        return self.path / KEYS_DIRECTORY / SECRET_FILE
 
     def controller_endpoint(self) -> str:
         """The running controller's endpoint ("" when it is not running)."""

@@ -134,6 +134,8 @@ CONTROLLER_OPERATIONS: dict[str, dict[str, Field]] = {
     # drain | resume | remove (remove refuses while the node still holds fragments, unless force)
     "node_admin": {"node": _STR, "action": _STR, "force": Field(bool, required=False)},
     "status": {},
+    # The cluster secret, for writers that sign values (hcstore.secret); an error when the controller has none.
+    "cluster_secret": {},
 }
 
 
