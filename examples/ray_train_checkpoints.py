@@ -82,7 +82,8 @@ def train_loop(config: dict) -> None:
                 checkpoint_dir_name=ray_integration.checkpoint_dir_name(epoch),
             )
         if rank == 0:
-            config["store"].put("progress", {"epoch": epoch, "node": ray.get_runtime_context().get_node_id()})
+            progress = {"epoch": epoch, "node": ray.get_runtime_context().get_node_id()}
+            config["store"].put("progress", progress, allow_pickle=True)  # a dict: pickled, signed
         time.sleep(1.0)  # slow enough to kill a node mid-run
 
 
@@ -92,7 +93,7 @@ def kill_rank0_node(
     """Once rank 0 has saved epoch ``KILL_AFTER_EPOCH``, SIGKILL the node it runs on."""
     while not done.wait(0.2):
         try:
-            progress = store.get("progress")
+            progress = store.get("progress", allow_pickle=True)
         except FileNotFoundError:
             continue
         if progress["epoch"] >= KILL_AFTER_EPOCH:

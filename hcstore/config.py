@@ -345,6 +345,8 @@ class ControllerConfig(_Settings):
         keys_file: the cluster's allow-list, a JSON file of public keys with their roles; the
             controller reads it at start and rewrites it (crash-safely) when keys are added or revoked.
         insecure: serve plain ZeroMQ without authentication (behind a trusted network only).
+        secret_file: file holding the cluster secret, read at start ("": none; the ``cluster_secret``
+            operation then answers an error). See :mod:`hcstore.secret`.
     """
 
     host: str = LOOPBACK
@@ -362,6 +364,7 @@ class ControllerConfig(_Settings):
     key: str = ""
     keys_file: str = ""
     insecure: bool = False
+    secret_file: str = ""
 
     @property
     def intervals(self) -> Intervals:

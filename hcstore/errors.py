@@ -35,6 +35,22 @@ class InvalidRequest(HCStoreError, ValueError):
     code = "E_BAD_FIELD"
 
 
+class UnsupportedValue(InvalidRequest, TypeError):
+    """A Python value of a type that is not stored without pickle, and pickle was not asked for."""
+
+    code = "E_VALUE_TYPE"
+
+
+class UntrustedValue(InvalidRequest):
+    """A stored value that would run code when read (a pickle) and is not allowed or not proven authentic.
+
+    A pickle is read only when the reader asks for it and its metadata carries a MAC that verifies
+    under the cluster secret (see :mod:`ray_integration.values`); anything else raises this.
+    """
+
+    code = "E_UNTRUSTED_VALUE"
+
+
 class ProtocolError(HCStoreError, ValueError):
     """A message did not follow the wire protocol (frames, header, version)."""
 
@@ -225,6 +241,8 @@ def _register(*classes: type[HCStoreError]) -> None:
 _register(
     HCStoreError,
     InvalidRequest,
+    UnsupportedValue,
+    UntrustedValue,
     ProtocolError,
     ProtocolVersionError,
     UnknownOperation,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +26,49 @@ def fsync_directory(path: Path) -> None:
 def write_bytes_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     """Replace ``path`` with ``data``: readers, and a restart after a power cut, see old or new, whole.
 
-    ``mode`` is the new file's permission bits from its creation on (a secret is never readable by
-    others, not even briefly).
+    The file is created with ``mode`` (less the umask) from its first byte, so a file of
+    secrets is never readable by others, not even for a moment.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    tmp = _write_temporary(path, data, mode)
+    os.replace(tmp, path)
+    fsync_directory(path.parent)
+
+
+def create_bytes_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> bool:
+    """Create ``path`` holding ``data`` unless it exists; crash-safe as :func:`write_bytes_atomic`.
+
+    Of writers racing to create the same file exactly one wins; the others leave it as it is.
+
+    Returns:
+        True when this call created the file, False when it existed already.
+    """
+    tmp = _write_temporary(path, data, mode)
     try:
-        os.fchmod(fd, mode)  # the umask, or a leftover temporary file, must not widen it
+        os.link(tmp, path)  # fails when the name is taken: never replaces what another writer made
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_directory(path.parent)
+    return True
+
+
+def _write_temporary(path: Path, data: bytes, mode: int) -> Path:
+    """``data`` written and fsynced to a new temporary file beside ``path``, created with ``mode``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.unlink(missing_ok=True)  # a leftover of a crash: O_EXCL below makes a file of our mode
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
         os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
-    os.replace(tmp, path)
-    fsync_directory(path.parent)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    return tmp
 
 
 def write_json_atomic(path: Path, data: dict[str, Any], *, indent: int | None = None) -> None:

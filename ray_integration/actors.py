@@ -4,7 +4,8 @@
 bound to its node's IP, with the same Prometheus endpoint (``/metrics``, ``/healthz``,
 ``/readyz``) as an agent process, and serves object-ref reads: a value returned by
 :meth:`AgentActor.read` lands in the object store of the agent's node, which is the
-caller's node. ``ControllerActor`` runs the :class:`hcstore.control.controller.Controller` and a
+caller's node. ``ControllerActor`` runs the :class:`hcstore.control.controller.Controller` (with the cluster
+secret it creates, once, in its state directory on the head node) and a
 reconciliation loop that keeps exactly one agent on every alive Ray node (as Ray Serve's
 proxy manager keeps one proxy per node) and marks the nodes Ray declares dead.
 
@@ -25,10 +26,12 @@ import ray
 from hcstore.config import AgentConfig, ControllerConfig
 from hcstore.control.controller import Controller
 from hcstore.node.agent import Agent
+from hcstore.secret import create_secret_file
 from ray_integration.layout import (
     NAMESPACE,
     RayNode,
     agent_name,
+    controller_secret_file,
     labels_for,
     mountpaths_for,
     node_id_for,
@@ -76,11 +79,15 @@ class AgentActor:
             "reads": self.reads,
         }
 
-    def read(self, bucket: str, key: str) -> Any:
-        """The object's value, assembled on this node from the nearest fragments."""
+    def read(self, bucket: str, key: str, *, allow_pickle: bool = False) -> Any:
+        """The object's value, assembled on this node from the nearest fragments.
+
+        A pickle is unpickled here only when the caller allows it and its MAC verifies
+        (see :func:`ray_integration.objects.read_value`).
+        """
         self.reads += 1
         client = client_for(self.controller, (("local_node", self.node_id),))
-        return read_value(client, bucket, key)
+        return read_value(client, bucket, key, allow_pickle=allow_pickle)
 
     def stop(self) -> None:
         """Stop the agent and wait for its thread."""
@@ -93,9 +100,14 @@ class ControllerActor:
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.spec = spec
+        secret_file = controller_secret_file(spec.get("controller_dir"))
+        create_secret_file(secret_file)  # the first time; kept across restarts, so signed values still verify
         self.controller = Controller(
             ControllerConfig.from_env(
-                host=ray.util.get_node_ip_address(), ec=spec.get("ec") or None, **spec.get("intervals", {})
+                host=ray.util.get_node_ip_address(),
+                ec=spec.get("ec") or None,
+                secret_file=secret_file,
+                **spec.get("intervals", {}),
             )
         )
         self.agents: dict[str, Any] = {}  # Ray node id -> agent actor handle

@@ -37,6 +37,7 @@ def deploy(
     agent: Mapping[str, Any] | None = None,
     intervals: Mapping[str, float] | None = None,
     reconcile_interval: float = 1.0,
+    controller_dir: str | None = None,
     timeout: float = 120.0,
     progress: Callable[[str], None] | None = None,
 ) -> HCStore:
@@ -53,6 +54,9 @@ def deploy(
         intervals: failure-detection timing (``heartbeat``, ``suspect_after``, ``down_after``,
             ``out_after`` seconds; see :class:`hcstore.control.membership.Intervals`).
         reconcile_interval: seconds between comparisons of Ray's node table with the agents.
+        controller_dir: the controller's state directory on the head node, where it creates the
+            cluster secret (``keys/cluster.secret``, ``0600``) the first time and finds it after a
+            restart. Default: ``hcstore-ray/controller`` under the head node's temp dir.
         timeout: seconds to wait until every alive node has a serving agent.
         progress: called with a line of text as the deployment comes up.
 
@@ -69,6 +73,7 @@ def deploy(
         "agent": dict(agent or {}),
         "intervals": dict(intervals or {}),
         "reconcile_interval": reconcile_interval,
+        "controller_dir": controller_dir,
     }
     controller = (
         controller_actor_class()

@@ -55,31 +55,41 @@ class HCStore:
         """This process's :class:`hcstore.Client` of the deployment (reads prefer this node)."""
         return client_for(self.controller, (("local_node", _this_node()),) if ray.is_initialized() else ())
 
-    def put(self, key: str, value: Any) -> PutResult:
-        """Store bytes, a numpy array, any picklable value, or the value of an ``ObjectRef``.
+    def put(self, key: str, value: Any, *, allow_pickle: bool = False) -> PutResult:
+        """Store bytes, a numpy array, an Arrow table, or the value of an ``ObjectRef`` that is one.
 
+        Any other value only with ``allow_pickle=True``: it is pickled and signed with the
+        cluster secret, and read back only with ``get(key, allow_pickle=True)``.
         Returns when the object is committed on ``k+m`` nodes (or on the write quorum,
         then ``degraded``): it survives the loss of ``m`` nodes from that moment.
+
+        Raises:
+            UnsupportedValue: a value that needs pickle, and ``allow_pickle`` is False.
         """
         if isinstance(value, ray.ObjectRef):
             value = ray.get(value)
-        return write_value(self.client, self.bucket, key, value)
+        return write_value(self.client, self.bucket, key, value, allow_pickle=allow_pickle)
 
-    def get(self, key: str) -> Any:
+    def get(self, key: str, *, allow_pickle: bool = False) -> Any:
         """The stored value, read by this process straight from the agents (numpy arrays come back whole).
+
+        A pickled value is unpickled only with ``allow_pickle=True``, and only if it was signed
+        with the cluster secret for this key.
 
         Raises:
             ObjectNotFound: no such key.
+            UntrustedValue: a pickle not allowed, unsigned, or whose signature does not verify.
         """
-        return read_value(self.client, self.bucket, key)
+        return read_value(self.client, self.bucket, key, allow_pickle=allow_pickle)
 
-    def get_ref(self, key: str) -> ray.ObjectRef:
+    def get_ref(self, key: str, *, allow_pickle: bool = False) -> ray.ObjectRef:
         """An ``ObjectRef`` to the value, assembled by the agent on the caller's own node.
 
         ``ray.get`` of it returns numpy arrays as zero-copy, read-only views into this
-        node's object store. A missing key raises ``ObjectNotFound`` from ``ray.get``.
+        node's object store. A missing key raises ``ObjectNotFound`` from ``ray.get``; a
+        pickle raises ``UntrustedValue`` unless ``allow_pickle`` and its signature verifies.
         """
-        return _local_agent().read.remote(self.bucket, key)
+        return _local_agent().read.remote(self.bucket, key, allow_pickle=allow_pickle)
 
     def delete(self, key: str) -> None:
         """Delete the object (a tombstone is written on its placement nodes).

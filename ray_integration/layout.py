@@ -18,6 +18,8 @@ AGENT_PREFIX = "hcstore-agent-"
 _SHORT_ID = 16  # hex digits of a Ray node id kept in the hcstore node id
 
 DEFAULT_MOUNTPATHS: tuple[str, ...] = (os.path.join(tempfile.gettempdir(), "hcstore-ray", "{node_id}"),)
+DEFAULT_CONTROLLER_DIR = os.path.join(tempfile.gettempdir(), "hcstore-ray", "controller")
+SECRET_PATH = ("keys", "cluster.secret")  # under the controller's directory, as in a local cluster's
 LABEL_KEYS = {"zone": "zone", "ray.io/availability-zone": "zone", "rack": "rack", "host": "host"}
 
 
@@ -66,6 +68,11 @@ def mountpaths_for(
         return tuple(str(t).format(**fields) for t in templates)
     except (KeyError, IndexError) as exc:
         raise ValueError(f"mountpaths: unknown template field {exc} (use {', '.join(sorted(fields))})") from None
+
+
+def controller_secret_file(controller_dir: str | None) -> str:
+    """The cluster secret's file under the controller's state directory (default: one under the temp dir)."""
+    return os.path.join(controller_dir or DEFAULT_CONTROLLER_DIR, *SECRET_PATH)
 
 
 def labels_for(ray_labels: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:

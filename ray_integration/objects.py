@@ -24,19 +24,32 @@ def client_for(controller: str, settings: tuple[tuple[str, Any], ...] = ()) -> C
         return client
 
 
-def write_value(client: Client, bucket: str, key: str, value: Any) -> PutResult:
-    """Store a value (bytes, numpy array, or anything picklable) as the object's new version."""
-    buffer, meta = encode(value)
+def write_value(client: Client, bucket: str, key: str, value: Any, *, allow_pickle: bool = False) -> PutResult:
+    """Store a value as the object's new version (see :mod:`ray_integration.values`).
+
+    Bytes, numpy arrays and Arrow tables are stored as data; any other value only with
+    ``allow_pickle``, pickled and signed with the cluster secret (asked of the controller once).
+
+    Raises:
+        UnsupportedValue: a value that needs pickle, and ``allow_pickle`` is False.
+        InvalidRequest: ``allow_pickle``, and the controller has no cluster secret.
+    """
+    buffer, meta = encode(value, allow_pickle=allow_pickle, secret=client.cluster_secret, bucket=bucket, key=key)
     return client.put(bucket, key, buffer, meta=meta)
 
 
-def read_value(client: Client, bucket: str, key: str) -> Any:
+def read_value(client: Client, bucket: str, key: str, *, allow_pickle: bool = False) -> Any:
     """The value stored at ``bucket/key``; numpy arrays are decoded straight into a fresh array.
+
+    A pickled value is unpickled only with ``allow_pickle``, and only when its MAC verifies
+    under the cluster secret (asked of the controller once).
 
     Raises:
         ObjectNotFound: no such object.
+        UntrustedValue: a pickle not allowed, unsigned, or whose MAC does not verify; nothing is unpickled.
+        InvalidRequest: metadata that does not describe the object (a lying dtype or shape).
     """
     version = client.resolve(bucket, key)
-    array = empty_for(version.meta, version.size)
+    array = empty_for(version.meta, version.size, allow_pickle=allow_pickle, bucket=bucket, key=key)
     read_range(client, version, 0, version.size, byte_view(array))
-    return decode(version.meta, array)
+    return decode(version.meta, array, allow_pickle=allow_pickle, secret=client.cluster_secret, bucket=bucket, key=key)

@@ -141,6 +141,7 @@ class Client:
         self.adopt_map(self._map)
         self.clock = HybridClock()
         self.corruptions: list[CorruptionReport] = []
+        self._secret = b""  # the cluster secret, once asked for; never pickled (see __reduce__)
         if self.source is not None and not self.source.is_local:
             self._first_map_from_controller(explicit_ec=ec_chosen)
 
@@ -178,6 +179,22 @@ class Client:
         """Use ``cluster_map`` from now on, and expect each node's agent to hold the public key it lists."""
         self._map = cluster_map
         self.transport.trust_nodes((node.endpoint, node.key) for node in cluster_map.nodes)
+
+    def cluster_secret(self) -> bytes:
+        """The cluster secret (:mod:`hcstore.secret`), asked of the controller once and kept by this client.
+
+        It signs and verifies values that run code when read (see :mod:`ray_integration.values`).
+        A client that is pickled leaves it behind; the copy asks again when it needs it.
+
+        Raises:
+            InvalidRequest: the controller has no secret, or this client was given a fixed map.
+            ControllerUnavailable: the controller is not running or does not answer.
+        """
+        if not self._secret:
+            secret = self.controller(timeout=max(self.config.request_timeout, 5.0)).cluster_secret()
+            with self._lock:
+                self._secret = self._secret or secret
+        return self._secret
 
     @property
     def cluster_map(self) -> ClusterMap:

@@ -5,6 +5,7 @@ Layout of a cluster directory::
     cluster.json                 the cluster's EC and its nodes: id, weight, labels (written by `up`)
     controller.toml              the controller's config (hcstore.config.ControllerConfig)
     controller.json              written by the controller when it serves: endpoint and pid
+    keys/cluster.secret          the cluster secret, read by the controller (0600; hcstore.secret)
     agents/<node>/agent.toml     the agent's config (hcstore.config.AgentConfig): mountpaths, port, ...
     agents/<node>/agent.json     written by the agent when it serves: endpoint and pid
     agents/<node>/agent.log      the agent's log

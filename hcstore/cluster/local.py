@@ -50,6 +50,7 @@ from hcstore.errors import (
     Timeout,
 )
 from hcstore.files import write_json_atomic
+from hcstore.secret import SECRET_FILE, create_secret_file
 from hcstore.security import keys
 from hcstore.security.allow_list import write_allow_list
 from placement import ClusterMap, Grant
@@ -116,8 +117,9 @@ class LocalCluster:
         scrub_interval: float | None = None,
         insecure: bool = False,
     ) -> LocalCluster:
-        """Write a new cluster directory: its node list, ``controller.toml``, each ``agent.toml``, and
-        the keys (``keys/``: one pair for the controller, each node and the owner, and the allow-list).
+        """Write a new cluster directory: its node list, ``controller.toml``, each ``agent.toml``, the
+        cluster secret, and the keys (``keys/``: a pair for the controller, each node and the owner,
+        and the allow-list).
 
         Starts nothing (see :meth:`start`). Settings left None keep the defaults of
         :class:`~hcstore.config.AgentConfig` and :class:`~hcstore.config.ControllerConfig`;
@@ -154,6 +156,7 @@ class LocalCluster:
             ready_file=str(cluster.controller_ready_file),
             log_file=str(cluster.path / "controller.log"),
             **secured,
+            secret_file=str(cluster.secret_file),
             **(dataclasses.asdict(intervals) if intervals else {}),
         )
         template = AgentConfig(
@@ -175,6 +178,7 @@ class LocalCluster:
         cluster.path.mkdir(parents=True, exist_ok=True)
         if not insecure:
             cluster._make_keys([c.node_id for c in nodes])
+        create_secret_file(cluster.secret_file)
         controller.write(cluster.path / CONTROLLER_CONFIG)
         for config in nodes:
             cluster._write_agent_config(config)
@@ -290,6 +294,11 @@ class LocalCluster:
     def controller_ready_file(self) -> Path:
         """The file the controller writes when it serves (endpoint and pid)."""
         return self.path / "controller.json"
+
+    @property
+    def secret_file(self) -> Path:
+        """The file holding the cluster secret (``0600``, in a ``0700`` directory; see :mod:`hcstore.secret`)."""
+        return keys_directory(self.path) / SECRET_FILE
 
     def controller_endpoint(self) -> str:
         """The running controller's endpoint ("" when it is not running)."""

@@ -25,6 +25,7 @@ from hcstore.errors import (
     ControllerUnavailable,
     HCStoreError,
     InvalidRequest,
+    ProtocolError,
     Timeout,
 )
 from hcstore.security.curve import INSECURE, Credentials
@@ -117,6 +118,17 @@ class ControllerClient:
             dict(header.get("protection") or {}),
             str(header.get("metrics", "")),
         )
+
+    def cluster_secret(self) -> bytes:
+        """The cluster secret (:mod:`hcstore.secret`) that signs values which run code when read.
+
+        Raises:
+            InvalidRequest: the controller has no secret (its ``secret_file`` is not set), or refused.
+        """
+        secret = self._request("cluster_secret", {}).get("secret")
+        if not isinstance(secret, bytes) or not secret:
+            raise ProtocolError(f"the controller at {self.endpoint} answered cluster_secret without a secret")
+        return secret
 
     def node_admin(self, node: str, action: str, *, force: bool = False) -> ClusterMap:
         """Drain, resume or remove ``node``; returns the map that results.

@@ -38,6 +38,7 @@ from hcstore.metrics.controller import ControllerMetrics, ControllerSnapshot
 from hcstore.metrics.endpoint import MetricsEndpoint
 from hcstore.metrics.protection import ProtectionSummary, RepairRate, summarize
 from hcstore.metrics.requests import INVALID, OK
+from hcstore.secret import read_secret_file
 from hcstore.security import roles
 from hcstore.security.allow_list import read_allow_list, with_key, without_key, write_allow_list
 from hcstore.security.curve import Gate
@@ -63,9 +64,14 @@ class Controller:
         Args:
             config: address, the cluster's EC and failure-detection timing (default: the defaults).
             clock: the monotonic clock membership ages are measured with.
+
+        Raises:
+            LocalFileError: ``config.secret_file`` is set and does not hold a private secret.
         """
         config = config or ControllerConfig()
         self.config = config
+        # read before the socket is bound: a missing or open secret file fails the start
+        self._secret = read_secret_file(config.secret_file) if config.secret_file else b""
         self.ec = config.ec  # the cluster's default erasure coding, told to clients ("" for none)
         self.table = MembershipTable(config.intervals)
         self.clock = clock
@@ -98,6 +104,7 @@ class Controller:
             "node_admin": self._node_admin,
             "status": self._status,
             "keys": self._keys,
+            "cluster_secret": self._cluster_secret,
         }
         self.repair_rate = RepairRate()
         self._lock = threading.Lock()  # the serving loop's state, against scrapes from the endpoint's threads
@@ -328,6 +335,15 @@ class Controller:
             "protection": self.protection().to_dict(),
             "metrics": self.metrics_url,
         }
+
+    def _cluster_secret(self, request: Request) -> dict[str, Any]:
+        if not self._secret:
+            raise InvalidRequest(
+                "this controller has no cluster secret (its secret_file setting is empty), so values that "
+                "need one (pickles written with allow_pickle=True) can be neither written nor read: "
+                "set secret_file to a file of 32 random bytes, mode 0600"
+            )
+        return {"secret": self._secret}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -141,6 +141,8 @@ CONTROLLER_OPERATIONS: dict[str, dict[str, Field]] = {
         "role": Field(str, required=False),
         "name": Field(str, required=False),
     },
+    # The cluster secret, for writers that sign values (hcstore.secret); an error when the controller has none.
+    "cluster_secret": {},
 }
 
 

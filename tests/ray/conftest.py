@@ -54,6 +54,7 @@ def store(ray_cluster, tmp_path_factory):
         agent={"durability": "none"},
         intervals=INTERVALS,
         reconcile_interval=0.5,
+        controller_dir=str(root / "controller"),  # its cluster secret: this session's, not the temp dir's
         timeout=180,
     )
     try:

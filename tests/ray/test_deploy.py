@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import ray_integration
 from hcstore.control.client import ControllerClient
-from hcstore.errors import ObjectNotFound
+from hcstore.errors import ObjectNotFound, UnsupportedValue, UntrustedValue
 from integration_support import wait_until
 from ray_integration.layout import AGENT_PREFIX, NAMESPACE, node_id_for
 
@@ -100,11 +100,18 @@ def test_get_ref_from_every_node_is_served_there_as_a_zero_copy_array(store):
 
 def test_put_and_get_bytes_objects_and_refs(store):
     store.put("raw/b", b"\x00hello" * 50_000)
-    store.put("py/obj", {"step": 3, "loss": [0.5, 0.25]})
+    with pytest.raises(UnsupportedValue, match="allow_pickle=True"):
+        store.put("py/obj", {"step": 3})  # pickle only when asked for
+    store.put("py/obj", {"step": 3, "loss": [0.5, 0.25]}, allow_pickle=True)  # pickled, signed
     ref = ray.put(np.arange(100_000, dtype=np.int64))
     store.put("from-ref", ref)  # an ObjectRef's value is stored, not the ref
     assert store.get("raw/b") == b"\x00hello" * 50_000
-    assert store.get("py/obj") == {"step": 3, "loss": [0.5, 0.25]}
+    assert store.get("py/obj", allow_pickle=True) == {"step": 3, "loss": [0.5, 0.25]}
+    assert ray.get(store.get_ref("py/obj", allow_pickle=True)) == {"step": 3, "loss": [0.5, 0.25]}
+    with pytest.raises(UntrustedValue, match="allow_pickle=True"):
+        store.get("py/obj")
+    with pytest.raises(UntrustedValue, match="allow_pickle=True"):
+        ray.get(store.get_ref("py/obj"))
     assert np.array_equal(ray.get(store.get_ref("from-ref")), np.arange(100_000, dtype=np.int64))
     assert [i.key for i in store.list("raw/")] == ["raw/b"]
 

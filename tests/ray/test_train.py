@@ -54,7 +54,8 @@ def train_loop(config):
                 checkpoint_dir_name=ray_integration.checkpoint_dir_name(epoch),
             )
         if rank == 0:
-            store.put("train/progress", {"epoch": epoch, "node": ray.get_runtime_context().get_node_id()})
+            progress = {"epoch": epoch, "node": ray.get_runtime_context().get_node_id()}
+            store.put("train/progress", progress, allow_pickle=True)
         time.sleep(0.5)
 
 
@@ -125,7 +126,7 @@ def test_training_survives_a_node_loss_and_resumes_from_hcstore(ray_cluster, sto
 
 def _progress(store):
     try:
-        progress = store.get("train/progress")
+        progress = store.get("train/progress", allow_pickle=True)
     except FileNotFoundError:
         return None
     return progress if progress["epoch"] >= 2 else None
