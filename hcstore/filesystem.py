@@ -85,8 +85,9 @@ class HCStoreFileSystem(AbstractFileSystem):
         cluster: a local cluster directory or a controller endpoint (``"tcp://host:port"``);
             None finds the running cluster (``HCSTORE_CLUSTER``, or ``hcstore up``'s pointer).
         **options: :class:`~hcstore.config.ClientConfig` settings (``chunk_size``, ``ec``,
-            ``request_timeout``, ...), plus fsspec's own ``use_listings_cache``-style options,
-            which are accepted and ignored (listings are never cached).
+            ``request_timeout``, ...), ``credentials`` (a key pair and the controller's public key
+            in memory, as :class:`~hcstore.client.client.Client` takes them), plus fsspec's own
+            ``use_listings_cache``-style options, which are accepted and ignored (listings are never cached).
 
     Raises:
         InvalidRequest: an option is neither a ClientConfig setting nor an fsspec option, a
@@ -98,13 +99,14 @@ class HCStoreFileSystem(AbstractFileSystem):
 
     def __init__(self, cluster: str | os.PathLike[str] | None = None, **options: Any) -> None:
         super().__init__(**{k: v for k, v in options.items() if k in _FSSPEC_OPTIONS})
-        unknown = set(options) - _FSSPEC_OPTIONS - _CLIENT_SETTINGS
+        unknown = set(options) - _FSSPEC_OPTIONS - _CLIENT_SETTINGS - {"credentials"}
         if unknown:
             raise InvalidRequest(
                 f"unknown hcstore storage option(s): {', '.join(sorted(unknown))}; "
                 f"valid: cluster, {', '.join(sorted(_CLIENT_SETTINGS))}"
             )
         self.settings = {k: v for k, v in options.items() if k in _CLIENT_SETTINGS}
+        self.credentials = options.get("credentials")
         ClientConfig.from_env(**self.settings)  # a bad setting fails here, naming itself
         self.cluster = _locate_cluster(cluster)
         self._client: Client | None = None
@@ -122,7 +124,7 @@ class HCStoreFileSystem(AbstractFileSystem):
         if self._client is None or self._client_pid != os.getpid():
             with self._client_lock:
                 if self._client is None or self._client_pid != os.getpid():
-                    self._client = Client(self.cluster, **self.settings)
+                    self._client = Client(self.cluster, credentials=self.credentials, **self.settings)
                     self._client_pid = os.getpid()
         return self._client
 

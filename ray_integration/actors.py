@@ -27,10 +27,15 @@ from hcstore.config import AgentConfig, ControllerConfig
 from hcstore.control.controller import Controller
 from hcstore.node.agent import Agent
 from hcstore.secret import create_secret_file
+from hcstore.security import keys
+from hcstore.security.allow_list import read_allow_list, with_key, write_allow_list
+from hcstore.security.curve import Credentials
 from ray_integration.layout import (
     NAMESPACE,
     RayNode,
+    agent_keys_directory,
     agent_name,
+    controller_keys_directory,
     controller_secret_file,
     labels_for,
     mountpaths_for,
@@ -46,11 +51,16 @@ AGENT_CONCURRENCY = 16
 class AgentActor:
     """One hcstore agent on the Ray node this actor is pinned to."""
 
-    def __init__(self, controller: str, spec: dict[str, Any]) -> None:
+    def __init__(self, controller: str, spec: dict[str, Any], controller_key: str = "") -> None:
         ray_node_id = ray.get_runtime_context().get_node_id()
         ip = ray.util.get_node_ip_address()
         self.node_id = node_id_for(ray_node_id)
         node_labels = ray.get_runtime_context().get_node_labels()
+        security: dict[str, Any] = {"insecure": True}
+        if controller_key:  # a key pair made on this node; the controller allows it when info() answers
+            key_dir = agent_keys_directory(self.node_id)
+            self.public_key = keys.create(key_dir, self.node_id).public
+            security = {"key": f"{key_dir}/{self.node_id}{keys.SECRET_SUFFIX}", "controller_key": controller_key}
         config = AgentConfig.from_env(
             node_id=self.node_id,
             host=ip,
@@ -59,9 +69,11 @@ class AgentActor:
                 spec.get("mountpaths"), ray_node_id=ray_node_id, ip=ip, hostname=socket.gethostname()
             ),
             labels=labels_for(node_labels) or None,
+            **security,
             **spec.get("agent", {}),
         )
         self.agent = Agent(config)
+        self.public_key = self.agent.credentials.public
         self.controller = controller
         self._thread = threading.Thread(target=self.agent.serve, name=f"hcstore-agent-{self.node_id}", daemon=True)
         self._thread.start()
@@ -77,6 +89,7 @@ class AgentActor:
             "mountpaths": list(self.agent.config.mountpaths),
             "serving": self._thread.is_alive(),
             "reads": self.reads,
+            "key": self.public_key,
         }
 
     def read(self, bucket: str, key: str, *, allow_pickle: bool = False) -> Any:
@@ -86,7 +99,8 @@ class AgentActor:
         (see :func:`ray_integration.objects.read_value`).
         """
         self.reads += 1
-        client = client_for(self.controller, (("local_node", self.node_id),))
+        credentials = (self.agent.credentials, self.agent.controller_key)  # a node key may read
+        client = client_for(self.controller, (("local_node", self.node_id),), credentials=credentials)
         return read_value(client, bucket, key, allow_pickle=allow_pickle)
 
     def stop(self) -> None:
@@ -102,11 +116,14 @@ class ControllerActor:
         self.spec = spec
         secret_file = controller_secret_file(spec.get("controller_dir"))
         create_secret_file(secret_file)  # the first time; kept across restarts, so signed values still verify
+        self.key_dir = controller_keys_directory(spec.get("controller_dir"))
+        security = {"insecure": True} if spec.get("insecure") else self._make_keys()
         self.controller = Controller(
             ControllerConfig.from_env(
                 host=ray.util.get_node_ip_address(),
                 ec=spec.get("ec") or None,
                 secret_file=secret_file,
+                **security,
                 **spec.get("intervals", {}),
             )
         )
@@ -120,9 +137,30 @@ class ControllerActor:
         self._loop = threading.Thread(target=self._reconcile_forever, name="hcstore-reconcile", daemon=True)
         self._loop.start()
 
+    def _make_keys(self) -> dict[str, Any]:
+        """The controller's key pair, and a client and an admin pair for Ray jobs and ``hcstore ray``
+        (made once, kept across restarts), allowed in the allow-list beside the agents' keys."""
+        keys.create(self.key_dir, "controller")
+        allow = f"{self.key_dir}/allow.json"
+        grants = read_allow_list(allow)
+        for role in ("client", "admin"):
+            grants = with_key(grants, keys.create(self.key_dir, role).public, role, f"ray-{role}")
+        write_allow_list(allow, grants)
+        return {"key": f"{self.key_dir}/controller{keys.SECRET_SUFFIX}", "keys_file": allow}
+
     def endpoint(self) -> str:
         """The controller's endpoint, for clients."""
         return self.controller.endpoint
+
+    def credentials(self, role: str = "client") -> tuple[Credentials, str]:
+        """A key pair of ``role`` (client or admin) and the controller's public key, for Ray jobs and
+        ``hcstore ray``: whoever may run tasks on this Ray cluster may use its hcstore."""
+        if self.spec.get("insecure"):
+            return Credentials(), ""
+        if role not in ("client", "admin"):
+            raise ValueError(f"no {role!r} credentials: ask for client or admin")
+        pair = keys.secret_pair(f"{self.key_dir}/{role}{keys.SECRET_SUFFIX}")
+        return Credentials(pair), keys.load(f"{self.key_dir}/controller{keys.PUBLIC_SUFFIX}").public
 
     def spec_of(self) -> dict[str, Any]:
         """The deployment's settings, to compare with a second deploy."""
@@ -203,7 +241,7 @@ class ControllerActor:
                     max_restarts=-1,
                     max_concurrency=AGENT_CONCURRENCY,
                 )
-                .remote(self.controller.endpoint, self.spec)
+                .remote(self.controller.endpoint, self.spec, self.controller.credentials.public)
             )
             self._note(f"starting agent on node {node.node_id[:12]} ({node.ip})")
         self.agents[node.node_id] = handle
@@ -218,6 +256,8 @@ class ControllerActor:
             node_id = self._pending.pop(ref)
             try:
                 info = ray.get(ref)
+                if info.get("key") and self.controller.credentials.secure:
+                    self.controller.allow_node(info["node_id"], info["key"])
                 self.ready[node_id] = True
                 self._note(f"agent {info['node_id']} serves on {info['endpoint']}")
             except Exception as exc:  # noqa: BLE001 - died while starting (any error): retried if the node is alive

@@ -38,6 +38,7 @@ def deploy(
     intervals: Mapping[str, float] | None = None,
     reconcile_interval: float = 1.0,
     controller_dir: str | None = None,
+    insecure: bool = False,
     timeout: float = 120.0,
     progress: Callable[[str], None] | None = None,
 ) -> HCStore:
@@ -56,7 +57,11 @@ def deploy(
         reconcile_interval: seconds between comparisons of Ray's node table with the agents.
         controller_dir: the controller's state directory on the head node, where it creates the
             cluster secret (``keys/cluster.secret``, ``0600``) the first time and finds it after a
-            restart. Default: ``hcstore-ray/controller`` under the head node's temp dir.
+            restart, and its key pairs and allow-list (``keys/``). Default: ``hcstore-ray/controller``
+            under the head node's temp dir.
+        insecure: no keys: plain ZeroMQ without authentication (a trusted network only). By default
+            the controller makes its key pair and a client and an admin pair, every agent makes its
+            own on its node, and Ray jobs get the client pair from the controller actor.
         timeout: seconds to wait until every alive node has a serving agent.
         progress: called with a line of text as the deployment comes up.
 
@@ -74,6 +79,7 @@ def deploy(
         "intervals": dict(intervals or {}),
         "reconcile_interval": reconcile_interval,
         "controller_dir": controller_dir,
+        **({"insecure": True} if insecure else {}),
     }
     controller = (
         controller_actor_class()

@@ -70,6 +70,16 @@ def mountpaths_for(
         raise ValueError(f"mountpaths: unknown template field {exc} (use {', '.join(sorted(fields))})") from None
 
 
+def controller_keys_directory(controller_dir: str | None) -> str:
+    """Where the controller actor keeps its key pairs and the allow-list (beside the cluster secret)."""
+    return os.path.join(controller_dir or DEFAULT_CONTROLLER_DIR, SECRET_PATH[0])
+
+
+def agent_keys_directory(node_id: str) -> str:
+    """Where an agent actor keeps its key pair, on its own node (the secret never leaves it)."""
+    return os.path.join(tempfile.gettempdir(), "hcstore-ray", "keys", node_id)
+
+
 def controller_secret_file(controller_dir: str | None) -> str:
     """The cluster secret's file under the controller's state directory (default: one under the temp dir)."""
     return os.path.join(controller_dir or DEFAULT_CONTROLLER_DIR, *SECRET_PATH)

@@ -19,6 +19,13 @@ def status() -> dict[str, Any]:
     return ray.get(controller_actor().status.remote())
 
 
+def credentials(role: str = "client") -> Any:
+    """A ``client`` or ``admin`` key pair of the deployment and the controller's public key, as
+    ``(Credentials, str)`` for :class:`hcstore.client.client.Client` and
+    :class:`hcstore.control.client.ControllerClient` (handed over through Ray, never written here)."""
+    return ray.get(controller_actor().credentials.remote(role))
+
+
 def any_agent() -> Any:
     """Some serving agent actor of the deployment (for a node that has none yet)."""
     for ray_node_id, ready in status()["agents"].items():

@@ -2,26 +2,51 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
+
+import ray
 
 from hcstore.client.client import Client
 from hcstore.client.reader import read_range
 from hcstore.client.writer import PutResult
+from hcstore.security.curve import Credentials
+from ray_integration.lookup import credentials as deployment_credentials
 from ray_integration.values import byte_view, decode, empty_for, encode
 
 _clients: dict[tuple[str, tuple[tuple[str, Any], ...]], Client] = {}
 _lock = threading.Lock()
 
 
-def client_for(controller: str, settings: tuple[tuple[str, Any], ...] = ()) -> Client:
-    """This process's client of the cluster whose controller is at ``controller`` (made once)."""
+def client_for(
+    controller: str,
+    settings: tuple[tuple[str, Any], ...] = (),
+    *,
+    credentials: tuple[Credentials, str] | None = None,
+) -> Client:
+    """This process's client of the cluster whose controller is at ``controller`` (made once).
+
+    Its keys: ``credentials`` (this process's key pair and the controller's public key) if given,
+    else a key named by ``HCSTORE_KEY``, else (inside a Ray job) the deployment's client key,
+    handed over by the controller actor through Ray.
+    """
     key = (controller, settings)
     with _lock:
         client = _clients.get(key)
         if client is None:
-            client = _clients[key] = Client(controller, **dict(settings))
+            credentials = credentials or job_credentials()
+            client = _clients[key] = Client(controller, credentials=credentials, **dict(settings))
         return client
+
+
+def job_credentials() -> tuple[Credentials, str] | None:
+    """Inside a Ray job with no ``HCSTORE_KEY`` set: the deployment's client key and the controller's
+    public key, handed over by the controller actor through Ray; else None (found as usual)."""
+    if os.environ.get("HCSTORE_KEY") or not ray.is_initialized():
+        return None
+    result: tuple[Credentials, str] = deployment_credentials("client")
+    return result
 
 
 def write_value(client: Client, bucket: str, key: str, value: Any, *, allow_pickle: bool = False) -> PutResult:

@@ -40,6 +40,7 @@ from hcstore.checkpoints import (
 )
 from hcstore.filesystem import HCStoreFileSystem
 from ray_integration.handle import HCStore
+from ray_integration.objects import job_credentials
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,11 @@ def storage_filesystem(store: HCStore | str | None = None, **settings: Any) -> p
 
     ``RunConfig.storage_path`` is then ``"<bucket>/<path>"``, with no scheme.
     """
-    cluster = store.controller if isinstance(store, HCStore) else store
-    return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(HCStoreFileSystem(cluster, **settings)))
+    if isinstance(store, HCStore):
+        filesystem = HCStoreFileSystem(store.controller, credentials=job_credentials(), **settings)
+    else:
+        filesystem = HCStoreFileSystem(store, **settings)
+    return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(filesystem))
 
 
 def checkpoint_dir_name(step: int) -> str:

@@ -45,6 +45,7 @@ from hcstore.errors import (
 )
 from hcstore.generation import HybridClock
 from hcstore.names import check_bucket, check_prefix
+from hcstore.security.curve import Credentials
 from hcstore.security.identity import client_credentials
 from hcstore.wire.protocol import Reply
 from hcstore.wire.transport import Transport
@@ -102,6 +103,9 @@ class Client:
         config: a full :class:`ClientConfig`; or pass its fields as keyword arguments
             (argument > ``HCSTORE_*`` environment > default). The cluster's own EC is the default
             when neither names one.
+        credentials: this client's key pair and the controller's public key, given in memory
+            (None: found as :func:`hcstore.security.identity.client_credentials` says). A pickled
+            client carries them: pickle it only into processes you would give the key to.
 
     Raises:
         ClusterNotFound: no cluster where ``cluster`` (or the environment) points.
@@ -113,6 +117,7 @@ class Client:
         cluster: str | os.PathLike[str] | ClusterSource | ClusterMap | None = None,
         *,
         config: ClientConfig | None = None,
+        credentials: tuple[Credentials, str] | None = None,
         **settings: Any,
     ) -> None:
         ec_chosen = config is not None or settings.get("ec") is not None or "HCSTORE_EC" in os.environ
@@ -129,7 +134,7 @@ class Client:
         self._checked = 0.0
         self._from_controller = False
         self._lock = threading.Lock()
-        self.credentials, self._controller_key = client_credentials(
+        self.credentials, self._controller_key = credentials or client_credentials(
             self.config, self.source.directory if self.source else None
         )
         self.transport = Transport(
@@ -155,7 +160,7 @@ class Client:
             self.config = self.config.replace(ec=reply.ec)  # the cluster's EC is the default
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_client, (self.source or self._map, self.config))
+        return (_rebuild_client, (self.source or self._map, self.config, (self.credentials, self._controller_key)))
 
     # ------------------------------------------------------------------ cluster map
 
@@ -619,8 +624,10 @@ class Client:
         self.close()
 
 
-def _rebuild_client(cluster: ClusterSource | ClusterMap, config: ClientConfig) -> Client:
-    return Client(cluster, config=config)
+def _rebuild_client(
+    cluster: ClusterSource | ClusterMap, config: ClientConfig, credentials: tuple[Credentials, str] | None = None
+) -> Client:
+    return Client(cluster, config=config, credentials=credentials)
 
 
 def _seekable_position(data: Any) -> int | None:

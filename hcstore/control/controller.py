@@ -47,7 +47,7 @@ from hcstore.wire import protocol
 from hcstore.wire.protocol import Request
 from hcstore.wire.server import answer_pending
 from hcstore.wire.transport import Transport
-from placement import ClusterMap
+from placement import ClusterMap, Grant
 
 log = logging.getLogger(__name__)
 ADMIN_QUERY_TIMEOUT = 3.0  # seconds an admin guard waits for the node it asks
@@ -281,12 +281,23 @@ class Controller:
             grants = with_key(self.table.grants, f.get("key", ""), f.get("role", ""), f.get("name", ""))
         else:
             grants = without_key(self.table.grants, f.get("key", ""))
+        self._set_grants(grants)
+        log.info("allow-list: %s %s; cluster map epoch %d", action, f.get("key", ""), self.table.epoch)
+        return {"keys": [grant.to_dict() for grant in grants]}
+
+    def _set_grants(self, grants: tuple[Grant, ...]) -> None:
         if self.config.keys_file:
             write_allow_list(self.config.keys_file, grants)  # saved before it takes effect
         self.table.set_grants(grants)
         self._grants = {grant.key: grant for grant in grants}
-        log.info("allow-list: %s %s; cluster map epoch %d", action, f.get("key", ""), self.table.epoch)
-        return {"keys": [grant.to_dict() for grant in grants]}
+
+    def allow_node(self, node_id: str, key: str) -> None:
+        """Thread-safe: bind ``key`` to node ``node_id``, replacing the node's older keys (an agent that
+        made a new key pair, e.g. on a fresh host). For deployers that vouch for the node themselves."""
+        with self._lock:
+            others = tuple(g for g in self.table.grants if not (g.role == "node" and g.name == node_id))
+            if set(others) | {Grant(key, "node", node_id)} != set(self.table.grants):
+                self._set_grants(with_key(others, key, "node", node_id))
 
     def _get_map(self, request: Request) -> dict[str, Any]:
         return {"map": self.cluster_map.to_dict(), **({"ec": self.ec} if self.ec else {})}

@@ -97,8 +97,9 @@ class Agent:
         self._heartbeat_due = 0.0
         self._send_map = True  # tell a (possibly restarted) controller what we know
         self.maintainer: Maintainer | None = None
-        # A context of its own: ZeroMQ authenticates the connections of a context with one handler.
-        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        # A context of its own: ZeroMQ authenticates the connections of a context with one handler. Its I/O
+        # threads encrypt and decrypt (CurveZMQ), each connection on one of them: several spread the cost.
+        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context(io_threads=min(4, os.cpu_count() or 1))
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)

@@ -92,6 +92,13 @@ def clean_env(home: Path, **variables: str) -> dict[str, str]:
     return {**{k: v for k, v in os.environ.items() if not k.startswith("HCSTORE_")}, "HOME": str(home), **variables}
 
 
+def key_env(cluster: LocalCluster) -> dict[str, str]:
+    """The ``HCSTORE_*`` variables that give a client the local cluster's admin key, as when it is
+    reached by its controller's endpoint rather than its directory."""
+    keys = cluster.path / "keys"
+    return {"HCSTORE_KEY": str(keys / "admin.key_secret"), "HCSTORE_CONTROLLER_KEY": str(keys / "controller.key")}
+
+
 def cli_ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     """``proc``, asserted to have exited with status 0."""
     assert proc.returncode == 0, (proc.returncode, proc.stdout.decode(), proc.stderr.decode())

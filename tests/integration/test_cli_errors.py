@@ -14,6 +14,7 @@ import pytest
 from integration_support import (
     clean_env,
     cli_ok,
+    key_env,
     one_line_error,
     run_cli,
     seeded_bytes,
@@ -118,7 +119,7 @@ def places(shared_cluster, shared_client, tmp_path_factory):
         "fresh": str(root / "fresh"),
         "closed": closed,
     }
-    return names, clean_env(root, HCSTORE_CLUSTER=str(shared_cluster.path))
+    return names, clean_env(root, HCSTORE_CLUSTER=str(shared_cluster.path), **key_env(shared_cluster))
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUT))
@@ -143,6 +144,8 @@ def test_verbs_reach_the_cluster_through_its_controller(make_cluster, tmp_path):
     cluster = make_cluster(agents=4, ec="2+1")
     controller = cluster.controller_endpoint()
     env = clean_env(tmp_path)  # no HCSTORE_CLUSTER, no pointer: only --cluster
+    one_line_error(run_cli("--cluster", controller, "ls", env=env), "(E_AUTH)", "HCSTORE_KEY")  # no key: told how
+    env.update(key_env(cluster))
 
     def cli(*args: str) -> bytes:
         return cli_ok(run_cli("--cluster", controller, *args, env=env, timeout=120)).stdout

@@ -16,7 +16,7 @@ from fsspec.callbacks import Callback
 
 from hcstore import ObjectChanged
 from hcstore.filesystem import HCStoreFileSystem
-from integration_support import CHUNK, seeded_bytes
+from integration_support import CHUNK, key_env, seeded_bytes
 
 BUCKET = "fs-tests"
 STRIPE = 4 * CHUNK  # 4+2 with 64 KiB chunks
@@ -59,6 +59,9 @@ def child_reads_and_writes(blob: bytes, source: str, target: str, data: bytes) -
 def test_fsspec_open_by_url_finds_the_cluster_from_the_environment(shared_cluster, monkeypatch, fresh_instances, form):
     cluster = str(shared_cluster.path) if form == "directory" else shared_cluster.controller_endpoint()
     monkeypatch.setenv("HCSTORE_CLUSTER", cluster)
+    if form == "endpoint":
+        for name, value in key_env(shared_cluster).items():
+            monkeypatch.setenv(name, value)
     data = seeded_bytes(form, STRIPE + 7)
     with fsspec.open(url(f"env/{form}.bin"), "wb") as f:
         f.write(data)

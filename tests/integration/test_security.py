@@ -49,10 +49,17 @@ def trusting(transport: Transport, cluster) -> Transport:
 
 
 def allow(cluster, role: str, name: str = "") -> Credentials:
-    """A new key pair, allowed with ``role`` by the cluster's admin."""
+    """A new key pair, allowed with ``role`` by the cluster's admin, once every agent has the map that says so."""
     pair = keys.generate()
     with ClusterSource.local(cluster.path).controller() as controller:
         controller.add_key(pair.public, role, name)
+        epoch = controller.get_map().cluster_map.epoch
+    with cluster.client() as client:
+        wait_until(
+            lambda: all(isinstance(s, dict) and s["epoch"] >= epoch for s in client.node_stats().values()),
+            timeout=10,
+            what=f"every agent on map epoch {epoch}",
+        )
     return Credentials(pair)
 
 
@@ -187,10 +194,11 @@ def test_an_agent_without_its_key_file_does_not_start(secured):
     cluster.stop("n3", sig=signal.SIGTERM)
     secret.chmod(0o644)  # readable by others: refused
     try:
-        with pytest.raises(HCStoreError, match="readable by others"):
+        with pytest.raises(HCStoreError, match="agent n3 exited"):
             cluster.start("n3", timeout=20)
     finally:
         secret.chmod(0o600)
+    assert "readable by others" in cluster.agent("n3").log_file.read_text()
     cluster.start("n3")
     everything_intact(cluster, data)
 

@@ -17,6 +17,7 @@ from hcstore.control.client import ControllerClient
 from hcstore.errors import ObjectNotFound, UnsupportedValue, UntrustedValue
 from integration_support import wait_until
 from ray_integration.layout import AGENT_PREFIX, NAMESPACE, node_id_for
+from ray_integration.lookup import credentials as deployment_credentials
 
 
 def alive_nodes() -> list[str]:
@@ -226,5 +227,6 @@ def test_node_killed_without_warning_reads_keep_working(ray_cluster, store):
             assert np.array_equal(value, array), f"{key} read on {node}"
     # The machine is gone for good: the operator removes it, so that it stops counting as a node
     # that might hold newer data (the tests after this one share the cluster).
-    with ControllerClient(store.controller, timeout=10.0) as controller:
+    admin, controller_key = deployment_credentials("admin")
+    with ControllerClient(store.controller, timeout=10.0, credentials=admin, server_key=controller_key) as controller:
         controller.remove(node_id_for(victim), force=True)
