@@ -410,51 +410,7 @@ def run_repair_bench(
             client.close()
         finally:
             cluster.destroy()
-        figures += security_cost(
-            put, healthy, agents=agents, ec=ec, size_mb=size_mb, data=data, durability=durability, path=Path(tmp)
-        )
     return _report(console, figures, json_out)
-
-
-def security_cost(
-    put: float, get: float, *, agents: int, ec: str, size_mb: int, data: bytes, durability: str, path: Path
-) -> list[Figure]:
-    """Put and get on the same cluster made ``insecure`` (plain ZeroMQ), beside the CurveZMQ figures
-    ``put`` and ``get`` just measured: what authentication and encryption cost."""
-    cluster = LocalCluster.create(path / "plain", agents=agents, ec=ec, durability=durability, insecure=True)
-    try:
-        cluster.start()
-        client = cluster.client()
-        rates = []
-        for _ in range(2):
-            os.sync()
-            t0 = time.perf_counter()
-            client.put(BUCKET, "large", data)
-            rates.append(_mbps(len(data), time.perf_counter() - t0))
-        plain_put, plain_get = max(rates), _best_get_rate(client, len(data), data)
-        client.close()
-    finally:
-        cluster.destroy()
-    return [
-        Figure(
-            f"put {size_mb} MiB, CurveZMQ",
-            put,
-            "MB/s",
-            f"plain ZeroMQ {plain_put:,.0f} MB/s",
-            put / plain_put,
-            ">= 0.75x plain",
-            put >= 0.75 * plain_put,
-        ),
-        Figure(
-            f"get {size_mb} MiB, CurveZMQ",
-            get,
-            "MB/s",
-            f"plain ZeroMQ {plain_get:,.0f} MB/s",
-            get / plain_get,
-            ">= 0.75x plain",
-            get >= 0.75 * plain_get,
-        ),
-    ]
 
 
 def _raw_read_rate(files: list[Path], nbytes: int) -> float:
