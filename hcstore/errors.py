@@ -129,6 +129,14 @@ class AgentBusy(Retryable):
     code = "E_BUSY"
 
 
+class PeerLimitReached(AgentBusy):
+    """One client (peer) holds its whole share of an agent: as many open uploads, or as many bytes
+    reserved ahead of its writes, as one peer may. The request was not started; it may be sent again
+    once that peer's earlier uploads finish or expire. Other peers are not affected."""
+
+    code = "E_PEER_LIMIT"
+
+
 class NotProven(Retryable, ConnectionError):
     """Nodes that did not answer could hold a newer version (or a key a listing lacks): the answer is unproven.
 
@@ -256,6 +264,7 @@ _register(
     AgentUnavailable,
     ObjectChanged,
     AgentBusy,
+    PeerLimitReached,
     NotProven,
     UploadNotFound,
     DiskError,

@@ -18,7 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ec import DIGEST_SIZE, FragmentHeader, header_to_dict
+from ec import DIGEST_SIZE, FragmentFormatError, FragmentHeader, header_to_dict
+from hcstore.errors import InvalidRequest
 
 TOMBSTONE_CHUNK_SIZE = 64
 """The chunk size a tombstone header names (it has no chunks; any valid size would do)."""
@@ -96,10 +97,10 @@ def fragment_header(layout: VersionLayout, index: int, placement: Sequence[str])
         ``digests`` (the receiving agent adds the digests it computed).
 
     Raises:
-        FragmentFormatError: a field is invalid (named in the message).
+        InvalidRequest: a field is invalid (named in the message), such as metadata larger than a header holds.
     """
-    fields = header_to_dict(
-        FragmentHeader(
+    try:
+        header = FragmentHeader(
             bucket=layout.bucket,
             key=layout.key,
             generation=layout.generation,
@@ -116,7 +117,9 @@ def fragment_header(layout: VersionLayout, index: int, placement: Sequence[str])
             created_ns=time.time_ns(),
             meta=layout.meta,
         )
-    )
+    except FragmentFormatError as exc:
+        raise InvalidRequest(f"{layout.bucket}/{layout.key}: {exc}") from None
+    fields = header_to_dict(header)
     if layout.kind == "data":
         del fields["digests"]
     return fields

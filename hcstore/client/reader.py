@@ -33,6 +33,7 @@ from hcstore.client.versions import ObjectVersion
 from hcstore.coding import codec_for
 from hcstore.errors import (
     AgentUnavailable,
+    CorruptFragment,
     HCStoreError,
     InvalidRequest,
     NotEnoughFragments,
@@ -132,6 +133,9 @@ class StripeReader:
             else:
                 error = result.error() if isinstance(result, Reply) else result
                 self.failed[index] = error
+                if isinstance(error, CorruptFragment):  # the agent found the fragment file itself damaged
+                    for j in range(batch.count):
+                        self._report(batch, index, j)
                 log.info(
                     "read %s/%s: fragment %d unavailable (%s)", self.version.bucket, self.version.key, index, error
                 )
@@ -197,17 +201,21 @@ class StripeReader:
             ]
         for j, chunk in enumerate(chunks):
             if chunk is None:
-                self.client.report_corruption(
-                    CorruptionReport(
-                        self.version.bucket,
-                        self.version.key,
-                        self.version.generation,
-                        index,
-                        batch.first + j,
-                        self.version.locations[index],
-                    )
-                )
+                self._report(batch, index, j)
         return chunks
+
+    def _report(self, batch: _Batch, index: int, j: int) -> None:
+        """Report chunk ``j`` of the batch in fragment ``index`` as corrupt."""
+        self.client.report_corruption(
+            CorruptionReport(
+                self.version.bucket,
+                self.version.key,
+                self.version.generation,
+                index,
+                batch.first + j,
+                self.version.locations[index],
+            )
+        )
 
     def _decode(self, batch: _Batch) -> Iterator[tuple[int, list[Any]]]:
         k = self.version.k

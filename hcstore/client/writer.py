@@ -34,7 +34,7 @@ from hcstore.client.access import ClusterAccess
 from hcstore.client.headers import VersionLayout
 from hcstore.client.upload import FragmentUpload, FragmentUploads, place_in_home_set
 from hcstore.errors import InvalidRequest
-from hcstore.names import check_bucket, check_key
+from hcstore.names import check_bucket, check_key, check_meta
 from placement import write_quorum
 
 __all__ = ["ObjectWriter", "PutResult"]
@@ -86,7 +86,7 @@ class ObjectWriter:
         self.size_hint = size
         self.k, self.m = parse_ec(ec or client.config.ec)
         self.codec_name = codec or client.config.codec
-        self.meta = dict(meta or {})
+        self.meta = check_meta(meta)
         self.generation = client.clock.now()
         self.written = 0
         self.result: PutResult | None = None

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import sys
 import threading
 import time
@@ -56,14 +57,14 @@ from hcstore.metrics.requests import INVALID, OK
 from hcstore.node import routes
 from hcstore.node.io_pool import IoPool, Job
 from hcstore.node.maintenance import Maintainer
-from hcstore.node.store import LocalStore
+from hcstore.node.store import FragmentFileDamaged, LocalStore
 from hcstore.security import roles
 from hcstore.security.curve import Gate, secure_client
 from hcstore.security.identity import INSECURE_WARNING, daemon_credentials
 from hcstore.security.keys import public_key
 from hcstore.wire import protocol
 from hcstore.wire.protocol import Request
-from hcstore.wire.server import Outbox, answer_pending
+from hcstore.wire.server import UNKNOWN_PEER, Outbox, answer_pending, peer_of
 from placement import ClusterMap
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ _HOUSEKEEPING_INTERVAL = 5.0
 _BATCH = 256  # requests taken per turn before queued replies are sent
 _CLOSE_LINGER_MS = 1000  # how long final replies may take to leave at shutdown
 _LOGGED = frozenset({HCStoreError.code, DiskError.code, CorruptFragment.code})  # error replies worth a log line
+Reply = tuple[dict[str, Any], list[Any]]
 
 
 class Agent:
@@ -88,6 +90,7 @@ class Agent:
                     "(Z85 text or its .key file), so the agent knows it reports to the real controller",
                 )
             self.controller_key = public_key(config.controller_key)
+        _raise_open_file_limit()
         self.store = LocalStore(config)
         self.io = IoPool(config.io_workers, config.io_queue, config.io_queue_bytes, name=f"io-{config.node_id}")
         self.outbox = Outbox()
@@ -115,9 +118,7 @@ class Agent:
         self._handlers: dict[str, Callable[[Request], tuple[dict[str, Any], list[Any]]]] = {
             "ping": self._ping,
             "node_stats": self._node_stats,
-            "open": self._open,
             "write": self._write,
-            "store": self._store,
             "prepare": self._prepare,
             "commit": self._commit,
             "abort": self._abort,
@@ -131,7 +132,9 @@ class Agent:
             "list": self._list,
             "buckets": self._buckets,
         }
-        missing = set(protocol.OPERATIONS) - set(self._handlers)
+        # operations whose limits are kept per client: their handlers also get the peer (wire.server.peer_of)
+        self._peer_handlers: dict[str, Callable[[Request, str], Reply]] = {"open": self._open, "store": self._store}
+        missing = set(protocol.OPERATIONS) - set(self._handlers) - set(self._peer_handlers)
         if missing:
             raise RuntimeError(f"operations without a handler: {missing}")
         self._persisted_epoch = self.epoch
@@ -313,10 +316,11 @@ class Agent:
             return self._refuse(routing, protocol.peek_request_id(body), exc, None, started)
         try:
             self._authorize(request, body[0])
+            peer = peer_of(body[0]) if request.op in self._peer_handlers else UNKNOWN_PEER
             if request.op in routes.INLINE:
                 return self._answer(routing, request, started)
             job = Job(
-                run=lambda: self.outbox.put(self._answer(routing, request, started)),
+                run=lambda: self.outbox.put(self._answer(routing, request, started, peer)),
                 cancel=lambda: self.outbox.put(
                     self._refuse(
                         routing,
@@ -361,10 +365,11 @@ class Agent:
                 f"{'of role ' + role if role else 'not in the allow-list (revoked?)'}"
             )
 
-    def _answer(self, routing: list[Any], request: Request, started: float) -> list[Any]:
+    def _answer(self, routing: list[Any], request: Request, started: float, peer: str = UNKNOWN_PEER) -> list[Any]:
         """Run a request's handler (any thread) and return its reply or error reply; never raises."""
         try:
-            fields, payloads = self._handlers[request.op](request)
+            peer_handler = self._peer_handlers.get(request.op)
+            fields, payloads = peer_handler(request, peer) if peer_handler else self._handlers[request.op](request)
             reply = routing + protocol.reply_frames(request.id, self.epoch, fields, payloads)
         except Exception as exc:  # noqa: BLE001 - every failure, a bug included, becomes an error reply
             return self._refuse(routing, request.id, exc, request, started)
@@ -458,17 +463,24 @@ class Agent:
         )
         return stats, []
 
-    def _open(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
+    def _open(self, request: Request, peer: str) -> Reply:
         f = request.fields
         upload = self.store.open_upload(
-            f["bucket"], f["key"], f["gen"], f["idx"], f["chunk_size"], f.get("expected_bytes")
+            f["bucket"], f["key"], f["gen"], f["idx"], f["chunk_size"], f.get("expected_bytes"), peer=peer
         )
         return {"upload": upload}, []
 
-    def _store(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
+    def _store(self, request: Request, peer: str) -> Reply:
         f = request.fields
         upload = self.store.open_upload(
-            f["bucket"], f["key"], f["gen"], f["idx"], f["chunk_size"], len(request.payloads) * f["chunk_size"]
+            f["bucket"],
+            f["key"],
+            f["gen"],
+            f["idx"],
+            f["chunk_size"],
+            len(request.payloads) * f["chunk_size"],
+            peer=peer,
+            reserve_ahead=False,  # the chunks are here already
         )
         try:
             for stripe, payload in enumerate(request.payloads):
@@ -526,10 +538,26 @@ class Agent:
 
     def _read(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
         f = request.fields
-        digests, chunks = self.store.read_chunks(
-            f["bucket"], f["key"], f["gen"], f["idx"], f["first"], f["count"], protocol.MAX_READ_BYTES
-        )
+        try:
+            digests, chunks = self.store.read_chunks(
+                f["bucket"], f["key"], f["gen"], f["idx"], f["first"], f["count"], protocol.MAX_READ_BYTES
+            )
+        except FragmentFileDamaged:
+            self._quarantine_later(f["bucket"], f["key"], f["gen"], f["idx"])
+            raise
         return {"digests": digests}, chunks
+
+    def _quarantine_later(self, bucket: str, key: str, gen: str, idx: int) -> None:
+        """Take a damaged fragment out of service on the object's I/O lane (repair then rebuilds it); when the
+        pool is full, a later read or the scrub does it."""
+
+        def quarantine() -> None:
+            try:
+                self.store.quarantine(bucket, key, gen, idx)
+            except Exception as exc:  # noqa: BLE001 - a background job: log, the scrub tries again
+                log.warning("cannot quarantine damaged fragment %d of %s/%s: %s", idx, bucket, key, exc)
+
+        self.io.submit(("object", bucket, key), Job(quarantine))
 
     def _locate(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
         return {"entries": self.store.locate(request.fields["bucket"], request.fields["key"])}, []
@@ -546,6 +574,21 @@ class Agent:
 def _payload_bytes(frames: list[Any]) -> int:
     """Bytes in payload frames (ZeroMQ frames, bytes or memoryviews of bytes)."""
     return sum(map(len, frames))
+
+
+def _raise_open_file_limit() -> None:
+    """Let this process open as many files as its hard limit allows: every open upload and every connection
+    holds a descriptor, and the common soft limit of 1024 is below what one client may hold
+    (:data:`~hcstore.node.peers.MAX_UPLOADS_PER_PEER`). Past it, requests are refused as busy, never
+    taken for disk faults."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError) as exc:
+        log.info("keeping the open-file limit at %d (cannot raise it to %d: %s)", soft, wanted, exc)
 
 
 def _load_map(path: Path) -> ClusterMap | None:

@@ -17,6 +17,19 @@ reconciliation puts back into the index. Reads never see a ``.part`` file.
 Older generations are removed by ``retire`` once the writer knows the newer
 one is committed everywhere it could be.
 
+Limits: each peer (client) may hold only so many open uploads and so many
+bytes reserved ahead of its writes (:mod:`hcstore.node.peers`); an upload that
+has written nothing within :data:`IDLE_UPLOAD_TTL` is reclaimed, one that has
+stalled later after the agent's ``upload_ttl``.
+
+Failures: an ``OSError`` is a disk fault, which takes the mountpath out of
+service, only when it is one. Running out of file descriptors or memory
+(``EMFILE``, ``ENFILE``, ``ENOMEM``, ...) is overload: the request fails with
+the retryable :class:`~hcstore.errors.AgentBusy` and the mountpath stays in
+service; a file system that is full (``ENOSPC``, ``EDQUOT``) is
+:class:`~hcstore.errors.StoreFull`. A fragment file that is truncated or whose
+trailer does not describe the file is :class:`FragmentFileDamaged`.
+
 Thread safety: the store may be used from many threads at once. A short lock
 guards the shared tables (open uploads, reservations, disabled mountpaths) and
 another the header cache; neither is held across file I/O. Each upload has its
@@ -31,6 +44,7 @@ connection (see :class:`~hcstore.node.index.FragmentIndex`).
 from __future__ import annotations
 
 import builtins
+import errno
 import logging
 import mmap
 import os
@@ -50,6 +64,7 @@ import msgpack
 from ec import (
     DATA_OFFSET,
     FOOTER_SIZE,
+    FormatVersionError,
     FragmentFormatError,
     FragmentHeader,
     check_preamble,
@@ -64,8 +79,10 @@ from ec import (
 )
 from hcstore.config import AgentConfig
 from hcstore.errors import (
+    AgentBusy,
     CorruptFragment,
     DiskError,
+    HCStoreError,
     InvalidRequest,
     MessageTooLarge,
     ObjectNotFound,
@@ -77,6 +94,8 @@ from hcstore.generation import is_generation
 from hcstore.names import check_bucket, check_key
 from hcstore.node.index import IndexEntry
 from hcstore.node.mountpath import Mountpath
+from hcstore.node.peers import PeerLimits
+from hcstore.wire.server import UNKNOWN_PEER
 from placement import choose_mountpaths
 
 log = logging.getLogger(__name__)
@@ -85,6 +104,16 @@ STATE_SUFFIX = {"prepared": "prep", "committed": "frag", "tombstone": "tomb"}
 SUFFIX_STATE = {"prep": "prepared", "frag": "committed", "tomb": "committed"}
 _HEADER_CACHE_SIZE = 4096
 _OBJECT_LOCKS = 64
+IDLE_UPLOAD_TTL = 30.0
+"""Seconds an upload may stay open before its first chunk arrives (``upload_ttl`` applies once it has one)."""
+_OVERLOAD = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS, errno.EAGAIN})
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+_PREAD_BELOW = 64 << 10  # smaller chunks are read with pread: ZeroMQ copies frames this small anyway
+
+
+class FragmentFileDamaged(CorruptFragment):
+    """A fragment file is truncated, or its trailer does not describe the file: its bytes cannot be trusted,
+    and the agent takes it out of service (it crosses the wire as :class:`~hcstore.errors.CorruptFragment`)."""
 
 
 def key_hash(bucket: str, key: str) -> str:
@@ -118,17 +147,32 @@ class Upload:
     idx: int
     chunk_size: int
     reserved: int
+    peer: str = UNKNOWN_PEER
     next_stripe: int = 0
     digests: list[bytes] = field(default_factory=list)
-    touched: float = field(default_factory=time.monotonic)
+    opened: float = field(default_factory=time.monotonic)
+    touched: float = field(default_factory=time.monotonic)  # when it was opened or its last chunk was written
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # held while writing or sealing
     closed: bool = False  # sealed or discarded: no further chunks
 
+    @property
+    def ahead(self) -> int:
+        """Bytes reserved beyond what the chunks written so far take (with the file's framing)."""
+        return max(0, self.reserved - (DATA_OFFSET + self.next_stripe * self.chunk_size + FOOTER_SIZE))
+
 
 class LocalStore:
-    """All fragments of one agent, over its mountpaths."""
+    """All fragments of one agent, over its mountpaths.
 
-    def __init__(self, config: AgentConfig) -> None:
+    Args:
+        config: the agent's settings.
+        peer_limits: what one peer's open uploads may hold (:mod:`hcstore.node.peers`).
+        idle_upload_ttl: seconds an upload may stay open without its first chunk.
+    """
+
+    def __init__(
+        self, config: AgentConfig, *, peer_limits: PeerLimits | None = None, idle_upload_ttl: float = IDLE_UPLOAD_TTL
+    ) -> None:
         if not config.mountpaths:
             raise InvalidRequest("an agent needs at least one mountpath")
         self.config = config
@@ -142,6 +186,9 @@ class LocalStore:
         self._by_id = {mp.id: mp for mp in self.mountpaths}
         self.disabled: dict[str, str] = {}  # mountpath id -> the I/O error that disabled it
         self.uploads: dict[str, Upload] = {}
+        self.peer_limits = peer_limits or PeerLimits()
+        self.idle_upload_ttl = idle_upload_ttl
+        self._peer_uploads: dict[str, dict[str, Upload]] = {}  # peer -> its open uploads by id
         self._headers: OrderedDict[str, tuple[tuple[int, int, int], FragmentHeader]] = OrderedDict()
         self._lock = threading.Lock()  # uploads, reservations, disabled; never held across I/O
         self._headers_lock = threading.Lock()  # the header cache alone, so reads never wait for writers
@@ -166,6 +213,22 @@ class LocalStore:
             mp.path,
             self.disabled[mp.id],
         )
+
+    def _failure(self, mp: Mountpath, exc: OSError, what: str) -> HCStoreError:
+        """The error for an ``OSError`` met while doing ``what`` on ``mp``: :class:`AgentBusy` when the process
+        is short of file descriptors or memory, :class:`StoreFull` when the file system is full, and otherwise a
+        :class:`DiskError` that takes the mountpath out of service (only a disk fault does)."""
+        reason = exc.strerror or str(exc)
+        code = errno.errorcode.get(exc.errno or 0, "")
+        if exc.errno in _OVERLOAD:
+            return AgentBusy(
+                f"node {self.config.node_id} is overloaded: {what} failed: {reason} ({code}); "
+                f"mountpath {mp.path} stays in service, send again later"
+            )
+        if exc.errno in _FULL:
+            return StoreFull(f"node {self.config.node_id}: {what} failed: {reason} ({code}) on mountpath {mp.path}")
+        self._disable(mp, exc)
+        return DiskError(f"{what} failed: {reason}")
 
     def _object_lock(self, bucket: str, key: str) -> threading.Lock:
         """The lock that serialises changes to the fragment files of one object."""
@@ -225,30 +288,76 @@ class LocalStore:
     # ------------------------------------------------------------------ write path
 
     def open_upload(
-        self, bucket: str, key: str, gen: str, idx: int, chunk_size: int, expected_bytes: int | None
+        self,
+        bucket: str,
+        key: str,
+        gen: str,
+        idx: int,
+        chunk_size: int,
+        expected_bytes: int | None,
+        *,
+        peer: str = UNKNOWN_PEER,
+        reserve_ahead: bool = True,
     ) -> str:
-        """Start writing one fragment; refuses with StoreFull before writing anything."""
+        """Start writing one fragment; refuses with StoreFull before writing anything.
+
+        Args:
+            bucket: The object's bucket.
+            key: The object's key.
+            gen: The object's generation.
+            idx: The fragment's index.
+            chunk_size: Bytes per chunk.
+            expected_bytes: The fragment's data size when known: a node that cannot take it refuses now.
+            peer: Who opens it (:func:`hcstore.wire.server.peer_of`), for the limits kept per peer.
+            reserve_ahead: False when the chunks come with the request (``store``): nothing is then
+                reserved ahead of data, and the peer's share of reservations does not apply.
+
+        Raises:
+            StoreFull: no mountpath can take the fragment.
+            PeerLimitReached: the peer holds its whole share of open uploads or of reservations.
+            AgentBusy: the node is short of file descriptors or memory.
+        """
         _check_fragment_id(bucket, key, gen)
-        need = DATA_OFFSET + FOOTER_SIZE + (expected_bytes or chunk_size)
+        data_bytes = expected_bytes or chunk_size
+        need = DATA_OFFSET + FOOTER_SIZE + data_bytes
+        least = DATA_OFFSET + FOOTER_SIZE + min(data_bytes, chunk_size)
+        upload_id = uuid.uuid4().hex
         with self._lock:
             mp = self._mountpath_with_room(bucket, key, need)
-            mp.reserved += need
-        upload_id = uuid.uuid4().hex
-        path = mp.tmp_dir / f"{upload_id}.part"
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            os.write(fd, encode_preamble())
-        except OSError as exc:
-            self._release(mp, need)
-            self._disable(mp, exc)
-            raise DiskError(f"cannot create {path} on mountpath {mp.id}: {exc.strerror}") from None
-        with self._lock:
-            self.uploads[upload_id] = Upload(upload_id, mp, path, fd, bucket, key, gen, idx, chunk_size, need)
+            held = self._peer_uploads.get(peer, {})
+            self.peer_limits.admit(peer, len(held), node=self.config.node_id)
+            reserved = need
+            if reserve_ahead:
+                ahead = sum(u.ahead for u in held.values())
+                reserved = self.peer_limits.grant(
+                    peer, ahead=ahead, want=need, least=least, room=self._room(), node=self.config.node_id
+                )
+            path = mp.tmp_dir / f"{upload_id}.part"
+            upload = Upload(upload_id, mp, path, -1, bucket, key, gen, idx, chunk_size, reserved, peer)
+            mp.reserved += reserved
+            self.uploads[upload_id] = upload  # counted from now on, so that parallel opens of one peer see each other
+            self._peer_uploads.setdefault(peer, {})[upload_id] = upload
+        with upload.lock:
+            try:
+                upload.fd = os.open(upload.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                os.write(upload.fd, encode_preamble())
+            except OSError as exc:
+                self._discard(upload)
+                raise self._failure(mp, exc, f"creating {upload.path} on mountpath {mp.id}") from None
         return upload_id
 
-    def _release(self, mp: Mountpath, nbytes: int) -> None:
-        with self._lock:
-            mp.reserved -= nbytes
+    def _room(self) -> int:
+        """Bytes that the serving mountpaths may still take, reservations deducted, counting each device once
+        (call under ``_lock``)."""
+        return sum(self._free_by_device().values())
+
+    def _free_by_device(self) -> dict[int, int]:
+        """Free bytes under the watermark of each device holding a serving mountpath."""
+        free: dict[int, int] = {}
+        for mp in self.serving:
+            device = -len(free) - 1 if mp.capacity_bytes else os.stat(mp.path).st_dev
+            free[device] = max(free.get(device, 0), mp.usage().free)
+        return free
 
     def _mountpath_with_room(self, bucket: str, key: str, nbytes: int) -> Mountpath:
         """The first mountpath in ``bucket/key``'s ranking that can take ``nbytes`` (call under ``_lock``)."""
@@ -267,7 +376,6 @@ class LocalStore:
             upload = self.uploads.get(upload_id)
         if upload is None:
             raise UploadNotFound(f"no open upload {upload_id!r} on node {self.config.node_id} (expired or aborted)")
-        upload.touched = time.monotonic()
         return upload
 
     def _check_open(self, upload: Upload) -> None:
@@ -299,9 +407,8 @@ class LocalStore:
                 if self.config.durability == "always":
                     os.fdatasync(upload.fd)
             except OSError as exc:
-                self._disable(upload.mountpath, exc)
                 self._discard(upload)
-                raise DiskError(f"write to {upload.path} failed: {exc.strerror}") from None
+                raise self._failure(upload.mountpath, exc, f"writing to {upload.path}") from None
             upload.digests.append(digest)
             upload.next_stripe += 1
             upload.touched = time.monotonic()
@@ -343,14 +450,11 @@ class LocalStore:
                 self._rename_into_place(upload.mountpath, upload.path, name)
                 file_bytes = upload.mountpath.fragment_path(name).stat().st_size
             except OSError as exc:
-                self._disable(upload.mountpath, exc)
                 self._discard(upload)
-                raise DiskError(f"sealing {upload.path} failed: {exc.strerror}") from None
+                raise self._failure(upload.mountpath, exc, f"sealing {upload.path}") from None
             upload.mountpath.index.put(self._entry(header, "prepared", name, file_bytes))
             upload.closed = True
-            with self._lock:  # after the index counts the file, so the mountpath never looks emptier than it is
-                self.uploads.pop(upload_id, None)
-                upload.mountpath.reserved -= upload.reserved
+            self._forget(upload)  # after the index counts the file, so the mountpath never looks emptier than it is
 
     def _rename_into_place(self, mp: Mountpath, source: Path, name: str) -> None:
         target = mp.fragment_path(name)
@@ -380,8 +484,7 @@ class LocalStore:
             try:
                 self._rename_into_place(mp, mp.fragment_path(entry.name), name)
             except OSError as exc:
-                self._disable(mp, exc)
-                raise DiskError(f"commit of {bucket}/{key} fragment {idx} failed: {exc.strerror}") from None
+                raise self._failure(mp, exc, f"commit of {bucket}/{key} fragment {idx}") from None
             self._forget_header(mp.fragment_path(entry.name))
             mp.index.put(IndexEntry(**{**entry.__dict__, "state": "committed", "name": name}))
 
@@ -399,27 +502,48 @@ class LocalStore:
         if upload.closed:
             return
         upload.closed = True
-        with self._lock:
-            self.uploads.pop(upload.id, None)
-            upload.mountpath.reserved -= upload.reserved
+        self._forget(upload)
         if upload.fd >= 0:
             os.close(upload.fd)
             upload.fd = -1
         upload.path.unlink(missing_ok=True)
 
+    def _forget(self, upload: Upload) -> None:
+        """Drop a sealed or discarded upload from the tables and release its room."""
+        with self._lock:
+            self.uploads.pop(upload.id, None)
+            held = self._peer_uploads.get(upload.peer)
+            if held is not None:
+                held.pop(upload.id, None)
+                if not held:
+                    del self._peer_uploads[upload.peer]
+            upload.mountpath.reserved -= upload.reserved
+
+    def peer_usage(self) -> dict[str, tuple[int, int]]:
+        """Each peer with open uploads here: how many, and the bytes they hold reserved ahead of their writes."""
+        with self._lock:
+            return {peer: (len(held), sum(u.ahead for u in held.values())) for peer, held in self._peer_uploads.items()}
+
+    def _expired(self, upload: Upload, now: float) -> bool:
+        """An upload that wrote nothing for ``upload_ttl``, or that has not written its first chunk within
+        :attr:`idle_upload_ttl` of being opened (so a peer cannot hold reservations by opening alone)."""
+        if upload.next_stripe == 0 and now - upload.opened > min(self.idle_upload_ttl, self.config.upload_ttl):
+            return True
+        return now - upload.touched > self.config.upload_ttl
+
     def expire_uploads(self, now: float | None = None) -> int:
-        """Abort uploads idle for longer than the upload TTL; returns how many.
+        """Abort uploads idle for longer than their TTL (see :meth:`_expired`); returns how many.
 
         An upload whose chunk is being written or which is being sealed is not idle, and is left alone.
         """
         now = time.monotonic() if now is None else now
         with self._lock:
-            stale = [u for u in self.uploads.values() if now - u.touched > self.config.upload_ttl]
+            stale = [u for u in self.uploads.values() if self._expired(u, now)]
         expired = 0
         for upload in stale:
             if upload.lock.acquire(blocking=False):
                 try:
-                    if not upload.closed and now - upload.touched > self.config.upload_ttl:
+                    if not upload.closed and self._expired(upload, now):
                         self._discard(upload)
                         expired += 1
                 finally:
@@ -450,9 +574,8 @@ class LocalStore:
                 self._rename_into_place(mp, tmp, name)
                 file_bytes = mp.fragment_path(name).stat().st_size
             except OSError as exc:
-                self._disable(mp, exc)
                 tmp.unlink(missing_ok=True)
-                raise DiskError(f"tombstone of {header.bucket}/{header.key} failed: {exc.strerror}") from None
+                raise self._failure(mp, exc, f"tombstone of {header.bucket}/{header.key}") from None
             mp.index.put(self._entry(header, "committed", name, file_bytes))
             self._retire(header.bucket, header.key, header.generation)
 
@@ -537,8 +660,7 @@ class LocalStore:
             except FileNotFoundError:
                 continue
             except OSError as exc:
-                self._disable(mp, exc)
-                raise DiskError(f"opening {path} failed: {exc.strerror}") from None
+                raise self._failure(mp, exc, f"opening {path}") from None
             with f:
                 yield mp, path, f, self._header_of(mp, path, f, f"fragment {idx} of {bucket}/{key}")
             return
@@ -555,11 +677,12 @@ class LocalStore:
                     self._headers.move_to_end(str(path))
                     return cached[1]
             header = _read_header(f, path)
-        except FragmentFormatError as exc:
+        except FormatVersionError as exc:  # written by a newer version: not damaged, just not readable here
             raise CorruptFragment(f"{what} on node {self.config.node_id}: {exc}") from None
+        except FragmentFormatError as exc:
+            raise FragmentFileDamaged(f"{what} on node {self.config.node_id}: {exc}") from None
         except OSError as exc:
-            self._disable(mp, exc)
-            raise DiskError(f"reading the trailer of {path} failed: {exc.strerror or exc}") from None
+            raise self._failure(mp, exc, f"reading the trailer of {path}") from None
         with self._headers_lock:
             self._headers[str(path)] = (identity, header)
             self._headers.move_to_end(str(path))
@@ -577,8 +700,12 @@ class LocalStore:
     ) -> tuple[list[bytes], list[memoryview]]:
         """Chunks ``first..first+count-1`` of a fragment and their recorded digests.
 
-        Chunks leave as views of a read-only mapping: the socket sends from the page cache without a
-        copy in this process. Fragment files are never truncated in place.
+        Chunks of at least 64 KiB leave as views of a read-only mapping: the socket sends from the page
+        cache without a copy in this process. Smaller ones, which ZeroMQ would copy anyway, are read with
+        ``pread``. The agent never truncates a fragment file; one found shorter than its trailer says
+        (truncated behind the agent's back) is :class:`FragmentFileDamaged`. The size is checked before the
+        mapping is made, so a file cut before a read is an error reply, never an access past its end; a
+        mapping cannot be protected from a file cut while its reply is still being sent, though.
         """
         _check_fragment_id(bucket, key, gen)
         with self._open_fragment(bucket, key, gen, idx) as (mp, path, f, header):
@@ -590,15 +717,28 @@ class LocalStore:
                     f"fragment {idx} has {header.stripes}"
                 )
             chunk = header.chunk_size
-            end = chunk_offset(first + count, chunk)
-            if os.fstat(f.fileno()).st_size < end:
-                raise CorruptFragment(f"fragment {idx} of {bucket}/{key} on node {self.config.node_id} is truncated")
+            start, end = chunk_offset(first, chunk), chunk_offset(first + count, chunk)
             try:
-                mapping = memoryview(mmap.mmap(f.fileno(), end, access=mmap.ACCESS_READ))
+                if chunk < _PREAD_BELOW:
+                    buffer = memoryview(os.pread(f.fileno(), end - start, start))
+                    offset = start
+                    complete = len(buffer) == end - start
+                else:
+                    complete = os.fstat(f.fileno()).st_size >= end
+                    if complete:
+                        buffer = memoryview(mmap.mmap(f.fileno(), end, access=mmap.ACCESS_READ))
+                    offset = 0
             except OSError as exc:
-                self._disable(mp, exc)
-                raise DiskError(f"read of {path} failed: {exc.strerror}") from None
-        data = [mapping[chunk_offset(s, chunk) : chunk_offset(s + 1, chunk)] for s in range(first, first + count)]
+                raise self._failure(mp, exc, f"read of {path}") from None
+            if not complete:
+                raise FragmentFileDamaged(
+                    f"fragment {idx} of {bucket}/{key} on node {self.config.node_id} is truncated: it ends before "
+                    f"byte {end}, where its trailer says stripe {first + count - 1} ends"
+                )
+        data = [
+            buffer[chunk_offset(s, chunk) - offset : chunk_offset(s + 1, chunk) - offset]
+            for s in range(first, first + count)
+        ]
         return [header.digest(s) for s in range(first, first + count)], data
 
     def locate(self, bucket: str, key: str) -> list[dict[str, Any]]:
@@ -719,11 +859,13 @@ def _read_header(f: BinaryIO, path: Path) -> FragmentHeader:
     if end < DATA_OFFSET + FOOTER_SIZE:
         raise FragmentFormatError(f"{path}: {end} bytes is too short for a fragment file")
     f.seek(end - FOOTER_SIZE)
-    offset, length, digest = parse_footer(f.read(FOOTER_SIZE))
-    if offset + length + FOOTER_SIZE != end:
-        raise FragmentFormatError(f"{path}: footer points outside the file")
-    f.seek(offset)
-    return parse_trailer(f.read(length), digest)
+    try:
+        offset, length, digest = parse_footer(f.read(FOOTER_SIZE), file_size=end)
+        f.seek(offset)
+        # the trailer must describe the file it ends: its stripes of chunk_size bytes end where it begins
+        return parse_trailer(f.read(length), digest, trailer_offset=offset)
+    except FragmentFormatError as exc:
+        raise type(exc)(f"{path}: {exc}") from None
 
 
 def _check_fragment_id(bucket: str, key: str, gen: str) -> None:

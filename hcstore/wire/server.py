@@ -4,6 +4,7 @@
 slow work to other threads returns ``None`` and those threads post the reply to
 an :class:`Outbox`, which the serving thread (the only one that may touch the
 socket: ZeroMQ sockets are not thread-safe) sends when its poller wakes it.
+:func:`peer_of` names who sent a message, for limits kept per client.
 """
 
 from __future__ import annotations
@@ -15,6 +16,23 @@ from collections.abc import Callable
 from typing import Any
 
 import zmq
+
+UNKNOWN_PEER = "unknown"
+_PEER_PROPERTIES = ("User-Id", "Peer-Address")
+
+
+def peer_of(frame: Any) -> str:
+    """Who sent a received frame (any frame of the message): the authenticated user id when there is one
+    (CURVE authentication sets it to the client's z85 public key), else the TCP peer's IP address, else
+    ``"unknown"`` (an in-process transport, or a frame received with ``copy=True``, carries neither)."""
+    for name in _PEER_PROPERTIES:
+        try:
+            value = frame.get(name)
+        except (zmq.ZMQError, AttributeError, KeyError, TypeError, ValueError, UnicodeDecodeError):
+            continue  # the property is not set on this frame (libzmq answers EINVAL)
+        if value:
+            return str(value)
+    return UNKNOWN_PEER
 
 
 def answer_pending(

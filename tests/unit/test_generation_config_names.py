@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hcstore.config import AgentConfig, ClientConfig
 from hcstore.errors import InvalidRequest
 from hcstore.generation import Generation, HybridClock, is_generation
-from hcstore.names import check_bucket, check_key, parse_url
+from hcstore.names import check_bucket, check_key, check_meta, check_prefix, parse_url
 
 
 def test_clock_is_strictly_increasing_across_threads():
@@ -116,3 +116,23 @@ def test_names_and_urls():
             check_key(bad)
     with pytest.raises(InvalidRequest):
         parse_url("hcstore://ckpt/")
+
+
+def test_text_with_a_lone_surrogate_is_refused_as_invalid():
+    for bad in ("a\udc80b", "\ud800", "é" * 600 + "\udcff"):
+        with pytest.raises(InvalidRequest, match="lone surrogate"):
+            check_key(bad)
+        with pytest.raises(InvalidRequest, match="lone surrogate"):
+            check_prefix(bad)
+        with pytest.raises(InvalidRequest, match="lone surrogate"):
+            check_meta({"note": bad})
+        with pytest.raises(InvalidRequest, match="lone surrogate"):
+            check_meta({bad: "v"})
+        with pytest.raises(InvalidRequest, match="lone surrogate"):
+            parse_url(f"hcstore://ckpt/{bad}")
+    assert check_key("é" * 512) == "é" * 512  # 1024 bytes of valid UTF-8
+    with pytest.raises(InvalidRequest, match="1026 bytes"):
+        check_key("é" * 513)
+    assert check_meta(None) == {} and check_meta({"a": "b"}) == {"a": "b"}
+    with pytest.raises(InvalidRequest, match="strings"):
+        check_meta({"a": 1})
