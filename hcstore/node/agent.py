@@ -4,12 +4,12 @@ One ROUTER socket, owned by one serving thread that only decodes, dispatches
 and replies, so it never stalls behind a disk. Requests are decoded and
 validated (:func:`hcstore.wire.protocol.decode_request`); those that touch no
 file data (:data:`hcstore.node.routes.INLINE`: ping, stats, locate, list, reads
-from memory-mapped fragments) are answered at once; the rest (hashing, writing,
+of fragments with one ``pread``) are answered at once; the rest (hashing, writing,
 fsync, rename, delete) go to a bounded :class:`~hcstore.node.io_pool.IoPool` in
 the lane :mod:`hcstore.node.routes` names, and their replies come back through
 an :class:`~hcstore.wire.server.Outbox` that the serving thread drains. A full
 pool answers :class:`~hcstore.errors.AgentBusy` (retryable) at once. Payloads
-arrive and leave as zero-copy frames. Any failure while handling a request, bad
+arrive as zero-copy frames. Any failure while handling a request, bad
 input included, becomes an error reply with a stable code; nothing a client
 sends can stop the loop. ``SIGTERM``/``SIGINT`` stop it cleanly: requests not
 started are refused as unavailable, running ones finish and are answered.

@@ -1,8 +1,8 @@
 """Which agent requests the serving thread answers itself, and in which I/O lane the others run.
 
 *Inline* requests touch no file data: they read the index, the header cache or
-counters (``read`` included: its chunks leave as views of a memory mapping, so
-the serving thread copies no bytes and waits for no disk write). Everything that
+counters (``read`` included: one ``pread`` from the page cache, which never
+waits for a disk write or an fsync). Everything that
 hashes, writes, fsyncs, renames or deletes runs on the I/O pool, in a lane that
 keeps the order that matters:
 

@@ -46,7 +46,6 @@ from __future__ import annotations
 import builtins
 import errno
 import logging
-import mmap
 import os
 import threading
 import time
@@ -108,7 +107,6 @@ IDLE_UPLOAD_TTL = 30.0
 """Seconds an upload may stay open before its first chunk arrives (``upload_ttl`` applies once it has one)."""
 _OVERLOAD = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS, errno.EAGAIN})
 _FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
-_PREAD_BELOW = 64 << 10  # smaller chunks are read with pread: ZeroMQ copies frames this small anyway
 
 
 class FragmentFileDamaged(CorruptFragment):
@@ -700,12 +698,10 @@ class LocalStore:
     ) -> tuple[list[bytes], list[memoryview]]:
         """Chunks ``first..first+count-1`` of a fragment and their recorded digests.
 
-        Chunks of at least 64 KiB leave as views of a read-only mapping: the socket sends from the page
-        cache without a copy in this process. Smaller ones, which ZeroMQ would copy anyway, are read with
-        ``pread``. The agent never truncates a fragment file; one found shorter than its trailer says
-        (truncated behind the agent's back) is :class:`FragmentFileDamaged`. The size is checked before the
-        mapping is made, so a file cut before a read is an error reply, never an access past its end; a
-        mapping cannot be protected from a file cut while its reply is still being sent, though.
+        The chunks are read with one ``pread`` into memory of this process, not sent from a mapping of
+        the file: a file cut while its reply was still being sent would make the socket's I/O thread read
+        past the end of a mapping and abort the agent. The agent never truncates a fragment file; one found
+        shorter than its trailer says (truncated behind the agent's back) is :class:`FragmentFileDamaged`.
         """
         _check_fragment_id(bucket, key, gen)
         with self._open_fragment(bucket, key, gen, idx) as (mp, path, f, header):
@@ -719,15 +715,8 @@ class LocalStore:
             chunk = header.chunk_size
             start, end = chunk_offset(first, chunk), chunk_offset(first + count, chunk)
             try:
-                if chunk < _PREAD_BELOW:
-                    buffer = memoryview(os.pread(f.fileno(), end - start, start))
-                    offset = start
-                    complete = len(buffer) == end - start
-                else:
-                    complete = os.fstat(f.fileno()).st_size >= end
-                    if complete:
-                        buffer = memoryview(mmap.mmap(f.fileno(), end, access=mmap.ACCESS_READ))
-                    offset = 0
+                buffer = memoryview(os.pread(f.fileno(), end - start, start))
+                complete = len(buffer) == end - start
             except OSError as exc:
                 raise self._failure(mp, exc, f"read of {path}") from None
             if not complete:
@@ -736,7 +725,7 @@ class LocalStore:
                     f"byte {end}, where its trailer says stripe {first + count - 1} ends"
                 )
         data = [
-            buffer[chunk_offset(s, chunk) - offset : chunk_offset(s + 1, chunk) - offset]
+            buffer[chunk_offset(s, chunk) - start : chunk_offset(s + 1, chunk) - start]
             for s in range(first, first + count)
         ]
         return [header.digest(s) for s in range(first, first + count)], data
