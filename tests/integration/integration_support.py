@@ -92,6 +92,25 @@ def clean_env(home: Path, **variables: str) -> dict[str, str]:
     return {**{k: v for k, v in os.environ.items() if not k.startswith("HCSTORE_")}, "HOME": str(home), **variables}
 
 
+def allow_key(cluster: LocalCluster, role: str, name: str = "") -> Any:
+    """A new key pair, allowed with ``role`` by the cluster's admin once every agent has the map that says so;
+    returns its :class:`~hcstore.security.curve.Credentials`."""
+    from hcstore.security import keys
+    from hcstore.security.curve import Credentials
+
+    pair = keys.generate()
+    with ClusterSource.local(cluster.path).controller() as controller:
+        controller.add_key(pair.public, role, name)
+        epoch = controller.get_map().cluster_map.epoch
+    with cluster.client() as client:
+        wait_until(
+            lambda: all(isinstance(s, dict) and s["epoch"] >= epoch for s in client.node_stats().values()),
+            timeout=10,
+            what=f"every agent on map epoch {epoch}",
+        )
+    return Credentials(pair)
+
+
 def key_env(cluster: LocalCluster) -> dict[str, str]:
     """The ``HCSTORE_*`` variables that give a client the local cluster's admin key, as when it is
     reached by its controller's endpoint rather than its directory."""

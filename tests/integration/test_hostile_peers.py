@@ -27,23 +27,26 @@ from ec import DATA_OFFSET, FOOTER_MAGIC, FOOTER_SIZE, header_to_dict, parse_fra
 from hcstore.cluster.local import LocalCluster
 from hcstore.errors import InvalidRequest
 from hcstore.node.peers import MAX_UPLOADS_PER_PEER
+from hcstore.security.curve import Credentials, secure_client
 from hcstore.wire import protocol
-from integration_support import fragment_files_of, fully_protected, seeded_bytes, wait_until
+from integration_support import allow_key, fragment_files_of, fully_protected, seeded_bytes, wait_until
 
 BUCKET = "hostile"
 NODE = "n1"
 ATTACKER = "127.0.0.2"
 FRAMING = DATA_OFFSET + FOOTER_SIZE
 RECV_TIMEOUT_MS = 15_000
+ATTACKER_KEY: dict[str, Credentials] = {}  # by cluster directory
 
 
 class RawPeer:
     """A raw DEALER socket to one agent, connected from another loopback address; replies are headers."""
 
-    def __init__(self, endpoint: str, source: str = ATTACKER) -> None:
+    def __init__(self, endpoint: str, credentials: Credentials, server_key: str, source: str = ATTACKER) -> None:
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
+        secure_client(self.socket, credentials, server_key)  # an authenticated client, of role client
         self.socket.setsockopt(zmq.RCVTIMEO, RECV_TIMEOUT_MS)
         self.socket.connect(f"tcp://{source}:0;{endpoint.removeprefix('tcp://')}")
         self._ids = itertools.count(1)
@@ -80,8 +83,9 @@ class RawPeer:
 
 
 @contextmanager
-def raw_peer(endpoint: str) -> Iterator[RawPeer]:
-    peer = RawPeer(endpoint)
+def raw_peer(client: Any, node: str) -> Iterator[RawPeer]:
+    """A raw peer of ``node`` with the attacker's key (see the ``cluster`` fixture)."""
+    peer = RawPeer(client.endpoint(node), ATTACKER_KEY[client.source.location], client.cluster_map.node(node).key)
     try:
         assert peer.call("ping")["ok"]
         yield peer
@@ -121,7 +125,10 @@ def assert_unharmed(cluster: LocalCluster, client: Any, pid: int, objects: dict[
 
 @pytest.fixture
 def cluster(make_cluster) -> LocalCluster:
-    return make_cluster(agents=3, ec="2+1", mountpaths_per_agent=1)
+    """Three agents, and a client key for the attacker (any authenticated client may attack)."""
+    made = make_cluster(agents=3, ec="2+1", mountpaths_per_agent=1)
+    ATTACKER_KEY[str(made.path)] = allow_key(made, "client", "attacker")
+    return made
 
 
 def test_running_out_of_file_descriptors_is_overload_not_a_disk_fault(cluster):
@@ -129,7 +136,7 @@ def test_running_out_of_file_descriptors_is_overload_not_a_disk_fault(cluster):
         objects = put_objects(client)
         pid = cluster.agent(NODE).pid()
         endpoint = client.endpoint(NODE)
-        with raw_peer(endpoint) as attacker:
+        with raw_peer(client, NODE) as attacker:
             soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
             resource.prlimit(pid, resource.RLIMIT_NOFILE, (len(os.listdir(f"/proc/{pid}/fd")) + 40, hard))
             try:
@@ -158,7 +165,7 @@ def test_open_uploads_are_capped_per_peer(cluster):
         soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
         if soft < MAX_UPLOADS_PER_PEER + 256:
             pytest.skip(f"the agent may open only {soft} files here (hard limit {hard})")
-        with raw_peer(client.endpoint(NODE)) as attacker:
+        with raw_peer(client, NODE) as attacker:
             requests = [("open", open_fields(client, f"many/{i}")) for i in range(MAX_UPLOADS_PER_PEER + 1)]
             replies = attacker.calls(requests)
             opened = [reply["upload"] for reply in replies if reply["ok"]]
@@ -182,7 +189,7 @@ def test_one_peer_cannot_reserve_the_node_s_free_space(make_cluster):
             return client.transport.request(endpoint, "node_stats", {}).header
 
         free = stats()["free"]
-        with raw_peer(endpoint) as attacker:
+        with raw_peer(client, NODE) as attacker:
             hog = attacker.call("open", **open_fields(client, "hog/0", expected_bytes=free - FRAMING))
             assert hog["ok"], hog  # it opens, holding only its share of the room
             assert free - stats()["free"] == free // 4
@@ -218,7 +225,7 @@ def test_a_key_that_is_not_text_is_refused_and_the_agent_keeps_serving(cluster):
             with pytest.raises(InvalidRequest, match="lone surrogate") as refused:
                 call()
             assert refused.value.code == "E_BAD_FIELD", name
-        with raw_peer(client.endpoint(NODE)) as attacker:
+        with raw_peer(client, NODE) as attacker:
             for op, fields in [("locate", {"key": bad}), ("open", open_fields(client, bad))]:
                 header = {"v": protocol.PROTOCOL_VERSION, "op": op, "id": 7, "epoch": 0, "bucket": BUCKET, **fields}
                 attacker.send_frames([msgpack.packb(header, use_bin_type=True, unicode_errors="surrogatepass")])
@@ -259,7 +266,7 @@ def test_a_fragment_whose_trailer_lies_about_its_size_is_corrupt(cluster):
         assert header.stripes >= 2
         stripes = header.stripes - 1  # one stripe fewer than the file holds, consistent in itself
         _forge_trailer(path, stripes=stripes, size=stripes * header.k * header.chunk_size, digests=header.digests[:-32])
-        with raw_peer(client.endpoint(node)) as attacker:
+        with raw_peer(client, node) as attacker:
             read = {"bucket": BUCKET, "key": key, "gen": version.generation, "idx": 0, "first": 0, "count": 1}
             assert_error(attacker.call("read", **read), "E_CORRUPT", "trailer_offset")
         wait_until(lambda: _quarantined(path), timeout=10, what="the lying fragment to be quarantined")
@@ -268,18 +275,17 @@ def test_a_fragment_whose_trailer_lies_about_its_size_is_corrupt(cluster):
         wait_until(lambda: _rebuilt(client, [key]), timeout=60, interval=1.0, what="the fragment to be rebuilt")
 
 
-def test_a_fragment_truncated_while_mapped_is_reported_corrupt(cluster):
+def test_a_truncated_fragment_is_reported_corrupt(cluster):
     with cluster.client(request_timeout=10.0) as client:
         objects = put_objects(client)
-        with cluster.client(request_timeout=10.0, chunk_size=16 << 10) as small_chunks:  # read with pread
+        with cluster.client(request_timeout=10.0, chunk_size=16 << 10) as small_chunks:
             objects["small-chunks"] = seeded_bytes("small chunks", 1 << 20)
             assert not small_chunks.put(BUCKET, "small-chunks", objects["small-chunks"]).degraded
-        for key, mapped in [("before/coded", True), ("small-chunks", False)]:
+        for key in ("before/coded", "small-chunks"):
             version = client.resolve(BUCKET, key)
-            assert (version.chunk_size >= 64 << 10) == mapped  # chunks this big leave as views of a mapping
             node, path = fragment_files_of(cluster, BUCKET, key, version.generation)[0]
             pid = cluster.agent(node).pid()
-            assert client.get(BUCKET, key) == objects[key]  # fragment 0 is read, mapped and its header cached
+            assert client.get(BUCKET, key) == objects[key]  # fragment 0 is read and its header cached
             os.truncate(path, DATA_OFFSET + version.chunk_size + 100)
             client.corruptions.clear()
             assert client.get(BUCKET, key) == objects[key]  # read around it
@@ -291,3 +297,22 @@ def test_a_fragment_truncated_while_mapped_is_reported_corrupt(cluster):
         wait_until(lambda: _rebuilt(client, list(objects)), timeout=60, interval=1.0, what="the fragments rebuilt")
         for key, data in objects.items():
             assert client.get(BUCKET, key) == data
+
+
+def test_a_fragment_truncated_while_its_replies_are_being_sent_does_not_abort_the_agent(cluster):
+    with cluster.client(request_timeout=10.0, chunk_size=8 << 20) as client:
+        data = seeded_bytes("big chunks", 64 << 20)  # 4 stripes of 2 x 8 MiB chunks
+        assert not client.put(BUCKET, "big", data).degraded
+        version = client.resolve(BUCKET, "big")
+        node, path = fragment_files_of(cluster, BUCKET, "big", version.generation)[0]
+        pid = cluster.agent(node).pid()
+        read = {"bucket": BUCKET, "key": "big", "gen": version.generation, "idx": 0, "first": 0, "count": 4}
+        with raw_peer(client, node) as attacker:
+            for request_id in range(1, 9):  # 8 replies of 32 MiB queued, then the file is cut under them
+                attacker.send_frames(protocol.request_frames("read", request_id, 0, read))
+            os.truncate(path, DATA_OFFSET + 100)
+            codes = [attacker.receive().get("code", "ok") for _ in range(8)]
+        assert set(codes) <= {"ok", "E_CORRUPT"}, codes
+        assert cluster.running()[node] == pid
+        assert client.transport.request(client.endpoint(node), "ping", {}).header["pid"] == pid
+        assert client.get(BUCKET, "big") == data

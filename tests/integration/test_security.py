@@ -19,7 +19,7 @@ from hcstore.errors import AgentUnavailable, AuthenticationError, Forbidden, HCS
 from hcstore.security import keys
 from hcstore.security.curve import INSECURE, Credentials
 from hcstore.wire.transport import Transport
-from integration_support import seeded_bytes, wait_until
+from integration_support import allow_key, seeded_bytes, wait_until
 
 BUCKET = "secure"
 DENIED = (AuthenticationError, AgentUnavailable)
@@ -46,21 +46,6 @@ def trusting(transport: Transport, cluster) -> Transport:
     transport.trust_nodes((n.endpoint, n.key) for n in cluster_map.nodes)
     transport.trust(cluster.controller_endpoint(), keys.load(cluster.path / "keys" / "controller.key").public)
     return transport
-
-
-def allow(cluster, role: str, name: str = "") -> Credentials:
-    """A new key pair, allowed with ``role`` by the cluster's admin, once every agent has the map that says so."""
-    pair = keys.generate()
-    with ClusterSource.local(cluster.path).controller() as controller:
-        controller.add_key(pair.public, role, name)
-        epoch = controller.get_map().cluster_map.epoch
-    with cluster.client() as client:
-        wait_until(
-            lambda: all(isinstance(s, dict) and s["epoch"] >= epoch for s in client.node_stats().values()),
-            timeout=10,
-            what=f"every agent on map epoch {epoch}",
-        )
-    return Credentials(pair)
 
 
 def everything_intact(cluster, data) -> None:
@@ -115,7 +100,7 @@ def test_an_unknown_key_fails_the_handshake_with_a_clear_error(secured):
 
 def test_a_server_without_the_expected_key_is_not_talked_to(secured):
     cluster, data = secured
-    client = transport_as(allow(cluster, "client", "alice"))
+    client = transport_as(allow_key(cluster, "client", "alice"))
     impostor_key = keys.generate().public  # what a client told the wrong key for n1 expects
     endpoint = cluster.cluster_map().node("n1").endpoint
     client.trust(endpoint, impostor_key)
@@ -129,7 +114,7 @@ def test_a_server_without_the_expected_key_is_not_talked_to(secured):
 
 def test_roles_bound_what_each_key_may_do(secured):
     cluster, data = secured
-    alice = trusting(transport_as(allow(cluster, "client", "alice")), cluster)
+    alice = trusting(transport_as(allow_key(cluster, "client", "alice")), cluster)
     n1_key = Credentials(keys.secret_pair(cluster.path / "keys" / "n1.key_secret"))
     n1 = trusting(transport_as(n1_key), cluster)
     controller = cluster.controller_endpoint()

@@ -19,6 +19,7 @@ from hcstore.config import ControllerConfig
 from hcstore.control.client import ControllerClient
 from hcstore.control.controller import Controller
 from hcstore.errors import InvalidRequest, UnsupportedValue, UntrustedValue
+from integration_support import key_env
 from ray_integration.handle import HCStore
 from ray_integration.objects import read_value, write_value
 from ray_integration.values import MAC_KEY, TYPE_KEY
@@ -46,7 +47,14 @@ def test_the_local_cluster_secret_is_private_and_served_by_the_controller(shared
     assert secret not in pickle.dumps(shared_client)  # a pickled client carries no secret
 
 
-def test_a_crafted_pickle_put_through_the_plain_client_never_runs(shared_client, tmp_path):
+@pytest.fixture
+def cluster_keys(shared_cluster, monkeypatch):
+    """The shared cluster's admin key in HCSTORE_KEY: an HCStore handle reaches it by endpoint."""
+    for name, value in key_env(shared_cluster).items():
+        monkeypatch.setenv(name, value)
+
+
+def test_a_crafted_pickle_put_through_the_plain_client_never_runs(shared_client, tmp_path, cluster_keys):
     marker = tmp_path / "ran"
     payload = pickle.dumps(MakesAFile(marker), protocol=5)
     assert not marker.exists()
@@ -66,7 +74,7 @@ def test_a_crafted_pickle_put_through_the_plain_client_never_runs(shared_client,
     assert shared_client.get(BUCKET, "crafted") == payload  # the bytes stay readable as bytes
 
 
-def test_a_value_signed_by_the_ray_put_path_reads_back_only_with_allow_pickle(shared_client, tmp_path):
+def test_a_value_signed_by_the_ray_put_path_reads_back_only_with_allow_pickle(shared_client, tmp_path, cluster_keys):
     store = HCStore(shared_client.source.controller_endpoint(), BUCKET)
     value = {"epoch": 3, "loss": [0.5, 0.25], "name": "run-1"}
     with pytest.raises(UnsupportedValue, match="allow_pickle=True"):
@@ -90,7 +98,7 @@ def test_a_value_signed_by_the_ray_put_path_reads_back_only_with_allow_pickle(sh
 
 
 def test_a_controller_without_a_secret_says_so():
-    served = Controller(ControllerConfig(metrics_port=-1))
+    served = Controller(ControllerConfig(metrics_port=-1, insecure=True))
     thread = threading.Thread(target=served.serve, daemon=True)
     thread.start()
     try:
