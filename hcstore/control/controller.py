@@ -86,6 +86,10 @@ class Controller:
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_HEADER_BYTES * 4)
+        # Messages queued per peer: an agent heartbeats once per `heartbeat` and a client asks one thing at a
+        # time, so 64 is ample. A peer past it inbound is slowed (nothing lost); replies past it are dropped.
+        self.socket.setsockopt(zmq.RCVHWM, 64)
+        self.socket.setsockopt(zmq.SNDHWM, 64)
         self.gate = Gate(self.context, self.socket, self.credentials, self._role_of)
         host, port = config.host, config.port
         if port:
@@ -170,20 +174,21 @@ class Controller:
         """Answer one ROUTER message; never raises."""
         started = time.perf_counter()
         routing, body = frames[:1], frames[1:]
-        request_id, op = 0, INVALID
-        try:
-            request = protocol.decode_request(body, protocol.CONTROLLER_OPERATIONS)
-            request_id, op = request.id, request.op
+        op = INVALID
+        header: dict[Any, Any] = {}
+        try:  # decoded once: an error reply takes its id from what was decoded
+            request = protocol.check_request(protocol.decode_header(body, header), body, protocol.CONTROLLER_OPERATIONS)
+            op = request.op
             request.sender = self.gate.sender(body[0])
             self._authorize(request, body[0])
             fields = self._handlers[request.op](request)
             self._count(op, OK, started)
-            return routing + protocol.reply_frames(request_id, self.table.epoch, fields)
+            return routing + protocol.reply_frames(request.id, self.table.epoch, fields)
         except HCStoreError as exc:
             self._count(op, exc.code, started)
-            return routing + protocol.error_frames(request_id or protocol.peek_request_id(body), self.table.epoch, exc)
+            return routing + protocol.error_frames(protocol.request_id_of(header), self.table.epoch, exc)
         except Exception as exc:
-            request_id = request_id or protocol.peek_request_id(body)
+            request_id = protocol.request_id_of(header)
             log.exception(
                 "request %d (%s): internal error in the controller",
                 request_id,
@@ -243,13 +248,27 @@ class Controller:
     def _heartbeat(self, request: Request) -> dict[str, Any]:
         f = request.fields
         now = self.clock()
+        seen = None
         if "map" in f:
             try:
-                self.table.adopt(self._trusted_part(ClusterMap.from_dict(f["map"])), now)
+                seen = ClusterMap.from_dict(f["map"])
             except (ValueError, KeyError, TypeError) as exc:
-                raise InvalidRequest(f"heartbeat from {f['node']}: bad map: {exc}") from None
+                raise InvalidRequest(f"heartbeat from {f['node']!r}: bad map: {exc}") from None
+        for what, epoch in (("epoch", request.epoch), ("map epoch", seen.epoch if seen is not None else 0)):
+            if epoch > max(self.table.epoch, protocol.MAX_ADOPTED_EPOCH):  # headroom to count on from
+                raise InvalidRequest(
+                    f"heartbeat from {f['node']!r}: {what} {epoch} is beyond {protocol.MAX_ADOPTED_EPOCH}, "
+                    "higher than any this cluster can have reached"
+                )
+        joining = {f["node"], *(node.id for node in seen.nodes)} if seen is not None else {f["node"]}
+        if len(self.table.members.keys() | joining) > protocol.MAX_MAP_NODES:
+            raise InvalidRequest(
+                f"heartbeat from {f['node']!r}: the cluster map holds at most {protocol.MAX_MAP_NODES} nodes"
+            )
+        if seen is not None:
+            self.table.adopt(self._trusted_part(seen), now)
         self.table.observe_epoch(request.epoch)
-        labels = {str(k): str(v) for k, v in f["labels"].items()}
+        labels = dict(f["labels"])
         try:
             self.table.heartbeat(f["node"], f["endpoint"], labels, float(f["weight"]), now, request.sender)
         except ValueError as exc:

@@ -71,6 +71,8 @@ log = logging.getLogger(__name__)
 _HOUSEKEEPING_INTERVAL = 5.0
 _BATCH = 256  # requests taken per turn before queued replies are sent
 _CLOSE_LINGER_MS = 1000  # how long final replies may take to leave at shutdown
+_PEER_HWM = 64  # messages queued per peer and direction on the agent's socket (see __init__)
+_CONTROLLER_HWM = 16  # heartbeats and their replies queued on the socket to the controller
 _LOGGED = frozenset({HCStoreError.code, DiskError.code, CorruptFragment.code})  # error replies worth a log line
 Reply = tuple[dict[str, Any], list[Any]]
 
@@ -105,9 +107,14 @@ class Agent:
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context(io_threads=min(4, os.cpu_count() or 1))
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
-        self.socket.setsockopt(zmq.SNDHWM, 0)
-        self.socket.setsockopt(zmq.RCVHWM, 0)
+        self.socket.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)  # per frame; decoding checks the whole
+        # Queues per connected peer, in messages. Inbound: a client keeps about `window` (8) chunk writes and a
+        # few reads in flight per agent, and the loop drains the queue at once; 64 is 8 times that, and a peer
+        # that fills it is only slowed (ZeroMQ stops reading its connection), so memory stays bounded with
+        # no loss. Outbound: replies wait here only for a peer that does not read them (a client's own
+        # queue takes them otherwise); past 64 they are dropped and that peer's requests time out.
+        self.socket.setsockopt(zmq.RCVHWM, _PEER_HWM)
+        self.socket.setsockopt(zmq.SNDHWM, _PEER_HWM)
         self.gate = Gate(self.context, self.socket, self.credentials, self._role_of)
         self.endpoint = self._bind()
         self.requests = 0
@@ -221,6 +228,11 @@ class Agent:
         sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
         secure_client(sock, self.credentials, self.controller_key)
+        # One heartbeat a second and its reply: a few queued are plenty; a heartbeat that finds the queue
+        # full is skipped (the next one says the same). Replies are headers only.
+        sock.setsockopt(zmq.SNDHWM, _CONTROLLER_HWM)
+        sock.setsockopt(zmq.RCVHWM, _CONTROLLER_HWM)
+        sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_HEADER_BYTES)
         sock.connect(self.config.controller)
         return sock
 
@@ -253,15 +265,20 @@ class Agent:
                 return
             try:
                 reply = protocol.decode_reply(frames)
-            except HCStoreError:
+                epoch = reply.header.get("epoch", 0)
+                if type(epoch) is not int or not 0 <= epoch <= protocol.MAX_EPOCH:
+                    raise ProtocolError(f"reply epoch {epoch!r:.40} is not an integer in [0, {protocol.MAX_EPOCH}]")
+                newer = ClusterMap.from_dict(reply.header["map"]) if reply.ok and "map" in reply.header else None
+            except (HCStoreError, ValueError, KeyError, TypeError) as exc:  # checked like any message from the wire
+                log.warning("ignoring a malformed reply from the controller: %s", exc)
                 continue
             if not reply.ok:
                 log.warning("controller refused a heartbeat: %s", reply.error())
                 continue
-            self.controller_epoch = int(reply.header.get("epoch", 0))
-            self._send_map = reply.header.get("epoch", 0) < self.epoch
-            if "map" in reply.header:
-                self.adopt_map(ClusterMap.from_dict(reply.header["map"]))
+            self.controller_epoch = epoch
+            self._send_map = epoch < self.epoch
+            if newer is not None:
+                self.adopt_map(newer)
 
     def adopt_map(self, cluster_map: ClusterMap) -> None:
         """Take a newer cluster map and persist it (so a restarted controller can recover the epoch)."""
@@ -310,10 +327,11 @@ class Agent:
         started = time.perf_counter()
         routing, body = frames[:1], frames[1:]
         self.requests += 1
-        try:
-            request = protocol.decode_request(body)
+        header: dict[Any, Any] = {}
+        try:  # decoded once: an error reply takes its id from what was decoded
+            request = protocol.check_request(protocol.decode_header(body, header), body)
         except Exception as exc:  # noqa: BLE001 - every failure, a bug included, becomes an error reply
-            return self._refuse(routing, protocol.peek_request_id(body), exc, None, started)
+            return self._refuse(routing, protocol.request_id_of(header), exc, None, started)
         try:
             self._authorize(request, body[0])
             peer = peer_of(body[0]) if request.op in self._peer_handlers else UNKNOWN_PEER

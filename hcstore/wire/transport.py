@@ -40,6 +40,7 @@ from hcstore.wire import protocol
 from hcstore.wire.protocol import Reply
 
 COOL_DOWN = 3.0
+CLIENT_HWM = 1024  # messages queued per agent socket and direction (see _ThreadState.socket)
 
 
 def _accepts_connections(endpoint: str, timeout: float) -> bool:
@@ -88,11 +89,21 @@ class _ThreadState:
                 self.monitors[endpoint] = watch_handshakes(sock)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.IMMEDIATE, 1)
-            sock.setsockopt(zmq.SNDHWM, 0)
-            sock.setsockopt(zmq.RCVHWM, 0)
+            # Queues in messages. A client keeps about `window` (8) chunk writes and a few reads in flight per
+            # agent and thread; a send that finds the queue full counts the agent as lost, so the limit sits far
+            # above that, while still bounding memory. Replies are matched as they arrive.
+            sock.setsockopt(zmq.SNDHWM, CLIENT_HWM)
+            sock.setsockopt(zmq.RCVHWM, CLIENT_HWM)
+            # Per frame (ZeroMQ checks each part, not their sum; decode_reply checks the sum): a reply's
+            # largest frame is a read's chunk, its header at most MAX_HEADER_BYTES. A larger one drops the connection.
+            sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_REPLY_BYTES)
             sock.setsockopt(zmq.RECONNECT_IVL, 50)
             sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
-            sock.connect(endpoint)
+            try:
+                sock.connect(endpoint)
+            except zmq.ZMQError as exc:  # an endpoint from the wire (a map, a heartbeat) can be anything
+                sock.close(linger=0)
+                raise AgentUnavailable(f"cannot connect to agent endpoint {endpoint[:200]!r}: {exc}") from None
             self.sockets[endpoint] = sock
             self.endpoint_of[sock] = endpoint
             self.poller.register(sock, zmq.POLLIN)

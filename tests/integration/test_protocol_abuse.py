@@ -10,6 +10,7 @@ import msgpack
 import pytest
 import zmq
 
+from hcstore.client.headers import VersionLayout, fragment_header
 from hcstore.generation import HybridClock
 from hcstore.wire.protocol import MAX_HEADER_BYTES, PROTOCOL_VERSION
 from integration_support import CHUNK, seeded_bytes
@@ -75,6 +76,11 @@ def _gen() -> str:
     return HybridClock().now()
 
 
+def _layout(key: str) -> VersionLayout:
+    """A one-stripe ``1+1`` version of ``key`` in chunks of 4096 bytes."""
+    return VersionLayout(BUCKET, key, _gen(), "zfec", 1, 1, 4096, 4096, 1)
+
+
 def _open(peer: RawPeer, chunk_size: int = 4096, **extra) -> str:
     header, _ = peer.request(req("open", bucket=BUCKET, key="raw", gen=_gen(), idx=0, chunk_size=chunk_size, **extra))
     assert header["ok"], header
@@ -133,7 +139,11 @@ FRAME_CASES = {
         "E_STORE_FULL",
     ),
     "write unknown upload": ([pack(req("write", upload="feedface", stripe=0)), b"x" * 64], "E_NO_UPLOAD"),
-    "prepare unknown upload": ([pack(req("prepare", upload="feedface", header={}))], "E_NO_UPLOAD"),
+    "prepare unknown upload": (
+        [pack(req("prepare", upload="feedface", header=fragment_header(_layout("k"), 0, ("n1", "n2"))))],
+        "E_NO_UPLOAD",
+    ),
+    "prepare empty header": ([pack(req("prepare", upload="feedface", header={}))], "E_BAD_FIELD"),
     "prepare header not a map": ([pack(req("prepare", upload="feedface", header=[1]))], "E_BAD_FIELD"),
     "tombstone garbage header": ([pack(req("tombstone", header={"kind": "tombstone"}))], "E_BAD_FIELD"),
     "commit unknown fragment": ([pack(req("commit", bucket=BUCKET, key="nope", gen=_gen(), idx=0))], "E_NOT_FOUND"),
