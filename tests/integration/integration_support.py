@@ -92,6 +92,22 @@ def clean_env(home: Path, **variables: str) -> dict[str, str]:
     return {**{k: v for k, v in os.environ.items() if not k.startswith("HCSTORE_")}, "HOME": str(home), **variables}
 
 
+def connect_raw(sock: Any, cluster: LocalCluster, node: str | None = None, credentials: Any = None) -> None:
+    """Connect a raw DEALER ``sock`` to an agent (``node``) or the controller (None) of ``cluster`` as an
+    authenticated peer: the cluster's admin key unless ``credentials`` are given (tests of the wire itself)."""
+    from hcstore.security import keys
+    from hcstore.security.curve import Credentials, secure_client
+
+    credentials = credentials or Credentials(keys.secret_pair(cluster.path / "keys" / "admin.key_secret"))
+    if node is None:
+        endpoint, server_key = cluster.controller_endpoint(), keys.load(cluster.path / "keys" / "controller.key").public
+    else:
+        entry = cluster.cluster_map().node(node)
+        endpoint, server_key = entry.endpoint, entry.key
+    secure_client(sock, credentials, server_key)
+    sock.connect(endpoint)
+
+
 def allow_key(cluster: LocalCluster, role: str, name: str = "") -> Any:
     """A new key pair, allowed with ``role`` by the cluster's admin once every agent has the map that says so;
     returns its :class:`~hcstore.security.curve.Credentials`."""

@@ -22,12 +22,13 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hcstore.cluster.local import LocalCluster
 from hcstore.config import ControllerConfig
 from hcstore.control.client import ControllerClient
 from hcstore.control.controller import Controller
 from hcstore.generation import HybridClock
 from hcstore.wire.protocol import CONTROLLER_OPERATIONS, MAX_STORE_CHUNKS, OPERATIONS, PROTOCOL_VERSION, Field
-from integration_support import CHUNK, seeded_bytes, wait_until
+from integration_support import CHUNK, connect_raw, seeded_bytes, wait_until
 
 NODE = "n1"
 BUCKET = "kept"  # the objects that must survive; no fuzzed request names this bucket
@@ -52,11 +53,11 @@ def pack(header: Any) -> bytes:
 class Peer:
     """A raw DEALER socket; every message waits for its reply, within a time-out."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, cluster: LocalCluster, node: str | None) -> None:
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.connect(endpoint)
+        connect_raw(self.socket, cluster, node)  # an authenticated peer: the attacks that matter now
         self.sent = 0
 
     def call(self, frames: list[Any]) -> dict[str, Any]:
@@ -238,8 +239,8 @@ def test_fuzzed_wire_leaves_agent_and_controller_serving(make_cluster):
             client.put(BUCKET, key, data)
     pid = cluster.agent(NODE).pid()
     assert pid is not None
-    agent = Peer(cluster.cluster_map().node(NODE).endpoint)
-    controller = Peer(cluster.controller_endpoint())
+    agent = Peer(cluster, NODE)
+    controller = Peer(cluster, None)
     try:
         agent.request("ping", b"w" * (60 << 20))  # a large message (refused: a ping has no payload) first
         baseline = rss(pid)

@@ -11,9 +11,10 @@ import pytest
 import zmq
 
 from hcstore.client.headers import VersionLayout, fragment_header
+from hcstore.cluster.local import LocalCluster
 from hcstore.generation import HybridClock
 from hcstore.wire.protocol import MAX_HEADER_BYTES, PROTOCOL_VERSION
-from integration_support import CHUNK, seeded_bytes
+from integration_support import CHUNK, connect_raw, seeded_bytes
 
 NODE = "n2"
 BUCKET = "abuse"
@@ -32,12 +33,12 @@ def req(op: str, **fields) -> dict:
 class RawPeer:
     """A raw DEALER socket to one agent; every receive has a time-out."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, cluster: LocalCluster, node: str) -> None:
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.RCVTIMEO, RECV_TIMEOUT_MS)
-        self.socket.connect(endpoint)
+        connect_raw(self.socket, cluster, node)  # an authenticated peer that sends anything
 
     def call(self, frames: list[bytes]) -> tuple[dict, list[bytes]]:
         self.socket.send_multipart(frames)
@@ -67,7 +68,7 @@ def stored(shared_client):
 
 @pytest.fixture
 def peer(shared_cluster):
-    raw = RawPeer(shared_cluster.cluster_map().node(NODE).endpoint)
+    raw = RawPeer(shared_cluster, NODE)
     yield raw
     raw.close()
 
@@ -261,12 +262,11 @@ def test_agent_still_serves_after_abuse(peer, shared_client, shared_cluster, sto
 
 
 def test_peer_that_never_reads_its_replies(shared_cluster, shared_client, stored):
-    endpoint = shared_cluster.cluster_map().node(NODE).endpoint
     context = zmq.Context()
     try:
         rude = context.socket(zmq.DEALER)
         rude.setsockopt(zmq.LINGER, 0)
-        rude.connect(endpoint)
+        connect_raw(rude, shared_cluster, NODE)
         for _ in range(200):
             rude.send_multipart([pack(req("locate", bucket=BUCKET, key="stored"))])
         rude.close(linger=0)
