@@ -9,6 +9,7 @@ from collections.abc import Callable
 import ray
 
 import ray_integration
+from ray_integration.layout import controller_keys_directory
 
 
 def run(args: argparse.Namespace, print_line: Callable[[str], None]) -> int:
@@ -25,13 +26,21 @@ def run(args: argparse.Namespace, print_line: Callable[[str], None]) -> int:
                 mountpaths=args.mountpath or None,
                 ec=args.ec,
                 agent={"durability": args.durability},
+                controller_dir=args.controller_dir,
+                insecure=args.insecure,
                 timeout=args.timeout,
                 progress=print_line,
             )
             print_line(f"hcstore serves on this Ray cluster; controller {store.controller}")
+            keys = controller_keys_directory(args.controller_dir)
+            with_keys = (
+                ""
+                if args.insecure
+                else (f"HCSTORE_KEY={keys}/admin.key_secret HCSTORE_CONTROLLER_KEY={keys}/controller.key ")
+            )
             print_line(
-                f"object verbs: hcstore --cluster {store.controller} ls   "
-                f"(or export HCSTORE_CLUSTER={store.controller})"
+                f"object verbs, on the head node: {with_keys}hcstore --cluster {store.controller} ls"
+                + ("   (INSECURE: no keys)" if args.insecure else "")
             )
         elif args.ray_command == "status":
             state = ray_integration.status()

@@ -620,6 +620,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ray_verb.add_argument("--ec", type=EC, default=ClientConfig.ec)
     ray_verb.add_argument("--durability", choices=DURABILITY_POLICIES, help=f"default {AgentConfig.durability}")
+    ray_verb.add_argument(
+        "--controller-dir",
+        default=None,
+        help="the controller's keys and cluster secret, on the head node (default: hcstore-ray/controller "
+        "under its temp dir)",
+    )
+    ray_verb.add_argument(
+        "--insecure", action="store_true", help="deploy without keys: plain ZeroMQ, no authentication"
+    )
     ray_verb.add_argument("--timeout", type=SECONDS, default=300.0)
     ray_verb.set_defaults(func=cmd_ray)
     return parser

@@ -67,7 +67,15 @@ REPORT = {
         "scrub": {"fragments": 3, "corrupt": 0, "started": 0.0},
     },
 }
-NODE = {"id": "n1", "endpoint": "tcp://127.0.0.1:7001", "weight": 1.0, "labels": {"host": "h1"}, "state": "alive"}
+KEY = "E%V!E>oj<k<lbjLDPi{9k7:e&7peo}^YfpXpD[$p"  # a CurveZMQ public key, Z85
+NODE = {
+    "id": "n1",
+    "endpoint": "tcp://127.0.0.1:7001",
+    "weight": 1.0,
+    "labels": {"host": "h1"},
+    "state": "alive",
+    "key": KEY,
+}
 
 # A valid request of every operation: fields, and payload frames.
 VALID: dict[str, tuple[dict[str, Any], list[bytes]]] = {
@@ -94,7 +102,7 @@ VALID: dict[str, tuple[dict[str, Any], list[bytes]]] = {
             "endpoint": "tcp://127.0.0.1:7001",
             "labels": {"host": "h1"},
             "weight": 1.0,
-            "map": {"epoch": 3, "nodes": [NODE]},
+            "map": {"epoch": 3, "nodes": [NODE], "keys": [{"key": KEY, "role": "node", "name": "n1"}]},
             "stats": REPORT,
         },
         [],
@@ -102,6 +110,8 @@ VALID: dict[str, tuple[dict[str, Any], list[bytes]]] = {
     "get_map": ({}, []),
     "node_admin": ({"node": "n1", "action": "drain", "force": False}, []),
     "status": ({}, []),
+    "keys": ({"action": "add", "key": KEY, "role": "client", "name": "alice"}, []),
+    "cluster_secret": ({}, []),
 }
 
 
