@@ -23,12 +23,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hcstore.cluster.local import LocalCluster
+from hcstore.cluster.source import ClusterSource
 from hcstore.config import ControllerConfig
-from hcstore.control.client import ControllerClient
 from hcstore.control.controller import Controller
 from hcstore.generation import HybridClock
 from hcstore.wire.protocol import CONTROLLER_OPERATIONS, MAX_STORE_CHUNKS, OPERATIONS, PROTOCOL_VERSION, Field
-from integration_support import CHUNK, connect_raw, seeded_bytes, wait_until
+from integration_support import CHUNK, allow_key, connect_raw, seeded_bytes, wait_until
 
 NODE = "n1"
 BUCKET = "kept"  # the objects that must survive; no fuzzed request names this bucket
@@ -53,11 +53,11 @@ def pack(header: Any) -> bytes:
 class Peer:
     """A raw DEALER socket; every message waits for its reply, within a time-out."""
 
-    def __init__(self, cluster: LocalCluster, node: str | None) -> None:
+    def __init__(self, cluster: LocalCluster, node: str | None, credentials: Any = None) -> None:
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
-        connect_raw(self.socket, cluster, node)  # an authenticated peer: the attacks that matter now
+        connect_raw(self.socket, cluster, node, credentials)  # an authenticated peer: the attacks that matter now
         self.sent = 0
 
     def call(self, frames: list[Any]) -> dict[str, Any]:
@@ -240,7 +240,7 @@ def test_fuzzed_wire_leaves_agent_and_controller_serving(make_cluster):
     pid = cluster.agent(NODE).pid()
     assert pid is not None
     agent = Peer(cluster, NODE)
-    controller = Peer(cluster, None)
+    controller = Peer(cluster, None, allow_key(cluster, "node", "fuzz-a"))  # a node key, bound to fuzz-a
     try:
         agent.request("ping", b"w" * (60 << 20))  # a large message (refused: a ping has no payload) first
         baseline = rss(pid)
@@ -312,7 +312,7 @@ def test_fuzzed_wire_leaves_agent_and_controller_serving(make_cluster):
         controller.close()
 
     # Nodes the fuzzing registered leave the map; the kept objects read back exactly.
-    with ControllerClient(cluster.controller_endpoint(), timeout=5.0) as admin:
+    with ClusterSource.local(cluster.path).controller(timeout=5.0) as admin:
         for node in admin.get_map().cluster_map.nodes:
             if node.id not in real_nodes and node.state != "decommissioned":
                 admin.remove(node.id, force=True)
@@ -327,7 +327,7 @@ def test_fuzzed_wire_leaves_agent_and_controller_serving(make_cluster):
 
 
 def test_a_reply_that_cannot_be_encoded_becomes_an_error_reply():
-    served = Controller(ControllerConfig(metrics_port=-1))
+    served = Controller(ControllerConfig(metrics_port=-1, insecure=True))
     try:
         request = pack({"v": 1, "op": "get_map", "id": 9, "epoch": 0})
         served._handlers["get_map"] = lambda request: {"huge": 2**64}  # a bug: a field msgpack cannot encode

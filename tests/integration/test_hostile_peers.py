@@ -36,6 +36,7 @@ NODE = "n1"
 ATTACKER = "127.0.0.2"
 FRAMING = DATA_OFFSET + FOOTER_SIZE
 RECV_TIMEOUT_MS = 15_000
+WINDOW = 32  # requests a raw peer keeps outstanding
 ATTACKER_KEY: dict[str, Credentials] = {}  # by cluster directory
 
 
@@ -62,14 +63,18 @@ class RawPeer:
         return protocol.decode_reply(frames).header
 
     def calls(self, requests: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
-        """Send every request at once, then collect the replies in the order of the requests."""
-        sent = []
+        """Send the requests with up to WINDOW outstanding (an agent drops replies to a peer that lets more
+        pile up unread), and return the replies in the order of the requests."""
+        sent: list[int] = []
+        replies: dict[int, dict[str, Any]] = {}
         for op, fields in requests:
+            if len(sent) - len(replies) >= WINDOW:
+                header = self.receive()
+                replies[header["id"]] = header
             request_id = next(self._ids)
             sent.append(request_id)
             self.send_frames(protocol.request_frames(op, request_id, 0, fields))
-        replies = {}
-        for _ in sent:
+        while len(replies) < len(sent):
             header = self.receive()
             replies[header["id"]] = header
         return [replies[request_id] for request_id in sent]
@@ -125,10 +130,19 @@ def assert_unharmed(cluster: LocalCluster, client: Any, pid: int, objects: dict[
 
 @pytest.fixture
 def cluster(make_cluster) -> LocalCluster:
-    """Three agents, and a client key for the attacker (any authenticated client may attack)."""
-    made = make_cluster(agents=3, ec="2+1", mountpaths_per_agent=1)
-    ATTACKER_KEY[str(made.path)] = allow_key(made, "client", "attacker")
-    return made
+    """Three agents, and a client key for the attacker."""
+    return with_attacker(make_cluster(agents=3, ec="2+1", mountpaths_per_agent=1))
+
+
+def with_attacker(cluster: LocalCluster) -> LocalCluster:
+    """``cluster``, with a client key allowed for the attacker: any authenticated client may attack."""
+    ATTACKER_KEY[str(cluster.path)] = allow_key(cluster, "client", "attacker")
+    return cluster
+
+
+def attacker_key(client: Any) -> str:
+    """The attacker's public key: who an agent's per-peer limits name."""
+    return ATTACKER_KEY[client.source.location].public
 
 
 def test_running_out_of_file_descriptors_is_overload_not_a_disk_fault(cluster):
@@ -170,7 +184,9 @@ def test_open_uploads_are_capped_per_peer(cluster):
             replies = attacker.calls(requests)
             opened = [reply["upload"] for reply in replies if reply["ok"]]
             assert len(opened) == MAX_UPLOADS_PER_PEER
-            assert_error(replies[-1], "E_PEER_LIMIT", f"peer {ATTACKER} has {MAX_UPLOADS_PER_PEER} open uploads")
+            assert_error(
+                replies[-1], "E_PEER_LIMIT", f"peer {attacker_key(client)} has {MAX_UPLOADS_PER_PEER} open uploads"
+            )
             data = seeded_bytes("other peer", 1 << 20)  # another peer is not held back
             assert not client.put(BUCKET, "other-peer", data).degraded
             assert all(reply["ok"] for reply in attacker.calls([("abort", {"upload": u}) for u in opened]))
@@ -179,7 +195,7 @@ def test_open_uploads_are_capped_per_peer(cluster):
 
 
 def test_one_peer_cannot_reserve_the_node_s_free_space(make_cluster):
-    cluster = make_cluster(agents=3, ec="2+1", mountpaths_per_agent=1, capacity_bytes=24 << 20)
+    cluster = with_attacker(make_cluster(agents=3, ec="2+1", mountpaths_per_agent=1, capacity_bytes=24 << 20))
     with cluster.client(request_timeout=10.0) as client:
         objects = put_objects(client)
         pid = cluster.agent(NODE).pid()
@@ -196,7 +212,7 @@ def test_one_peer_cannot_reserve_the_node_s_free_space(make_cluster):
             assert_error(
                 attacker.call("open", **open_fields(client, "hog/1", expected_bytes=free // 2)),
                 "E_PEER_LIMIT",
-                f"peer {ATTACKER} holds",
+                f"peer {attacker_key(client)} holds",
             )
             # everyone else still writes: an object whose fragment on this node takes half the room
             big = seeded_bytes("big", free)

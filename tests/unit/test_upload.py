@@ -6,10 +6,11 @@ import os
 
 import pytest
 
-from ec import DIGEST_SIZE, FragmentFormatError, FragmentHeader, chunk_digest, header_from_dict, header_to_dict
+from ec import DIGEST_SIZE, FragmentHeader, chunk_digest, header_from_dict, header_to_dict
 from hcstore.client.headers import TOMBSTONE_CHUNK_SIZE, VersionLayout, fragment_header, tombstone_layout
 from hcstore.client.upload import StripeWindow, write_quorum
 from hcstore.config import AgentConfig
+from hcstore.errors import InvalidRequest
 from hcstore.node.store import LocalStore
 
 CHUNK = 4096
@@ -90,7 +91,7 @@ def test_tombstone_header_is_complete_with_empty_digests():
     ],
 )
 def test_an_invalid_header_names_its_field(changes, index, placement, field):
-    with pytest.raises(FragmentFormatError, match=f"field '{field}'"):
+    with pytest.raises(InvalidRequest, match=f"field '{field}'"):  # the writer's mistake, named by its object
         fragment_header(layout(**changes), index, placement)
 
 
