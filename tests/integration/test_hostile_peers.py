@@ -183,9 +183,10 @@ def test_open_uploads_are_capped_per_peer(cluster):
             requests = [("open", open_fields(client, f"many/{i}")) for i in range(MAX_UPLOADS_PER_PEER + 1)]
             replies = attacker.calls(requests)
             opened = [reply["upload"] for reply in replies if reply["ok"]]
-            assert len(opened) == MAX_UPLOADS_PER_PEER
+            refused = [reply for reply in replies if not reply["ok"]]  # opens run side by side: any one of them
+            assert len(opened) == MAX_UPLOADS_PER_PEER and len(refused) == 1
             assert_error(
-                replies[-1], "E_PEER_LIMIT", f"peer {attacker_key(client)} has {MAX_UPLOADS_PER_PEER} open uploads"
+                refused[0], "E_PEER_LIMIT", f"peer {attacker_key(client)} has {MAX_UPLOADS_PER_PEER} open uploads"
             )
             data = seeded_bytes("other peer", 1 << 20)  # another peer is not held back
             assert not client.put(BUCKET, "other-peer", data).degraded
@@ -328,7 +329,7 @@ def test_a_fragment_truncated_while_its_replies_are_being_sent_does_not_abort_th
                 attacker.send_frames(protocol.request_frames("read", request_id, 0, read))
             os.truncate(path, DATA_OFFSET + 100)
             codes = [attacker.receive().get("code", "ok") for _ in range(8)]
-        assert set(codes) <= {"ok", "E_CORRUPT"}, codes
+        assert set(codes) <= {"ok", "E_CORRUPT", "E_NOT_FOUND"}, codes  # not found: quarantined by then
         assert cluster.running()[node] == pid
         assert client.transport.request(client.endpoint(node), "ping", {}).header["pid"] == pid
         assert client.get(BUCKET, "big") == data
