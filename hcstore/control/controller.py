@@ -206,13 +206,7 @@ class Controller:
 
     def _authorize(self, request: Request, frame: Any) -> None:
         """Refuse a request its sender's key may not make; a node's key speaks for its own node only."""
-        needed = roles.CONTROLLER_OPERATIONS[request.op]
-        role = self.gate.role(frame)
-        if not roles.permits(role, needed):
-            raise Forbidden(
-                f"{request.op} needs a key of role {needed}; this one is "
-                f"{'of role ' + role if role else 'not in the allow-list (revoked?)'}"
-            )
+        self.gate.require(frame, roles.CONTROLLER_OPERATIONS[request.op], request.op)
         if request.op == "heartbeat" and self.gate.secure:
             grant = self._grants[request.sender]
             if grant.role != "node" or grant.name != request.fields["node"]:

@@ -43,7 +43,6 @@ from hcstore.errors import (
     AgentUnavailable,
     CorruptFragment,
     DiskError,
-    Forbidden,
     HCStoreError,
     InvalidRequest,
     ProtocolError,
@@ -375,13 +374,7 @@ class Agent:
         return grant.role if grant is not None else None
 
     def _authorize(self, request: Request, frame: Any) -> None:
-        needed = roles.AGENT_OPERATIONS[request.op]
-        role = self.gate.role(frame)
-        if not roles.permits(role, needed):
-            raise Forbidden(
-                f"{request.op} on node {self.config.node_id} needs a key of role {needed}; this one is "
-                f"{'of role ' + role if role else 'not in the allow-list (revoked?)'}"
-            )
+        self.gate.require(frame, roles.AGENT_OPERATIONS[request.op], f"{request.op} on node {self.config.node_id}")
 
     def _answer(self, routing: list[Any], request: Request, started: float, peer: str = UNKNOWN_PEER) -> list[Any]:
         """Run a request's handler (any thread) and return its reply or error reply; never raises."""

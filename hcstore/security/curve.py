@@ -27,7 +27,9 @@ from typing import Any
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
+from hcstore.errors import Forbidden
 from hcstore.security.keys import KeyPair
+from hcstore.security.roles import permits
 
 log = logging.getLogger(__name__)
 HANDSHAKE_FAILURES = (
@@ -156,6 +158,14 @@ class Gate:
             return "admin"
         key = self.sender(frame)
         return self.role_of(key) if key else None
+
+    def require(self, frame: Any, needed: str, what: str) -> None:
+        """Refuse (:class:`~hcstore.errors.Forbidden`) ``what`` (a request, for the message) unless the key
+        that sent ``frame`` has at least role ``needed``."""
+        role = self.role(frame)
+        if not permits(role, needed):
+            held = f"of role {role}" if role else "not in the allow-list (revoked?)"
+            raise Forbidden(f"{what} needs a key of role {needed}; this one is {held}")
 
     def close(self) -> None:
         """Stop the authentication handler."""
