@@ -71,6 +71,7 @@ _HOUSEKEEPING_INTERVAL = 5.0
 _BATCH = 256  # requests taken per turn before queued replies are sent
 _CLOSE_LINGER_MS = 1000  # how long final replies may take to leave at shutdown
 _PEER_HWM = 64  # messages queued per peer and direction on the agent's socket (see __init__)
+_CONTROLLER_SILENCE = 5  # heartbeats unanswered after which the socket to the controller is made again
 _CONTROLLER_HWM = 16  # heartbeats and their replies queued on the socket to the controller
 _LOGGED = frozenset({HCStoreError.code, DiskError.code, CorruptFragment.code})  # error replies worth a log line
 Reply = tuple[dict[str, Any], list[Any]]
@@ -98,6 +99,7 @@ class Agent:
         self.map_file = Path(config.state_dir or config.mountpaths[0]) / "cluster-map.json"
         self.cluster_map = _load_map(self.map_file)
         self._controller: zmq.Socket | None = None
+        self._controller_heard = 0.0  # when the controller last answered (or the socket to it was made)
         self._heartbeat_due = 0.0
         self._send_map = True  # tell a (possibly restarted) controller what we know
         self.maintainer: Maintainer | None = None
@@ -197,8 +199,7 @@ class Agent:
         poller.register(self.socket, zmq.POLLIN)
         poller.register(self.outbox.fileno(), zmq.POLLIN)
         if self.config.controller:
-            self._controller = self._connect_controller()
-            poller.register(self._controller, zmq.POLLIN)
+            self._connect_controller(poller)
             self.maintainer = Maintainer(self)
             self.maintainer.start()
         next_housekeeping = time.monotonic() + _HOUSEKEEPING_INTERVAL
@@ -211,6 +212,8 @@ class Agent:
                 else:
                     self._receive_from_controller()
             if self._controller is not None and time.monotonic() >= self._heartbeat_due:
+                if time.monotonic() - self._controller_heard > _CONTROLLER_SILENCE * self.config.heartbeat:
+                    self._connect_controller(poller)  # ZeroMQ gives up on a connection whose handshake was refused
                 self._send_heartbeat()
             if time.monotonic() >= next_housekeeping:
                 self.io.submit(None, Job(self.store.expire_uploads))  # a full pool: try again next time
@@ -221,7 +224,16 @@ class Agent:
 
     # ------------------------------------------------------------------ membership
 
-    def _connect_controller(self) -> zmq.Socket:
+    def _connect_controller(self, poller: zmq.Poller) -> None:
+        """A (new) socket to the controller, polled by ``poller``.
+
+        It is made again when the controller has not answered for a while: ZeroMQ stops reconnecting
+        after the controller refuses this agent's key (not yet allowed, or revoked and allowed again).
+        """
+        if self._controller is not None:
+            poller.unregister(self._controller)
+            self._controller.close(linger=0)
+        self._controller_heard = time.monotonic()
         sock = self.context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.IMMEDIATE, 1)
@@ -233,7 +245,8 @@ class Agent:
         sock.setsockopt(zmq.RCVHWM, _CONTROLLER_HWM)
         sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_HEADER_BYTES)
         sock.connect(self.config.controller)
-        return sock
+        self._controller = sock
+        poller.register(sock, zmq.POLLIN)
 
     def _send_heartbeat(self) -> None:
         """Report to the controller; the first report (and one after a controller restart) carries our map."""
@@ -271,6 +284,7 @@ class Agent:
             except (HCStoreError, ValueError, KeyError, TypeError) as exc:  # checked like any message from the wire
                 log.warning("ignoring a malformed reply from the controller: %s", exc)
                 continue
+            self._controller_heard = time.monotonic()
             if not reply.ok:
                 log.warning("controller refused a heartbeat: %s", reply.error())
                 continue

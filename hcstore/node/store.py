@@ -504,7 +504,10 @@ class LocalStore:
         if upload.fd >= 0:
             os.close(upload.fd)
             upload.fd = -1
-        upload.path.unlink(missing_ok=True)
+        try:
+            upload.path.unlink(missing_ok=True)
+        except OSError as exc:  # the disk that failed the upload may fail this too; the error at hand is reported
+            log.warning("could not remove %s: %s", upload.path, exc)
 
     def _forget(self, upload: Upload) -> None:
         """Drop a sealed or discarded upload from the tables and release its room."""

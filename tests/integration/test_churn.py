@@ -13,7 +13,7 @@ import pytest
 
 from hcstore import Client
 from hcstore.control.membership import Intervals
-from hcstore.errors import ClusterNotFound, InvalidRequest
+from hcstore.errors import AuthenticationError, ClusterNotFound, InvalidRequest
 from hcstore.node.repair_plan import protection_summary
 from integration_support import CHUNK, flip_bytes, fragment_files_of, fully_protected, seeded_bytes, wait_until
 
@@ -195,14 +195,18 @@ def test_io_errors_disable_a_mountpath_and_its_fragments_are_rebuilt(make_cluste
 
 def test_a_client_reaches_the_cluster_through_its_controller_and_takes_its_ec(make_cluster):
     cluster = make_cluster(agents=4, ec="2+1", intervals=NO_OUT)
-    with Client(cluster.controller_endpoint(), chunk_size=CHUNK, request_timeout=5.0) as client:
+    keys = {
+        "key": str(cluster.path / "keys" / "admin.key_secret"),
+        "controller_key": str(cluster.path / "keys" / "controller.key"),
+    }
+    with Client(cluster.controller_endpoint(), chunk_size=CHUNK, request_timeout=5.0, **keys) as client:
         assert client.config.ec == "2+1"  # told by the controller, not the 4+2 default
         assert sorted(n.id for n in client.cluster_map.nodes) == ["n1", "n2", "n3", "n4"]
         data = seeded_bytes("via-controller", 3 * CHUNK + 5)
         client.put(BUCKET, "via/controller", data)
         assert client.get(BUCKET, "via/controller") == data
         assert (client.stat(BUCKET, "via/controller").k, client.stat(BUCKET, "via/controller").m) == (2, 1)
-    with Client(cluster.controller_endpoint(), ec="1+1") as explicit:
+    with Client(cluster.controller_endpoint(), ec="1+1", **keys) as explicit:
         assert explicit.config.ec == "1+1"  # an explicit setting wins over the controller's
 
 
@@ -211,4 +215,6 @@ def test_no_controller_at_the_endpoint_is_a_clear_error():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(ClusterNotFound, match=f"no hcstore controller answers at tcp://127.0.0.1:{port}"):
+        Client(f"tcp://127.0.0.1:{port}", connect_timeout=0.5, request_timeout=1.0, insecure=True)
+    with pytest.raises(AuthenticationError, match="HCSTORE_KEY"):  # with no key, that is said first
         Client(f"tcp://127.0.0.1:{port}", connect_timeout=0.5, request_timeout=1.0)
