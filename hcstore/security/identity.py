@@ -57,10 +57,11 @@ def client_credentials(config: ClientConfig, directory: Path | None) -> tuple[Cr
         controller_key = controller_key or str(cluster_directory.controller_key_file(directory))
     if not key_file:
         raise AuthenticationError(
-            "no client key: a cluster reached by its controller's endpoint needs one (unless it runs insecure): "
-            "set HCSTORE_KEY (or the key setting) to your secret key file (`hcstore keys create --dir DIR NAME` "
-            "makes one; an admin adds its public key with `hcstore keys add`) and HCSTORE_CONTROLLER_KEY to the controller's public key; or set "
-            "HCSTORE_INSECURE=true for a cluster that runs without authentication"
+            "no client key: a cluster reached by its controller's endpoint needs one (unless it runs "
+            "insecure): set HCSTORE_KEY (or the key setting) to your secret key file (`hcstore keys create "
+            "--dir DIR NAME` makes one; an admin adds its public key with `hcstore keys add`) and "
+            "HCSTORE_CONTROLLER_KEY to the controller's public key; or set HCSTORE_INSECURE=true for a "
+            "cluster that runs without authentication"
         )
     try:
         credentials = Credentials(secret_pair(key_file))
