@@ -152,6 +152,10 @@ class ControllerActor:
         """The controller's endpoint, for clients."""
         return self.controller.endpoint
 
+    def key_directory(self) -> str:
+        """Where this controller keeps its key pairs and allow-list (on the head node)."""
+        return self.key_dir
+
     def credentials(self, role: str = "client") -> tuple[Credentials, str]:
         """A key pair of ``role`` (client or admin) and the controller's public key, for Ray jobs and
         ``hcstore ray``: whoever may run tasks on this Ray cluster may use its hcstore."""

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import ray
 
 import ray_integration
-from ray_integration.layout import controller_keys_directory
+from ray_integration.lookup import controller_actor
 
 
 def run(args: argparse.Namespace, print_line: Callable[[str], None]) -> int:
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace, print_line: Callable[[str], None]) -> int:
                 progress=print_line,
             )
             print_line(f"hcstore serves on this Ray cluster; controller {store.controller}")
-            keys = controller_keys_directory(args.controller_dir)
+            keys = ray.get(controller_actor().key_directory.remote())
             with_keys = (
                 ""
                 if args.insecure

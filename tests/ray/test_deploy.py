@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import re
 import subprocess
 import sys
 import urllib.request
@@ -163,10 +165,17 @@ def test_cli_attaches_reports_and_serves_object_verbs(ray_cluster, store, tmp_pa
     )
     assert status.returncode == 0, status.stderr
     assert all(node_id_for(n) in status.stdout for n in alive_nodes())
+    keys = dict(re.findall(r"(HCSTORE_(?:CONTROLLER_)?KEY)=(\S+)", deploy.stdout))  # as deploy says to
+    assert set(keys) == {"HCSTORE_KEY", "HCSTORE_CONTROLLER_KEY"}, deploy.stdout
     got = subprocess.run(
-        [*hcstore, "--cluster", store.controller, "get", "hcstore://ray/cli/x", "-"], capture_output=True, timeout=60
+        [*hcstore, "--cluster", store.controller, "get", "hcstore://ray/cli/x", "-"],
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, **keys},
     )
-    assert got.returncode == 0 and got.stdout == b"through the CLI"
+    assert got.returncode == 0 and got.stdout == b"through the CLI", got.stderr
+    anonymous = subprocess.run([*hcstore, "--cluster", store.controller, "ls"], capture_output=True, timeout=60)
+    assert anonymous.returncode == 1 and b"E_AUTH" in anonymous.stderr  # no key: refused, and told why
 
 
 def test_a_joining_node_gets_an_agent(ray_cluster, store):
