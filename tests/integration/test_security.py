@@ -9,6 +9,7 @@ every attack the daemons are alive and every object reads back exact.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -19,7 +20,7 @@ from hcstore.errors import AgentUnavailable, AuthenticationError, Forbidden, HCS
 from hcstore.security import keys
 from hcstore.security.curve import INSECURE, Credentials
 from hcstore.wire.transport import Transport
-from integration_support import allow_key, seeded_bytes, wait_until
+from integration_support import allow_key, cli_ok, run_cli, seeded_bytes, wait_until
 
 BUCKET = "secure"
 DENIED = (AuthenticationError, AgentUnavailable)
@@ -206,3 +207,19 @@ def _refused(transport: Transport, endpoint: str) -> bool:
         return False
     except (Forbidden, AuthenticationError):
         return True
+
+
+def test_an_insecure_cluster_must_be_asked_for_and_says_so(make_cluster, secured, tmp_path):
+    cluster, _ = secured
+    secure = json.loads(cli_ok(run_cli("--cluster", str(cluster.path), "status", "--json")).stdout)
+    assert secure["security"] == "curve"
+    plain = make_cluster(agents=3, ec="2+1", insecure=True)
+    assert not (plain.path / "keys" / "admin.key_secret").exists()
+    doc = json.loads(cli_ok(run_cli("--cluster", str(plain.path), "status", "--json")).stdout)
+    assert doc["security"] == "insecure"
+    shown = cli_ok(run_cli("--cluster", str(plain.path), "status", env={**os.environ, "FORCE_COLOR": "1"})).stdout
+    assert b"INSECURE" in shown and b"\x1b[" in shown  # said, in colour (red)
+    assert "INSECURE" in plain.agent("n1").log_file.read_text()
+    with plain.client() as client:  # a plain cluster still works, for whoever reaches it
+        client.put(BUCKET, "plain", b"no keys")
+        assert client.get(BUCKET, "plain") == b"no keys"
