@@ -41,7 +41,6 @@ from ray.train.torch import TorchTrainer, prepare_model
 
 import ray_integration
 from hcstore.checkpoints import CheckpointManager
-from hcstore.filesystem import HCStoreFileSystem
 
 RUN, STORAGE_PATH = "resume-after-node-loss", "train-runs/examples"  # bucket "train-runs"
 KILL_AFTER_EPOCH = 2
@@ -170,7 +169,7 @@ def main() -> None:
         )
 
         run_dir = f"{STORAGE_PATH}/{RUN}"
-        on_hcstore = CheckpointManager((HCStoreFileSystem(store.controller), run_dir), keep_last=None).list()
+        on_hcstore = CheckpointManager((store.filesystem(), run_dir), keep_last=None).list()
         print("complete checkpoints on hcstore:", ", ".join(c.url for c in on_hcstore))
         durable = CheckpointManager(durable_url, keep_last=None).list()
         print("durable copies:", ", ".join(f"epoch {c.step}" for c in durable) or "none finished yet")

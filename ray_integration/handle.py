@@ -27,9 +27,10 @@ import ray
 
 from hcstore.client.client import Client, ObjectInfo
 from hcstore.client.writer import PutResult
+from hcstore.filesystem import HCStoreFileSystem
 from ray_integration.layout import NAMESPACE, agent_name, node_id_for
 from ray_integration.lookup import any_agent
-from ray_integration.objects import client_for, read_value, write_value
+from ray_integration.objects import client_for, job_credentials, read_value, write_value
 
 _local_agents: dict[str, Any] = {}
 
@@ -54,6 +55,11 @@ class HCStore:
     def client(self) -> Client:
         """This process's :class:`hcstore.Client` of the deployment (reads prefer this node)."""
         return client_for(self.controller, (("local_node", _this_node()),) if ray.is_initialized() else ())
+
+    def filesystem(self, **settings: Any) -> HCStoreFileSystem:
+        """An ``hcstore://`` fsspec filesystem of the deployment, with the job's key (``settings``:
+        :class:`hcstore.config.ClientConfig` fields, e.g. ``ec="8+2"``). It pickles into tasks."""
+        return HCStoreFileSystem(self.controller, credentials=job_credentials(), **settings)
 
     def put(self, key: str, value: Any, *, allow_pickle: bool = False) -> PutResult:
         """Store bytes, a numpy array, an Arrow table, or the value of an ``ObjectRef`` that is one.

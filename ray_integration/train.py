@@ -40,7 +40,6 @@ from hcstore.checkpoints import (
 )
 from hcstore.filesystem import HCStoreFileSystem
 from ray_integration.handle import HCStore
-from ray_integration.objects import job_credentials
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +54,7 @@ def storage_filesystem(store: HCStore | str | None = None, **settings: Any) -> p
 
     ``RunConfig.storage_path`` is then ``"<bucket>/<path>"``, with no scheme.
     """
-    if isinstance(store, HCStore):
-        filesystem = HCStoreFileSystem(store.controller, credentials=job_credentials(), **settings)
-    else:
-        filesystem = HCStoreFileSystem(store, **settings)
+    filesystem = store.filesystem(**settings) if isinstance(store, HCStore) else HCStoreFileSystem(store, **settings)
     return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(filesystem))
 
 

@@ -14,7 +14,6 @@ from ray.train.torch import TorchTrainer
 
 import ray_integration
 from hcstore.checkpoints import CheckpointManager
-from hcstore.filesystem import HCStoreFileSystem
 from integration_support import wait_until
 from ray_integration import HCStoreCheckpointCallback
 from ray_integration.layout import node_id_for
@@ -107,7 +106,7 @@ def test_training_survives_a_node_loss_and_resumes_from_hcstore(ray_cluster, sto
     assert result.error is None
     assert result.metrics["epoch"] == EPOCHS - 1
     assert result.metrics["start"] >= 2  # the restarted group resumed from a checkpoint, not epoch 0
-    fs = HCStoreFileSystem(store.controller)
+    fs = store.filesystem()
     run_dir = "train-runs/tests/resume-after-node-loss"
     on_cluster = CheckpointManager((fs, run_dir), keep_last=None)
     assert [c.step for c in on_cluster.list()] == [EPOCHS - 2, EPOCHS - 1]  # keep_last, manifests written
@@ -148,7 +147,7 @@ def test_ray_retention_with_num_to_keep_and_the_callback_cleaning_up(store):
     )  # Ray's num_to_keep wins
     result = trainer.fit()
     assert result.error is None and result.metrics["epoch"] == EPOCHS - 1
-    fs = HCStoreFileSystem(store.controller)
+    fs = store.filesystem()
     assert [c.step for c in CheckpointManager((fs, run_dir), keep_last=None).list()] == [EPOCHS - 2, EPOCHS - 1]
     assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(run_dir, detail=False) if "/checkpoint_0" in p) == [
         ray_integration.checkpoint_dir_name(EPOCHS - 2),
