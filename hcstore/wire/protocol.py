@@ -156,41 +156,36 @@ _FRAGMENT_HEADER = Field(
 
 _LABELS = Field(dict, size=MAX_LABELS, items=Field(str, size=MAX_LABEL_BYTES), key_size=MAX_LABEL_BYTES)
 _WEIGHT = Field((int, float), bounds=(0, MAX_WEIGHT))
+
+
+def _records(fields: dict[str, Field]) -> Field:
+    """An optional list of up to MAX_MAP_NODES maps, each with ``fields``."""
+    return Field(list, required=False, size=MAX_MAP_NODES, items=Field(dict, fields=fields))
+
+
 # A cluster map as placement.ClusterMap.to_dict writes it (ClusterMap.from_dict checks what it means).
 _CLUSTER_MAP = Field(
     dict,
     required=False,
     fields={
         "epoch": Field(int, bounds=(0, MAX_EPOCH)),
-        "nodes": Field(
-            list,
-            required=False,
-            size=MAX_MAP_NODES,
-            items=Field(
-                dict,
-                fields={
-                    "id": _STR,
-                    "endpoint": Field(str, required=False, size=MAX_NAME_BYTES),
-                    "weight": Field((int, float), required=False, bounds=(0, MAX_WEIGHT)),
-                    "labels": replace(_LABELS, required=False),
-                    "state": Field(str, required=False, size=32),
-                    "key": Field(str, required=False, size=_KEY_BYTES),
-                },
-            ),
+        "nodes": _records(
+            {
+                "id": _STR,
+                "endpoint": Field(str, required=False, size=MAX_NAME_BYTES),
+                "weight": Field((int, float), required=False, bounds=(0, MAX_WEIGHT)),
+                "labels": replace(_LABELS, required=False),
+                "state": Field(str, required=False, size=32),
+                "key": Field(str, required=False, size=_KEY_BYTES),
+            }
         ),
         # The allow-list (placement.Grant): one entry per node key, plus clients and admins.
-        "keys": Field(
-            list,
-            required=False,
-            size=MAX_MAP_NODES,
-            items=Field(
-                dict,
-                fields={
-                    "key": Field(str, size=_KEY_BYTES),
-                    "role": Field(str, size=16),
-                    "name": Field(str, required=False, size=MAX_NAME_BYTES),
-                },
-            ),
+        "keys": _records(
+            {
+                "key": Field(str, size=_KEY_BYTES),
+                "role": Field(str, size=16),
+                "name": Field(str, required=False, size=MAX_NAME_BYTES),
+            }
         ),
     },
 )
