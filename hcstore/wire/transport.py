@@ -40,6 +40,7 @@ from hcstore.wire import protocol
 from hcstore.wire.protocol import Reply
 
 COOL_DOWN = 3.0
+HANDSHAKE_GRACE = 1.5  # seconds a CurveZMQ handshake may add to connect_timeout
 CLIENT_HWM = 1024  # messages queued per agent socket and direction (see _ThreadState.socket)
 
 
@@ -196,6 +197,13 @@ class Transport:
         if state is not None and state.pid == os.getpid() and endpoint in state.sockets:
             state.drop(endpoint, AgentUnavailable(f"agent {endpoint} changed its key"))
 
+    @property
+    def handshake_timeout(self) -> float:
+        """How long a new connection may take: ``connect_timeout``, plus, with CurveZMQ, time for the
+        handshake (a key exchange, and the server's authentication handler, which a busy machine may
+        schedule late). An agent that is down is still found at once: it refuses the TCP connection."""
+        return self.connect_timeout + (HANDSHAKE_GRACE if self.credentials.secure else 0.0)
+
     def is_unavailable(self, endpoint: str) -> bool:
         """True while ``endpoint`` is in its cool-down after failing."""
         return self._unavailable_until.get(endpoint, 0.0) > time.monotonic()
@@ -239,7 +247,7 @@ class Transport:
                 # The agent restarted; this socket may be backing off its reconnects. Start afresh.
                 state.drop(endpoint, AgentUnavailable(f"agent {endpoint} restarted"))
                 sock = state.socket(endpoint)
-            if not sock.poll(int(self.connect_timeout * 1000), zmq.POLLOUT):
+            if not sock.poll(int(self.handshake_timeout * 1000), zmq.POLLOUT):
                 if state.handshake_failed(endpoint):
                     self.mark_unavailable(endpoint, "refused the authentication handshake")
                     raise AuthenticationError(
@@ -247,8 +255,8 @@ class Transport:
                         f"{self.server_keys.get(endpoint, '')!r} this client expects: check that the key "
                         f"{self.credentials.public!r} is in the cluster's allow-list (hcstore keys list)"
                     )
-                self.mark_unavailable(endpoint, f"accepted no connection within {self.connect_timeout}s")
-                raise AgentUnavailable(f"agent {endpoint} accepted no connection within {self.connect_timeout}s")
+                self.mark_unavailable(endpoint, f"accepted no connection within {self.handshake_timeout}s")
+                raise AgentUnavailable(f"agent {endpoint} accepted no connection within {self.handshake_timeout}s")
         request_id = next(self._ids)
         try:
             sock.send_multipart(
