@@ -9,6 +9,14 @@ fails at once and says what to install, instead of skipping the tests that need 
 
 from __future__ import annotations
 
+import os
+
+# Ray reads these when it is first imported, which may be while any test module is collected (some
+# import ray_integration): every Ray process stays on loopback (Ray's single-machine setting makes it
+# pick 127.0.0.1 as each node's address), and reports no usage. See tests/ray/conftest.py.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
 import importlib.util
 from contextlib import ExitStack
 

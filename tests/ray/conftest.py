@@ -1,8 +1,9 @@
 """A real multi-node Ray cluster on this machine (``ray.cluster_utils.Cluster``) with hcstore deployed.
 
-Every Ray process is kept on loopback: ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` makes
-Ray pick 127.0.0.1 as each node's address (its setting for single-machine clusters),
-so the agents bind 127.0.0.1 too and nothing listens on another address.
+Every Ray process is kept on loopback: ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, set by the
+top-level conftest before anything imports Ray, makes Ray pick 127.0.0.1 as each node's
+address (its setting for single-machine clusters), so the agents bind 127.0.0.1 too and
+nothing listens on another address.
 One cluster serves the whole session; tests that kill a node add a fresh one first.
 Ray's worker processes get this folder on their path, so functions defined in the test
 modules (a Ray Train loop, say) unpickle there.
@@ -13,8 +14,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 _HERE = Path(__file__).resolve().parent
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(_HERE), str(_HERE.parent / "integration"), *filter(None, [os.environ.get("PYTHONPATH")])]
