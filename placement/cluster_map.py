@@ -327,10 +327,6 @@ class ClusterMap:
         """The allow-list entry of public key ``key`` (None: the key is not allowed)."""
         return self._by_key.get(key)
 
-    def with_grants(self, grants: Iterable[Grant]) -> ClusterMap:
-        """Return a map with this allow-list instead of the current one; epoch + 1."""
-        return ClusterMap(self.epoch + 1, self.nodes, tuple(grants))
-
     def node(self, node_id: str) -> Node:
         """Return the node with id ``node_id``.
 

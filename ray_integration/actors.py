@@ -60,7 +60,7 @@ class AgentActor:
         if controller_key:  # a key pair made on this node; the controller allows it when info() answers
             key_dir = agent_keys_directory(self.node_id)
             self.public_key = keys.create(key_dir, self.node_id).public
-            security = {"key": f"{key_dir}/{self.node_id}{keys.SECRET_SUFFIX}", "controller_key": controller_key}
+            security = {"key": str(keys.secret_file(key_dir, self.node_id)), "controller_key": controller_key}
         config = AgentConfig.from_env(
             node_id=self.node_id,
             host=ip,
@@ -146,7 +146,7 @@ class ControllerActor:
         for role in ("client", "admin"):
             grants = with_key(grants, keys.create(self.key_dir, role).public, role, f"ray-{role}")
         write_allow_list(allow, grants)
-        return {"key": f"{self.key_dir}/controller{keys.SECRET_SUFFIX}", "keys_file": allow}
+        return {"key": str(keys.secret_file(self.key_dir, "controller")), "keys_file": allow}
 
     def endpoint(self) -> str:
         """The controller's endpoint, for clients."""
@@ -163,8 +163,8 @@ class ControllerActor:
             return Credentials(), ""
         if role not in ("client", "admin"):
             raise ValueError(f"no {role!r} credentials: ask for client or admin")
-        pair = keys.secret_pair(f"{self.key_dir}/{role}{keys.SECRET_SUFFIX}")
-        return Credentials(pair), keys.load(f"{self.key_dir}/controller{keys.PUBLIC_SUFFIX}").public
+        pair = keys.secret_pair(keys.secret_file(self.key_dir, role))
+        return Credentials(pair), keys.load(keys.public_file(self.key_dir, "controller")).public
 
     def spec_of(self) -> dict[str, Any]:
         """The deployment's settings, to compare with a second deploy."""

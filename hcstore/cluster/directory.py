@@ -55,7 +55,7 @@ def read_cluster_map(path: str | os.PathLike[str]) -> ClusterMap:
 def _public_key(path: Path, node_id: str) -> str:
     """The public key in ``keys/NODE.key`` ("" when there is none: an insecure cluster)."""
     try:
-        return keys.load(keys_directory(path) / f"{node_id}{keys.PUBLIC_SUFFIX}").public
+        return keys.load(keys.public_file(keys_directory(path), node_id)).public
     except LocalFileError:
         return ""
 
@@ -67,12 +67,12 @@ def keys_directory(path: str | os.PathLike[str]) -> Path:
 
 def admin_key_file(path: str | os.PathLike[str]) -> Path:
     """The secret key file of the local cluster's owner (role admin)."""
-    return keys_directory(path) / f"{ADMIN_KEY}.key_secret"
+    return keys.secret_file(keys_directory(path), ADMIN_KEY)
 
 
 def controller_key_file(path: str | os.PathLike[str]) -> Path:
     """The controller's public key file."""
-    return keys_directory(path) / f"{CONTROLLER_KEY}.key"
+    return keys.public_file(keys_directory(path), CONTROLLER_KEY)
 
 
 def allow_list_file(path: str | os.PathLike[str]) -> Path:

@@ -147,7 +147,7 @@ class LocalCluster:
             {"insecure": True}
             if insecure
             else {
-                "key": str(key_dir / f"{CONTROLLER_KEY}{keys.SECRET_SUFFIX}"),
+                "key": str(keys.secret_file(key_dir, CONTROLLER_KEY)),
                 "keys_file": str(allow_list_file(cluster.path)),
             }
         )
@@ -203,11 +203,6 @@ class LocalCluster:
         grants += [Grant(keys.create(key_dir, node_id).public, "node", node_id) for node_id in node_ids]
         write_allow_list(allow_list_file(self.path), grants)
 
-    @property
-    def insecure(self) -> bool:
-        """Whether the cluster runs without keys (plain ZeroMQ, no authentication)."""
-        return bool(self.spec.get("insecure", False))
-
     def _node_config(
         self, template: AgentConfig, node_id: str, mountpaths: int, labels: dict[str, str] | None
     ) -> AgentConfig:
@@ -222,7 +217,7 @@ class LocalCluster:
             log_file=str(directory / "agent.log"),
             port=0,
             controller="",
-            key="" if template.insecure else str(keys_directory(self.path) / f"{node_id}{keys.SECRET_SUFFIX}"),
+            key="" if template.insecure else str(keys.secret_file(keys_directory(self.path), node_id)),
         )
 
     def agent_config(self, node_id: str) -> AgentConfig:

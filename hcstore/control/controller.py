@@ -45,7 +45,7 @@ from hcstore.security.curve import Gate
 from hcstore.security.identity import INSECURE_WARNING, daemon_credentials
 from hcstore.wire import protocol
 from hcstore.wire.protocol import Request
-from hcstore.wire.server import answer_pending
+from hcstore.wire.server import answer_pending, peer_of
 from hcstore.wire.transport import Transport
 from placement import ClusterMap, Grant
 
@@ -179,8 +179,8 @@ class Controller:
         try:  # decoded once: an error reply takes its id from what was decoded
             request = protocol.check_request(protocol.decode_header(body, header), body, protocol.CONTROLLER_OPERATIONS)
             op = request.op
-            request.sender = self.gate.sender(body[0])
-            self._authorize(request, body[0])
+            request.sender = peer_of(body[0])
+            self._authorize(request)
             fields = self._handlers[request.op](request)
             self._count(op, OK, started)
             return routing + protocol.reply_frames(request.id, self.table.epoch, fields)
@@ -204,9 +204,9 @@ class Controller:
         grant = self._grants.get(key)
         return grant.role if grant is not None else None
 
-    def _authorize(self, request: Request, frame: Any) -> None:
+    def _authorize(self, request: Request) -> None:
         """Refuse a request its sender's key may not make; a node's key speaks for its own node only."""
-        self.gate.require(frame, roles.CONTROLLER_OPERATIONS[request.op], request.op)
+        self.gate.require(request.sender, roles.CONTROLLER_OPERATIONS[request.op], request.op)
         if request.op == "heartbeat" and self.gate.secure:
             grant = self._grants[request.sender]
             if grant.role != "node" or grant.name != request.fields["node"]:
@@ -264,7 +264,8 @@ class Controller:
         self.table.observe_epoch(request.epoch)
         labels = dict(f["labels"])
         try:
-            self.table.heartbeat(f["node"], f["endpoint"], labels, float(f["weight"]), now, request.sender)
+            key = request.sender if self.gate.secure else ""  # the key the node proves it holds
+            self.table.heartbeat(f["node"], f["endpoint"], labels, float(f["weight"]), now, key)
         except ValueError as exc:
             raise InvalidRequest(f"heartbeat from {f['node']!r}: {exc}") from None
         if "stats" in f:
@@ -299,6 +300,8 @@ class Controller:
         return {"keys": [grant.to_dict() for grant in grants]}
 
     def _set_grants(self, grants: tuple[Grant, ...]) -> None:
+        if set(grants) == set(self.table.grants):
+            return
         if self.config.keys_file:
             write_allow_list(self.config.keys_file, grants)  # saved before it takes effect
         self.table.set_grants(grants)
@@ -309,8 +312,7 @@ class Controller:
         made a new key pair, e.g. on a fresh host). For deployers that vouch for the node themselves."""
         with self._lock:
             others = tuple(g for g in self.table.grants if not (g.role == "node" and g.name == node_id))
-            if set(others) | {Grant(key, "node", node_id)} != set(self.table.grants):
-                self._set_grants(with_key(others, key, "node", node_id))
+            self._set_grants(with_key(others, key, "node", node_id))
 
     def _get_map(self, request: Request) -> dict[str, Any]:
         return {"map": self.cluster_map.to_dict(), **({"ec": self.ec} if self.ec else {})}

@@ -63,7 +63,7 @@ from hcstore.security.identity import INSECURE_WARNING, daemon_credentials
 from hcstore.security.keys import public_key
 from hcstore.wire import protocol
 from hcstore.wire.protocol import Request
-from hcstore.wire.server import UNKNOWN_PEER, Outbox, answer_pending, peer_of
+from hcstore.wire.server import Outbox, answer_pending, peer_of
 from placement import ClusterMap
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,9 @@ class Agent:
         self._handlers: dict[str, Callable[[Request], tuple[dict[str, Any], list[Any]]]] = {
             "ping": self._ping,
             "node_stats": self._node_stats,
+            "open": self._open,
             "write": self._write,
+            "store": self._store,
             "prepare": self._prepare,
             "commit": self._commit,
             "abort": self._abort,
@@ -140,9 +142,7 @@ class Agent:
             "list": self._list,
             "buckets": self._buckets,
         }
-        # operations whose limits are kept per client: their handlers also get the peer (wire.server.peer_of)
-        self._peer_handlers: dict[str, Callable[[Request, str], Reply]] = {"open": self._open, "store": self._store}
-        missing = set(protocol.OPERATIONS) - set(self._handlers) - set(self._peer_handlers)
+        missing = set(protocol.OPERATIONS) - set(self._handlers)
         if missing:
             raise RuntimeError(f"operations without a handler: {missing}")
         self._persisted_epoch = self.epoch
@@ -346,12 +346,12 @@ class Agent:
         except Exception as exc:  # noqa: BLE001 - every failure, a bug included, becomes an error reply
             return self._refuse(routing, protocol.request_id_of(header), exc, None, started)
         try:
-            self._authorize(request, body[0])
-            peer = peer_of(body[0]) if request.op in self._peer_handlers else UNKNOWN_PEER
+            request.sender = peer_of(body[0])  # per-client limits and roles are kept by sender
+            self._authorize(request)
             if request.op in routes.INLINE:
                 return self._answer(routing, request, started)
             job = Job(
-                run=lambda: self.outbox.put(self._answer(routing, request, started, peer)),
+                run=lambda: self.outbox.put(self._answer(routing, request, started)),
                 cancel=lambda: self.outbox.put(
                     self._refuse(
                         routing,
@@ -387,14 +387,15 @@ class Agent:
         grant = self.cluster_map.grant(key) if self.cluster_map is not None else None
         return grant.role if grant is not None else None
 
-    def _authorize(self, request: Request, frame: Any) -> None:
-        self.gate.require(frame, roles.AGENT_OPERATIONS[request.op], f"{request.op} on node {self.config.node_id}")
+    def _authorize(self, request: Request) -> None:
+        self.gate.require(
+            request.sender, roles.AGENT_OPERATIONS[request.op], f"{request.op} on node {self.config.node_id}"
+        )
 
-    def _answer(self, routing: list[Any], request: Request, started: float, peer: str = UNKNOWN_PEER) -> list[Any]:
+    def _answer(self, routing: list[Any], request: Request, started: float) -> list[Any]:
         """Run a request's handler (any thread) and return its reply or error reply; never raises."""
         try:
-            peer_handler = self._peer_handlers.get(request.op)
-            fields, payloads = peer_handler(request, peer) if peer_handler else self._handlers[request.op](request)
+            fields, payloads = self._handlers[request.op](request)
             reply = routing + protocol.reply_frames(request.id, self.epoch, fields, payloads)
         except Exception as exc:  # noqa: BLE001 - every failure, a bug included, becomes an error reply
             return self._refuse(routing, request.id, exc, request, started)
@@ -488,14 +489,14 @@ class Agent:
         )
         return stats, []
 
-    def _open(self, request: Request, peer: str) -> Reply:
+    def _open(self, request: Request) -> Reply:
         f = request.fields
         upload = self.store.open_upload(
-            f["bucket"], f["key"], f["gen"], f["idx"], f["chunk_size"], f.get("expected_bytes"), peer=peer
+            f["bucket"], f["key"], f["gen"], f["idx"], f["chunk_size"], f.get("expected_bytes"), peer=request.sender
         )
         return {"upload": upload}, []
 
-    def _store(self, request: Request, peer: str) -> Reply:
+    def _store(self, request: Request) -> Reply:
         f = request.fields
         upload = self.store.open_upload(
             f["bucket"],
@@ -504,7 +505,7 @@ class Agent:
             f["idx"],
             f["chunk_size"],
             len(request.payloads) * f["chunk_size"],
-            peer=peer,
+            peer=request.sender,
             reserve_ahead=False,  # the chunks are here already
         )
         try:

@@ -115,6 +115,7 @@ class Mountpath:
         self.tmp_dir.mkdir(exist_ok=True)
         self.frag_dir.mkdir(exist_ok=True)
         self.capacity_bytes = capacity_bytes
+        self.device = os.stat(self.path).st_dev  # mountpaths on one file system share its free space
         self.high_watermark = high_watermark
         self.reserved = 0
         self.io_errors = 0  # I/O errors since the agent started (the first one disables the mountpath)

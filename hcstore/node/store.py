@@ -353,7 +353,7 @@ class LocalStore:
         """Free bytes under the watermark of each device holding a serving mountpath."""
         free: dict[int, int] = {}
         for mp in self.serving:
-            device = -len(free) - 1 if mp.capacity_bytes else os.stat(mp.path).st_dev
+            device = -len(free) - 1 if mp.capacity_bytes else mp.device
             free[device] = max(free.get(device, 0), mp.usage().free)
         return free
 

@@ -4,9 +4,10 @@ The server side (an agent's or the controller's ROUTER socket) is a :class:`Gate
 ZeroMQ's authentication handler (ZAP, :class:`zmq.auth.thread.ThreadAuthenticator`) on the
 daemon's own context, admits a connection only when the client's public key is in the
 allow-list it is given (read afresh at every handshake, so a key added or revoked in the
-cluster map takes effect without a restart), and tells, for every message, the role of the
-key that sent it (ZeroMQ stamps each message with the client's key as its ``User-Id``), so a
-key revoked while connected is refused from its next message on.
+cluster map takes effect without a restart), and tells the role of the key that sent each
+message (ZeroMQ stamps it with the client's key as its ``User-Id``, which
+:func:`hcstore.wire.server.peer_of` reads), so a key revoked while connected is refused from
+its next message on.
 
 The client side is :func:`secure_client`: a DEALER socket that presents this process's key
 pair and expects the server's public key, so a client cannot be fooled by a server without
@@ -143,26 +144,15 @@ class Gate:
         sock.curve_secretkey = credentials.pair.secret.encode("ascii")
         sock.curve_publickey = credentials.pair.public.encode("ascii")
 
-    def sender(self, frame: Any) -> str:
-        """The public key that sent a received message ("" when insecure or unknown)."""
-        if not self.secure:
-            return ""
-        try:
-            return str(frame.get("User-Id"))
-        except (zmq.ZMQError, AttributeError, KeyError):
-            return ""
+    def role(self, sender: str) -> str | None:
+        """The role of ``sender`` (:func:`hcstore.wire.server.peer_of` of a received message: with CurveZMQ,
+        the public key that sent it); None: not allowed now. Without CurveZMQ every peer is ``admin``."""
+        return self.role_of(sender) if self.secure else "admin"
 
-    def role(self, frame: Any) -> str | None:
-        """The role of the key that sent ``frame`` (a received ``zmq.Frame``); None: not allowed now."""
-        if not self.secure:
-            return "admin"
-        key = self.sender(frame)
-        return self.role_of(key) if key else None
-
-    def require(self, frame: Any, needed: str, what: str) -> None:
-        """Refuse (:class:`~hcstore.errors.Forbidden`) ``what`` (a request, for the message) unless the key
-        that sent ``frame`` has at least role ``needed``."""
-        role = self.role(frame)
+    def require(self, sender: str, needed: str, what: str) -> None:
+        """Refuse (:class:`~hcstore.errors.Forbidden`) ``what`` (a request, for the message) unless
+        ``sender`` has at least role ``needed``."""
+        role = self.role(sender)
         if not permits(role, needed):
             held = f"of role {role}" if role else "not in the allow-list (revoked?)"
             raise Forbidden(f"{what} needs a key of role {needed}; this one is {held}")

@@ -37,6 +37,16 @@ class KeyPair:
         return f"KeyPair(public={self.public!r}, secret={'<hidden>' if self.secret else ''!r})"
 
 
+def secret_file(directory: str | os.PathLike[str], name: str) -> Path:
+    """Where the pair called ``name`` keeps its secret (``NAME.key_secret``) in ``directory``."""
+    return Path(directory) / f"{name}{SECRET_SUFFIX}"
+
+
+def public_file(directory: str | os.PathLike[str], name: str) -> Path:
+    """Where the pair called ``name`` keeps its public key (``NAME.key``) in ``directory``."""
+    return Path(directory) / f"{name}{PUBLIC_SUFFIX}"
+
+
 def generate() -> KeyPair:
     """A new random key pair (in memory)."""
     public, secret = zmq.curve_keypair()
@@ -56,12 +66,12 @@ def create(directory: str | os.PathLike[str], name: str) -> KeyPair:
         raise InvalidRequest(f"key name {name!r} must be a plain file name (letters, digits, - and _)")
     root = Path(directory)
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    secret_file = root / f"{name}{SECRET_SUFFIX}"
-    if secret_file.exists():
-        return load(secret_file)
+    secret = secret_file(root, name)
+    if secret.exists():
+        return load(secret)
     pair = generate()
-    write_bytes_atomic(secret_file, _certificate(pair, secret=True), mode=0o600)
-    write_bytes_atomic(root / f"{name}{PUBLIC_SUFFIX}", _certificate(pair, secret=False))
+    write_bytes_atomic(secret, _certificate(pair, secret=True), mode=0o600)
+    write_bytes_atomic(public_file(root, name), _certificate(pair, secret=False))
     return pair
 
 

@@ -53,8 +53,8 @@ def cmd_keys(args: argparse.Namespace, console: Console) -> int:
         directory = Path(args.dir).resolve()
         console.print(f"public key {pair.public}", highlight=False)
         console.print(
-            f"written to {directory / (args.name + keys.PUBLIC_SUFFIX)} (public) and "
-            f"{directory / (args.name + keys.SECRET_SUFFIX)} (secret, 0600: keep it on this host)",
+            f"written to {keys.public_file(directory, args.name)} (public) and "
+            f"{keys.secret_file(directory, args.name)} (secret, 0600: keep it on this host)",
             highlight=False,
         )
         return 0

@@ -315,7 +315,7 @@ class Request:
     epoch: int
     fields: dict[str, Any]
     payloads: list[Any]
-    sender: str = ""  # the public key that sent it, set by an authenticating server ("" when insecure)
+    sender: str = ""  # who sent it, set by the server (wire.server.peer_of): the public key with CurveZMQ
 
 
 def pack(header: dict[str, Any]) -> bytes:
