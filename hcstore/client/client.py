@@ -40,7 +40,6 @@ from hcstore.errors import (
     HCStoreError,
     InvalidRequest,
     NotProven,
-    ObjectChanged,
     ObjectNotFound,
 )
 from hcstore.generation import HybridClock
@@ -333,16 +332,13 @@ class Client:
         Raises:
             NotEnoughNodes: the write quorum could not be reached; the previous version is unchanged.
             StoreFull: the nodes that could take the object are full.
-            ObjectChanged: a newer version (or a delete) superseded this one while it was committed.
             InvalidRequest: a bad bucket, key or setting.
         """
         options: dict[str, Any] = {"ec": ec, "codec": codec, "meta": meta}
         what = f"put hcstore://{bucket}/{key}"
         if isinstance(data, (bytes, bytearray, memoryview)):
             nbytes = memoryview(data).nbytes
-            return retrying(
-                self, lambda: self._put_once(bucket, key, (data,), nbytes, options), what=what, final=(ObjectChanged,)
-            )
+            return retrying(self, lambda: self._put_once(bucket, key, (data,), nbytes, options), what=what)
         if size is None and hasattr(data, "fileno"):
             try:
                 size = os.fstat(data.fileno()).st_size - data.tell()  # type: ignore[union-attr, attr-defined]
@@ -357,7 +353,7 @@ class Client:
             seekable.seek(start)
             return self._put_once(bucket, key, _pieces(seekable), size, options)
 
-        return retrying(self, from_start, what=what, final=(ObjectChanged,))
+        return retrying(self, from_start, what=what)
 
     def _put_once(
         self, bucket: str, key: str, pieces: Iterable[Any], size: int | None, options: dict[str, Any]

@@ -36,7 +36,7 @@ from typing import Any
 
 from hcstore.client.access import ClusterAccess
 from hcstore.client.headers import VersionLayout, fragment_header, tombstone_layout
-from hcstore.errors import AgentUnavailable, HCStoreError, NotEnoughNodes, ObjectChanged, ObjectNotFound, StoreFull
+from hcstore.errors import AgentUnavailable, HCStoreError, NotEnoughNodes, ObjectNotFound, StoreFull
 from hcstore.wire.protocol import Reply
 from placement import ClusterMap, Placement, home_map, place, write_quorum
 
@@ -498,33 +498,31 @@ class FragmentUploads:
                 )
             )
 
-    def commit(self) -> list[FragmentUpload]:
-        """Commit the prepared fragments; returns those committed.
+    def commit(self) -> bool:
+        """Commit the prepared fragments; returns False when a newer version superseded this one.
+
+        Every target having lost its prepared fragment means a newer generation (or a delete)
+        committed and retired this one while it was being committed: the put is then ordered just
+        before that newer write (last writer wins, as two overlapping puts to one key are in S3),
+        so it succeeded, and no reader will ever see it.
 
         Raises:
-            ObjectChanged: every target had lost the prepared fragment: a newer version or a
-                delete superseded this one.
             AgentUnavailable: no target confirmed the commit; it may or may not be visible.
         """
         prepared = self.live()
         self._phase("commit", prepared, lambda t: self._ident(t.index))
-        committed = self.live()
-        if not committed:
-            if all(isinstance(t.failed, ObjectNotFound) for t in prepared):
-                raise self._give_up(
-                    ObjectChanged(
-                        f"{self.operation}: superseded while committing (a newer version or a delete removed "
-                        "this one); it was not stored"
-                    )
-                )
-            raise self._give_up(
-                AgentUnavailable(
-                    f"{self.operation}: no agent confirmed the commit ({self._problem()}); what was written may or "
-                    "may not be visible, retry"
-                )
+        if self.live():
+            self._settled = True
+            return True
+        if all(isinstance(t.failed, ObjectNotFound) for t in prepared):
+            self._settled = True
+            return False
+        raise self._give_up(
+            AgentUnavailable(
+                f"{self.operation}: no agent confirmed the commit ({self._problem()}); what was written may or "
+                "may not be visible, retry"
             )
-        self._settled = True
-        return committed
+        )
 
     def retire_older(self) -> None:
         """Ask the live targets to drop older generations; nobody waits for it (readers ignore old ones)."""

@@ -48,6 +48,9 @@ class PutResult:
         fragments: node id holding each fragment index ("" where none could be stored).
         degraded: fewer than ``k+m`` fragments were committed; the object is
             readable and awaits repair.
+        superseded: a newer version (or a delete) of the key committed while this one was being
+            committed and retired it: the put took effect and was overwritten at once (last
+            writer wins), so no reader will see this generation and ``fragments`` is empty.
     """
 
     bucket: str
@@ -59,6 +62,7 @@ class PutResult:
     m: int
     fragments: tuple[str, ...]
     degraded: bool
+    superseded: bool = False
 
 
 class ObjectWriter:
@@ -285,9 +289,10 @@ class ObjectWriter:
         codec = self._codec
         assert codec is not None
         uploads.prepare(self._layout())
-        uploads.commit()
-        uploads.retire_older()
-        fragments = uploads.placement()
+        superseded = not uploads.commit()
+        if not superseded:
+            uploads.retire_older()
+        fragments = ("",) * codec.n if superseded else uploads.placement()
         return PutResult(
             self.bucket,
             self.key,
@@ -297,5 +302,6 @@ class ObjectWriter:
             codec.k,
             codec.m,
             fragments,
-            degraded=sum(bool(f) for f in fragments) < codec.n,
+            degraded=not superseded and sum(bool(f) for f in fragments) < codec.n,
+            superseded=superseded,
         )

@@ -9,6 +9,8 @@ import threading
 import time
 
 from hcstore import ObjectChanged
+from hcstore.client.upload import FragmentUploads
+from hcstore.client.writer import PutResult
 from integration_support import CHUNK, seeded_bytes
 
 BUCKET = "race"
@@ -136,10 +138,7 @@ def test_delete_races_with_puts(shared_cluster):
                     seq += 1
                     blob = make_version(1, seq, rng)
                     versions[(1, seq)] = blob
-                    try:
-                        client.put(BUCKET, key, blob)
-                    except ObjectChanged:
-                        pass  # superseded by a newer delete while it committed: a truthful answer
+                    client.put(BUCKET, key, blob)  # a newer delete may supersede it: still a success
         except BaseException as exc:
             errors.append(exc)
 
@@ -174,3 +173,26 @@ def test_delete_races_with_puts(shared_cluster):
         except ObjectNotFound:
             return
         assert versions[check_version(blob)] == blob
+
+
+def test_a_put_retired_between_prepare_and_commit_succeeds_as_superseded(shared_cluster, monkeypatch):
+    """Last writer wins also at the narrowest point: the older put returns, marked superseded, never an error."""
+    key = "superseded"
+    older_blob, newer_blob = seeded_bytes(3 * 4 * CHUNK, 71), seeded_bytes(5000, 72)
+    commit = FragmentUploads.commit
+    newer: list[PutResult] = []
+
+    def newer_put_commits_first(uploads: FragmentUploads) -> bool:
+        monkeypatch.undo()  # the older put is prepared everywhere; a newer one commits and retires it
+        with shared_cluster.client(chunk_size=CHUNK) as other:
+            newer.append(other.put(BUCKET, key, newer_blob))
+        return commit(uploads)
+
+    monkeypatch.setattr(FragmentUploads, "commit", newer_put_commits_first)
+    with shared_cluster.client(chunk_size=CHUNK) as client:
+        older = client.put(BUCKET, key, older_blob)
+        assert newer and newer[0].generation > older.generation
+        assert older.superseded and not older.degraded and not any(older.fragments)
+        assert not newer[0].superseded
+        assert client.get(BUCKET, key) == newer_blob
+        assert client.stat(BUCKET, key).generation == newer[0].generation
