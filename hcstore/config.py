@@ -46,7 +46,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
-from hcstore.control.membership import Intervals
+from hcstore.control.membership import MAX_MAINTENANCE_SECONDS, Intervals
 from hcstore.errors import InvalidRequest
 from hcstore.files import write_bytes_atomic
 
@@ -347,6 +347,8 @@ class ControllerConfig(_Settings):
         insecure: serve plain ZeroMQ without authentication (behind a trusted network only).
         secret_file: file holding the cluster secret, read at start ("": none; the ``cluster_secret``
             operation then answers an error). See :mod:`hcstore.secret`.
+        maintenance_limit: the longest planned outage ``hcstore node maintenance enter`` may ask for,
+            in seconds; when a maintenance's own duration passes, normal failure handling resumes.
     """
 
     host: str = LOOPBACK
@@ -365,6 +367,7 @@ class ControllerConfig(_Settings):
     keys_file: str = ""
     insecure: bool = False
     secret_file: str = ""
+    maintenance_limit: float = 86400.0
 
     @property
     def intervals(self) -> Intervals:
@@ -373,6 +376,11 @@ class ControllerConfig(_Settings):
 
     def _validate(self) -> None:
         _check_port(self)
+        self._require(
+            0 < self.maintenance_limit <= MAX_MAINTENANCE_SECONDS,
+            "maintenance_limit",
+            f"must be in (0, {MAX_MAINTENANCE_SECONDS}] seconds",
+        )
         if self.ec:
             _check_ec(self, "ec")
         names = tuple(f.name for f in fields(Intervals))

@@ -17,10 +17,12 @@ Invariants:
   rendezvous hashing, and ``labels`` that name its failure domains at the levels of
   :data:`LABEL_LEVELS` (zone, rack, host). Labels are an immutable, hashable mapping, so
   nodes and maps are hashable and picklable and can cross process boundaries.
-* Node states follow the churn model: ``alive -> suspect -> down -> out``, plus
-  ``maintenance`` (draining) and ``decommissioned``. Only :data:`WRITABLE_STATES`
-  receive new fragments; :data:`READABLE_STATES` are asked first for reads, and nodes in
-  the other states are tried last (a ``down`` node may come back).
+* Node states follow the churn model: ``alive -> suspect -> down -> out``, plus the
+  administrative ``draining`` (serves reads, takes no new fragments, hands its own over),
+  ``maintenance`` (a planned outage: never marked out, nothing rebuilt for its absence)
+  and ``decommissioned``. Only :data:`WRITABLE_STATES` receive new fragments;
+  :data:`READABLE_STATES` are asked first for reads, and nodes in the other states are
+  tried last (a ``down`` node, or one in maintenance, may come back).
 
 ``to_dict``/``from_dict`` give a plain-JSON form. ``from_dict`` validates everything it
 reads and raises :class:`ValueError` naming the offending field, because a map arrives
@@ -48,14 +50,14 @@ __all__ = [
     "Node",
 ]
 
-NODE_STATES: tuple[str, ...] = ("alive", "suspect", "down", "out", "maintenance", "decommissioned")
+NODE_STATES: tuple[str, ...] = ("alive", "suspect", "down", "out", "draining", "maintenance", "decommissioned")
 """Every state a node can be in."""
 
 WRITABLE_STATES: frozenset[str] = frozenset({"alive"})
 """States of nodes that receive new fragments."""
 
-READABLE_STATES: frozenset[str] = frozenset({"alive", "suspect", "maintenance"})
-"""States of nodes worth asking first for reads; ``down``/``out`` nodes are tried last."""
+READABLE_STATES: frozenset[str] = frozenset({"alive", "suspect", "draining"})
+"""States of nodes worth asking first for reads; ``down``, ``out`` and ``maintenance`` nodes are tried last."""
 
 LABEL_LEVELS: tuple[str, ...] = ("zone", "rack", "host")
 """Failure-domain label levels, outermost first."""

@@ -15,6 +15,10 @@ beyond their protection (and keeps nodes that died long ago from making every re
   prepared or committed, inside that home set: ``W = max(k, m) + 1`` when ``m > 0`` and
   ``W = k`` when ``m = 0``. For a replicated object (``k = 1``, ``m + 1`` copies) this is
   ``m + 1``: every copy.
+* **During maintenance** (:func:`home_write_quorum`): each node of the home set in a planned
+  outage excuses one fragment, down to ``max(k, m + 1)`` (``k`` when ``m = 0``): still
+  decodable, and still more holders than ``m`` silent nodes can hide, so every proof below
+  holds; the fragments the outage excused are rebuilt on the node when it is back.
 * **Read candidates** (:func:`read_candidates`): the first ``n + 2m`` nodes of ``R``: the home
   set plus ``m`` positions of margin for nodes that joined above it since the write.
 * **Proof** (:func:`prove`): a reader asks every read candidate; ``U`` are those that did not
@@ -40,6 +44,7 @@ __all__ = [
     "Proof",
     "home_map",
     "home_set",
+    "home_write_quorum",
     "home_size",
     "listing_proof",
     "prove",
@@ -75,6 +80,22 @@ def write_quorum(k: int, m: int) -> int:
     """
     _check(k, m)
     return max(k, m) + 1 if m > 0 else k
+
+
+def home_write_quorum(home: ClusterMap, k: int, m: int) -> int:
+    """The write quorum of a ``k+m`` version written under ``home``, a key's home set (:func:`home_map`).
+
+    ``W`` (:func:`write_quorum`) less one for each node of ``home`` in ``maintenance``, but never
+    below ``max(k, m + 1)`` (``k`` when ``m = 0``): a planned outage does not stop writes, and what
+    it excused is still decodable and cannot hide behind ``m`` silent nodes.
+
+    Raises:
+        ValueError: ``k < 1`` or ``m < 0``.
+    """
+    quorum = write_quorum(k, m)
+    floor = max(k, m + 1) if m > 0 else k
+    away = sum(1 for node in home.nodes if node.state == "maintenance")
+    return max(quorum - away, floor)
 
 
 def home_size(k: int, m: int) -> int:

@@ -38,19 +38,20 @@ from hcstore.client.access import ClusterAccess
 from hcstore.client.headers import VersionLayout, fragment_header, tombstone_layout
 from hcstore.errors import AgentUnavailable, HCStoreError, NotEnoughNodes, ObjectNotFound, StoreFull
 from hcstore.wire.protocol import Reply
-from placement import ClusterMap, Placement, home_map, place, write_quorum
+from placement import ClusterMap, Placement, home_map, home_write_quorum, place, write_quorum
 
 log = logging.getLogger(__name__)
 
 
-def place_in_home_set(key: str, cluster_map: ClusterMap, k: int, m: int, *, operation: str) -> Placement:
-    """Targets and spares for a new ``k+m`` version of ``key``, all inside its home set.
+def place_in_home_set(key: str, cluster_map: ClusterMap, k: int, m: int, *, operation: str) -> tuple[Placement, int]:
+    """Targets and spares for a new ``k+m`` version of ``key``, all inside its home set, and its write quorum
+    (:func:`placement.home_write_quorum`: nodes in maintenance excuse fragments).
 
     Raises:
         NotEnoughNodes: fewer writable nodes in the home set than the write quorum.
     """
     home = home_map(key, cluster_map, k, m)
-    quorum = write_quorum(k, m)
+    quorum = home_write_quorum(home, k, m)
     writable = len(home.writable())
     if writable < quorum:
         down = ", ".join(f"{n.id} ({n.state})" for n in home.nodes if n not in home.writable()) or "none"
@@ -58,7 +59,7 @@ def place_in_home_set(key: str, cluster_map: ClusterMap, k: int, m: int, *, oper
             f"{operation}: only {writable} of the {len(home)} nodes of its home set are writable and the write "
             f"quorum of {k}+{m} is {quorum} (not writable: {down}); bring nodes back or add nodes"
         )
-    return place(key, home, k, m)
+    return place(key, home, k, m), quorum
 
 
 def store_tombstone(
@@ -498,8 +499,8 @@ class FragmentUploads:
                 )
             )
 
-    def commit(self) -> bool:
-        """Commit the prepared fragments; returns False when a newer version superseded this one.
+    def commit(self) -> list[FragmentUpload]:
+        """Commit the prepared fragments; returns those committed, none when a newer version superseded this one.
 
         Every target having lost its prepared fragment means a newer generation (or a delete)
         committed and retired this one while it was being committed: the put is then ordered just
@@ -511,12 +512,10 @@ class FragmentUploads:
         """
         prepared = self.live()
         self._phase("commit", prepared, lambda t: self._ident(t.index))
-        if self.live():
+        committed = self.live()
+        if committed or all(isinstance(t.failed, ObjectNotFound) for t in prepared):
             self._settled = True
-            return True
-        if all(isinstance(t.failed, ObjectNotFound) for t in prepared):
-            self._settled = True
-            return False
+            return committed
         raise self._give_up(
             AgentUnavailable(
                 f"{self.operation}: no agent confirmed the commit ({self._problem()}); what was written may or "

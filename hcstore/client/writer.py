@@ -35,7 +35,6 @@ from hcstore.client.headers import VersionLayout
 from hcstore.client.upload import FragmentUpload, FragmentUploads, place_in_home_set
 from hcstore.errors import InvalidRequest
 from hcstore.names import check_bucket, check_key, check_meta
-from placement import write_quorum
 
 __all__ = ["ObjectWriter", "PutResult"]
 
@@ -190,7 +189,7 @@ class ObjectWriter:
         self._chunk = chunk_size_for(size, k, config.chunk_size)
         expected = None if size is None else -(-size // (k * self._chunk)) * self._chunk
         self._buffer = self._new_buffer()
-        placement = place_in_home_set(
+        placement, quorum = place_in_home_set(
             f"{self.bucket}/{self.key}", self.client.cluster_map, k, m, operation=f"put {self.bucket}/{self.key}"
         )
         self._uploads = FragmentUploads(
@@ -202,7 +201,7 @@ class ObjectWriter:
             fragments=codec.n,
             targets=dict(enumerate(placement.nodes)),
             spares=placement.spares,
-            quorum=write_quorum(k, m),
+            quorum=quorum,
             expected_bytes=expected,
             operation=f"put {self.bucket}/{self.key}",
         )
@@ -289,7 +288,7 @@ class ObjectWriter:
         codec = self._codec
         assert codec is not None
         uploads.prepare(self._layout())
-        superseded = not uploads.commit()
+        superseded = not uploads.commit()  # retired by a newer generation before it could commit
         if not superseded:
             uploads.retire_older()
         fragments = ("",) * codec.n if superseded else uploads.placement()

@@ -40,7 +40,7 @@ from hcstore.cluster.directory import (
 from hcstore.cluster.source import ClusterSource
 from hcstore.coding import parse_ec_spec
 from hcstore.config import ENV_PREFIX, AgentConfig, ClientConfig, ControllerConfig
-from hcstore.control.membership import Intervals
+from hcstore.control.membership import ADMIN_STATES, Intervals
 from hcstore.errors import (
     ClusterExists,
     ClusterNotFound,
@@ -368,7 +368,7 @@ class LocalCluster:
         for agent, proc in procs:
             _wait_ready(f"agent {agent.node_id}", proc, agent.ready_file, agent.log_file, deadline)
             self._remember_port(agent.node_id, json.loads(agent.ready_file.read_text())["endpoint"])
-        serving = ("alive", "maintenance", "decommissioned")  # an admin state survives a restart
+        serving = ("alive", *ADMIN_STATES)  # an admin state survives a restart
         self.wait_for_map(
             lambda m: all(a.node_id in m and m.node(a.node_id).state in serving for a in targets),
             timeout=max(1.0, deadline - time.monotonic()),

@@ -130,21 +130,28 @@ class ControllerClient:
             raise ProtocolError(f"the controller at {self.endpoint} answered cluster_secret without a secret")
         return secret
 
-    def node_admin(self, node: str, action: str, *, force: bool = False) -> ClusterMap:
-        """Drain, resume or remove ``node``; returns the map that results.
+    def node_admin(self, node: str, action: str, **fields: Any) -> ClusterMap:
+        """Drain, resume, remove, or start or end the maintenance of ``node``; returns the map that results.
 
         Raises:
-            InvalidRequest: an unknown action, or a remove refused because the node holds fragments.
+            InvalidRequest: an unknown action, a remove refused because the node holds fragments,
+                a maintenance refused (the node is draining or removed, or too long a duration).
             ObjectNotFound: the map has no such node.
         """
-        fields: dict[str, Any] = {"node": node, "action": action}
-        if action == "remove":
-            fields["force"] = force
-        return ClusterMap.from_dict(self._request("node_admin", fields)["map"])
+        return ClusterMap.from_dict(self._request("node_admin", {"node": node, "action": action, **fields})["map"])
 
     def drain(self, node: str) -> ClusterMap:
-        """Put ``node`` in maintenance: it serves reads, takes no new fragments, hands its own over."""
+        """Drain ``node``: it serves reads, takes no new fragments, hands its own over."""
         return self.node_admin(node, "drain")
+
+    def enter_maintenance(self, node: str, seconds: float) -> ClusterMap:
+        """Start a planned outage of ``node`` for at most ``seconds``: it is not marked out, nothing is
+        rebuilt for its absence, and writes that would place a fragment on it go on without it."""
+        return self.node_admin(node, "enter_maintenance", seconds=seconds)
+
+    def exit_maintenance(self, node: str) -> ClusterMap:
+        """End the maintenance of ``node`` (no error if it is not in maintenance): what it missed is rebuilt on it."""
+        return self.node_admin(node, "exit_maintenance")
 
     def resume(self, node: str) -> ClusterMap:
         """Bring a drained or removed ``node`` back into service."""

@@ -18,6 +18,7 @@ its URL in the ready file) also answers ``/healthz`` and ``/readyz``; see :mod:`
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import sys
@@ -51,8 +52,14 @@ from placement import ClusterMap, Grant
 
 log = logging.getLogger(__name__)
 ADMIN_QUERY_TIMEOUT = 3.0  # seconds an admin guard waits for the node it asks
-ADMIN_ACTIONS = {"drain": "maintenance", "resume": "", "remove": "decommissioned"}
-REPORTING = frozenset({"alive", "suspect", "maintenance"})  # nodes whose scan reports are current
+ADMIN_ACTIONS = {
+    "drain": "draining",
+    "resume": "",
+    "remove": "decommissioned",
+    "enter_maintenance": "maintenance",
+    "exit_maintenance": "",
+}
+REPORTING = frozenset({"alive", "suspect", "draining"})  # nodes whose scan reports are current
 
 
 class Controller:
@@ -150,6 +157,9 @@ class Controller:
             with self._lock:
                 while not self._dead.empty():
                     self.table.mark_dead(self._dead.get(), self.clock())
+                for node, left in self.table.maintenance_left(self.clock()).items():
+                    if left <= 0:
+                        log.warning("node %s: maintenance overdue, ended; normal failure handling resumes", node)
                 if self.table.tick(self.clock()):
                     log.info(
                         "cluster map epoch %d: %s", self.table.epoch, {n.id: n.state for n in self.cluster_map.nodes}
@@ -321,13 +331,31 @@ class Controller:
         f = request.fields
         action, node = f["action"], f["node"]
         if action not in ADMIN_ACTIONS:
-            raise InvalidRequest(f"unknown node action {action!r}: use drain, resume or remove")
+            raise InvalidRequest(f"unknown node action {action!r}: use one of {', '.join(ADMIN_ACTIONS)}")
         if node not in self.cluster_map:
             raise ObjectNotFound(f"no node {node!r} in the cluster map")
+        admin = self.table.admin_of(node)
         if action == "remove" and not f.get("force"):
             self._refuse_unless_empty(node)
-        self.table.set_admin(node, ADMIN_ACTIONS[action], self.clock())
-        return {"map": self.cluster_map.to_dict()}
+        seconds = math.inf
+        if action == "enter_maintenance":
+            if admin in ("draining", "decommissioned"):
+                raise InvalidRequest(
+                    f"node {node} is {admin}: a planned outage is for nodes in service; resume it first"
+                )
+            seconds = f.get("seconds") or 0
+            if not 0 < seconds <= self.config.maintenance_limit:
+                raise InvalidRequest(
+                    f"maintenance of node {node}: seconds must be in (0, {self.config.maintenance_limit:g}] "
+                    f"(the controller's maintenance_limit), got {seconds:g}"
+                )
+            log.info("node %s enters maintenance for at most %gs", node, seconds)
+        elif action == "exit_maintenance":
+            if admin != "maintenance":
+                return {"map": self.cluster_map.to_dict()}  # nothing to end: a retried exit is not an error
+            log.info("node %s leaves maintenance", node)
+        self.table.set_admin(node, ADMIN_ACTIONS[action], self.clock(), seconds=seconds)
+        return {"map": self.cluster_map.to_dict(), "maintenance_left": self.table.maintenance_left(self.clock())}
 
     def _refuse_unless_empty(self, node: str) -> None:
         """Refuse to remove a node that holds data fragments (tombstones have copies elsewhere).

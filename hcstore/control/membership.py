@@ -8,16 +8,20 @@ epoch any agent reports and continues above it.
 
 Liveness states follow heartbeat age (``alive → suspect → down → out``); a
 node that heartbeats again is ``alive`` again and its fragments count again.
-Administrative states override liveness while the node is reachable:
-``maintenance`` (draining: serves reads, receives no new fragments, hands its
-fragments over) and ``decommissioned`` (removed; never comes back on its own).
-A *down* node is served around by degraded reads; repair starts only when it
-is *out*, so a node that reboots within ``out_after`` causes no repair storm.
+Administrative states override liveness: ``draining`` while the node is
+reachable (serves reads, receives no new fragments, hands its fragments over),
+``decommissioned`` (removed; never comes back on its own), and ``maintenance``,
+a planned outage whatever the heartbeats say, until the operator ends it or its
+deadline passes (then liveness rules again: a node still silent by then may be
+*out* at once). A *down* node is served around by degraded reads; repair starts
+only when it is *out*, so a node that reboots within ``out_after`` causes no
+repair storm, and one in maintenance none at all.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from placement import ClusterMap, Grant, Node
@@ -51,12 +55,23 @@ def liveness(age: float, intervals: Intervals) -> str:
     return "alive"
 
 
+ADMIN_STATES = frozenset({"draining", "maintenance", "decommissioned"})
+"""States an operator sets, which survive a controller restart through the agents' maps."""
+
+MAX_MAINTENANCE_SECONDS = 30 * 86400.0
+"""The longest planned outage any controller allows: one of a month is a decommission."""
+
+DEFAULT_MAINTENANCE = 3600.0
+"""Seconds a maintenance lasts when its deadline is not known (adopted from an agent's map)."""
+
+
 @dataclass
 class _Member:
     node: Node
     last_seen: float
-    admin: str = ""  # "", "maintenance" or "decommissioned"
+    admin: str = ""  # "" or one of ADMIN_STATES
     dead: bool = False  # declared dead by an outside authority until it heartbeats again
+    until: float = math.inf  # when a maintenance ends by itself
 
 
 @dataclass
@@ -85,14 +100,16 @@ class MembershipTable:
         """Continue from a map an agent persisted: its epoch, and nodes not yet heard from.
 
         Nodes learnt this way count as just seen, so a restarted controller gives every
-        node a full ``out_after`` before declaring it out.
+        node a full ``out_after`` before declaring it out, and a node in maintenance (whose
+        deadline the map does not carry) a full :data:`DEFAULT_MAINTENANCE`.
         """
         if seen.epoch >= self.epoch:
             self.epoch = seen.epoch + 1
         for node in seen.nodes:
             if node.id not in self.members:
-                admin = node.state if node.state in ("maintenance", "decommissioned") else ""
-                self.members[node.id] = _Member(node, now, admin)
+                admin = node.state if node.state in ADMIN_STATES else ""
+                until = now + DEFAULT_MAINTENANCE if admin == "maintenance" else math.inf
+                self.members[node.id] = _Member(node, now, admin, until=until)
         self._refresh_states(now)
 
     def observe_epoch(self, epoch: int) -> None:
@@ -120,16 +137,30 @@ class MembershipTable:
         """Apply heartbeat ages; True when the map changed."""
         return self._refresh_states(now)
 
-    def set_admin(self, node_id: str, admin: str, now: float) -> None:
-        """Set ``maintenance`` (drain), ``decommissioned`` (remove) or ``""`` (resume).
+    def set_admin(self, node_id: str, admin: str, now: float, *, seconds: float = math.inf) -> None:
+        """Set ``draining`` (drain), ``decommissioned`` (remove), ``maintenance`` for ``seconds``, or ``""`` (resume).
 
         Raises:
             KeyError: no such node.
         """
         if node_id not in self.members:
             raise KeyError(f"no node {node_id!r} in the cluster map (epoch {self.epoch})")
-        self.members[node_id].admin = admin
+        member = self.members[node_id]
+        member.admin = admin
+        member.until = now + seconds if admin == "maintenance" else math.inf
         self._refresh_states(now)
+
+    def admin_of(self, node_id: str) -> str:
+        """The administrative state an operator set on ``node_id`` ("" for none).
+
+        Raises:
+            KeyError: no such node.
+        """
+        return self.members[node_id].admin
+
+    def maintenance_left(self, now: float) -> dict[str, float]:
+        """Seconds until each maintenance ends by itself, by node id."""
+        return {node_id: m.until - now for node_id, m in self.members.items() if m.admin == "maintenance"}
 
     def mark_dead(self, node_id: str, now: float) -> None:
         """An outside authority (Ray's node table) says the node is gone: it is *down* now, not in seconds.
@@ -154,13 +185,15 @@ class MembershipTable:
     def _refresh_states(self, now: float) -> bool:
         changed = False
         for member in self.members.values():
+            if member.admin == "maintenance" and now >= member.until:
+                member.admin, member.until = "", math.inf  # overdue: normal failure handling resumes
             state = liveness(now - member.last_seen, self.intervals)
             if member.dead and state in ("alive", "suspect"):
                 state = "down"
-            if member.admin == "decommissioned":
-                state = "decommissioned"
-            elif member.admin == "maintenance" and state in ("alive", "suspect"):
-                state = "maintenance"
+            if member.admin in ("decommissioned", "maintenance"):
+                state = member.admin
+            elif member.admin == "draining" and state in ("alive", "suspect"):
+                state = "draining"
             if state != member.node.state:
                 node = member.node
                 member.node = dataclasses.replace(node, state=state)

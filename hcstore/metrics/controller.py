@@ -19,9 +19,7 @@ from hcstore import __version__
 from hcstore.metrics.protection import ProtectionSummary
 from hcstore.metrics.requests import RequestMetrics, build_info
 from hcstore.wire.protocol import CONTROLLER_OPERATIONS
-from placement import ClusterMap
-
-NODE_STATES = ("alive", "suspect", "down", "out", "maintenance", "decommissioned")
+from placement import NODE_STATES, ClusterMap
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ home set (:func:`placement.home_map`: rebuilt and moved fragments stay where
 readers can prove them, as a put's do):
 
 * a fragment on a node that is ``alive`` (or ``suspect``/``down``: not yet
-  *out*, so it may come back) and still in the placement set stays;
+  *out*, so it may come back; or in ``maintenance``, a planned outage) and
+  still in the placement set stays;
 * a fragment that is missing while its node answered (lost disk, quarantined
   by scrub), or whose node is *out*, decommissioned or gone, is **rebuilt**;
 * a fragment on a node that left the placement set (a node joined above it,
@@ -15,7 +16,9 @@ readers can prove them, as a put's do):
   then dropped from the old one.
 
 Fragments whose node did not answer are left alone until the node is *out*,
-so a node that reboots within the out-interval causes no repair traffic at all.
+so a node that reboots within the out-interval causes no repair traffic at all;
+a node in maintenance keeps its place however long it is away, and a fragment
+that a put could not write to it is rebuilt there once it is back in service.
 The scan and scrub reports and the cluster-wide protection summary live here too.
 """
 
@@ -29,7 +32,7 @@ from hcstore.client.versions import ObjectVersion
 from placement import ClusterMap, home_map, plan_moves, rank
 
 SETTLED = frozenset({"alive"})
-MAY_RETURN = frozenset({"suspect", "down"})
+MAY_RETURN = frozenset({"suspect", "down", "maintenance"})
 GONE = frozenset({"out", "decommissioned"})
 
 
@@ -116,7 +119,7 @@ def checkers(placement: tuple[str, ...], cluster_map: ClusterMap, m: int) -> lis
     """
     state = {node.id: node.state for node in cluster_map.nodes}
     serving = [n for n in placement if n and state.get(n) == "alive"]
-    serving += [n for n in placement if n and state.get(n) == "maintenance"]
+    serving += [n for n in placement if n and state.get(n) == "draining"]
     return list(dict.fromkeys(serving))[: m + 1]
 
 
@@ -131,7 +134,7 @@ def repairer(version: ObjectVersion, cluster_map: ClusterMap) -> str:
         if node.id in holding and node.state == "alive":
             return node.id
     for node in rank(f"{version.bucket}/{version.key}", cluster_map.nodes):
-        if node.id in holding and node.state == "maintenance":
+        if node.id in holding and node.state == "draining":
             return node.id
     return ""
 

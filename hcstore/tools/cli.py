@@ -32,15 +32,14 @@ from hcstore.cluster.local import DEFAULT_AGENTS, DEFAULT_MOUNTPATHS, LocalClust
 from hcstore.cluster.source import ClusterSource, point_at, unpoint
 from hcstore.coding import parse_ec_spec
 from hcstore.config import DURABILITY_POLICIES, AgentConfig, ClientConfig
-from hcstore.control.client import ControllerClient
 from hcstore.errors import (
     HCStoreError,
     InvalidRequest,
     LocalFileError,
     NotInstalled,
-    Timeout,
 )
 from hcstore.names import parse_url
+from hcstore.tools.admin_cli import add_verbs as add_admin_verbs
 from hcstore.tools.daemons import add_verbs as add_daemon_verbs
 from hcstore.tools.humanize import size
 from hcstore.tools.keys_cli import add_verbs as add_keys_verbs
@@ -148,79 +147,6 @@ def cmd_status(args: argparse.Namespace) -> int:
             time.sleep(args.watch)
     except KeyboardInterrupt:
         return 0
-
-
-def cmd_node(args: argparse.Namespace) -> int:
-    """``hcstore node drain|resume|remove NODE``: node administration through the controller."""
-    with _source(args).controller() as controller:
-        if args.action == "drain":
-            controller.drain(args.node)
-            console.print(
-                f"node {args.node} is draining: it serves reads, takes no new fragments, and hands its fragments over"
-            )
-            if args.wait:
-                _wait_drained(controller, args.node, args.timeout)
-        elif args.action == "resume":
-            controller.resume(args.node)
-            console.print(f"node {args.node} is back in service")
-        else:
-            controller.remove(args.node, force=args.force)
-            console.print(f"node {args.node} removed from the cluster map")
-    return 0
-
-
-def _wait_drained(controller: ControllerClient, node: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        held = controller.status().stats.get(node, {}).get("data_fragments")
-        if held == 0:
-            console.print(f"node {node} holds no fragments: safe to remove (`hcstore node remove {node}`)")
-            return
-        err_console.print(f"node {node}: {held} fragments left to hand over", highlight=False)
-        time.sleep(2.0)
-    raise Timeout(
-        f"node {node} still holds fragments after {timeout}s; the drain goes on (`hcstore status` shows its progress)"
-    )
-
-
-def cmd_background(args: argparse.Namespace) -> int:
-    """``hcstore repair`` / ``hcstore scrub``: run the job on every agent now and show progress."""
-    from hcstore.node.repair_plan import protection_summary
-
-    key = "scans" if args.command == "repair" else "scrubs"
-    with _client(_source(args)) as client:
-        controller = client.controller()
-        before: dict[str, int] = {}
-        for node in client.cluster_map.nodes:
-            if node.endpoint and node.state in ("alive", "maintenance"):
-                try:
-                    before[node.id] = client.transport.request(node.endpoint, "maintain", {"job": args.command}).header[
-                        key
-                    ]
-                except HCStoreError as exc:
-                    err_console.print(f"node {node.id} skipped: {escape(str(exc))}", highlight=False)
-        deadline = time.monotonic() + args.timeout
-        while True:
-            stats = controller.status().stats
-            done = [n for n, count in before.items() if (stats.get(n, {}).get("repair") or {}).get(key, 0) > count]
-            summary = protection_summary(stats)
-            err_console.print(
-                f"{args.command}: {len(done)}/{len(before)} agents finished a pass; "
-                f"{summary['protected']} objects protected, {summary['degraded']} degraded, "
-                f"{summary['misplaced']} misplaced, {summary['unreadable']} unreadable, "
-                f"{summary['bytes_repaired']} bytes rebuilt",
-                highlight=False,
-            )
-            if len(done) == len(before):
-                break
-            if time.monotonic() > deadline:
-                raise Timeout(f"{args.command} did not finish within {args.timeout}s; it goes on in the background")
-            time.sleep(1.0)
-    if args.command == "scrub":
-        console.print(f"scrub done: {summary['scrub_corrupt']} corrupt fragments quarantined (repair rebuilds them)")
-    else:
-        console.print(f"repair pass done: {summary['protected']}/{summary['objects']} objects fully protected")
-    return 0
 
 
 class _Progress:
@@ -539,21 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--count", type=COUNT, help="with --watch: stop after this many refreshes")
     status.set_defaults(func=cmd_status)
 
-    node = sub.add_parser("node", help="drain, resume or remove a node")
-    node.add_argument("action", choices=["drain", "resume", "remove"])
-    node.add_argument("node")
-    node.add_argument("--force", action="store_true", help="remove even if the node still holds fragments")
-    node.add_argument("--wait", action="store_true", help="drain: wait until the node holds no fragments")
-    node.add_argument("--timeout", type=SECONDS, default=3600.0)
-    node.set_defaults(func=cmd_node)
-
-    for job, text in (
-        ("repair", "check every object now and rebuild or move what is missing or misplaced"),
-        ("scrub", "re-verify every fragment's checksums now; corrupt ones are quarantined and rebuilt"),
-    ):
-        verb = sub.add_parser(job, help=text)
-        verb.add_argument("--timeout", type=SECONDS, default=3600.0)
-        verb.set_defaults(func=cmd_background)
+    add_admin_verbs(sub, console, err_console, SECONDS)
 
     put = sub.add_parser("put", help="store a local file (or - for stdin) as hcstore://BUCKET/KEY")
     put.add_argument("local")

@@ -47,6 +47,7 @@ import msgpack
 
 from ec.codec import MAX_K, MAX_M
 from ec.fragment import MAX_CHUNK_SIZE, MAX_META_BYTES, MAX_NAME_BYTES
+from hcstore.control.membership import MAX_MAINTENANCE_SECONDS
 from hcstore.errors import (
     HCStoreError,
     InvalidRequest,
@@ -289,7 +290,12 @@ CONTROLLER_OPERATIONS: dict[str, dict[str, Field]] = {
     },
     "get_map": {},
     # drain | resume | remove (remove refuses while the node still holds fragments, unless force)
-    "node_admin": {"node": _STR, "action": _STR, "force": Field(bool, required=False)},
+    "node_admin": {
+        "node": _STR,
+        "action": _STR,
+        "force": Field(bool, required=False),
+        "seconds": Field((int, float), required=False, bounds=(0, MAX_MAINTENANCE_SECONDS)),
+    },
     "status": {},
     # The allow-list: list | add (key, role, name) | revoke (key).
     "keys": {

@@ -83,7 +83,7 @@ def test_drain_wait_resume_and_remove_a_drained_node(admin):
     out, _ = admin.ok("node", "drain", first, "--wait", "--timeout", "120")
     assert f"node {first} is draining" in out
     assert f"node {first} holds no fragments: safe to remove" in out
-    assert admin.state(first) == "maintenance"
+    assert admin.state(first) == "draining"
     assert admin.cluster.fragment_files(first) == []
     assert fully_protected(admin.client, BUCKET, admin.objects, excluding={first})
     admin.all_readable()

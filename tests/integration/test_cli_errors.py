@@ -164,7 +164,7 @@ def test_verbs_reach_the_cluster_through_its_controller(make_cluster, tmp_path):
 
     cli("node", "drain", "n4")
     wait_until(
-        lambda: {n["id"]: n["map_state"] for n in json.loads(cli("status", "--json"))["nodes"]}["n4"] == "maintenance",
+        lambda: {n["id"]: n["map_state"] for n in json.loads(cli("status", "--json"))["nodes"]}["n4"] == "draining",
         timeout=10,
         what="n4 to be draining",
     )

@@ -50,7 +50,7 @@ def test_heartbeats_register_nodes_and_the_map_says_so(controller):
 
 def test_node_administration(controller):
     controller.heartbeat("x1", _closed_endpoint(), stats={"data_fragments": 0})
-    assert controller.drain("x1").node("x1").state == "maintenance"
+    assert controller.drain("x1").node("x1").state == "draining"
     assert controller.resume("x1").node("x1").state == "alive"
     with pytest.raises(InvalidRequest, match="could lose data"):  # the node cannot say it holds nothing
         controller.remove("x1")

@@ -112,7 +112,7 @@ GOOD_TEXT: dict[str, list[str]] = {
     "node": ["fuzz-a", "fuzz-b"],
     "id": ["fuzz-c", "fuzz-d"],
     "endpoint": ["tcp://127.0.0.1:1", "not an endpoint", ""],
-    "state": ["alive", "down", "maintenance", "decommissioned", "zombie"],
+    "state": ["alive", "down", "draining", "maintenance", "decommissioned", "zombie"],
 }
 
 

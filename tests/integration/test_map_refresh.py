@@ -42,7 +42,7 @@ def test_a_drain_reaches_the_client_through_an_agent_reply(make_cluster):
         key = key_placed_on(old, BUCKET, victim, 4, 2, "drained")
         controller_request(cluster, "node_admin", node=victim, action="drain")
         new = controller_map(cluster)
-        assert new.epoch > old.epoch and new.node(victim).state == "maintenance"
+        assert new.epoch > old.epoch and new.node(victim).state == "draining"
         assert client.cluster_map.epoch == old.epoch  # nobody told the client
 
         wait_until(
@@ -51,7 +51,7 @@ def test_a_drain_reaches_the_client_through_an_agent_reply(make_cluster):
             interval=0.1,
             what="the client to take the epoch from an agent's reply",
         )
-        assert client.cluster_map.node(victim).state == "maintenance"
+        assert client.cluster_map.node(victim).state == "draining"
         data = seeded_bytes(key, 100_000)
         result = client.put(BUCKET, key, data)
         assert victim not in result.fragments

@@ -43,8 +43,8 @@ def test_states_move_with_time_and_a_returning_node_is_alive_again():
 
 def test_admin_states_drain_resume_remove():
     table = table_with(2)
-    table.set_admin("n1", "maintenance", 0)
-    assert table.cluster_map().node("n1").state == "maintenance"
+    table.set_admin("n1", "draining", 0)
+    assert table.cluster_map().node("n1").state == "draining"
     assert [n.id for n in table.cluster_map().writable()] == ["n2"]
     table.set_admin("n1", "", 0)
     assert table.cluster_map().node("n1").state == "alive"
@@ -52,7 +52,44 @@ def test_admin_states_drain_resume_remove():
     table.heartbeat("n2", "tcp://127.0.0.1:7001", {"host": "h2"}, 1.0, 1)
     assert table.cluster_map().node("n2").state == "decommissioned"  # never comes back on its own
     with pytest.raises(KeyError, match="n9"):
-        table.set_admin("n9", "maintenance", 0)
+        table.set_admin("n9", "draining", 0)
+
+
+def test_maintenance_holds_a_silent_node_past_out_after_until_exit_or_its_deadline():
+    table = table_with(3)
+    table.set_admin("n2", "maintenance", 0, seconds=300)
+    assert table.maintenance_left(0) == {"n2": 300}
+    assert table.cluster_map().node("n2").state == "maintenance"
+    assert [n.id for n in table.cluster_map().writable()] == ["n1", "n3"]
+    for now in (10.0, 100.0, 299.0):  # n2 stopped at 0: past down_after and out_after, it stays in maintenance
+        table.heartbeat("n1", "tcp://127.0.0.1:7000", {"host": "h1"}, 1.0, now)
+        table.heartbeat("n3", "tcp://127.0.0.1:7002", {"host": "h3"}, 1.0, now)
+        table.tick(now)
+        assert table.cluster_map().node("n2").state == "maintenance"
+    table.heartbeat("n2", "tcp://127.0.0.1:7001", {"host": "h2"}, 1.0, 299.5)  # back, still in maintenance
+    assert table.cluster_map().node("n2").state == "maintenance"
+    table.set_admin("n2", "", 299.6)  # exit: in service at once
+    assert table.cluster_map().node("n2").state == "alive" and table.maintenance_left(299.6) == {}
+    table.set_admin("n3", "maintenance", 300, seconds=100)
+    table.tick(399)
+    assert table.cluster_map().node("n3").state == "maintenance"
+    epoch = table.epoch
+    assert table.tick(401)  # overdue and silent since 300, past out_after: out at once, repair may begin
+    assert table.cluster_map().node("n3").state == "out" and table.epoch > epoch
+    assert table.admin_of("n3") == ""
+
+
+def test_a_restarted_controller_keeps_a_node_in_maintenance_from_an_adopted_map():
+    from hcstore.control.membership import DEFAULT_MAINTENANCE
+
+    table = table_with(3)
+    table.set_admin("n1", "maintenance", 0, seconds=30)
+    table.set_admin("n2", "draining", 0)
+    fresh = MembershipTable(IV)
+    fresh.adopt(table.cluster_map(), 1000.0)
+    assert fresh.cluster_map().node("n1").state == "maintenance"
+    assert fresh.cluster_map().node("n2").state == "draining"
+    assert fresh.maintenance_left(1000.0) == {"n1": DEFAULT_MAINTENANCE}
 
 
 def test_a_node_an_outside_authority_declares_dead_is_down_at_once_and_out_on_its_own_clock():
@@ -139,8 +176,23 @@ def test_a_draining_holder_is_moved_then_dropped():
     base = alive_map(8)
     version = version_on(base)
     draining = version.locations[0]
-    plan = plan_object(version, alive_map(8, **{draining: "maintenance"}))
+    plan = plan_object(version, alive_map(8, **{draining: "draining"}))
     assert list(plan.rebuild) == [0] and plan.drop == {0: draining} and plan.status(4, 6) == "misplaced"
+
+
+def test_a_node_in_maintenance_keeps_its_fragments_and_gets_the_ones_it_missed_after_exit():
+    base = alive_map(8)
+    version = version_on(base)
+    away = version.locations[2]
+    silent = ObjectVersion(**{**version_on(base).__dict__, "answered": version.answered - {away}})
+    silent = ObjectVersion(**{**silent.__dict__, "found_at": tuple("" if n == away else n for n in version.found_at)})
+    during = alive_map(8, **{away: "maintenance"})
+    plan = plan_object(silent, during)
+    assert not plan.rebuild and plan.waiting == (2,)  # nothing rebuilt for its absence
+    missed = version_on(base, tuple("" if n == away else n for n in version.locations))  # a put written without it
+    assert not plan_object(missed, during).rebuild  # its fragment waits for it ...
+    after = plan_object(missed, base)
+    assert after.rebuild == {2: away}  # ... and is rebuilt on it once it is back in service
 
 
 def test_surplus_copies_after_a_return_are_dropped():

@@ -113,6 +113,6 @@ def test_map_from_dict_names_bad_field(d: dict, field: str) -> None:
 
 
 def test_states_constants() -> None:
-    assert NODE_STATES == ("alive", "suspect", "down", "out", "maintenance", "decommissioned")
+    assert NODE_STATES == ("alive", "suspect", "down", "out", "draining", "maintenance", "decommissioned")
     for state in NODE_STATES:
         assert Node("n", state=state).state == state

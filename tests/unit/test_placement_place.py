@@ -75,7 +75,7 @@ def test_only_writable_and_not_excluded() -> None:
     down = {"z0r0n0", "z1r1n0", "z2r2n0"}
     for node_id in down:
         cmap = cmap.with_state(node_id, "down")
-    cmap = cmap.with_state("z0r1n0", "maintenance")
+    cmap = cmap.with_state("z0r1n0", "draining")
     for i in range(200):
         p = place(f"b/{i}", cmap, 4, 2, exclude={"z1r0n0"})
         used = set(p.nodes) | set(p.spares)
