@@ -25,10 +25,15 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # System packages the tests use: mkfs.xfs (xfsprogs) for the power-cut tests, which run as root on loop devices;
-# promtool (prometheus) to check and unit-test the alert rules in monitoring/.
+# promtool (prometheus) to check and unit-test the alert rules in monitoring/; systemd-nspawn (systemd-container),
+# debootstrap and ssh for the local fleet the playbooks are tested on (playbooks/tests/fleet).
+FLEET_PACKAGES := systemd-container debootstrap debian-archive-keyring openssh-client iproute2 util-linux
+APT_INSTALL := apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 system-deps:
-	command -v mkfs.xfs >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xfsprogs)
-	command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus)
+	command -v mkfs.xfs >/dev/null || ($(APT_INSTALL) xfsprogs)
+	command -v promtool >/dev/null || ($(APT_INSTALL) prometheus)
+	command -v systemd-nspawn >/dev/null && command -v debootstrap >/dev/null && command -v ssh >/dev/null \
+		|| ($(APT_INSTALL) $(FLEET_PACKAGES))
 
 test: lint system-deps
 	$(BIN)/python -m pytest -q

@@ -941,7 +941,7 @@ class Chaos:
         """Start a killed agent again and wait until the map shows it back (alive, or in maintenance if drained)."""
         self.cluster.start(node, timeout=60.0)  # on 2 busy cores an agent can take many seconds to start
         if node in self.report.drained:  # it comes back in maintenance, and stays there
-            self.cluster.wait_for_map(lambda m: node in m and m.node(node).state == "maintenance", timeout=30.0)
+            self.cluster.wait_for_map(lambda m: node in m and m.node(node).state == "draining", timeout=30.0)
         with self.lock:
             self.down.pop(node, None)
             self.report.restarts += 1
@@ -1039,13 +1039,13 @@ class Chaos:
                 self.restart(agent.node_id)
         ids = {a.node_id for a in self.cluster.agents()}
         self.cluster.wait_for_map(
-            lambda m: all(i in m and m.node(i).state in ("alive", "maintenance") for i in ids), timeout=30.0
+            lambda m: all(i in m and m.node(i).state in ("alive", "draining") for i in ids), timeout=30.0
         )
 
     def ask_agents(self, client: Client, job: str) -> None:
         """Ask every serving agent for a ``job`` pass ("repair" or "scrub") now; one that fails is logged."""
         for node in client.cluster_map.nodes:
-            if node.endpoint and node.state in ("alive", "maintenance"):
+            if node.endpoint and node.state in ("alive", "draining"):
                 try:
                     client.transport.request(node.endpoint, "maintain", {"job": job})
                 except HCStoreError as exc:

@@ -157,13 +157,13 @@ class Controller:
             with self._lock:
                 while not self._dead.empty():
                     self.table.mark_dead(self._dead.get(), self.clock())
-                for node, left in self.table.maintenance_left(self.clock()).items():
-                    if left <= 0:
-                        log.warning("node %s: maintenance overdue, ended; normal failure handling resumes", node)
                 if self.table.tick(self.clock()):
                     log.info(
                         "cluster map epoch %d: %s", self.table.epoch, {n.id: n.state for n in self.cluster_map.nodes}
                     )
+                while self.table.overdue:
+                    node = self.table.overdue.pop(0)
+                    log.warning("node %s: maintenance overdue, ended; normal failure handling resumes", node)
         self._serving = False
         self.socket.close(linger=0)
         self.gate.close()

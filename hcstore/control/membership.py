@@ -82,6 +82,7 @@ class MembershipTable:
     epoch: int = 0
     members: dict[str, _Member] = field(default_factory=dict)
     grants: tuple[Grant, ...] = ()
+    overdue: list[str] = field(default_factory=list)  # maintenances ended by their deadline, not yet reported
 
     def cluster_map(self) -> ClusterMap:
         """The current map: every member's node, and the allow-list, at the current epoch."""
@@ -187,6 +188,7 @@ class MembershipTable:
         for member in self.members.values():
             if member.admin == "maintenance" and now >= member.until:
                 member.admin, member.until = "", math.inf  # overdue: normal failure handling resumes
+                self.overdue.append(member.node.id)
             state = liveness(now - member.last_seen, self.intervals)
             if member.dead and state in ("alive", "suspect"):
                 state = "down"

@@ -131,7 +131,7 @@ class Maintainer(threading.Thread):
         cluster_map = self.agent.cluster_map
         assert cluster_map is not None
         me = self.agent.config.node_id
-        draining = me in cluster_map and cluster_map.node(me).state == "maintenance"
+        draining = me in cluster_map and cluster_map.node(me).state == "draining"
         full = self.scans % FULL_SCAN_EVERY == 0  # now and then look at everything held here
         client = self._client_for(cluster_map)
         report = ScanReport(started=time.time())
