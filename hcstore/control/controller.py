@@ -29,6 +29,7 @@ from typing import Any
 
 import zmq
 
+from ec import parse_ec
 from hcstore import daemon
 from hcstore.config import ControllerConfig
 from hcstore.control.membership import MembershipTable
@@ -60,6 +61,7 @@ ADMIN_ACTIONS = {
     "exit_maintenance": "",
 }
 REPORTING = frozenset({"alive", "suspect", "draining"})  # nodes whose scan reports are current
+LEAVING = frozenset({"out", "draining", "decommissioned"})  # nodes that will hold no fragments
 
 
 class Controller:
@@ -335,6 +337,8 @@ class Controller:
         if node not in self.cluster_map:
             raise ObjectNotFound(f"no node {node!r} in the cluster map")
         admin = self.table.admin_of(node)
+        if action == "drain":
+            self._refuse_unless_room_without(node)
         if action == "remove" and not f.get("force"):
             self._refuse_unless_empty(node)
         seconds = math.inf
@@ -356,6 +360,21 @@ class Controller:
             log.info("node %s leaves maintenance", node)
         self.table.set_admin(node, ADMIN_ACTIONS[action], self.clock(), seconds=seconds)
         return {"map": self.cluster_map.to_dict(), "maintenance_left": self.table.maintenance_left(self.clock())}
+
+    def _refuse_unless_room_without(self, node: str) -> None:
+        """Refuse to drain a node whose fragments would have nowhere to go: fewer nodes left in service
+        than the ``k+m`` fragments of the cluster's EC, each of which needs a node of its own."""
+        if not self.ec:
+            return
+        k, m = parse_ec(self.ec)
+        left = [n.id for n in self.cluster_map.nodes if n.id != node and n.state not in LEAVING]
+        if len(left) < k + m:
+            raise InvalidRequest(
+                f"draining node {node} would leave {len(left)} node{'' if len(left) == 1 else 's'} in service "
+                f"({', '.join(left) or 'none'}), "
+                f"fewer than the {k + m} fragments of the cluster's EC {self.ec}: its fragments would have "
+                "nowhere to go; add a node first"
+            )
 
     def _refuse_unless_empty(self, node: str) -> None:
         """Refuse to remove a node that holds data fragments (tombstones have copies elsewhere).

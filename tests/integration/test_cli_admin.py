@@ -87,6 +87,8 @@ def test_drain_wait_resume_and_remove_a_drained_node(admin):
     assert admin.cluster.fragment_files(first) == []
     assert fully_protected(admin.client, BUCKET, admin.objects, excluding={first})
     admin.all_readable()
+    refused = admin.hcstore("node", "maintenance", "enter", first)
+    assert refused.returncode == 1 and b"is draining" in refused.stderr and b"resume it first" in refused.stderr
 
     out, _ = admin.ok("node", "resume", first)
     assert f"node {first} is back in service" in out
