@@ -19,6 +19,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import importlib.util
 from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
 
@@ -42,6 +43,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     missing = missing_test_extras()
     if missing:
         raise pytest.UsageError(f"{', '.join(missing)} not installed; {INSTALL_TEST_EXTRAS}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test under tests/ray ``ray`` (the Ray examples are marked where they are listed)."""
+    ray_tests = Path(__file__).resolve().parent / "ray"
+    for item in items:
+        if item.path.resolve().is_relative_to(ray_tests):
+            item.add_marker(pytest.mark.ray)
 
 
 @pytest.fixture

@@ -273,6 +273,11 @@ class Controller:
             )
         if seen is not None:
             self.table.adopt(self._trusted_part(seen), now)
+        elif request.epoch > self.table.epoch:
+            # This controller restarted and knows less than the agent: registering the node now would
+            # publish a map of the nodes heard so far, without the ones that are down or in maintenance.
+            # The reply's lower epoch makes the agent send its map with its next heartbeat, which is adopted.
+            return {}
         self.table.observe_epoch(request.epoch)
         labels = dict(f["labels"])
         try:

@@ -50,6 +50,10 @@ def test_heartbeats_register_nodes_and_the_map_says_so(controller):
 
 def test_node_administration(controller):
     controller.heartbeat("x1", _closed_endpoint(), stats={"data_fragments": 0})
+    with pytest.raises(InvalidRequest, match="would leave 0 nodes in service .* EC 2\\+1: its fragments would have"):
+        controller.drain("x1")
+    for other in ("x2", "x3", "x4"):
+        controller.heartbeat(other, _closed_endpoint())
     assert controller.drain("x1").node("x1").state == "draining"
     assert controller.resume("x1").node("x1").state == "alive"
     with pytest.raises(InvalidRequest, match="could lose data"):  # the node cannot say it holds nothing

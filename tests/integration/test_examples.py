@@ -33,7 +33,9 @@ RUNS = {  # script: (arguments, lines its output must contain)
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("script", sorted(RUNS))
+@pytest.mark.parametrize(
+    "script", [pytest.param(name, marks=[pytest.mark.ray] if name.startswith("ray_") else []) for name in sorted(RUNS)]
+)
 def test_example_runs_to_its_promised_result(script, tmp_path):
     arguments, lines = RUNS[script]
     env = {**clean_env(tmp_path), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}

@@ -97,3 +97,24 @@ def test_a_maintenance_past_its_duration_ends_and_the_node_goes_out(three):
     rc, _, err = hcstore("node", "drain", "n1")  # n3 is out: n2 alone could not hold 2+1's three fragments
     assert rc == 1 and "would leave 1 node in service (n2)" in err and "nowhere to go" in err, err
     assert state_of(cluster, "n1") == "alive"
+
+
+def test_a_restarted_controller_keeps_every_node_and_the_maintenance_in_its_first_map(three):
+    """A controller restarted while one node is in maintenance and stopped never publishes a map without it."""
+    cluster, hcstore = three
+    rc, _, err = hcstore("node", "maintenance", "enter", "n2", "--max-duration", "600")
+    assert rc == 0, err
+    cluster.stop("n2")
+    epoch = ClusterMap.from_dict(controller_request(cluster, "get_map")["map"]).epoch
+    cluster.stop_controller()
+    cluster.start_controller()
+    maps = []
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:  # every map served in the first seconds, as clients fetch them
+        maps.append(ClusterMap.from_dict(controller_request(cluster, "get_map")["map"]))
+        time.sleep(0.05)
+    published = [m for m in maps if m.nodes]
+    assert published, "the restarted controller published no map"
+    for seen in published:
+        assert {n.id for n in seen.nodes} == {"n1", "n2", "n3"}, seen
+        assert seen.node("n2").state == "maintenance" and seen.epoch > epoch
