@@ -85,9 +85,11 @@ class Maintainer(threading.Thread):
         self._wake.set()
 
     def stop(self) -> None:
-        """Stop after the object being checked."""
+        """Stop after the objects being checked; requests they wait on end now (other agents may be stopping too)."""
         self._stop.set()
         self._wake.set()
+        if self._client is not None:
+            self._client.transport.cancel()
 
     def status(self) -> dict[str, Any]:
         """The last finished scan's counts; ``bytes_repaired`` and ``repaired`` add up over all scans, the

@@ -41,6 +41,7 @@ from hcstore.wire.protocol import Reply
 
 COOL_DOWN = 3.0
 HANDSHAKE_GRACE = 1.5  # seconds a CurveZMQ handshake may add to connect_timeout
+CANCEL_CHECK = 0.1  # seconds between two looks at cancel() while a reply is awaited
 CLIENT_HWM = 1024  # messages queued per agent socket and direction (see _ThreadState.socket)
 
 
@@ -158,6 +159,7 @@ class Transport:
         self._unavailable_until: dict[str, float] = {}
         self._slow_until: dict[str, float] = {}
         self.max_epoch = 0  # highest cluster-map epoch any reply carried
+        self._cancelled = threading.Event()
 
     def __getstate__(self) -> dict[str, Any]:
         return {
@@ -289,6 +291,13 @@ class Transport:
                 if state.pending.pop(request_id, None) is not None:
                     state.done[request_id] = reply
 
+    def cancel(self) -> None:
+        """From any thread: every wait for a reply, now or later, ends at once with AgentUnavailable.
+
+        For a process that is stopping: its threads waiting on agents that will not answer let go.
+        """
+        self._cancelled.set()
+
     def poll(self, request_ids: Iterable[int], timeout: float | None = None) -> dict[int, Reply | HCStoreError]:
         """Replies (or errors) for whichever of ``request_ids`` finish first.
 
@@ -302,13 +311,15 @@ class Transport:
             ready = {i: state.done.pop(i) for i in wanted if i in state.done}
             if ready or not wanted:
                 return ready
+            if self._cancelled.is_set():
+                return {i: AgentUnavailable("not waiting for a reply: this process is stopping") for i in wanted}
             for request_id in wanted:
                 if request_id not in state.pending:
                     state.done[request_id] = AgentUnavailable(f"request {request_id} is not outstanding")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return {}
-            self._receive(remaining)
+            self._receive(min(remaining, CANCEL_CHECK))
 
     def expire(self, request_ids: Iterable[int]) -> None:
         """Give up on requests: their agents count as unavailable and the requests fail."""

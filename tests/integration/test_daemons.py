@@ -161,3 +161,30 @@ def test_a_bad_config_is_one_line_naming_the_setting_and_the_file(tmp_path, comm
     assert len(message.splitlines()) == 1 and "Traceback" not in message, message
     for needle in (str(path), *needles):
         assert needle in message, message
+
+
+def test_agents_whose_repair_waits_on_dead_peers_stop_at_once_on_sigterm(make_cluster):
+    """A stop is not held up by repair requests to agents that will never answer (as in a rolling restart)."""
+    from hcstore.cluster.local import _alive
+    from hcstore.control.membership import Intervals
+    from integration_support import controller_request
+    from placement import ClusterMap
+
+    quick_out = Intervals(heartbeat=0.2, suspect_after=0.6, down_after=1.0, out_after=2.0)
+    cluster = make_cluster(agents=6, ec="4+2", intervals=quick_out, scan_interval=0.5)
+    with cluster.client() as client:
+        for i in range(20):
+            client.put("stops", f"k{i}", seeded_bytes(i, 300_000))
+    cluster.kill("n1")
+    cluster.kill("n2")
+
+    def both_out() -> bool:
+        nodes = ClusterMap.from_dict(controller_request(cluster, "get_map")["map"])
+        return nodes.node("n1").state == nodes.node("n2").state == "out"
+
+    wait_until(both_out, timeout=20, what="n1 and n2 out, so that repair scans ask for them")
+    for agent in cluster.agents()[2:]:  # each stop leaves the next agent's requests to it unanswered
+        pid = agent.pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda p=pid: not _alive(p), timeout=5, what=f"agent {agent.node_id} to exit on SIGTERM")
