@@ -178,14 +178,17 @@ def test_delete_races_with_puts(shared_cluster):
 def test_a_put_retired_between_prepare_and_commit_succeeds_as_superseded(shared_cluster, monkeypatch):
     """Last writer wins also at the narrowest point: the older put returns, marked superseded, never an error."""
     key = "superseded"
-    older_blob, newer_blob = seeded_bytes(3 * 4 * CHUNK, 71), seeded_bytes(5000, 72)
+    older_blob, newer_blob = seeded_bytes(71, 3 * 4 * CHUNK), seeded_bytes(72, 5000)
     commit = FragmentUploads.commit
     newer: list[PutResult] = []
 
-    def newer_put_commits_first(uploads: FragmentUploads) -> bool:
+    def newer_put_commits_first(uploads: FragmentUploads) -> list:
         monkeypatch.undo()  # the older put is prepared everywhere; a newer one commits and retires it
         with shared_cluster.client(chunk_size=CHUNK) as other:
             newer.append(other.put(BUCKET, key, newer_blob))
+            retire = {"bucket": BUCKET, "key": key, "gen": newer[0].generation}
+            for node in other.cluster_map.nodes:  # the put's own retire is not waited for: finish it here
+                other.transport.request(node.endpoint, "retire", retire)
         return commit(uploads)
 
     monkeypatch.setattr(FragmentUploads, "commit", newer_put_commits_first)
