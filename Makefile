@@ -37,17 +37,18 @@ system-deps:
 
 # The local fleet's root filesystem (debootstrap: mostly download, cached for later runs) is built in the
 # background while the static checks run; the fleet tests wait for it (playbooks/tests/fleet holds a lock).
-# Then the unit and integration tests run alone (they time failures and hedges), and last the Ray tests and
-# the fleet tests side by side: both mostly wait (for Ray's processes, for hosts, SSH and Ansible), and
-# together they take about as long as either. Every test runs; any failure fails the target.
+# Then the integration tests run alone (they time failures and hedges), and last the fleet tests beside the
+# Ray tests and then the unit tests: the fleet and Ray tests mostly wait (for hosts, SSH and Ansible; for
+# Ray's processes), the unit tests time nothing. Every test runs once; any failure fails the target.
 test: $(STAMP) system-deps
 	playbooks/tests/fleet rootfs > $(VENV)/fleet-rootfs.log 2>&1 &
 	$(MAKE) --no-print-directory lint
-	$(BIN)/python -m pytest -q -m "not ray" --ignore=tests/fleet
+	$(BIN)/python -m pytest -q -m "not ray" tests/integration
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/fleet > $(VENV)/fleet-tests.log 2>&1 & fleet=$$!; \
 	$(BIN)/python -m pytest -q -m ray; ray=$$?; \
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit; unit=$$?; \
 	wait $$fleet; fleet_rc=$$?; echo "--- tests/fleet"; cat $(VENV)/fleet-tests.log; \
-	test $$ray -eq 0 && test $$fleet_rc -eq 0
+	test $$ray -eq 0 && test $$unit -eq 0 && test $$fleet_rc -eq 0
 
 bench: $(STAMP)
 	$(BIN)/hcstore bench

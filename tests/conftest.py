@@ -22,10 +22,15 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 import ec
 from hcstore.cluster.local import LocalCluster
 from integration_support import started_cluster
+
+# No per-example deadline: the unit tests run beside the fleet tests, and time is not what they check.
+settings.register_profile("hcstore", deadline=None)
+settings.load_profile("hcstore")
 
 INSTALL_TEST_EXTRAS = "install the test extras: pip install -e '.[test,isal]'"
 
