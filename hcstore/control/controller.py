@@ -364,7 +364,7 @@ class Controller:
                 return {"map": self.cluster_map.to_dict()}  # nothing to end: a retried exit is not an error
             log.info("node %s leaves maintenance", node)
         self.table.set_admin(node, ADMIN_ACTIONS[action], self.clock(), seconds=seconds)
-        return {"map": self.cluster_map.to_dict(), "maintenance_left": self.table.maintenance_left(self.clock())}
+        return {"map": self.cluster_map.to_dict()}
 
     def _refuse_unless_room_without(self, node: str) -> None:
         """Refuse to drain a node whose fragments would have nowhere to go: fewer nodes left in service

@@ -20,9 +20,9 @@ from rich.markup import escape
 
 from hcstore.cluster.source import ClusterSource
 from hcstore.control.client import ControllerClient
+from hcstore.control.membership import DEFAULT_MAINTENANCE
 from hcstore.errors import HCStoreError, Timeout
 
-DEFAULT_MAINTENANCE = 3600.0
 POLL = 1.0  # seconds between two looks while waiting
 
 
