@@ -187,6 +187,8 @@ class ClientConfig(_Settings):
         window: stripes in flight per put (bounds a put's memory to about ``window*(K+M)*chunk_size``).
         read_batch: stripes fetched per read request.
         read_ahead: read requests (batches) in flight per get.
+        read_streams: threads that read one large object at once, each a contiguous part of it over its
+            own connections (verifying and copying in parallel: blake3 and the copies release the GIL).
         io_threads: ZeroMQ I/O threads per client process (0: up to 4, one per core).
         request_timeout: seconds to wait for an agent's reply.
         connect_timeout: seconds to wait for a connection before an agent counts as unavailable.
@@ -204,6 +206,7 @@ class ClientConfig(_Settings):
     window: int = 8
     read_batch: int = 4
     read_ahead: int = 4
+    read_streams: int = 4
     io_threads: int = 0
     request_timeout: float = 10.0
     connect_timeout: float = 0.5
@@ -220,6 +223,7 @@ class ClientConfig(_Settings):
             "window",
             "read_batch",
             "read_ahead",
+            "read_streams",
             "request_timeout",
             "connect_timeout",
             "hedge_after",

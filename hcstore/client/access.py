@@ -6,6 +6,7 @@ so the client module sits above them and nothing circles back to it.
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -49,6 +50,10 @@ class ClusterAccess(Protocol):
 
     def is_unavailable(self, node_id: str) -> bool:
         """True when a node is down in the map, or failed or answered too slowly moments ago."""
+        ...
+
+    def read_executor(self) -> Executor:
+        """The threads that read the parts of one large range at once (``read_streams`` of them)."""
         ...
 
     def locate_fanout(self) -> int:

@@ -20,6 +20,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -146,6 +147,7 @@ class Client:
         self.clock = HybridClock()
         self.corruptions: list[CorruptionReport] = []
         self._secret = b""  # the cluster secret, once asked for; never pickled (see __reduce__)
+        self._read_pool: ThreadPoolExecutor | None = None
         if self.source is not None and not self.source.is_local:
             self._first_map_from_controller(explicit_ec=ec_chosen)
 
@@ -609,8 +611,19 @@ class Client:
                 out[node.id] = result or AgentUnavailable(f"node {node.id} did not answer")
         return out
 
+    def read_executor(self) -> ThreadPoolExecutor:
+        """The ``read_streams`` threads that read the parts of one large range at once (started on first use)."""
+        with self._lock:
+            if self._read_pool is None:
+                self._read_pool = ThreadPoolExecutor(self.config.read_streams, thread_name_prefix="hcstore-read")
+            return self._read_pool
+
     def close(self) -> None:
-        """Close this thread's sockets; the next request opens new ones."""
+        """Close this thread's sockets and stop the read threads; the next request opens new ones."""
+        with self._lock:
+            pool, self._read_pool = self._read_pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
         self.transport.close()
 
     def __enter__(self) -> Client:

@@ -23,8 +23,11 @@ import io
 import logging
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+import numpy as np
 
 from ec import verify_chunk
 from hcstore.client.access import ClusterAccess, CorruptionReport
@@ -66,9 +69,10 @@ class _Batch:
 class StripeReader:
     """Reads decoded stripes of one :class:`ObjectVersion`."""
 
-    def __init__(self, client: ClusterAccess, version: ObjectVersion) -> None:
+    def __init__(self, client: ClusterAccess, version: ObjectVersion, *, read_ahead: int = 0) -> None:
         self.client = client
         self.version = version
+        self.read_ahead = read_ahead or client.config.read_ahead
         self.codec = codec_for(version.codec, version.k, version.m)
         unavailable = {n for n in set(version.locations) if n and client.is_unavailable(n)}
         plan = plan_read(version.locations, version.k, local_node=client.config.local_node, unavailable=unavailable)
@@ -83,7 +87,7 @@ class StripeReader:
         window: deque[_Batch] = deque()
         try:
             while starts or window:
-                while starts and len(window) < self.client.config.read_ahead:
+                while starts and len(window) < self.read_ahead:
                     start = starts.popleft()
                     batch = _Batch(start, min(batch_size, last - start))
                     window.append(batch)
@@ -260,14 +264,16 @@ def read_path(index: int, node: str, k: int, local_node: str | None, *, hedged: 
     return "degraded" if index >= k else "remote"
 
 
-def iter_range(client: ClusterAccess, version: ObjectVersion, offset: int, length: int) -> Iterator[memoryview]:
+def iter_range(
+    client: ClusterAccess, version: ObjectVersion, offset: int, length: int, *, read_ahead: int = 0
+) -> Iterator[memoryview]:
     """The bytes ``offset..offset+length`` of ``version``, as consecutive verified pieces."""
     if length == 0:
         return
     stripe_bytes = version.layout.stripe_bytes
     chunk = version.chunk_size
     end = offset + length
-    reader = StripeReader(client, version)
+    reader = StripeReader(client, version, read_ahead=read_ahead)
     for stripe, chunks in reader.stripes(offset // stripe_bytes, (end - 1) // stripe_bytes + 1):
         base = stripe * stripe_bytes
         for i, data in enumerate(chunks):
@@ -278,17 +284,62 @@ def iter_range(client: ClusterAccess, version: ObjectVersion, offset: int, lengt
                 yield memoryview(data)[start : start + hi - lo]
 
 
+def stream_parts(first: int, last: int, streams: int, min_stripes: int) -> list[tuple[int, int]]:
+    """Stripes ``first..last-1`` cut into at most ``streams`` contiguous runs ``(first, last)`` of at
+    least ``min_stripes`` stripes each (one run when the range is shorter than two)."""
+    count = last - first
+    parts = max(1, min(streams, count // max(1, min_stripes)))
+    bounds = [first + count * i // parts for i in range(parts + 1)]
+    return list(zip(bounds, bounds[1:], strict=False))
+
+
 def read_range(client: ClusterAccess, version: ObjectVersion, offset: int, length: int, out: Any) -> None:
-    """Read ``length`` bytes at ``offset`` of ``version`` into the writable buffer ``out``."""
+    """Read ``length`` bytes at ``offset`` of ``version`` into the writable buffer ``out``.
+
+    A range of many stripes is read by up to ``read_streams`` threads at once, each a contiguous part
+    over its own connections, each verifying and copying its own chunks: hashing and copying release
+    the GIL, so they run on as many cores. Each stream keeps ``read_ahead / read_streams`` batches (at
+    least 2) in flight. When a part fails, the others are finished before the error is raised, so no
+    thread writes into ``out`` after this returns.
+    """
     view = memoryview(out).cast("B")
+    if view.readonly:
+        raise InvalidRequest(f"read of hcstore://{version.bucket}/{version.key}: the buffer is read-only")
     if len(view) < length:
         raise InvalidRequest(
             f"read of hcstore://{version.bucket}/{version.key}: a buffer of {len(view)} bytes "
             f"is smaller than the {length} bytes asked for"
         )
+    if length == 0:
+        return
+    config = client.config
+    stripe_bytes = version.layout.stripe_bytes
+    end = offset + length
+    parts = stream_parts(
+        offset // stripe_bytes, (end - 1) // stripe_bytes + 1, config.read_streams, 2 * config.read_batch
+    )
+    if len(parts) == 1:
+        _copy_range(client, version, offset, length, view)
+        return
+    read_ahead = max(2, -(-config.read_ahead // len(parts)))
+
+    def read_part(part: tuple[int, int]) -> None:
+        lo, hi = max(offset, part[0] * stripe_bytes), min(end, part[1] * stripe_bytes)
+        _copy_range(client, version, lo, hi - lo, view[lo - offset : hi - offset], read_ahead=read_ahead)
+
+    done, _ = futures.wait([client.read_executor().submit(read_part, part) for part in parts])
+    for future in done:
+        if (error := future.exception()) is not None:
+            raise error
+
+
+def _copy_range(
+    client: ClusterAccess, version: ObjectVersion, offset: int, length: int, view: memoryview, *, read_ahead: int = 0
+) -> None:
+    target = np.frombuffer(view, dtype=np.uint8)  # numpy copies release the GIL; memoryview slices do not
     pos = 0
-    for piece in iter_range(client, version, offset, length):
-        view[pos : pos + len(piece)] = piece
+    for piece in iter_range(client, version, offset, length, read_ahead=read_ahead):
+        target[pos : pos + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
         pos += len(piece)
 
 

@@ -63,6 +63,7 @@ class _ThreadState:
 
     def __init__(self, io_threads: int, credentials: Credentials, server_keys: dict[str, str]) -> None:
         self.pid = os.getpid()
+        self.thread = threading.current_thread()
         self.credentials = credentials
         self.server_keys = server_keys  # shared with the transport: endpoint -> public key
         # One context per process, never terminated by garbage collection: a collected context
@@ -155,6 +156,8 @@ class Transport:
         self.credentials = credentials
         self.server_keys: dict[str, str] = dict(server_keys or {})
         self._local = threading.local()
+        self._states: list[_ThreadState] = []  # every thread's, so that close() can close those of ended threads
+        self._states_lock = threading.Lock()
         self._ids = itertools.count(1)
         self._unavailable_until: dict[str, float] = {}
         self._slow_until: dict[str, float] = {}
@@ -178,6 +181,8 @@ class Transport:
         state: _ThreadState | None = getattr(self._local, "state", None)
         if state is None or state.pid != os.getpid():
             state = self._local.state = _ThreadState(self.io_threads, self.credentials, self.server_keys)
+            with self._states_lock:
+                self._states.append(state)
         return state
 
     def trust_nodes(self, keys: Iterable[tuple[str, str]]) -> None:
@@ -396,8 +401,12 @@ class Transport:
         return results
 
     def close(self) -> None:
-        """Close the calling thread's sockets and forget every thread's sockets and requests."""
+        """Close the calling thread's sockets and those of threads that have ended (a pool's, shut down);
+        forget every thread's sockets and requests."""
         state: _ThreadState | None = getattr(self._local, "state", None)
-        if state is not None and state.pid == os.getpid():
-            state.close()
+        with self._states_lock:
+            states, self._states = self._states, []
+        for other in states:
+            if other.pid == os.getpid() and (other is state or not other.thread.is_alive()):
+                other.close()
         self._local = threading.local()

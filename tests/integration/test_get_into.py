@@ -1,8 +1,11 @@
 """``Client.get_into`` reads an object into the caller's buffer: numpy arrays of any dtype and shape,
-bytearrays, from an offset; the bytes past the object are left alone, and a buffer too small is
-refused with a ValueError before anything is written to it."""
+bytearrays, from an offset; the bytes past the object are left alone, and a buffer too small (or
+read-only) is refused with a ValueError before anything is written to it. An object of many stripes
+is read by several threads at once, each a contiguous part."""
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import pytest
@@ -14,7 +17,8 @@ BUCKET = "into"
 STRIPE = 4 * CHUNK
 CODED = "coded"  # several stripes, the last one partial
 SMALL = "small"  # under replicate_below: stored as copies
-SIZES = {CODED: 5 * STRIPE + 12, SMALL: 1000}
+LARGE = "large"  # enough stripes for read_streams parts of at least 2 x read_batch stripes each
+SIZES = {CODED: 5 * STRIPE + 12, SMALL: 1000, LARGE: 40 * STRIPE + 12}
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +75,23 @@ def test_a_buffer_too_small_is_refused_untouched(shared_client, stored):
 def test_an_offset_past_the_end_is_refused(shared_client, stored):
     with pytest.raises(InvalidRequest, match="past the end"):
         shared_client.get_into(BUCKET, CODED, bytearray(16), offset=SIZES[CODED] + 1)
+
+
+def _read_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("hcstore-read")]
+
+
+@pytest.mark.parametrize("offset", [0, STRIPE + 7, 33 * STRIPE - 1])
+def test_a_large_object_is_read_by_several_streams(shared_cluster, stored, offset):
+    data = stored[LARGE]
+    with shared_cluster.client(chunk_size=CHUNK, read_streams=3) as client:
+        buffer = bytearray(len(data) - offset)
+        assert client.get_into(BUCKET, LARGE, buffer, offset=offset) == len(data) - offset
+        assert buffer == data[offset:]
+        assert len(_read_threads()) == (3 if offset < 30 * STRIPE else 0)  # the last 8 stripes: one part
+    assert _read_threads() == []  # closing the client stops its read threads
+
+
+def test_a_read_only_buffer_is_refused(shared_client, stored):
+    with pytest.raises(ValueError, match="read-only"):
+        shared_client.get_into(BUCKET, CODED, bytes(SIZES[CODED]))
