@@ -15,6 +15,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from ec import chunk_digest, chunk_size_for, default_codec_name, make_codec, parse_ec, split_stripe
+from ec import chunk_size_for, default_codec_name, parse_ec
 from hcstore.cluster.local import LocalCluster
+from hcstore.config import ClientConfig
+from hcstore.tools.limits import Limit, drop_from_page_cache, measure_limits, path_limit
 
 BUCKET = "bench"
 AISTORE_10MIB_P50_MS = 17.0  # AIStore's published latency for one 10 MiB GET stream on real hardware
@@ -32,7 +35,11 @@ AISTORE_10MIB_P50_MS = 17.0  # AIStore's published latency for one 10 MiB GET st
 
 @dataclass
 class Figure:
-    """One measured figure, with the limit measured in the same run, their ratio, and the target it is held to."""
+    """One measured figure, with the limit measured in the same run, their ratio, and the target it is held to.
+
+    ``key`` is the figure's stable name in ``--json`` output; ``limit`` names the machine limit
+    (see :mod:`hcstore.tools.limits`) that bounds it, when one does.
+    """
 
     name: str
     value: float
@@ -41,45 +48,24 @@ class Figure:
     ratio: float | None = None
     target: str = ""
     met: bool | None = None
+    key: str = ""
+    limit: str = ""
+
+
+@dataclass
+class Runs:
+    """How figures that are timed more than once are summarised."""
+
+    count: int
+    statistic: str = "median"
+
+    def summary(self, values: list[float]) -> float:
+        """The figure reported for ``values``: their median."""
+        return float(statistics.median(values))
 
 
 def _mbps(nbytes: int, seconds: float) -> float:
     return nbytes / seconds / 1e6
-
-
-def encode_only_rate(data: bytes, k: int, m: int, chunk_size: int) -> float:
-    """MB/s of splitting and encoding ``data`` with the codec a put would use (no I/O)."""
-    codec = make_codec(default_codec_name(k, m), k, m)
-    view = memoryview(data)
-    stripe = k * chunk_size
-    t0 = time.perf_counter()
-    for off in range(0, len(data), stripe):
-        codec.encode(split_stripe(view[off : off + stripe], k, chunk_size))
-    return _mbps(len(data), time.perf_counter() - t0)
-
-
-def local_file_rate(data: bytes, directory: Path, durability: str) -> float:
-    """MB/s of writing ``data`` to one local file, fsynced at the end unless durability is 'none'."""
-    path = directory / "local-file-baseline.bin"
-    view = memoryview(data)
-    t0 = time.perf_counter()
-    with open(path, "wb", buffering=0) as f:
-        for off in range(0, len(data), 8 << 20):
-            f.write(view[off : off + (8 << 20)])
-        if durability != "none":
-            os.fsync(f.fileno())
-    rate = _mbps(len(data), time.perf_counter() - t0)
-    path.unlink()
-    return rate
-
-
-def blake3_rate(data: bytes, chunk_size: int) -> float:
-    """MB/s of blake3 over ``data`` in chunks, as a get verifies it."""
-    view = memoryview(data)
-    t0 = time.perf_counter()
-    for off in range(0, len(data), chunk_size):
-        chunk_digest(view[off : off + chunk_size])
-    return _mbps(len(data), time.perf_counter() - t0)
 
 
 def _small_ops_worker(args: tuple[str, int, float, int]) -> tuple[int, int]:
@@ -102,6 +88,49 @@ def _small_ops_worker(args: tuple[str, int, float, int]) -> tuple[int, int]:
     return puts, gets
 
 
+def bounded(
+    name: str,
+    key: str,
+    value: float,
+    limits: dict[str, Limit],
+    path: Mapping[str, float],
+    *,
+    goal: float | None = None,
+    unit: str = "MB/s",
+) -> Figure:
+    """A figure beside the smallest limit on its ``path`` (see :func:`path_limit`), held to ``goal`` x that limit."""
+    limit_name, limit = path_limit(limits, path)
+    ratio = value / limit
+    return Figure(
+        name,
+        value,
+        unit,
+        f"{limit_name} {limit:,.0f} {limits[limit_name].unit}",
+        ratio,
+        f">= {goal}x limit" if goal is not None else "",
+        ratio >= goal if goal is not None else None,
+        key,
+        limit_name,
+    )
+
+
+def relative(
+    name: str, key: str, value: float, unit: str, other_name: str, other: float, goal: float | None = None
+) -> Figure:
+    """A figure beside another figure of the same run (``other_name``), held to ``goal`` x it."""
+    ratio = value / other
+    return Figure(
+        name,
+        value,
+        unit,
+        f"{other_name} {other:,.0f} {unit}",
+        ratio,
+        f">= {goal}x {other_name}" if goal is not None else "",
+        ratio >= goal if goal is not None else None,
+        key,
+    )
+
+
 def run_bench(
     *,
     agents: int = 6,
@@ -111,69 +140,99 @@ def run_bench(
     durability: str = "commit",
     quick: bool = False,
     clients: int = 8,
+    runs: int = 3,
     json_out: str | None = None,
     console: Console | None = None,
-) -> list[Figure]:
-    """Run every benchmark on a fresh local cluster and print the table; returns the figures."""
+) -> dict[str, Any]:
+    """Measure the machine's limits, then every figure on a fresh local cluster; print the tables.
+
+    Throughput figures are the median of ``runs`` timed runs; small operations and latency come
+    from one timed phase each. Returns the figures and limits as :func:`bench_document` puts them
+    (``json_out``: written there too).
+    """
     console = console or Console(width=max(Console().width, 120))
     k, m = parse_ec(ec)
     if quick:
-        size_mb = min(size_mb, 64)
+        size_mb, runs = min(size_mb, 64), 1
+    summary = Runs(runs)
     latency_gets = 20 if quick else 100
     small_seconds = 1.0 if quick else 5.0
+    spread = (k + m) / k  # bytes on the disks and the wire per byte of the object
     figures: list[Figure] = []
     with tempfile.TemporaryDirectory(prefix="hcstore-bench-", dir=data_dir) as tmp:
+        console.print(f"measuring this machine's limits ({os.cpu_count()} cores, disk under {tmp}) ...")
+        chunk = chunk_size_for(None, k, ClientConfig().chunk_size)
+        limits = measure_limits(
+            Path(tmp), k=k, m=m, chunk_size=chunk, clients=clients, seconds=0.5 if quick else 1.5, file_mb=size_mb
+        )
         cluster = LocalCluster.create(Path(tmp) / "cluster", agents=agents, ec=ec, durability=durability)
         try:
             cluster.start()
             client = cluster.client()
-            chunk = chunk_size_for(None, k, client.config.chunk_size)
             size = size_mb << 20
             console.print(
                 f"cluster: {agents} agents, EC {ec}, codec {default_codec_name(k, m)}, "
                 f"chunk {chunk >> 10} KiB, durability {durability}, object {size_mb} MiB, "
-                f"{os.cpu_count()} cores"
+                f"{os.cpu_count()} cores; {summary.statistic} of {runs} runs"
             )
             data = np.random.default_rng(7).integers(0, 256, size, dtype=np.uint8).tobytes()
 
-            encode = encode_only_rate(data, k, m, chunk)
-            local_rates, put_rates = [], []
-            for _ in range(2):  # alternate, each from a clean page cache (os.sync first)
-                os.sync()
-                local_rates.append(local_file_rate(data, Path(tmp), durability))
+            put_rates = []
+            for _ in range(runs):
                 os.sync()
                 t0 = time.perf_counter()
                 large = client.put(BUCKET, "large", data)
                 put_rates.append(_mbps(size, time.perf_counter() - t0))
-            local, put = max(local_rates), max(put_rates)
+            put = summary.summary(put_rates)
+            disk = "disk_write_fsync" if durability != "none" else "zeromq_n_streams"
             figures.append(
-                Figure(
+                bounded(
                     f"put {size_mb} MiB",
+                    "put_mbps",
                     put,
+                    limits,
+                    {"encode_all_cores": 1, disk: spread, "zeromq_n_streams": spread},
+                    goal=0.5,
+                )
+            )
+            fragment_files = cluster.fragment_files()
+            cold = _get_rates(client, data, runs, fragment_files, into=True)
+            warm = _get_rates(client, data, runs, None, into=True)
+            fresh = _get_rates(client, data, runs, None, into=False)
+            read_path = {"zeromq_n_streams": 1, "blake3_all_cores": 1}
+            figures += [
+                bounded(
+                    f"get_into {size_mb} MiB, cold",
+                    "get_into_cold_mbps",
+                    summary.summary(cold),
+                    limits,
+                    {**read_path, "disk_read_cold": 1},
+                ),
+                bounded(
+                    f"get_into {size_mb} MiB, warm",
+                    "get_into_warm_mbps",
+                    summary.summary(warm),
+                    limits,
+                    read_path,
+                    goal=0.8,
+                ),
+                relative(
+                    f"get {size_mb} MiB (new bytes), warm",
+                    "get_warm_mbps",
+                    summary.summary(fresh),
                     "MB/s",
-                    f"encode-only {encode:,.0f} MB/s",
-                    put / encode,
-                    ">= 0.5x encode-only",
-                    put >= 0.5 * encode,
-                )
-            )
-            figures.append(
-                Figure(f"put {size_mb} MiB", put, "MB/s", f"local file write {local:,.0f} MB/s", put / local)
-            )
-
-            hash_rate = blake3_rate(data, chunk)
-            healthy = _best_get_rate(client, size, data)
-            figures.append(
-                Figure(
-                    f"get {size_mb} MiB healthy", healthy, "MB/s", f"blake3 {hash_rate:,.0f} MB/s", healthy / hash_rate
-                )
-            )
-            into = _best_get_into_rate(client, size, data)
-            figures.append(
-                Figure(
-                    f"get_into {size_mb} MiB buffer", into, "MB/s", f"blake3 {hash_rate:,.0f} MB/s", into / hash_rate
-                )
-            )
+                    "get_into warm",
+                    summary.summary(warm),
+                    goal=round(1 / 1.2, 2),
+                ),
+                bounded(
+                    f"get {size_mb} MiB (new bytes), warm",
+                    "get_warm_mbps",
+                    summary.summary(fresh),
+                    limits,
+                    {**read_path, "fresh_memory": 1},
+                ),
+            ]
 
             ten = data[: 10 << 20]
             client.put(BUCKET, "ten-mib", ten)
@@ -193,45 +252,84 @@ def run_bench(
                     p50 / AISTORE_10MIB_P50_MS,
                     "<= 17 ms",
                     p50 <= AISTORE_10MIB_P50_MS,
+                    "get_10mib_p50_ms",
                 )
             )
-            figures.append(Figure("get 10 MiB p99", p99, "ms"))
+            figures.append(Figure("get 10 MiB p99", p99, "ms", key="get_10mib_p99_ms"))
 
             ctx = multiprocessing.get_context("spawn")
             with ctx.Pool(clients) as pool:
                 counts = pool.map(
                     _small_ops_worker, [(str(cluster.path), w, small_seconds, 4096) for w in range(clients)]
                 )
-            figures.append(Figure(f"4 KiB put, {clients} clients", sum(c[0] for c in counts) / small_seconds, "ops/s"))
-            figures.append(Figure(f"4 KiB get, {clients} clients", sum(c[1] for c in counts) / small_seconds, "ops/s"))
+            small_path = {"request_reply_rate": 1}
+            figures.append(
+                bounded(
+                    f"4 KiB put, {clients} clients",
+                    "small_put_ops",
+                    sum(c[0] for c in counts) / small_seconds,
+                    limits,
+                    small_path if durability == "none" else {**small_path, "disk_fsync_rate": 1},
+                    goal=0.5,
+                    unit="ops/s",
+                )
+            )
+            figures.append(
+                bounded(
+                    f"4 KiB get, {clients} clients",
+                    "small_get_ops",
+                    sum(c[1] for c in counts) / small_seconds,
+                    limits,
+                    small_path,
+                    goal=0.5,
+                    unit="ops/s",
+                )
+            )
 
             victims = list(large.fragments[:m])  # holders of data fragments: every stripe must be decoded
             for node in victims:
                 cluster.kill(node)
             client.refresh()
-            degraded = _best_get_rate(client, size, data)
+            degraded = summary.summary(_get_rates(client, data, runs, None, into=True))
             figures.append(
-                Figure(
-                    f"get {size_mb} MiB, {m} data-holding agents killed",
+                relative(
+                    f"get_into {size_mb} MiB, {m} data-holding agents killed",
+                    "get_into_degraded_mbps",
                     degraded,
                     "MB/s",
-                    f"healthy get {healthy:,.0f} MB/s",
-                    degraded / healthy,
-                    ">= 0.5x healthy",
-                    degraded >= 0.5 * healthy,
+                    "get_into warm",
+                    summary.summary(warm),
+                    goal=0.7,
                 )
             )
             client.close()
         finally:
             cluster.destroy()
         figures += security_cost(
-            put, healthy, agents=agents, ec=ec, size_mb=size_mb, data=data, durability=durability, path=Path(tmp)
+            put,
+            summary.summary(fresh),
+            agents=agents,
+            ec=ec,
+            size_mb=size_mb,
+            data=data,
+            durability=durability,
+            path=Path(tmp),
+            runs=summary,
         )
-    return _report(console, figures, json_out)
+    return _report(console, figures, limits, summary, json_out)
 
 
 def security_cost(
-    put: float, get: float, *, agents: int, ec: str, size_mb: int, data: bytes, durability: str, path: Path
+    put: float,
+    get: float,
+    *,
+    agents: int,
+    ec: str,
+    size_mb: int,
+    data: bytes,
+    durability: str,
+    path: Path,
+    runs: Runs,
 ) -> list[Figure]:
     """Put and get on the same cluster made ``insecure`` (plain ZeroMQ), beside the CurveZMQ figures
     ``put`` and ``get`` just measured: what authentication and encryption cost."""
@@ -240,76 +338,92 @@ def security_cost(
         cluster.start()
         client = cluster.client()
         rates = []
-        for _ in range(2):
+        for _ in range(runs.count):
             os.sync()
             t0 = time.perf_counter()
             client.put(BUCKET, "large", data)
             rates.append(_mbps(len(data), time.perf_counter() - t0))
-        plain_put, plain_get = max(rates), _best_get_rate(client, len(data), data)
+        plain_put = runs.summary(rates)
+        plain_get = runs.summary(_get_rates(client, data, runs.count, None, into=False))
         client.close()
     finally:
         cluster.destroy()
     return [
-        Figure(
-            f"put {size_mb} MiB, CurveZMQ",
-            put,
-            "MB/s",
-            f"plain ZeroMQ {plain_put:,.0f} MB/s",
-            put / plain_put,
-            ">= 0.75x plain",
-            put >= 0.75 * plain_put,
-        ),
-        Figure(
-            f"get {size_mb} MiB, CurveZMQ",
-            get,
-            "MB/s",
-            f"plain ZeroMQ {plain_get:,.0f} MB/s",
-            get / plain_get,
-            ">= 0.75x plain",
-            get >= 0.75 * plain_get,
-        ),
+        relative(f"put {size_mb} MiB, CurveZMQ", "put_curve_vs_plain", put, "MB/s", "plain ZeroMQ", plain_put, 0.75),
+        relative(f"get {size_mb} MiB, CurveZMQ", "get_curve_vs_plain", get, "MB/s", "plain ZeroMQ", plain_get, 0.75),
     ]
 
 
-def _best_get_rate(client: Any, size: int, data: bytes) -> float:
+def _get_rates(client: Any, data: bytes, runs: int, cold: list[Path] | None, *, into: bool) -> list[float]:
+    """MB/s of ``runs`` reads of the large object: into one reused buffer (``into``) or as new bytes;
+    each from the disks (``cold``: these fragment files dropped from the page cache first) or not."""
+    buffer = bytearray(len(data)) if into else None
     rates = []
-    for _ in range(2):
-        os.sync()
+    for _ in range(runs):
+        if cold is not None:
+            drop_from_page_cache(cold)
         t0 = time.perf_counter()
-        got = client.get(BUCKET, "large")
-        rates.append(_mbps(size, time.perf_counter() - t0))
+        if buffer is not None:
+            client.get_into(BUCKET, "large", buffer)
+            got: Any = buffer
+        else:
+            got = client.get(BUCKET, "large")
+        rates.append(_mbps(len(data), time.perf_counter() - t0))
         if got != data:
             raise AssertionError("benchmark read returned wrong bytes")
         del got
-    return max(rates)
+    return rates
 
 
-def _best_get_into_rate(client: Any, size: int, data: bytes) -> float:
-    """Reads into one reused buffer (as a training job reads into pinned memory): no allocation per get."""
-    buffer = bytearray(size)
-    rates = []
-    for _ in range(2):
-        t0 = time.perf_counter()
-        client.get_into(BUCKET, "large", buffer)
-        rates.append(_mbps(size, time.perf_counter() - t0))
-    if buffer != data:
-        raise AssertionError("benchmark read returned wrong bytes")
-    return max(rates)
-
-
-def _report(console: Console, figures: list[Figure], json_out: str | None) -> list[Figure]:
-    _print(console, figures)
+def _report(
+    console: Console, figures: list[Figure], limits: dict[str, Limit], runs: Runs | None, json_out: str | None
+) -> dict[str, Any]:
+    _print(console, figures, limits)
+    document = bench_document(figures, limits, runs)
     if json_out:
-        Path(json_out).write_text(json.dumps([f.__dict__ for f in figures], indent=2))
-    return figures
+        Path(json_out).write_text(json.dumps(document, indent=2))
+    return document
 
 
-def _print(console: Console, figures: list[Figure]) -> None:
+def bench_document(figures: list[Figure], limits: dict[str, Limit], runs: Runs | None) -> dict[str, Any]:
+    """The ``--json`` form: every figure and every limit under its stable name."""
+    return {
+        "machine": {"cores": os.cpu_count()},
+        "runs": {"count": runs.count, "statistic": runs.statistic} if runs else None,
+        "limits": {name: {"value": lim.value, "unit": lim.unit, "what": lim.what} for name, lim in limits.items()},
+        "figures": {
+            f.key or f.name: {
+                "name": f.name,
+                "value": f.value,
+                "unit": f.unit,
+                "limit": f.limit or None,
+                "against": f.reference,
+                "ratio": f.ratio,
+                "target": f.target or None,
+                "met": f.met,
+            }
+            for f in figures
+        },
+    }
+
+
+def _print(console: Console, figures: list[Figure], limits: dict[str, Limit]) -> None:
+    if limits:
+        table = Table(title="this machine's limits, measured first")
+        for column in ("limit", "value", "what"):
+            table.add_column(column)
+        for lim in limits.values():
+            table.add_row(
+                lim.name,
+                f"{lim.value:,.2f} {lim.unit}" if lim.unit == "ms" else f"{lim.value:,.0f} {lim.unit}",
+                lim.what,
+            )
+        console.print(table)
     table = Table(title="hcstore bench")
     for column in ("measure", "figure", "limit measured in the same run", "ratio", "target", "met"):
         table.add_column(column)
     for f in figures:
-        value = f"{f.value:,.1f} {f.unit}" if f.unit == "ms" else f"{f.value:,.0f} {f.unit}"
+        value = f"{f.value:,.1f} {f.unit}" if f.unit in ("ms", "s") else f"{f.value:,.0f} {f.unit}"
         table.add_row(
             f.name,
             value,
@@ -329,7 +443,7 @@ def run_repair_bench(
     data_dir: str | None = None,
     json_out: str | None = None,
     console: Console | None = None,
-) -> list[Figure]:
+) -> dict[str, Any]:
     """Lose one node holding ``node_mb`` MiB of fragments; time repair to full protection, and a rebalance.
 
     Beside them: the raw read rate of the surviving disks over the same fragment files, measured in
@@ -410,7 +524,7 @@ def run_repair_bench(
             client.close()
         finally:
             cluster.destroy()
-    return _report(console, figures, json_out)
+    return _report(console, figures, {}, None, json_out)
 
 
 def _raw_read_rate(files: list[Path], nbytes: int) -> float:

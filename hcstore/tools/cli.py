@@ -329,17 +329,31 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from hcstore.tools.bench import run_bench, run_repair_bench
 
     _check_agents_fit(args.agents, args.ec)
+    console = Console(stderr=True, width=max(Console().width, 120)) if args.json else None
     if args.repair:
-        run_repair_bench(agents=args.agents + 1, ec=args.ec, node_mb=args.repair_node_mb, data_dir=args.data_dir)
-        return 0
-    run_bench(
-        agents=args.agents,
-        ec=args.ec,
-        size_mb=args.size_mb,
-        data_dir=args.data_dir,
-        durability=args.durability,
-        quick=args.quick,
-    )
+        document = run_repair_bench(
+            agents=args.agents + 1,
+            ec=args.ec,
+            node_mb=args.repair_node_mb,
+            data_dir=args.data_dir,
+            json_out=args.json_out,
+            console=console,
+        )
+    else:
+        document = run_bench(
+            agents=args.agents,
+            ec=args.ec,
+            size_mb=args.size_mb,
+            data_dir=args.data_dir,
+            durability=args.durability,
+            quick=args.quick,
+            clients=args.clients,
+            runs=args.runs,
+            json_out=args.json_out,
+            console=console,
+        )
+    if args.json:
+        print(json.dumps(document, indent=2))
     return 0
 
 
@@ -511,6 +525,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--durability", default="commit", choices=["none", "commit", "always"])
     bench.add_argument("--data-dir", default=None)
     bench.add_argument("--quick", action="store_true", help="small sizes and counts, for a smoke run")
+    bench.add_argument("--clients", type=COUNT, default=8, help="concurrent clients of the small-object figures")
+    bench.add_argument("--runs", type=COUNT, default=3, help="timed runs per throughput figure (median shown)")
+    bench.add_argument("--json", action="store_true", help="print every figure and limit as JSON (tables: stderr)")
+    bench.add_argument("--json-out", default=None, help="also write that JSON to this file")
     bench.add_argument(
         "--repair", action="store_true", help="instead: repair after losing a node, and rebalance onto a joining one"
     )
