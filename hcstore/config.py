@@ -258,6 +258,7 @@ class AgentConfig(_Settings):
         heartbeat: seconds between heartbeats to the controller.
         state_dir: where the agent persists the latest cluster map it has seen ("": its first mountpath).
         repair_rate: bytes per second that background repair and rebalance may write (0: unlimited).
+        repair_workers: objects one agent checks, copies or rebuilds at once.
         scan_interval: seconds between scans of this node's objects for repair (also after every map change).
         scrub_interval: seconds between scrubs (re-verification of every local chunk at ``repair_rate``).
         ready_file: file the agent writes ``{"endpoint", "pid", "node_id"}`` to once it serves ("": none).
@@ -291,6 +292,7 @@ class AgentConfig(_Settings):
     heartbeat: float = Intervals.heartbeat
     state_dir: str = ""
     repair_rate: float = 256e6
+    repair_workers: int = 8
     scan_interval: float = 30.0
     scrub_interval: float = 86400.0
     ready_file: str = ""
@@ -317,6 +319,7 @@ class AgentConfig(_Settings):
             "upload_ttl",
             "heartbeat",
             "scan_interval",
+            "repair_workers",
             "scrub_interval",
             "io_workers",
             "io_queue",

@@ -194,15 +194,7 @@ class StripeReader:
 
     def _verified(self, batch: _Batch, index: int, reply: Reply) -> list[Any]:
         """The reply's chunks, with None for each one whose digest does not match (each one reported)."""
-        digests = reply.header.get("digests") or []
-        frames = reply.payloads
-        if len(frames) != batch.count or len(digests) != batch.count:
-            chunks: list[Any] = [None] * batch.count
-        else:
-            chunks = [
-                frame.buffer if len(frame) == self.version.chunk_size and verify_chunk(frame.buffer, digest) else None
-                for frame, digest in zip(frames, digests, strict=True)
-            ]
+        chunks = verified_chunks(reply, batch.count, self.version.chunk_size)
         for j, chunk in enumerate(chunks):
             if chunk is None:
                 self._report(batch, index, j)
@@ -247,6 +239,19 @@ class StripeReader:
             f"{version.k} fragments needed could be read for stripes {batch.first}..{batch.first + batch.count - 1} "
             f"({reasons or 'corrupt chunks'}); at most {version.m} of {version.k + version.m} may be lost"
         )
+
+
+def verified_chunks(reply: Reply, count: int, chunk_size: int) -> list[Any]:
+    """The ``count`` chunks of a read's reply, each checked against the digest the agent sent with it:
+    None for a chunk that is missing, of the wrong size or does not match."""
+    digests = reply.header.get("digests") or []
+    frames = reply.payloads
+    if len(frames) != count or len(digests) != count:
+        return [None] * count
+    return [
+        frame.buffer if len(frame) == chunk_size and verify_chunk(frame.buffer, digest) else None
+        for frame, digest in zip(frames, digests, strict=True)
+    ]
 
 
 def read_path(index: int, node: str, k: int, local_node: str | None, *, hedged: bool = False) -> str:

@@ -55,7 +55,6 @@ class MaintainedNode(Protocol):
 
 log = logging.getLogger(__name__)
 FULL_SCAN_EVERY = 5  # trailers can name stale holders after repair; a periodic full scan misses nothing
-REPAIR_WORKERS = 4  # objects checked and rebuilt at once by one agent
 
 
 class Maintainer(threading.Thread):
@@ -153,7 +152,7 @@ class Maintainer(threading.Thread):
                 with observing_codecs(self.agent.metrics.codec_observer):
                     self._check(client, *item, report)
 
-        with ThreadPoolExecutor(REPAIR_WORKERS, thread_name_prefix="repair") as pool:
+        with ThreadPoolExecutor(self.agent.config.repair_workers, thread_name_prefix="repair") as pool:
             list(pool.map(check, todo))
         report.finished = time.time()
         return report

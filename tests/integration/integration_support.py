@@ -3,15 +3,19 @@ settings, the controller and the command line."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from hcstore.cluster.local import LocalCluster
 from hcstore.cluster.source import ClusterSource
@@ -183,3 +187,31 @@ def fully_protected(client: Any, bucket: str, keys: Iterable[str], *, excluding:
         if len(held) < version.k + version.m or excluded.intersection(held):
             return False
     return True
+
+
+# ---------------------------------------------------------------------- scraping metrics
+
+
+def scrape(url: str) -> list:
+    """Every sample an endpoint serves, parsed by prometheus_client's own parser."""
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+def value(url: str, name: str, **labels: str) -> float:
+    """The sum of the samples called ``name`` whose labels include ``labels``."""
+    return sum(s.value for s in scrape(url) if s.name == name and labels.items() <= s.labels.items())
+
+
+def agent_urls(cluster, *, excluding=()) -> dict[str, str]:
+    """Each running agent's metrics URL, from its ready file."""
+    urls = {}
+    for agent in cluster.agents():
+        if agent.node_id not in excluding and agent.ready_file.exists():
+            urls[agent.node_id] = json.loads(agent.ready_file.read_text())["metrics"]
+    return urls
+
+
+def total(cluster, name: str, *, excluding=(), **labels: str) -> float:
+    """``name`` summed over the running agents."""
+    return sum(value(url, name, **labels) for url in agent_urls(cluster, excluding=excluding).values())

@@ -15,7 +15,7 @@ from hcstore import Client
 from hcstore.control.membership import Intervals
 from hcstore.errors import AuthenticationError, ClusterNotFound, InvalidRequest
 from hcstore.node.repair_plan import protection_summary
-from integration_support import CHUNK, flip_bytes, fragment_files_of, fully_protected, seeded_bytes, wait_until
+from integration_support import CHUNK, flip_bytes, fragment_files_of, fully_protected, seeded_bytes, total, wait_until
 
 BUCKET = "churn"
 FAST = Intervals(heartbeat=0.2, suspect_after=0.6, down_after=1.0, out_after=3.0)
@@ -106,8 +106,11 @@ def test_join_rebalances_and_reads_succeed_throughout(make_cluster):
     wait_until(lambda: len(cluster.fragment_files(newcomer)) > 0, timeout=20, what="fragments on the new node")
     wait_until(lambda: fully_protected(client, BUCKET, objects), timeout=20, what="protection after the join")
     moved = len(cluster.fragment_files(newcomer))
-    total = sum(len(cluster.fragment_files(a.node_id)) for a in cluster.agents())
-    assert 0 < moved < total / 3  # about 1/N of the fragments, not a reshuffle
+    held = sum(len(cluster.fragment_files(a.node_id)) for a in cluster.agents())
+    assert 0 < moved < held / 3  # about 1/N of the fragments, not a reshuffle
+    # moved fragments are copied from their holders as they are: nothing was decoded or encoded
+    assert total(cluster, "hcstore_repair_bytes_total", kind="rebalance") > 0
+    assert total(cluster, "hcstore_ec_encoded_bytes_total") == total(cluster, "hcstore_ec_decoded_bytes_total") == 0
     for key, data in objects.items():
         assert client.get(BUCKET, key) == data
 

@@ -29,11 +29,14 @@ from hcstore.wire import protocol
 from hcstore.wire.transport import Transport
 from integration_support import (
     CHUNK,
+    agent_urls,
     clean_env,
     cli_ok,
     fragment_files_of,
     run_cli,
     seeded_bytes,
+    total,
+    value,
     wait_until,
 )
 from placement import ClusterMap, Node
@@ -45,31 +48,6 @@ QUICK = Intervals(heartbeat=0.2, suspect_after=0.6, down_after=1.0, out_after=6.
 
 
 # ---------------------------------------------------------------------- scraping
-
-
-def scrape(url: str) -> list:
-    """Every sample an endpoint serves, parsed by prometheus_client's own parser."""
-    text = urllib.request.urlopen(url, timeout=10).read().decode()
-    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
-
-
-def value(url: str, name: str, **labels: str) -> float:
-    """The sum of the samples called ``name`` whose labels include ``labels``."""
-    return sum(s.value for s in scrape(url) if s.name == name and labels.items() <= s.labels.items())
-
-
-def agent_urls(cluster, *, excluding=()) -> dict[str, str]:
-    """Each running agent's metrics URL, from its ready file."""
-    urls = {}
-    for agent in cluster.agents():
-        if agent.node_id not in excluding and agent.ready_file.exists():
-            urls[agent.node_id] = json.loads(agent.ready_file.read_text())["metrics"]
-    return urls
-
-
-def total(cluster, name: str, *, excluding=(), **labels: str) -> float:
-    """``name`` summed over the running agents."""
-    return sum(value(url, name, **labels) for url in agent_urls(cluster, excluding=excluding).values())
 
 
 def controller_url(cluster) -> str:
