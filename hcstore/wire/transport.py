@@ -182,8 +182,18 @@ class Transport:
         if state is None or state.pid != os.getpid():
             state = self._local.state = _ThreadState(self.io_threads, self.credentials, self.server_keys)
             with self._states_lock:
-                self._states.append(state)
+                self._states = [*self._close_ended(self._states), state]
         return state
+
+    @staticmethod
+    def _close_ended(states: list[_ThreadState]) -> list[_ThreadState]:
+        """Close the sockets of this process's threads that have ended (no one else can use them now) and
+        forget those of a parent process (a fork's copies are not ours to close); the rest, still in use."""
+        ours = [state for state in states if state.pid == os.getpid()]
+        for state in ours:
+            if not state.thread.is_alive():
+                state.close()
+        return [state for state in ours if state.thread.is_alive()]
 
     def trust_nodes(self, keys: Iterable[tuple[str, str]]) -> None:
         """:meth:`trust` each ``(endpoint, key)`` pair that has both (a cluster map's nodes)."""
@@ -405,8 +415,8 @@ class Transport:
         forget every thread's sockets and requests."""
         state: _ThreadState | None = getattr(self._local, "state", None)
         with self._states_lock:
-            states, self._states = self._states, []
-        for other in states:
-            if other.pid == os.getpid() and (other is state or not other.thread.is_alive()):
-                other.close()
+            self._close_ended(self._states)
+            self._states = []
+        if state is not None and state.pid == os.getpid():
+            state.close()
         self._local = threading.local()
