@@ -211,7 +211,7 @@ class CheckpointManager:
         with self._saving(step, durable=durable) as pending:
             for name, source in files.items():
                 _write_source(pending, name, source)
-        if pending.checkpoint is None:  # saving() sets it whenever its block exits cleanly
+        if pending.checkpoint is None:  # _saving() sets it whenever its block exits cleanly
             raise RuntimeError(f"save({step}): the checkpoint was written but not recorded")
         return pending.checkpoint
 
@@ -393,8 +393,6 @@ class CheckpointManager:
         self._raise_new_errors()
 
     def _raise_new_errors(self) -> None:
-        if not self._durable:
-            return
         errors = self.durable_errors
         new, self._reported = errors[self._reported :], len(errors)
         if new:
