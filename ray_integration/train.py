@@ -96,6 +96,11 @@ class HCStoreCheckpointCallback(UserCallback):
         durable_url: where every ``durable_every``-th checkpoint is copied (None: nowhere).
         durable_every: copy every K-th reported checkpoint.
         durable_storage_options: options of ``durable_url``'s filesystem.
+        background: complete each checkpoint on a background thread
+            (:meth:`~hcstore.checkpoints.CheckpointManager.adopt_async`), so Ray's report hook
+            returns at once. One runs at a time; a failure is raised by the next report's hook.
+            A checkpoint whose manifest is not yet written when the run ends stays incomplete
+            (never mistaken for one): complete it later with ``adopt(step)``.
     """
 
     def __init__(
@@ -105,8 +110,9 @@ class HCStoreCheckpointCallback(UserCallback):
         durable_url: str | None = None,
         durable_every: int = 1,
         durable_storage_options: dict[str, Any] | None = None,
+        background: bool = False,
     ) -> None:
-        self.keep_last, self.durable_every = keep_last, durable_every
+        self.keep_last, self.durable_every, self.background = keep_last, durable_every, background
         self.durable_url, self.durable_storage_options = durable_url, durable_storage_options or {}
         check_keep("keep_last", keep_last)
         check_positive("durable_every", durable_every)
@@ -132,7 +138,11 @@ class HCStoreCheckpointCallback(UserCallback):
             )
             return
         ray_keeps = run_context.run_config.checkpoint_config.num_to_keep
-        self._manager(checkpoint.filesystem, run_path, ray_keeps).adopt(step)
+        manager = self._manager(checkpoint.filesystem, run_path, ray_keeps)
+        if self.background:
+            manager.adopt_async(step)
+        else:
+            manager.adopt(step)
 
     def _manager(self, filesystem: pyarrow.fs.FileSystem, run_path: str, ray_keeps: int | None) -> CheckpointManager:
         manager = self._managers.get(run_path)

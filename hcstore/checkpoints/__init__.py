@@ -45,6 +45,13 @@ Durable copies
     logged, kept in :attr:`CheckpointManager.durable_errors` and raised by the
     next :meth:`CheckpointManager.wait` or :meth:`CheckpointManager.close`.
 
+Asynchronous saves
+    :meth:`CheckpointManager.save_async` returns once the state is copied into host
+    buffers that are reused by the next save; a background thread writes and completes the
+    checkpoint as :meth:`CheckpointManager.save` does. One save is in flight at a time: the
+    next save (of any kind), ``wait`` or ``close`` waits for it and raises its
+    :class:`BackgroundSaveFailed`. A failed save has no manifest, so it is never complete.
+
 Modules
     The rules (names, completeness, retention, which saves are copied) are pure
     functions in :mod:`~hcstore.checkpoints.rules`; the other modules do the I/O,
@@ -56,12 +63,19 @@ Modules
     - :mod:`~hcstore.checkpoints.root` -- the directories under a root, and a complete :class:`Checkpoint`.
     - :mod:`~hcstore.checkpoints.writing` -- :class:`PendingCheckpoint`: files first, manifest last.
     - :mod:`~hcstore.checkpoints.durable` -- the background thread that makes durable copies.
+    - :mod:`~hcstore.checkpoints.snapshot` -- copies of a state dict into reusable host buffers (imports torch).
+    - :mod:`~hcstore.checkpoints.background` -- the thread that persists one asynchronous save at a time.
     - :mod:`~hcstore.checkpoints.manager` -- :class:`CheckpointManager`, which ties them together.
     - :mod:`~hcstore.checkpoints.dcp` -- ``torch.distributed.checkpoint`` readers and writers.
 """
 
 from hcstore.checkpoints.dcp import dcp_reader, dcp_writer
-from hcstore.checkpoints.errors import CheckpointCorrupt, CheckpointNotFound, DurableCopyFailed
+from hcstore.checkpoints.errors import (
+    BackgroundSaveFailed,
+    CheckpointCorrupt,
+    CheckpointNotFound,
+    DurableCopyFailed,
+)
 from hcstore.checkpoints.manager import CheckpointManager, FileSource
 from hcstore.checkpoints.root import Checkpoint, Location
 from hcstore.checkpoints.rules import (
@@ -88,6 +102,7 @@ __all__ = [
     "MANIFEST_FORMAT",
     "MANIFEST_NAME",
     "STEP_DIGITS",
+    "BackgroundSaveFailed",
     "Checkpoint",
     "CheckpointCorrupt",
     "CheckpointManager",

@@ -2,28 +2,38 @@
 
 It ties the pieces together: :class:`~hcstore.checkpoints.writing.PendingCheckpoint`
 writes, :class:`~hcstore.checkpoints.root._CheckpointRoot` reads and prunes (by
-:func:`~hcstore.checkpoints.rules.plan_retention`), and
-:class:`~hcstore.checkpoints.durable._DurableCopier` copies to durable storage.
+:func:`~hcstore.checkpoints.rules.plan_retention`),
+:class:`~hcstore.checkpoints.durable._DurableCopier` copies to durable storage,
+:class:`~hcstore.checkpoints.snapshot.HostSnapshot` copies a state into reusable host buffers
+and :class:`~hcstore.checkpoints.background._BackgroundSaver` persists it on a thread.
+
+Every public way to save (``saving``, ``save``, ``save_async``, ``adopt``, ``adopt_async``)
+first settles the background save in flight, so one save writes the root at a time and a
+background failure is raised by the next call that saves, waits or closes.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from fsspec import AbstractFileSystem
 
+from hcstore.checkpoints.background import _BackgroundSaver
 from hcstore.checkpoints.durable import _DurableCopier
 from hcstore.checkpoints.errors import CheckpointNotFound, DurableCopyFailed
 from hcstore.checkpoints.root import Checkpoint, Location, _CheckpointRoot, _resolve
 from hcstore.checkpoints.rules import (
     RetentionPlan,
+    check_file_name,
     check_keep,
     check_positive,
     checkpoint_dirname,
@@ -31,6 +41,9 @@ from hcstore.checkpoints.rules import (
 )
 from hcstore.checkpoints.writing import PendingCheckpoint, _write_manifest
 from hcstore.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from hcstore.checkpoints.snapshot import HostSnapshot
 
 __all__ = ["CheckpointManager", "FileSource"]
 
@@ -94,6 +107,8 @@ class CheckpointManager:
         self._reported = 0  # durable errors already raised by wait()/close()
         self._writing: set[int] = set()
         self._durable: _DurableCopier | None = None
+        self._background = _BackgroundSaver(self._root.url)
+        self._snapshot: HostSnapshot | None = None  # made by the first save_async (it imports torch)
         if durable_url is not None:
             target = _CheckpointRoot(*_resolve(durable_url, None))
             self._durable = _DurableCopier(
@@ -146,7 +161,14 @@ class CheckpointManager:
             InvalidRequest: a bad step, ``durable=True`` without ``durable_url``, or ``step``'s
                 durable copy is still in flight.
             CheckpointCorrupt: a written file is missing or of another size when the manifest is made.
+            BackgroundSaveFailed: the previous :meth:`save_async` failed (raised before anything is written).
         """
+        self._background.settle()
+        with self._saving(step, durable=durable) as pending:
+            yield pending
+
+    @contextmanager
+    def _saving(self, step: int, *, durable: bool | None) -> Iterator[PendingCheckpoint]:
         if durable and not self._durable:
             raise InvalidRequest(f"saving({step}, durable=True): the manager has no durable_url")
         pending = PendingCheckpoint(self.fs, self._begin(step), step, checksum=self.checksum)
@@ -176,15 +198,78 @@ class CheckpointManager:
             files: by file name: bytes, a local file path, or a callable that writes into a binary file
                 object (e.g. ``lambda f: torch.save(state, f)``).
             durable: as for :meth:`saving`.
+
+        Raises:
+            BackgroundSaveFailed: the previous :meth:`save_async` failed (raised before anything is written).
         """
         if not files:
             raise InvalidRequest(f"save({step}): no files given")
-        with self.saving(step, durable=durable) as pending:
+        self._background.settle()
+        return self._save(step, files, durable)
+
+    def _save(self, step: int, files: Mapping[str, FileSource], durable: bool | None) -> Checkpoint:
+        with self._saving(step, durable=durable) as pending:
             for name, source in files.items():
                 _write_source(pending, name, source)
-        if pending.checkpoint is None:  # saving() sets it whenever its block exits cleanly
+        if pending.checkpoint is None:  # _saving() sets it whenever its block exits cleanly
             raise RuntimeError(f"save({step}): the checkpoint was written but not recorded")
         return pending.checkpoint
+
+    def save_async(
+        self,
+        step: int,
+        state: Any,
+        *,
+        name: str = "model.pt",
+        files: Mapping[str, bytes | bytearray | memoryview] | None = None,
+        durable: bool | None = None,
+    ) -> Future[Checkpoint]:
+        """Save ``state`` as checkpoint ``step``, returning as soon as it is copied to host memory.
+
+        The call waits for the previous background save (raising its error), copies every
+        tensor of ``state`` into host buffers that are reused by the next save (pinned when
+        CUDA is available; GPU tensors copied without blocking, then synchronized once), and
+        returns. A background thread then writes ``torch.save(copy)`` as ``name`` and the
+        ``files`` (copied now) into the checkpoint, and completes it as :meth:`save` does
+        (manifest last, retention, durable copy). ``state`` may be changed as soon as this
+        returns. At most one save is in flight, so host memory holds one copy of the state.
+
+        Args:
+            step: the training step.
+            state: a state dict: tensors (any device) and other values, nested in dicts, lists and tuples.
+            name: the file the state is written to, read back with ``torch.load(checkpoint.open(name))``.
+            files: small extra files by name (e.g. trainer state as JSON), copied before returning.
+            durable: as for :meth:`saving`.
+
+        Returns:
+            A future of the saved :class:`Checkpoint`. Its ``result()`` raises
+            :class:`BackgroundSaveFailed` if the save failed; so does the next ``save_async``,
+            ``saving``, ``save``, ``adopt``, ``wait`` or ``close``, once. A failed save leaves
+            no complete checkpoint: :meth:`latest` still returns the one before.
+
+        Raises:
+            BackgroundSaveFailed: the previous background save failed (nothing of this one is done).
+            InvalidRequest: a bad file name, or ``name`` also in ``files``.
+        """
+        self._background.settle()
+        checkpoint_dirname(step)  # a bad step fails here, not on the background thread
+        if durable and not self._durable:
+            raise InvalidRequest(f"save_async({step}, durable=True): the manager has no durable_url")
+        extra = {check_file_name(n): bytes(data) for n, data in (files or {}).items()}
+        if check_file_name(name) in extra:
+            raise InvalidRequest(f"save_async({step}): {name!r} is the state's file and also in files")
+        from hcstore.checkpoints import snapshot  # imports torch
+
+        if self._snapshot is None:
+            self._snapshot = snapshot.HostSnapshot()
+        copied = self._snapshot.copy(state)
+        sources: dict[str, FileSource] = {name: functools.partial(snapshot.torch_save, copied), **extra}
+        return self._background.submit(step, lambda: self._save(step, sources, durable))
+
+    def adopt_async(self, step: int, *, durable: bool | None = None) -> Future[Checkpoint]:
+        """:meth:`adopt` on the background thread, after the previous background save (errors as :meth:`save_async`)."""
+        self._background.settle()
+        return self._background.submit(step, lambda: self._adopt(step, durable))
 
     def adopt(self, step: int, *, durable: bool | None = None) -> Checkpoint:
         """Make the files another writer already put in ``step``'s directory a complete checkpoint.
@@ -195,7 +280,12 @@ class CheckpointManager:
 
         Raises:
             CheckpointNotFound: the directory holds no files.
+            BackgroundSaveFailed: the previous background save failed.
         """
+        self._background.settle()
+        return self._adopt(step, durable)
+
+    def _adopt(self, step: int, durable: bool | None) -> Checkpoint:
         found = self._root.sizes(step)
         if not found:
             raise CheckpointNotFound(f"adopt({step}): no files under {self._root.url}/{checkpoint_dirname(step)}")
@@ -280,21 +370,27 @@ class CheckpointManager:
             self._durable.target.prune(self.durable_keep_last, ())
 
     def wait(self, timeout: float | None = None) -> None:
-        """Block until every submitted durable copy is done.
+        """Block until the background save (:meth:`save_async`) and every submitted durable copy are done.
 
         Raises:
+            BackgroundSaveFailed: the background save failed (durable copies are not waited for then).
             DurableCopyFailed: a copy failed since the last ``wait``/``close``.
-            TimeoutError: copies are still in flight after ``timeout`` seconds.
+            TimeoutError: the save or copies are still in flight after ``timeout`` seconds (each wait
+                gets ``timeout``).
         """
+        self._background.settle(timeout)
         if self._durable:
             self._durable.wait(timeout)
             self._raise_new_errors()
 
     def close(self, timeout: float | None = None) -> None:
-        """Finish the durable copies and stop the background thread (raises as :meth:`wait`)."""
-        if self._durable:
-            self._durable.close(timeout)
-            self._raise_new_errors()
+        """Finish the background save and the durable copies, and stop their threads (raises as :meth:`wait`)."""
+        try:
+            self._background.close(timeout)
+        finally:
+            if self._durable:
+                self._durable.close(timeout)
+        self._raise_new_errors()
 
     def _raise_new_errors(self) -> None:
         errors = self.durable_errors

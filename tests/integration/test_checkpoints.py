@@ -1,12 +1,15 @@
 """CheckpointManager on hcstore:// against a real local cluster.
 
 Retention, restore, the crash guarantee (a save SIGKILLed before its manifest
-never becomes the newest checkpoint), background durable copies to file://,
-and restore with ``m`` agents SIGKILLed.
+never becomes the newest checkpoint), asynchronous saves (the state may change
+as soon as ``save_async`` returns; a failed background save is raised and never
+complete), background durable copies to file://, and restore with ``m`` agents
+SIGKILLed.
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import pickle
@@ -23,6 +26,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from hcstore.checkpoints import (
     MANIFEST_NAME,
+    BackgroundSaveFailed,
     CheckpointCorrupt,
     CheckpointManager,
     CheckpointNotFound,
@@ -180,6 +184,76 @@ def test_a_save_killed_before_its_manifest_never_becomes_the_newest(options):
         _save_step(mgr, 3)
         assert [c.step for c in mgr.list()] == [1, 3]
         assert checkpoint_dirname(2) not in _dirs(mgr)  # the new manager removed the leftover
+
+
+# ---------------------------------------------------------------------- asynchronous saves
+
+
+def _training_state(seed: int) -> dict:
+    """A model and optimizer state as a training loop holds it: nested, tensors and plain values."""
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        "model": torch.nn.Linear(512, 512).state_dict(),  # an OrderedDict with _metadata
+        "optimizer": {"state": {0: {"exp_avg": torch.randn(256, 1024, generator=generator)}}, "lr": 3e-4},
+        "rng": [torch.randint(0, 255, (64,), generator=generator, dtype=torch.uint8), 7],
+    }
+
+
+def _assert_same(loaded, expected) -> None:
+    if isinstance(expected, torch.Tensor):
+        assert loaded.dtype == expected.dtype and torch.equal(loaded, expected)
+    elif isinstance(expected, dict):
+        assert loaded.keys() == expected.keys()
+        for key, value in expected.items():
+            _assert_same(loaded[key], value)
+    elif isinstance(expected, (list, tuple)):
+        assert type(loaded) is type(expected) and len(loaded) == len(expected)
+        for got, value in zip(loaded, expected, strict=True):
+            _assert_same(got, value)
+    else:
+        assert loaded == expected
+
+
+def test_save_async_round_trip_while_training_changes_the_state(manager):
+    state = _training_state(1)
+    expected = copy.deepcopy(state)
+    saved = manager.save_async(1, state, files={"trainer.json": b'{"epoch": 1}'})
+    with torch.no_grad():  # the next training step, at once: the checkpoint must not see it
+        state["model"]["weight"].add_(1.0)
+        state["optimizer"]["state"][0]["exp_avg"].zero_()
+        state["rng"][0].fill_(3)
+    checkpoint = saved.result(timeout=30)
+    assert checkpoint.step == 1 and manager.latest() == checkpoint
+    assert {f.name for f in checkpoint.files} == {"model.pt", "trainer.json"}
+    loaded = _load_model(checkpoint)
+    _assert_same(loaded, expected)
+    assert loaded["model"]._metadata == expected["model"]._metadata
+
+    buffers = manager._snapshot._buffers
+    second = manager.save_async(2, state)  # waits for nothing: the first is settled
+    manager.wait(timeout=30)
+    assert manager._snapshot._buffers is buffers  # same layout: the host buffers are reused
+    _assert_same(_load_model(second.result()), state)
+    assert [c.step for c in manager.list()] == [1, 2]
+
+
+def test_a_failed_background_save_is_raised_and_never_complete(make_cluster):
+    cluster = make_cluster(agents=3, ec="2+1")
+    state = {"w": torch.randn(64, 1024)}
+    mgr = CheckpointManager(_new_root(), storage_options={"cluster": str(cluster.path), "request_timeout": 2.0})
+    mgr.save_async(1, state).result(timeout=30)
+    cluster.kill("n1")  # 2 of 3 agents left: reads decode, a 2+1 write misses its quorum of 3
+    failing = mgr.save_async(2, state)  # returns: the copy is local
+    with pytest.raises(BackgroundSaveFailed, match="background save of checkpoint 2 .* failed") as failure:
+        mgr.wait(timeout=60)
+    assert failure.value.step == 2 and failure.value.__cause__ is not None
+    assert failing.exception() is failure.value
+    mgr.wait()  # raised once
+    mgr.save_async(3, state)
+    with pytest.raises(BackgroundSaveFailed, match="checkpoint 3"):  # the next save raises it first
+        mgr.save_async(4, state)
+    assert mgr.latest().step == 1  # 2 and 3 wrote no manifest
+    mgr.close()
 
 
 # ---------------------------------------------------------------------- durable copies

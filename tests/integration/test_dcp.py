@@ -131,6 +131,20 @@ def test_through_the_checkpoint_manager(options):
     _assert_identical(target, state)
 
 
+def test_async_save_round_trip_while_the_state_changes(options):
+    state = _state_dict(8)
+    expected = _state_dict(8)
+    url = _url()
+    saved = dcp.async_save(state, storage_writer=dcp_writer(url, **options))  # staged into host memory
+    with torch.no_grad():
+        state["model"]["embed.weight"].add_(1.0)  # training goes on while the upload runs
+        state["model"]["int64"].zero_()
+    saved.result(timeout=30)
+    target = _zeros_like(expected)
+    dcp.load(target, storage_reader=dcp_reader(url, **options))
+    _assert_identical(target, expected)
+
+
 def test_load_with_m_agents_killed(make_cluster):
     cluster = make_cluster(agents=6, ec="4+2")
     options = {"cluster": str(cluster.path)}

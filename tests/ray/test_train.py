@@ -1,4 +1,4 @@
-"""Ray Train checkpoints to hcstore: Ray's num_to_keep and the checkpoint callback's retention.
+"""Ray Train checkpoints to hcstore: Ray's num_to_keep, the checkpoint callback's retention, and its background mode.
 
 Training that survives a node killed mid-run and resumes from hcstore is the Ray Train example
 (examples/ray_train_checkpoints.py), run by tests/integration/test_examples.py.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from types import SimpleNamespace
 
 import ray
 import torch
@@ -74,3 +75,17 @@ def test_ray_retention_with_num_to_keep_and_the_callback_cleaning_up(store):
         ray_integration.checkpoint_dir_name(EPOCHS - 2),
         ray_integration.checkpoint_dir_name(EPOCHS - 1),
     ]
+
+
+def test_the_callback_in_background_completes_each_reported_checkpoint(store):
+    run_dir = "train-runs/tests/background"
+    fs = store.filesystem()
+    storage = ray_integration.storage_filesystem(store)
+    context = SimpleNamespace(run_config=SimpleNamespace(checkpoint_config=CheckpointConfig()))
+    callback = HCStoreCheckpointCallback(keep_last=2, background=True)
+    for step in (1, 2, 3):  # as Ray calls it on its controller after each report
+        fs.pipe_file(f"{run_dir}/{ray_integration.checkpoint_dir_name(step)}/state.pt", b"s" * 1000)
+        path = f"{run_dir}/{ray_integration.checkpoint_dir_name(step)}"
+        callback.after_report(context, [{}], Checkpoint(path, filesystem=storage))
+    callback._managers[run_dir].close()
+    assert [c.step for c in CheckpointManager((fs, run_dir), keep_last=None).list()] == [2, 3]
