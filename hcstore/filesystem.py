@@ -59,7 +59,7 @@ from fsspec.spec import AbstractBufferedFile, AbstractFileSystem, make_instance
 from fsspec.utils import isfilelike, tokenize
 
 from hcstore.client.client import Client, Listing
-from hcstore.client.reader import iter_range, read_range, retry_pinned
+from hcstore.client.reader import iter_range, read_bytes, read_range, retry_pinned
 from hcstore.client.retry import retrying
 from hcstore.client.versions import ObjectVersion, resolve
 from hcstore.client.writer import ObjectWriter
@@ -423,7 +423,7 @@ class HCStoreFileSystem(AbstractFileSystem):
             ObjectChanged: the version was overwritten and retired while it was read.
         """
         lo, hi, _ = slice(start, end).indices(version.size)
-        return b"".join(iter_range(self.client, version, lo, max(0, hi - lo)))
+        return read_bytes(self.client, version, lo, max(0, hi - lo))
 
     def get_file(
         self,

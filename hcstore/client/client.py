@@ -27,7 +27,7 @@ from typing import Any, BinaryIO, TypeVar
 
 from ec import parse_ec
 from hcstore.client.access import CorruptionReport
-from hcstore.client.reader import ObjectReader, iter_range, read_range
+from hcstore.client.reader import ObjectReader, read_bytes, read_range
 from hcstore.client.retry import retrying
 from hcstore.client.upload import store_tombstone
 from hcstore.client.versions import ObjectVersion, resolve
@@ -433,7 +433,7 @@ class Client:
         def read() -> bytes:
             version = resolve(self, bucket, key)
             start, count = _check_range(version.size, offset, length)
-            return b"".join(iter_range(self, version, start, count))
+            return read_bytes(self, version, start, count)
 
         return retrying(self, read, what=f"get hcstore://{bucket}/{key}")
 

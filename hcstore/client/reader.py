@@ -299,14 +299,7 @@ def stream_parts(first: int, last: int, streams: int, min_stripes: int) -> list[
 
 
 def read_range(client: ClusterAccess, version: ObjectVersion, offset: int, length: int, out: Any) -> None:
-    """Read ``length`` bytes at ``offset`` of ``version`` into the writable buffer ``out``.
-
-    A range of many stripes is read by up to ``read_streams`` threads at once, each a contiguous part
-    over its own connections, each verifying and copying its own chunks: hashing and copying release
-    the GIL, so they run on as many cores. Each stream keeps ``read_ahead / read_streams`` batches (at
-    least 2) in flight. When a part fails, the others are finished before the error is raised, so no
-    thread writes into ``out`` after this returns.
-    """
+    """Read ``length`` bytes at ``offset`` of ``version`` into the writable buffer ``out`` (see :func:`in_parts`)."""
     view = memoryview(out).cast("B")
     if view.readonly:
         raise InvalidRequest(f"read of hcstore://{version.bucket}/{version.key}: the buffer is read-only")
@@ -315,8 +308,43 @@ def read_range(client: ClusterAccess, version: ObjectVersion, offset: int, lengt
             f"read of hcstore://{version.bucket}/{version.key}: a buffer of {len(view)} bytes "
             f"is smaller than the {length} bytes asked for"
         )
+
+    def copy(lo: int, count: int, read_ahead: int) -> None:
+        target = np.frombuffer(view[lo - offset : lo - offset + count], dtype=np.uint8)  # numpy copies drop the GIL
+        pos = 0
+        for piece in iter_range(client, version, lo, count, read_ahead=read_ahead):
+            target[pos : pos + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
+            pos += len(piece)
+
+    in_parts(client, version, offset, length, copy)
+
+
+def read_bytes(client: ClusterAccess, version: ObjectVersion, offset: int, length: int) -> bytes:
+    """``length`` bytes at ``offset`` of ``version`` as one new ``bytes`` (the parts read at once, see
+    :func:`in_parts`, then joined: the only copy)."""
+    parts = in_parts(
+        client,
+        version,
+        offset,
+        length,
+        lambda lo, count, read_ahead: list(iter_range(client, version, lo, count, read_ahead=read_ahead)),
+    )
+    return b"".join(piece for part in parts for piece in part)
+
+
+def in_parts(
+    client: ClusterAccess, version: ObjectVersion, offset: int, length: int, read: Callable[[int, int, int], T]
+) -> list[T]:
+    """``read(offset, length, read_ahead)`` of each part of the range, in order.
+
+    A range of many stripes is cut into up to ``read_streams`` contiguous parts (:func:`stream_parts`),
+    read by as many threads at once, each over its own connections, verifying its own chunks: hashing
+    and copying release the GIL, so they run on as many cores. Each stream keeps ``read_ahead /
+    read_streams`` batches (at least 2) in flight. When a part fails, the others are finished before
+    the error is raised, so no thread is still reading when this returns.
+    """
     if length == 0:
-        return
+        return []
     config = client.config
     stripe_bytes = version.layout.stripe_bytes
     end = offset + length
@@ -324,28 +352,16 @@ def read_range(client: ClusterAccess, version: ObjectVersion, offset: int, lengt
         offset // stripe_bytes, (end - 1) // stripe_bytes + 1, config.read_streams, 2 * config.read_batch
     )
     if len(parts) == 1:
-        _copy_range(client, version, offset, length, view)
-        return
+        return [read(offset, length, 0)]
     read_ahead = max(2, -(-config.read_ahead // len(parts)))
 
-    def read_part(part: tuple[int, int]) -> None:
+    def read_part(part: tuple[int, int]) -> T:
         lo, hi = max(offset, part[0] * stripe_bytes), min(end, part[1] * stripe_bytes)
-        _copy_range(client, version, lo, hi - lo, view[lo - offset : hi - offset], read_ahead=read_ahead)
+        return read(lo, hi - lo, read_ahead)
 
-    done, _ = futures.wait([client.read_executor().submit(read_part, part) for part in parts])
-    for future in done:
-        if (error := future.exception()) is not None:
-            raise error
-
-
-def _copy_range(
-    client: ClusterAccess, version: ObjectVersion, offset: int, length: int, view: memoryview, *, read_ahead: int = 0
-) -> None:
-    target = np.frombuffer(view, dtype=np.uint8)  # numpy copies release the GIL; memoryview slices do not
-    pos = 0
-    for piece in iter_range(client, version, offset, length, read_ahead=read_ahead):
-        target[pos : pos + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
-        pos += len(piece)
+    submitted = [client.read_executor().submit(read_part, part) for part in parts]
+    futures.wait(submitted)
+    return [future.result() for future in submitted]
 
 
 class ObjectReader(io.RawIOBase):
@@ -420,7 +436,7 @@ def read_pinned(client: ClusterAccess, version: ObjectVersion, offset: int, leng
         ObjectChanged: the version was replaced (and retired) while it was read.
         NotEnoughFragments: more than ``m`` of its fragments are lost or corrupt.
     """
-    return retry_pinned(client, version, lambda: b"".join(iter_range(client, version, offset, length)))
+    return retry_pinned(client, version, lambda: read_bytes(client, version, offset, length))
 
 
 def retry_pinned(client: ClusterAccess, version: ObjectVersion, read: Callable[[], T]) -> T:
