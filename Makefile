@@ -1,7 +1,7 @@
 # Two set-up commands, both from a fresh clone:
 #   make demo   creates .venv, installs hcstore, runs the demo on an embedded local cluster
 #   make test   creates .venv, installs hcstore with its test extras, runs the static checks
-#               (make lint) and then the whole test suite
+#               (those of make lint) and the whole test suite
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -36,19 +36,23 @@ system-deps:
 		|| ($(APT_INSTALL) $(FLEET_PACKAGES))
 
 # The local fleet's root filesystem (debootstrap: mostly download, cached for later runs) is built in the
-# background while the static checks run; the fleet tests wait for it (playbooks/tests/fleet holds a lock).
-# Then the integration tests run alone (they time failures and hedges), and last the fleet tests beside the
-# Ray tests and then the unit tests: the fleet and Ray tests mostly wait (for hosts, SSH and Ansible; for
-# Ray's processes), the unit tests time nothing. Every test runs once; any failure fails the target.
+# background while ruff runs and the integration tests start; the fleet tests wait for it (playbooks/tests/fleet
+# holds a lock). The integration tests run alone (they time failures and hedges). Last, the fleet tests run beside
+# the Ray tests and then the unit tests, with mypy beside them: the fleet and Ray tests mostly wait (for hosts, SSH
+# and Ansible; for Ray's processes), the unit tests and mypy time nothing. Every check runs once; any failure
+# fails the target.
 test: $(STAMP) system-deps
 	playbooks/tests/fleet rootfs > $(VENV)/fleet-rootfs.log 2>&1 &
-	$(MAKE) --no-print-directory lint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q -m "not ray" tests/integration
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/fleet > $(VENV)/fleet-tests.log 2>&1 & fleet=$$!; \
+	$(BIN)/mypy > $(VENV)/mypy.log 2>&1 & types=$$!; \
 	$(BIN)/python -m pytest -q -m ray; ray=$$?; \
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit; unit=$$?; \
+	wait $$types; types_rc=$$?; echo "--- mypy"; cat $(VENV)/mypy.log; \
 	wait $$fleet; fleet_rc=$$?; echo "--- tests/fleet"; cat $(VENV)/fleet-tests.log; \
-	test $$ray -eq 0 && test $$unit -eq 0 && test $$fleet_rc -eq 0
+	test $$ray -eq 0 && test $$unit -eq 0 && test $$types_rc -eq 0 && test $$fleet_rc -eq 0
 
 bench: $(STAMP)
 	$(BIN)/hcstore bench
