@@ -268,6 +268,8 @@ class AgentConfig(_Settings):
             ("": the same as ``host``).
         metrics_port: its port (0: any free port, written to the ready file; -1: no endpoint, nothing counted).
         io_workers: threads that do the agent's disk work (hashing, writes, fsync, renames, deletes).
+        read_workers: threads that read fragment chunks for clients (a pool of their own: reads never wait
+            behind writes and fsyncs).
         io_queue: requests of disk work admitted and not finished, at most; beyond, the agent answers
             ``AgentBusy`` (retryable).
         io_queue_bytes: payload bytes those requests may hold, at most (one larger request is admitted
@@ -301,6 +303,7 @@ class AgentConfig(_Settings):
     metrics_host: str = ""
     metrics_port: int = 0
     io_workers: int = 4
+    read_workers: int = 4
     io_queue: int = 4096
     io_queue_bytes: int = 1 << 30
     key: str = ""
@@ -322,6 +325,7 @@ class AgentConfig(_Settings):
             "repair_workers",
             "scrub_interval",
             "io_workers",
+            "read_workers",
             "io_queue",
             "io_queue_bytes",
         ):

@@ -3,12 +3,12 @@
 One ROUTER socket, owned by one serving thread that only decodes, dispatches
 and replies, so it never stalls behind a disk. Requests are decoded and
 validated (:func:`hcstore.wire.protocol.decode_request`); those that touch no
-file data (:data:`hcstore.node.routes.INLINE`: ping, stats, locate, list, reads
-of fragments with one ``pread``) are answered at once; the rest (hashing, writing,
-fsync, rename, delete) go to a bounded :class:`~hcstore.node.io_pool.IoPool` in
-the lane :mod:`hcstore.node.routes` names, and their replies come back through
-an :class:`~hcstore.wire.server.Outbox` that the serving thread drains. A full
-pool answers :class:`~hcstore.errors.AgentBusy` (retryable) at once. Payloads
+file data (:data:`hcstore.node.routes.INLINE`: ping, stats, locate, list) are
+answered at once; reads of fragments go to a read pool of their own, and the rest
+(hashing, writing, fsync, rename, delete) to a bounded
+:class:`~hcstore.node.io_pool.IoPool` in the lane :mod:`hcstore.node.routes`
+names; their replies come back through an :class:`~hcstore.wire.server.Outbox`
+that the serving thread drains. A full pool answers :class:`~hcstore.errors.AgentBusy` (retryable) at once. Payloads
 arrive as zero-copy frames. Any failure while handling a request, bad
 input included, becomes an error reply with a stable code; nothing a client
 sends can stop the loop. ``SIGTERM``/``SIGINT`` stop it cleanly: requests not
@@ -95,6 +95,7 @@ class Agent:
         _raise_open_file_limit()
         self.store = LocalStore(config)
         self.io = IoPool(config.io_workers, config.io_queue, config.io_queue_bytes, name=f"io-{config.node_id}")
+        self.reads = IoPool(config.read_workers, config.io_queue, config.io_queue_bytes, name=f"read-{config.node_id}")
         self.outbox = Outbox()
         self.map_file = Path(config.state_dir or config.mountpaths[0]) / "cluster-map.json"
         self.cluster_map = _load_map(self.map_file)
@@ -363,10 +364,11 @@ class Agent:
                 ),
                 cost=_payload_bytes(request.payloads),
             )
-            if self.io.submit(routes.LANES[request.op](request), job):
+            pool = self.reads if request.op in routes.READS else self.io
+            if pool.submit(routes.LANES[request.op](request), job):
                 return None
             self.busy += 1
-            load = self.io.load()
+            load = pool.load()
             return self._refuse(
                 routing,
                 request.id,
@@ -456,6 +458,7 @@ class Agent:
         self._serving = False
         if self.maintainer is not None:
             self.maintainer.stop()
+        self.reads.close()
         self.io.close()
         self._persist_map()
         self.outbox.flush(self.socket)

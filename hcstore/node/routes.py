@@ -1,8 +1,9 @@
 """Which agent requests the serving thread answers itself, and in which I/O lane the others run.
 
 *Inline* requests touch no file data: they read the index, the header cache or
-counters (``read`` included: one ``pread`` from the page cache, which never
-waits for a disk write or an fsync). Everything that
+counters. A ``read`` (one ``pread``, from the page cache or the disk) runs on the
+read pool, which nothing else uses: reads of many clients run on several cores, and
+never wait behind a disk write or an fsync. Everything that
 hashes, writes, fsyncs, renames or deletes runs on the I/O pool, in a lane that
 keeps the order that matters:
 
@@ -43,8 +44,10 @@ def unordered(request: Request) -> Hashable:
     return None
 
 
-INLINE = frozenset({"ping", "node_stats", "maintain", "locate", "list", "buckets", "read"})
+INLINE = frozenset({"ping", "node_stats", "maintain", "locate", "list", "buckets"})
+READS = frozenset({"read"})  # run on the read pool, each in no lane
 LANES: dict[str, LaneOf] = {
+    "read": unordered,
     "open": unordered,
     "write": upload_lane,
     "prepare": upload_lane,
