@@ -120,6 +120,7 @@ class Controller:
             "cluster_secret": self._cluster_secret,
         }
         self.repair_rate = RepairRate()
+        self._sent_map: tuple[ClusterMap | None, dict[str, Any]] = (None, {})
         self._lock = threading.Lock()  # the serving loop's state, against scrapes from the endpoint's threads
         self._serving = False
         self.metrics: ControllerMetrics | None = None
@@ -151,6 +152,7 @@ class Controller:
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
         tick = self.table.intervals.heartbeat / 2
+        next_tick = self.clock()
         self._serving = True
         while not self._stopping:
             if poller.poll(int(tick * 1000)):
@@ -159,6 +161,9 @@ class Controller:
             with self._lock:
                 while not self._dead.empty():
                     self.table.mark_dead(self._dead.get(), self.clock())
+                if self.clock() < next_tick:
+                    continue  # ages are looked at twice a heartbeat, not after every message: a tick costs O(nodes)
+                next_tick = self.clock() + tick
                 if self.table.tick(self.clock()):
                     log.info(
                         "cluster map epoch %d: %s", self.table.epoch, {n.id: n.state for n in self.cluster_map.nodes}
@@ -267,7 +272,7 @@ class Controller:
                     "higher than any this cluster can have reached"
                 )
         joining = {f["node"], *(node.id for node in seen.nodes)} if seen is not None else {f["node"]}
-        if len(self.table.members.keys() | joining) > protocol.MAX_MAP_NODES:
+        if len(self.table.members) + len(joining - self.table.members.keys()) > protocol.MAX_MAP_NODES:
             raise InvalidRequest(
                 f"heartbeat from {f['node']!r}: the cluster map holds at most {protocol.MAX_MAP_NODES} nodes"
             )
@@ -290,8 +295,15 @@ class Controller:
             self.repair_rate.observe(f["node"], now, int((f["stats"].get("repair") or {}).get("bytes_repaired", 0)))
         reply: dict[str, Any] = {}
         if request.epoch < self.table.epoch:
-            reply["map"] = self.cluster_map.to_dict()
+            reply["map"] = self._map_fields()
         return reply
+
+    def _map_fields(self) -> dict[str, Any]:
+        """The current map as replies carry it, made once per map: after a change every node asks for it."""
+        cluster_map = self.cluster_map
+        if self._sent_map[0] is not cluster_map:
+            self._sent_map = (cluster_map, cluster_map.to_dict())
+        return self._sent_map[1]
 
     def _trusted_part(self, seen: ClusterMap) -> ClusterMap:
         """Of a map an agent persisted, the nodes whose keys the allow-list binds to them (all, when insecure)."""
@@ -332,7 +344,7 @@ class Controller:
             self._set_grants(with_key(others, key, "node", node_id))
 
     def _get_map(self, request: Request) -> dict[str, Any]:
-        return {"map": self.cluster_map.to_dict(), **({"ec": self.ec} if self.ec else {})}
+        return {"map": self._map_fields(), **({"ec": self.ec} if self.ec else {})}
 
     def _node_admin(self, request: Request) -> dict[str, Any]:
         f = request.fields
@@ -361,10 +373,10 @@ class Controller:
             log.info("node %s enters maintenance for at most %gs", node, seconds)
         elif action == "exit_maintenance":
             if admin != "maintenance":
-                return {"map": self.cluster_map.to_dict()}  # nothing to end: a retried exit is not an error
+                return {"map": self._map_fields()}  # nothing to end: a retried exit is not an error
             log.info("node %s leaves maintenance", node)
         self.table.set_admin(node, ADMIN_ACTIONS[action], self.clock(), seconds=seconds)
-        return {"map": self.cluster_map.to_dict()}
+        return {"map": self._map_fields()}
 
     def _refuse_unless_room_without(self, node: str) -> None:
         """Refuse to drain a node whose fragments would have nowhere to go: fewer nodes left in service
@@ -407,7 +419,7 @@ class Controller:
     def _status(self, request: Request) -> dict[str, Any]:
         now = self.clock()
         return {
-            "map": self.cluster_map.to_dict(),
+            "map": self._map_fields(),
             "ages": self.table.ages(now),
             "stats": self.stats,
             "protection": self.protection().to_dict(),

@@ -83,10 +83,22 @@ class MembershipTable:
     members: dict[str, _Member] = field(default_factory=dict)
     grants: tuple[Grant, ...] = ()
     overdue: list[str] = field(default_factory=list)  # maintenances ended by their deadline, not yet reported
+    _published: tuple[tuple[int, int], ClusterMap] | None = field(default=None, init=False, repr=False)
 
     def cluster_map(self) -> ClusterMap:
-        """The current map: every member's node, and the allow-list, at the current epoch."""
-        return ClusterMap(self.epoch, tuple(m.node for m in self.members.values()), self.grants)
+        """The current map: every member's node, and the allow-list, at the current epoch.
+
+        Built once per change: every change of a member's node or of the allow-list raises the epoch,
+        and :meth:`adopt` may add members without raising it, so the epoch and the member count tell
+        whether the map built last is still current (the controller asks for it with every reply).
+        """
+        version = (self.epoch, len(self.members))
+        if self._published is None or self._published[0] != version:
+            self._published = (
+                version,
+                ClusterMap(self.epoch, tuple(m.node for m in self.members.values()), self.grants),
+            )
+        return self._published[1]
 
     def set_grants(self, grants: tuple[Grant, ...]) -> None:
         """Replace the allow-list (a key added or revoked): the map's epoch rises so every holder learns it.
@@ -132,7 +144,8 @@ class MembershipTable:
         if (node.endpoint, dict(node.labels), node.weight, node.key) != (endpoint, labels, weight, key):
             member.node = Node(node_id, endpoint, weight, labels, node.state, key)
             self.epoch += 1
-        self._refresh_states(now)
+        if self._refresh(member, now):  # a heartbeat changes its own node only; tick() ages the others
+            self.epoch += 1
 
     def tick(self, now: float) -> bool:
         """Apply heartbeat ages; True when the map changed."""
@@ -186,20 +199,24 @@ class MembershipTable:
     def _refresh_states(self, now: float) -> bool:
         changed = False
         for member in self.members.values():
-            if member.admin == "maintenance" and now >= member.until:
-                member.admin, member.until = "", math.inf  # overdue: normal failure handling resumes
-                self.overdue.append(member.node.id)
-            state = liveness(now - member.last_seen, self.intervals)
-            if member.dead and state in ("alive", "suspect"):
-                state = "down"
-            if member.admin in ("decommissioned", "maintenance"):
-                state = member.admin
-            elif member.admin == "draining" and state in ("alive", "suspect"):
-                state = "draining"
-            if state != member.node.state:
-                node = member.node
-                member.node = dataclasses.replace(node, state=state)
-                changed = True
+            changed |= self._refresh(member, now)
         if changed:
             self.epoch += 1
         return changed
+
+    def _refresh(self, member: _Member, now: float) -> bool:
+        """Bring one member's state up to ``now``; True when it changed (the caller raises the epoch)."""
+        if member.admin == "maintenance" and now >= member.until:
+            member.admin, member.until = "", math.inf  # overdue: normal failure handling resumes
+            self.overdue.append(member.node.id)
+        state = liveness(now - member.last_seen, self.intervals)
+        if member.dead and state in ("alive", "suspect"):
+            state = "down"
+        if member.admin in ("decommissioned", "maintenance"):
+            state = member.admin
+        elif member.admin == "draining" and state in ("alive", "suspect"):
+            state = "draining"
+        if state == member.node.state:
+            return False
+        member.node = dataclasses.replace(member.node, state=state)
+        return True
