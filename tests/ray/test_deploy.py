@@ -7,6 +7,7 @@ import pickle
 import re
 import subprocess
 import sys
+import time
 import urllib.request
 
 import numpy as np
@@ -39,7 +40,11 @@ def read_on_node(store, key):
     """Runs pinned to a node: reads through get_ref and reports where the value was served."""
     ref = store.get_ref(key)
     value = ray.get(ref)
-    locations = ray.experimental.get_object_locations([ref])[ref]["node_ids"]
+    deadline = time.monotonic() + 10  # the owner learns an object's locations asynchronously: wait for the first
+    while not (locations := ray.experimental.get_object_locations([ref])[ref]["node_ids"]):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     here = ray.get_runtime_context().get_node_id()
     return here, locations, value
 
