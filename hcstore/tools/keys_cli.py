@@ -51,11 +51,12 @@ def cmd_keys(args: argparse.Namespace, console: Console) -> int:
     if args.keys_command == "create":
         pair = keys.create(args.dir, args.name)
         directory = Path(args.dir).resolve()
-        console.print(f"public key {pair.public}", highlight=False)
+        console.print(f"public key {pair.public}", highlight=False, markup=False)  # Z85 keys hold [ ] and /
         console.print(
             f"written to {keys.public_file(directory, args.name)} (public) and "
             f"{keys.secret_file(directory, args.name)} (secret, 0600: keep it on this host)",
             highlight=False,
+            markup=False,
         )
         return 0
     if args.file:
@@ -90,4 +91,4 @@ def _edit_cluster(args: argparse.Namespace) -> list[Grant]:
 
 def _print(grants: list[Grant] | tuple[Grant, ...], console: Console) -> None:
     for grant in grants:
-        console.print(f"{grant.key}  {grant.role:<6}  {grant.name}", highlight=False)
+        console.print(f"{grant.key}  {grant.role:<6}  {grant.name}", highlight=False, markup=False)

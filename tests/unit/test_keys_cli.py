@@ -1,0 +1,36 @@
+"""``hcstore keys`` prints keys exactly: a Z85 key may hold ``[``, ``]`` and ``/``, which must never be
+read as console markup (a key like ``…[/x]…`` made the command fail; ``…[b]…`` would vanish from it)."""
+
+from __future__ import annotations
+
+import argparse
+import io
+
+from rich.console import Console
+
+from hcstore.tools import keys_cli
+from placement import Grant
+
+TRICKY = "ab[/x]cd[b]ef[red]gh".ljust(40, "z")
+
+
+def _console() -> tuple[Console, io.StringIO]:
+    out = io.StringIO()
+    return Console(file=out, width=200), out
+
+
+def test_listed_keys_are_printed_verbatim():
+    console, out = _console()
+    keys_cli._print([Grant(TRICKY, "client", "alice")], console)
+    assert out.getvalue().split() == [TRICKY, "client", "alice"]
+
+
+def test_a_created_key_is_printed_verbatim(tmp_path, monkeypatch):
+    class Pair:
+        public = TRICKY
+
+    monkeypatch.setattr(keys_cli.keys, "create", lambda directory, name: Pair())
+    console, out = _console()
+    args = argparse.Namespace(keys_command="create", dir=str(tmp_path), name="n1")
+    assert keys_cli.cmd_keys(args, console) == 0
+    assert out.getvalue().splitlines()[0] == f"public key {TRICKY}"
