@@ -8,8 +8,9 @@ answered at once; reads of fragments go to a read pool of their own, and the res
 (hashing, writing, fsync, rename, delete) to a bounded
 :class:`~hcstore.node.io_pool.IoPool` in the lane :mod:`hcstore.node.routes`
 names; their replies come back through an :class:`~hcstore.wire.server.Outbox`
-that the serving thread drains. A full pool answers :class:`~hcstore.errors.AgentBusy` (retryable) at once. Payloads
-arrive as zero-copy frames. Any failure while handling a request, bad
+that the serving thread drains. A full pool answers
+:class:`~hcstore.errors.AgentBusy` (retryable) at once. Payloads arrive as
+zero-copy frames. Any failure while handling a request, bad
 input included, becomes an error reply with a stable code; nothing a client
 sends can stop the loop. ``SIGTERM``/``SIGINT`` stop it cleanly: requests not
 started are refused as unavailable, running ones finish and are answered.

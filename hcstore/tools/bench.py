@@ -16,7 +16,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -100,18 +100,7 @@ def bounded(
 ) -> Figure:
     """A figure beside the smallest limit on its ``path`` (see :func:`path_limit`), held to ``goal`` x that limit."""
     limit_name, limit = path_limit(limits, path)
-    ratio = value / limit
-    return Figure(
-        name,
-        value,
-        unit,
-        f"{limit_name} {limit:,.0f} {limits[limit_name].unit}",
-        ratio,
-        f">= {goal}x limit" if goal is not None else "",
-        ratio >= goal if goal is not None else None,
-        key,
-        limit_name,
-    )
+    return replace(relative(name, key, value, unit, limit_name, limit, goal), limit=limit_name)
 
 
 def relative(
@@ -218,7 +207,7 @@ def run_bench(
                 ),
                 relative(
                     f"get {size_mb} MiB (new bytes), warm",
-                    "get_warm_mbps",
+                    "get_warm_vs_get_into",
                     summary.summary(fresh),
                     "MB/s",
                     "get_into warm",
@@ -386,7 +375,14 @@ def _report(
 
 
 def bench_document(figures: list[Figure], limits: dict[str, Limit], runs: Runs | None) -> dict[str, Any]:
-    """The ``--json`` form: every figure and every limit under its stable name."""
+    """The ``--json`` form: every figure and every limit under its stable name.
+
+    Raises:
+        ValueError: two figures share a name (one would hide the other).
+    """
+    names = [f.key or f.name for f in figures]
+    if len(set(names)) != len(names):
+        raise ValueError(f"figures named twice: {sorted({n for n in names if names.count(n) > 1})}")
     return {
         "machine": {"cores": os.cpu_count()},
         "runs": {"count": runs.count, "statistic": runs.statistic} if runs else None,

@@ -16,7 +16,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,36 +55,50 @@ def measure_limits(
     """Every limit ``hcstore bench`` sets figures against, measured now; ``directory`` is on the disk under test."""
     cores = os.cpu_count() or 1
     streams = min(8, cores)
-    probe = (k, m, chunk_size)
+
+    def together(count: int, kind: str) -> float:
+        return _in_processes(count, (kind, k, m, chunk_size), seconds)
+
     write, cold_read = disk_rates(directory, file_mb << 20)
-    found = [
-        Limit("encode_all_cores", f"{default_codec_name(k, m)} encode, {cores} processes", 0, "MB/s"),
-        Limit("decode_all_cores", f"decode with {m} data chunks lost, {cores} processes", 0, "MB/s"),
-        Limit("blake3_all_cores", f"blake3 of {chunk_size >> 10} KiB chunks, {cores} processes", 0, "MB/s"),
-        Limit("zeromq_1_stream", "ZeroMQ loopback, 1 connection (CurveZMQ)", 0, "MB/s"),
-        Limit("zeromq_n_streams", f"ZeroMQ loopback, {streams} connections (CurveZMQ)", 0, "MB/s"),
-        Limit("request_reply_rate", f"ZeroMQ 4 KiB request/reply, {clients} clients (CurveZMQ)", 0, "ops/s"),
+    limits = [
+        Limit(
+            "encode_all_cores",
+            f"{default_codec_name(k, m)} encode, {cores} processes",
+            together(cores, "encode"),
+            "MB/s",
+        ),
+        Limit(
+            "decode_all_cores",
+            f"decode with {m} data chunks lost, {cores} processes",
+            together(cores, "decode"),
+            "MB/s",
+        ),
+        Limit(
+            "blake3_all_cores",
+            f"blake3 of {chunk_size >> 10} KiB chunks, {cores} processes",
+            together(cores, "blake3"),
+            "MB/s",
+        ),
+        Limit("zeromq_1_stream", "ZeroMQ loopback, 1 connection (CurveZMQ)", together(1, "stream"), "MB/s"),
+        Limit(
+            "zeromq_n_streams",
+            f"ZeroMQ loopback, {streams} connections (CurveZMQ)",
+            together(streams, "stream"),
+            "MB/s",
+        ),
+        Limit(
+            "request_reply_rate",
+            f"ZeroMQ 4 KiB request/reply, {clients} clients (CurveZMQ)",
+            together(clients, "request") * 1e6 / SMALL_BYTES,  # MB/s of 4 KiB requests -> requests/s
+            "ops/s",
+        ),
         Limit("round_trip", "ZeroMQ 1-byte round trip, p50 (CurveZMQ)", round_trip_ms(), "ms"),
         Limit("disk_write_fsync", f"one {file_mb} MiB file written, then fsync", write, "MB/s"),
         Limit("disk_read_cold", "that file read after dropping it from the page cache", cold_read, "MB/s"),
         Limit("disk_fsync_rate", "4 KiB files written, fsynced, renamed", fsync_rate(directory, seconds), "ops/s"),
         Limit("fresh_memory", f"first touch of a new {file_mb} MiB buffer", fresh_memory_rate(file_mb << 20), "MB/s"),
     ]
-    in_processes = {
-        "encode_all_cores": (cores, "encode", 1.0),
-        "decode_all_cores": (cores, "decode", 1.0),
-        "blake3_all_cores": (cores, "blake3", 1.0),
-        "zeromq_1_stream": (1, "stream", 1.0),
-        "zeromq_n_streams": (streams, "stream", 1.0),
-        "request_reply_rate": (clients, "request", 1e6 / SMALL_BYTES),  # MB/s of 4 KiB requests -> ops/s
-    }
-    limits = {}
-    for limit in found:
-        if limit.name in in_processes:
-            count, kind, scale = in_processes[limit.name]
-            limit = replace(limit, value=_in_processes(count, (kind, *probe), seconds) * scale)
-        limits[limit.name] = limit
-    return limits
+    return {limit.name: limit for limit in limits}
 
 
 def _in_processes(count: int, job: tuple[str, int, int, int], seconds: float) -> float:
@@ -108,25 +122,27 @@ def _probe(args: tuple[tuple[str, int, int, int], float, float]) -> int:
     return done
 
 
+def _random(nbytes: int) -> bytes:
+    return np.random.default_rng(1).integers(0, 256, nbytes, dtype=np.uint8).tobytes()
+
+
 def _encode_step(k: int, m: int, chunk_size: int) -> Callable[[], int]:
     codec = make_codec(default_codec_name(k, m), k, m)
-    stripe = np.random.default_rng(1).integers(0, 256, k * chunk_size, dtype=np.uint8).tobytes()
-    chunks = split_stripe(memoryview(stripe), k, chunk_size)
-    return lambda: (codec.encode(chunks), len(stripe))[1]
+    chunks = split_stripe(memoryview(_random(k * chunk_size)), k, chunk_size)
+    return lambda: (codec.encode(chunks), k * chunk_size)[1]
 
 
 def _decode_step(k: int, m: int, chunk_size: int) -> Callable[[], int]:
     codec = make_codec(default_codec_name(k, m), k, m)
-    stripe = np.random.default_rng(1).integers(0, 256, k * chunk_size, dtype=np.uint8).tobytes()
-    data = split_stripe(memoryview(stripe), k, chunk_size)
+    data = split_stripe(memoryview(_random(k * chunk_size)), k, chunk_size)
     fragments = [*data, *codec.encode(data)]
     survivors = {i: fragments[i] for i in range(min(m, k), min(m, k) + k)}  # the first m data chunks lost
-    return lambda: (codec.decode(survivors), len(stripe))[1]
+    return lambda: (codec.decode(survivors), k * chunk_size)[1]
 
 
 def _blake3_step(k: int, m: int, chunk_size: int) -> Callable[[], int]:
-    chunk = np.random.default_rng(1).integers(0, 256, chunk_size, dtype=np.uint8).tobytes()
-    return lambda: (chunk_digest(chunk), len(chunk))[1]
+    chunk = _random(chunk_size)
+    return lambda: (chunk_digest(chunk), chunk_size)[1]
 
 
 def _stream_step(k: int, m: int, chunk_size: int) -> Callable[[], int]:
@@ -205,7 +221,7 @@ def disk_rates(directory: Path, nbytes: int) -> tuple[float, float]:
     """MB/s of writing ``nbytes`` to one file in ``directory`` with an fsync, and of reading it back
     after dropping it from the page cache."""
     path = directory / "limits-disk.bin"
-    data = memoryview(np.random.default_rng(2).integers(0, 256, min(nbytes, 64 << 20), dtype=np.uint8).tobytes())
+    data = memoryview(_random(min(nbytes, 64 << 20)))
     t0 = time.perf_counter()
     with open(path, "wb", buffering=0) as f:
         for off in range(0, nbytes, len(data)):

@@ -136,6 +136,19 @@ def test_drain_hands_everything_over_and_remove_is_guarded(make_cluster):
         assert client.get(BUCKET, key) == data
 
 
+def test_a_moved_fragment_found_corrupt_is_rebuilt_instead_of_copied(make_cluster):
+    cluster, client, objects = start(make_cluster)
+    version = client.resolve(BUCKET, "obj/03")
+    victim, path = fragment_files_of(cluster, BUCKET, "obj/03", version.generation)[1]
+    flip_bytes(path, 16 + 100)  # a chunk of the copy the drain would move no longer matches its digest
+    client.controller().drain(victim)
+    wait_until(lambda: not cluster.fragment_files(victim), timeout=30, what=f"{victim} drained")
+    wait_until(lambda: fully_protected(client, BUCKET, objects, excluding={victim}), timeout=20, what="protection")
+    assert total(cluster, "hcstore_ec_encoded_bytes_total") > 0  # that fragment was rebuilt from the others
+    for key, data in objects.items():
+        assert client.get(BUCKET, key) == data
+
+
 def test_scrub_quarantines_a_corrupt_fragment_and_repair_rebuilds_it(make_cluster):
     cluster, client, objects = start(make_cluster)
     version = client.resolve(BUCKET, "obj/03")

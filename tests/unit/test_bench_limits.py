@@ -45,3 +45,9 @@ def test_the_json_document_names_every_figure_and_limit():
     assert document["figures"]["put_mbps"]["limit"] == "disk_write_fsync"
     assert document["figures"]["get_warm_mbps"]["met"] is False
     assert Runs(3).summary([5.0, 1.0, 3.0]) == 3.0
+
+
+def test_two_figures_under_one_name_are_refused():
+    twice = [relative("get", "get_mbps", 1.0, "MB/s", "a", 2.0), relative("get", "get_mbps", 3.0, "MB/s", "b", 4.0)]
+    with pytest.raises(ValueError, match="get_mbps"):
+        bench_document(twice, LIMITS, None)
