@@ -405,7 +405,7 @@ class HCStoreFileSystem(AbstractFileSystem):
             **kwargs,
         )
 
-    def cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytes:
+    def cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytearray:
         """The object's bytes, or ``[start:end]`` of them (negative values count from the end)."""
         bucket, key = self._object(path)
         if start is None and end is None:
@@ -416,7 +416,7 @@ class HCStoreFileSystem(AbstractFileSystem):
             what=f"cat_file {PROTOCOL}://{bucket}/{key}",
         )
 
-    def _read_version(self, version: ObjectVersion, start: int | None, end: int | None) -> bytes:
+    def _read_version(self, version: ObjectVersion, start: int | None, end: int | None) -> bytearray:
         """``[start:end]`` of one version, with Python slice semantics.
 
         Raises:

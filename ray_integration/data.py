@@ -22,14 +22,14 @@ from ray.data.datasource import Datasink, Datasource, ReadTask
 
 from ray_integration.handle import HCStore
 
-Decoder = Callable[[str, bytes], Mapping[str, Any]]
+Decoder = Callable[[str, bytearray], Mapping[str, Any]]
 Encoder = Callable[[Mapping[str, Any]], bytes]
 
 
 class HCStoreDatasource(Datasource):
     """Objects under ``prefix`` of the handle's bucket, one row each.
 
-    Rows are ``{"key": ..., "bytes": ...}``, or what ``decoder(key, data)`` returns.
+    Rows are ``{"key": ..., "bytes": ...}``, or what ``decoder(key, data)`` returns (``data``: a ``bytearray``).
     """
 
     def __init__(self, store: HCStore, prefix: str = "", *, decoder: Decoder | None = None) -> None:

@@ -418,8 +418,9 @@ class Client:
         """
         return retrying(self, lambda: resolve(self, bucket, key), what=f"resolve hcstore://{bucket}/{key}")
 
-    def get(self, bucket: str, key: str, *, offset: int = 0, length: int | None = None) -> bytes:
-        """The object's bytes, or ``length`` bytes from ``offset``.
+    def get(self, bucket: str, key: str, *, offset: int = 0, length: int | None = None) -> bytearray:
+        """The object's bytes, or ``length`` bytes from ``offset``, in a new ``bytearray`` (the buffer the
+        object was read into: no second copy; ``bytes(...)`` of it makes an immutable one).
 
         A read that finds its version replaced midway starts again on the new one.
 
@@ -430,7 +431,7 @@ class Client:
             InvalidRequest: a bad range.
         """
 
-        def read() -> bytes:
+        def read() -> bytearray:
             version = resolve(self, bucket, key)
             start, count = _check_range(version.size, offset, length)
             return read_bytes(self, version, start, count)

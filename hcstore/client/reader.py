@@ -19,6 +19,7 @@ degraded or hedged, see :func:`read_path`), for the agent's metrics.
 
 from __future__ import annotations
 
+import ctypes
 import io
 import logging
 from collections import deque
@@ -319,17 +320,27 @@ def read_range(client: ClusterAccess, version: ObjectVersion, offset: int, lengt
     in_parts(client, version, offset, length, copy)
 
 
-def read_bytes(client: ClusterAccess, version: ObjectVersion, offset: int, length: int) -> bytes:
-    """``length`` bytes at ``offset`` of ``version`` as one new ``bytes`` (the parts read at once, see
-    :func:`in_parts`, then joined: the only copy)."""
-    parts = in_parts(
-        client,
-        version,
-        offset,
-        length,
-        lambda lo, count, read_ahead: list(iter_range(client, version, lo, count, read_ahead=read_ahead)),
-    )
-    return b"".join(piece for part in parts for piece in part)
+def read_bytes(client: ClusterAccess, version: ObjectVersion, offset: int, length: int) -> bytearray:
+    """``length`` bytes at ``offset`` of ``version`` in a new ``bytearray`` that owns them.
+
+    The buffer is allocated without being filled, and the parts are read straight into it at once
+    (:func:`read_range`): each received chunk is copied once, and the fresh memory is first touched by
+    the threads that fill it, not by one thread beforehand.
+    """
+    out = unfilled_bytearray(length)
+    read_range(client, version, offset, length, out)
+    return out
+
+
+def unfilled_bytearray(length: int) -> bytearray:
+    """A ``bytearray`` of ``length`` bytes whose contents are not set (``bytearray(length)`` writes
+    zeros over all of it first, on one thread): for a buffer about to be overwritten in full."""
+    return _new_bytearray(None, length)
+
+
+_new_bytearray = ctypes.pythonapi.PyByteArray_FromStringAndSize
+_new_bytearray.argtypes = (ctypes.c_char_p, ctypes.c_ssize_t)
+_new_bytearray.restype = ctypes.py_object
 
 
 def in_parts(
@@ -377,7 +388,7 @@ class ObjectReader(io.RawIOBase):
         self.version = version
         self._pos = 0
         self._cache_start = 0
-        self._cache = b""
+        self._cache: bytes | bytearray = b""
 
     @property
     def size(self) -> int:
@@ -429,7 +440,7 @@ class ObjectReader(io.RawIOBase):
         self._cache_start, self._cache = start, read_pinned(self.client, self.version, start, length)
 
 
-def read_pinned(client: ClusterAccess, version: ObjectVersion, offset: int, length: int) -> bytes:
+def read_pinned(client: ClusterAccess, version: ObjectVersion, offset: int, length: int) -> bytearray:
     """``length`` bytes at ``offset`` of exactly ``version`` (retried as :func:`retry_pinned` says).
 
     Raises:

@@ -214,10 +214,14 @@ class ObjectWriter:
         return self._codec.k * self._chunk
 
     def _append(self, view: memoryview) -> None:
+        """Send the stripes that ``view`` completes, except the last: it is held until more bytes come or
+        the writer closes, so that an object of one stripe is stored in one message (:meth:`_store_whole`)."""
         stripe_bytes = self._stripe_bytes()
         while view:
             assert self._buffer is not None
-            if self._fill == 0 and len(view) >= stripe_bytes and view.readonly:
+            if self._fill == stripe_bytes:
+                self._flush_buffer()  # the held stripe was not the last
+            if self._fill == 0 and len(view) > stripe_bytes and view.readonly:
                 self._send_stripe(view[:stripe_bytes])  # zero copy from immutable input
                 view = view[stripe_bytes:]
                 continue
@@ -225,8 +229,6 @@ class ObjectWriter:
             self._buffer[self._fill : self._fill + take] = view[:take]
             self._fill += take
             view = view[take:]
-            if self._fill == stripe_bytes:
-                self._flush_buffer()
 
     def _new_buffer(self) -> bytearray:
         return self._pool.pop() if self._pool else bytearray(self._stripe_bytes())

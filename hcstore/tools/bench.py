@@ -27,9 +27,11 @@ from rich.table import Table
 from ec import chunk_size_for, default_codec_name, parse_ec
 from hcstore.cluster.local import LocalCluster
 from hcstore.config import ClientConfig
+from hcstore.tools.foreground import PacedReader
 from hcstore.tools.limits import Limit, drop_from_page_cache, measure_limits, path_limit
 
 BUCKET = "bench"
+PROBE_BYTES = 4 << 20  # the foreground reader's object, read while repair runs
 AISTORE_10MIB_P50_MS = 17.0  # AIStore's published latency for one 10 MiB GET stream on real hardware
 
 
@@ -437,6 +439,8 @@ def run_repair_bench(
     ec: str = "4+2",
     node_mb: int = 512,
     data_dir: str | None = None,
+    repair_rate: float = 0,
+    probe_seconds: float = 10.0,
     json_out: str | None = None,
     console: Console | None = None,
 ) -> dict[str, Any]:
@@ -444,8 +448,12 @@ def run_repair_bench(
 
     Beside them, the limits measured in the same run (first): the disk's cold read and its write rate
     with fsync, decode on all cores, ZeroMQ over several connections. The survivors' fragment files are
-    dropped from the page cache before the kill, so that repair reads them from the disk. Repair is
-    not rate-limited here.
+    dropped from the page cache before the kill, so that repair reads them from the disk. Each agent's
+    repair and rebalance write at most ``repair_rate`` bytes/s (0: unlimited, the hardware's speed).
+
+    A foreground reader reads a 4 MiB object that has no fragment on the lost node, 20 times a second
+    (:class:`~hcstore.tools.foreground.PacedReader`): for ``probe_seconds`` before the loss, and while
+    repair runs. Its p99 during repair, over its p99 before, is held to 2x.
     """
     from hcstore.client.versions import resolve
     from hcstore.control.membership import Intervals
@@ -466,8 +474,7 @@ def run_repair_bench(
             ec=ec,
             durability="commit",
             intervals=Intervals(0.25, 0.75, 1.5, 3.0),
-            scan_interval=1.0,
-            repair_rate=0,
+            repair_rate=repair_rate,  # the scan interval is the agents' default: a map change starts a scan
         )
         try:
             cluster.start()
@@ -483,12 +490,19 @@ def run_repair_bench(
                 f"{count} objects of {object_mb} MiB, EC {ec}, {agents} agents; node {victim} holds "
                 f"{lost / 1e9:.2f} GB of fragments; out after 3 s"
             )
+            probe_key = _key_off_node(client, resolve, victim, payload[:PROBE_BYTES])
+            probe_client = cluster.client()
             drop_from_page_cache([p for files in held.values() for p in files])
+            with PacedReader(probe_client, BUCKET, probe_key, PROBE_BYTES) as idle:
+                time.sleep(probe_seconds)
             cluster.kill(victim)
             t_kill = time.time()
             cluster.wait_for_map(lambda cm: cm.node(victim).state == "out", timeout=60)
             t_out = time.time()
-            _wait_protected(client, keys, resolve, excluding={victim}, timeout=1800)
+            probe_client.refresh()  # the reader knows the node is out, as the cluster's clients soon do
+            with PacedReader(probe_client, BUCKET, probe_key, PROBE_BYTES) as busy:
+                _wait_protected(client, keys, resolve, excluding={victim}, timeout=1800)
+            probe_client.close()
             t_done = _last_written(cluster.fragment_files(), since=t_kill)
             # per byte rebuilt: k fragments read (from the disk, over the wire) and decoded, one written and sent
             rebuild_path = {
@@ -507,6 +521,7 @@ def run_repair_bench(
                     goal=0.5,
                 )
             )
+            figures.append(_foreground_impact(idle, busy, repair_rate))
             figures.append(
                 Figure(
                     "time from kill to full protection",
@@ -538,6 +553,33 @@ def run_repair_bench(
         finally:
             cluster.destroy()
     return _report(console, figures, limits, None, json_out)
+
+
+def _key_off_node(client: Any, resolve: Any, node: str, data: bytes) -> str:
+    """Put ``data`` under a key none of whose fragments ``node`` holds; returns the key."""
+    for attempt in range(1000):
+        key = f"probe/{attempt}"
+        client.put(BUCKET, key, data)
+        if node not in resolve(client, BUCKET, key).found_at:
+            return key
+    raise RuntimeError(f"no key of 1000 tried keeps its fragments off node {node}")
+
+
+def _foreground_impact(idle: PacedReader, busy: PacedReader, repair_rate: float) -> Figure:
+    """The foreground reader's p99 while repair ran, beside its p99 before the loss, held to 2x."""
+    rate = f"{repair_rate / 1e6:,.0f} MB/s per agent" if repair_rate else "unlimited"
+    ratio = busy.p99() / idle.p99()
+    failed = f", {len(busy.errors)} failed" if busy.errors else ""
+    return Figure(
+        f"4 MiB get p99 during repair ({rate}; {len(busy.latencies_ms)} reads{failed})",
+        busy.p99(),
+        "ms",
+        f"p99 before the loss {idle.p99():,.1f} ms",
+        ratio,
+        "<= 2x before",
+        ratio <= 2.0 and not busy.errors,
+        "repair_foreground_p99_ms",
+    )
 
 
 def _last_written(files: list[Path], *, since: float) -> float:

@@ -336,6 +336,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             ec=args.ec,
             node_mb=args.repair_node_mb,
             data_dir=args.data_dir,
+            repair_rate=args.repair_rate,
             json_out=args.json_out,
             console=console,
         )
@@ -533,6 +534,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--repair", action="store_true", help="instead: repair after losing a node, and rebalance onto a joining one"
     )
     bench.add_argument("--repair-node-mb", type=COUNT, default=512, help="fragment data on the lost node (MiB)")
+    bench.add_argument(
+        "--repair-rate",
+        type=float,
+        default=0,
+        help="bytes/s each agent's repair may write in --repair (default 0: unlimited; the agents' default "
+        f"is {AgentConfig.repair_rate:,.0f})",
+    )
     bench.set_defaults(func=cmd_bench)
 
     add_daemon_verbs(sub)

@@ -82,6 +82,19 @@ def _data_path_counters(cluster):
     }
 
 
+def test_an_object_of_one_stripe_is_stored_in_one_message_per_fragment(shared_cluster, shared_client):
+    def requests(op: str) -> float:
+        return total(shared_cluster, "hcstore_requests_total", op=op, outcome="ok")
+
+    for key, size, fragments in (("one/small", 4096, 3), ("one/stripe", 4 * CHUNK, 6)):  # replicated, then EC
+        opens, stores = requests("open"), requests("store")
+        blob = seeded_bytes(key, size)
+        shared_client.put(BUCKET, key, blob)
+        assert requests("open") == opens  # no upload was opened and streamed to
+        assert requests("store") == stores + fragments
+        assert shared_client.get(BUCKET, key) == blob
+
+
 def test_counters_move_after_puts_and_gets(shared_cluster, shared_client):
     before = _data_path_counters(shared_cluster)
     data = {f"counted/{i}": seeded_bytes(f"counted-{i}", 600_000 + i) for i in range(3)}
@@ -97,6 +110,9 @@ def test_counters_move_after_puts_and_gets(shared_cluster, shared_client):
     assert after["out"] - before["out"] >= size  # and at least the data went out again
     assert after["latencies"] > before["latencies"]
     assert after["fragments"] == before["fragments"] + 3 * 6
+
+    got = shared_client.get(BUCKET, "counted/0")
+    assert type(got) is bytearray  # the buffer the object was read into, not a copy of it
 
     controller = controller_url(shared_cluster)
     assert value(controller, "hcstore_requests_total", op="heartbeat", outcome="ok") > 0
