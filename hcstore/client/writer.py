@@ -214,14 +214,15 @@ class ObjectWriter:
         return self._codec.k * self._chunk
 
     def _append(self, view: memoryview) -> None:
-        """Send the stripes that ``view`` completes, except the last: it is held until more bytes come or
-        the writer closes, so that an object of one stripe is stored in one message (:meth:`_store_whole`)."""
+        """Send the stripes that ``view`` completes, except one that may be the object's last: it is held
+        until more bytes come or the writer closes, so that an object of one stripe is stored in one
+        message (:meth:`_store_whole`)."""
         stripe_bytes = self._stripe_bytes()
         while view:
             assert self._buffer is not None
             if self._fill == stripe_bytes:
                 self._flush_buffer()  # the held stripe was not the last
-            if self._fill == 0 and len(view) > stripe_bytes and view.readonly:
+            if self._fill == 0 and len(view) >= stripe_bytes and view.readonly and not self._may_end(view):
                 self._send_stripe(view[:stripe_bytes])  # zero copy from immutable input
                 view = view[stripe_bytes:]
                 continue
@@ -229,6 +230,12 @@ class ObjectWriter:
             self._buffer[self._fill : self._fill + take] = view[:take]
             self._fill += take
             view = view[take:]
+
+    def _may_end(self, view: memoryview) -> bool:
+        """Whether the stripe at the start of ``view`` may be the object's last (nothing after it in
+        ``view``, and no more bytes promised by the size given)."""
+        more_promised = self.size_hint is not None and self.written < self.size_hint
+        return len(view) == self._stripe_bytes() and not more_promised
 
     def _new_buffer(self) -> bytearray:
         return self._pool.pop() if self._pool else bytearray(self._stripe_bytes())

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ec import chunk_size_for, default_codec_name, parse_ec
+from hcstore.client.upload import place_in_home_set
 from hcstore.cluster.local import LocalCluster
 from hcstore.config import ClientConfig
 from hcstore.tools.foreground import PacedReader
@@ -490,7 +491,8 @@ def run_repair_bench(
                 f"{count} objects of {object_mb} MiB, EC {ec}, {agents} agents; node {victim} holds "
                 f"{lost / 1e9:.2f} GB of fragments; out after 3 s"
             )
-            probe_key = _key_off_node(client, resolve, victim, payload[:PROBE_BYTES])
+            probe_key = _key_off_node(client, victim, k, m)
+            client.put(BUCKET, probe_key, payload[:PROBE_BYTES])
             probe_client = cluster.client()
             drop_from_page_cache([p for files in held.values() for p in files])
             with PacedReader(probe_client, BUCKET, probe_key, PROBE_BYTES) as idle:
@@ -555,14 +557,14 @@ def run_repair_bench(
     return _report(console, figures, limits, None, json_out)
 
 
-def _key_off_node(client: Any, resolve: Any, node: str, data: bytes) -> str:
-    """Put ``data`` under a key none of whose fragments ``node`` holds; returns the key."""
+def _key_off_node(client: Any, node: str, k: int, m: int) -> str:
+    """A key whose ``k+m`` fragments a put places off ``node`` (all nodes serving)."""
     for attempt in range(1000):
         key = f"probe/{attempt}"
-        client.put(BUCKET, key, data)
-        if node not in resolve(client, BUCKET, key).found_at:
+        placement, _quorum = place_in_home_set(f"{BUCKET}/{key}", client.cluster_map, k, m, operation="bench probe")
+        if node not in placement.nodes:
             return key
-    raise RuntimeError(f"no key of 1000 tried keeps its fragments off node {node}")
+    raise RuntimeError(f"no key of 1000 tried places its fragments off node {node}")
 
 
 def _foreground_impact(idle: PacedReader, busy: PacedReader, repair_rate: float) -> Figure:

@@ -432,6 +432,7 @@ EC = _argument(_ec_spec)
 COUNT = _argument(_number(int, lambda n: n >= 1, "a whole number of at least 1"))
 BYTES = _argument(_number(int, lambda n: n >= 0, "a whole number of bytes (0 or more)"))
 SECONDS = _argument(_number(float, lambda s: 0 < s < math.inf, "a positive number of seconds"))
+RATE = _argument(_number(float, lambda r: 0 <= r < math.inf, "a rate in bytes per second (0 or more)"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -536,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repair-node-mb", type=COUNT, default=512, help="fragment data on the lost node (MiB)")
     bench.add_argument(
         "--repair-rate",
-        type=float,
+        type=RATE,
         default=0,
         help="bytes/s each agent's repair may write in --repair (default 0: unlimited; the agents' default "
         f"is {AgentConfig.repair_rate:,.0f})",

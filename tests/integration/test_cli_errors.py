@@ -96,6 +96,8 @@ BAD_INPUT = {
     "bench: zero size": (["bench", "--size-mb", "0"], "E_BAD_FIELD"),
     "bench: fewer agents than fragments": (["bench", "--agents", "3", "--quick"], "E_BAD_FIELD"),
     "bench: negative repair size": (["bench", "--repair", "--repair-node-mb", "-1"], "E_BAD_FIELD"),
+    "bench: negative repair rate": (["bench", "--repair", "--repair-rate", "-1"], "E_BAD_FIELD"),
+    "bench: repair rate not a number": (["bench", "--repair", "--repair-rate", "fast"], "E_BAD_FIELD"),
     # ray
     "ray: unknown action": (["ray", "explode"], "E_BAD_FIELD"),
     "ray: --ec without parity": (["ray", "deploy", "--ec", "3"], "E_BAD_FIELD"),
