@@ -1,9 +1,11 @@
 """Checkpoint save and restore through hcstore, beside torch.save/torch.load to one local file.
 
-    python benchmarks/bench_checkpoint.py [--size-mb 1024] [--repeats 2] [--data-dir DIR] [--json-out F]
+    python benchmarks/bench_checkpoint.py [--size-mb 1024] [--repeats 2] [--device cpu|cuda]
+                                          [--data-dir DIR] [--json-out F]
 
 A state dict of ``--size-mb`` MiB (four large float32 tensors holding 90% of
-the bytes, and 256 small ones) is saved and restored in one run by:
+the bytes, and 256 small ones), on ``--device`` (``cuda``: the GPU, as a training
+job's model is; restores load back onto it), is saved and restored in one run by:
 
     save     local        torch.save into one local file, then flush and fsync (the baseline)
              copy         copy_ of every tensor into buffers allocated beforehand (the limit of async_block)
@@ -81,7 +83,7 @@ def nbytes(state: dict[str, torch.Tensor]) -> int:
 
 def check_equal(loaded: dict[str, torch.Tensor], state: dict[str, torch.Tensor], what: str) -> None:
     """Raise unless ``loaded`` holds exactly ``state``'s tensors."""
-    if loaded.keys() != state.keys() or not all(torch.equal(loaded[k], v) for k, v in state.items()):
+    if loaded.keys() != state.keys() or not all(torch.equal(loaded[k].cpu(), v.cpu()) for k, v in state.items()):
         raise AssertionError(f"{what}: the restored state dict differs from the saved one")
 
 
@@ -345,13 +347,22 @@ def report(methods: list[Method], size: int, ec: str) -> dict[str, Any]:
 
 
 def run(
-    *, size_mb: int, repeats: int, agents: int, ec: str, data_dir: str | None, json_out: str | None
+    *,
+    size_mb: int,
+    repeats: int,
+    agents: int,
+    ec: str,
+    data_dir: str | None,
+    json_out: str | None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Start a local cluster, run every method ``repeats`` times, print and return the figures."""
-    state = make_state_dict(size_mb << 20)
+    state = {name: tensor.to(device) for name, tensor in make_state_dict(size_mb << 20).items()}
     size = nbytes(state)
+    where = torch.cuda.get_device_name(device) if device.startswith("cuda") else "host memory"
     print(
-        f"state dict: {len(state)} float32 tensors, {size / 2**20:,.0f} MiB; cluster: {agents} agents, EC {ec}, "
+        f"state dict: {len(state)} float32 tensors, {size / 2**20:,.0f} MiB on {device} ({where}); "
+        f"cluster: {agents} agents, EC {ec}, "
         f"durability commit; {os.cpu_count()} cores, {platform.machine()}; torch {torch.__version__}"
     )
     with tempfile.TemporaryDirectory(prefix="hcstore-bench-ckpt-", dir=data_dir) as tmp:
@@ -373,6 +384,7 @@ def run(
         "ec": ec,
         "durability": "commit",
         "cores": os.cpu_count(),
+        "device": device,
         "torch": torch.__version__,
     }
     if json_out:
@@ -389,9 +401,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ec", default="4+2")
     parser.add_argument("--data-dir", default=None, help="where the cluster and the local file go (default: tmp)")
     parser.add_argument("--json-out", default=None, help="also write the figures as JSON to this file")
+    parser.add_argument("--device", default="cpu", help="where the state dict lives: cpu (default) or cuda")
     args = parser.parse_args(argv)
     if args.size_mb < 1 or args.repeats < 1:
         parser.error("--size-mb and --repeats must be >= 1")
+    if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
+        parser.error(f"--device {args.device}: this machine has no CUDA device (use cpu)")
     warnings.filterwarnings("ignore", message="torch.distributed is disabled")
     run(
         size_mb=args.size_mb,
@@ -400,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         ec=args.ec,
         data_dir=args.data_dir,
         json_out=args.json_out,
+        device=args.device,
     )
     return 0
 

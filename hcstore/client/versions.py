@@ -17,16 +17,18 @@ generation can sit on them alone. Otherwise resolution raises
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ec import StripeLayout, parse_ec
 from hcstore.client.access import ClusterAccess
-from hcstore.errors import HCStoreError, NotProven, ObjectNotFound
+from hcstore.errors import HCStoreError, NotProven, ObjectNotFound, UnknownOperation
 from hcstore.names import check_bucket, check_key
-from hcstore.wire.protocol import Reply
+from hcstore.wire.protocol import MAX_LOCATE_MANY, Reply
 from placement import ClusterMap, Proof, prove, rank, read_candidates, schemes_of
 
 log = logging.getLogger(__name__)
@@ -80,19 +82,55 @@ def resolve(client: ClusterAccess, bucket: str, key: str, *, exhaustive: bool = 
         NotProven: the nodes that did not answer could hold a newer generation (or the only
             one); ``unreached`` names them.
     """
-    check_bucket(bucket)
-    check_key(key)
-    cluster_map = client.cluster_map
-    name = f"{bucket}/{key}"
-    configured = schemes_of(*parse_ec(client.config.ec))
-    everyone = rank(name, cluster_map.nodes)
-    search = _Search(client, cluster_map, bucket, key, configured)
+    search = _Search(client, client.cluster_map, bucket, key, schemes_of(*parse_ec(client.config.ec)))
     if exhaustive:
-        search.ask(everyone)
+        search.ask(search.everyone)
+    return _conclude(search, exhaustive=exhaustive)
+
+
+def resolve_many(
+    client: ClusterAccess, names: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], ObjectVersion | HCStoreError]:
+    """:func:`resolve` (``exhaustive``) of many keys, asking each node about all of them in one request.
+
+    A repair scan resolves every object it checks on every node; one ``locate_many`` of up to
+    :data:`~hcstore.wire.protocol.MAX_LOCATE_MANY` keys per node costs the agents and the scan
+    a small part of what one ``locate`` per key and node does. An agent that does not know
+    ``locate_many`` yet (a cluster being upgraded) gets one ``locate`` per key instead.
+
+    Returns:
+        each name's version, or the error its :func:`resolve` would have raised.
+    """
+    configured = schemes_of(*parse_ec(client.config.ec))
+    searches: dict[tuple[str, str], _Search] = {}
+    outcomes: dict[tuple[str, str], ObjectVersion | HCStoreError] = {}
+    for name in names:
+        try:
+            searches[name] = _Search(client, client.cluster_map, *name, configured)
+        except HCStoreError as exc:  # a name that is not valid
+            outcomes[name] = exc
+    everyone = client.cluster_map.nodes
+    if not _ask_many(client, everyone, searches):
+        return {**outcomes, **{name: _outcome(resolve, client, *name, exhaustive=True) for name in searches}}
+    return {**outcomes, **{name: _outcome(_conclude, search, exhaustive=True) for name, search in searches.items()}}
+
+
+def _outcome(fn: Any, *args: Any, **kwargs: Any) -> ObjectVersion | HCStoreError:
+    """What ``fn`` returns, or the error it raises."""
+    try:
+        result: ObjectVersion = fn(*args, **kwargs)
+        return result
+    except HCStoreError as exc:
+        return exc
+
+
+def _conclude(search: _Search, *, exhaustive: bool) -> ObjectVersion:
+    """Ask whom the proof still needs, then the proven newest version of the search's key (see :func:`resolve`)."""
+    client, cluster_map, bucket, key = search.client, search.cluster_map, search.bucket, search.key
     while missing := [cluster_map.node(n) for n in search.candidates() if n not in search.asked]:
         search.ask(missing)
     if search.newest() is None:
-        search.ask([node for node in everyone if node.id not in search.asked])
+        search.ask([node for node in search.everyone if node.id not in search.asked])
     proof = prove(search.candidates(), search.answered, search.schemes())
     gen = search.newest()
     if (not proof.proven or gen is None) and client.transport.max_epoch > cluster_map.epoch:
@@ -167,6 +205,8 @@ class _Search:
         key: str,
         configured: tuple[tuple[int, int], ...],
     ) -> None:
+        check_bucket(bucket)
+        check_key(key)
         self.client = client
         self.cluster_map = cluster_map
         self.bucket = bucket
@@ -177,6 +217,11 @@ class _Search:
         self.answered: set[str] = set()
         self.asked: set[str] = set()
         self._candidates: dict[tuple[tuple[int, int], ...], tuple[str, ...]] = {}
+
+    @functools.cached_property
+    def everyone(self) -> list[Any]:
+        """Every node of the map, in the key's ranking."""
+        return rank(self.name, self.cluster_map.nodes)
 
     def newest(self) -> str | None:
         """The newest generation with a committed fragment among the answers, if any."""
@@ -205,39 +250,83 @@ class _Search:
         return prove(self.candidates(), self.answered - silent, self.schemes()).proven
 
     def ask(self, nodes: list[Any]) -> None:
-        """Ask ``nodes`` what they hold of the key; stop waiting for slow ones once a committed
-        fragment is known, ``hedge_after`` has passed and the slow ones cannot change the proof."""
-        transport = self.client.transport
-        sent: dict[int, str] = {}
-        endpoints: dict[int, str] = {}
-        for node in nodes:
-            self.asked.add(node.id)
-            if not node.endpoint:
-                continue
-            try:
-                request_id = transport.send(node.endpoint, "locate", {"bucket": self.bucket, "key": self.key})
-            except HCStoreError:
-                continue
-            sent[request_id], endpoints[request_id] = node.id, node.endpoint
-        soon = time.monotonic() + self.client.config.hedge_after
-        deadline = time.monotonic() + self.client.config.request_timeout
-        waiting = set(sent)
-        while waiting:
-            now = time.monotonic()
-            if now >= deadline:
-                transport.expire(waiting)
-                break
-            if (now >= soon or all(transport.is_slow(endpoints[i]) for i in waiting)) and self.settled(
-                {sent[i] for i in waiting}
-            ):
-                break
-            for request_id, result in transport.poll(waiting, (soon if now < soon else deadline) - now).items():
-                waiting.discard(request_id)
-                if isinstance(result, Reply) and result.ok:
-                    self.answered.add(sent[request_id])
-                    for entry in result.header.get("entries", []):
-                        _merge_entry(self.groups, sent[request_id], entry)
-        transport.forget(waiting)
+        """Ask ``nodes`` what they hold of the key (see :func:`_gather`)."""
+        self.asked.update(node.id for node in nodes)
+        _gather(self.client, nodes, "locate", {"bucket": self.bucket, "key": self.key}, self.settled, self.merge)
+
+    def merge(self, node: str, entries: list[dict[str, Any]]) -> None:
+        """Take in what ``node`` answered it holds of the key."""
+        self.answered.add(node)
+        for entry in entries:
+            _merge_entry(self.groups, node, entry)
+
+
+def _ask_many(client: ClusterAccess, nodes: Sequence[Any], searches: Mapping[tuple[str, str], _Search]) -> bool:
+    """Ask ``nodes`` about every search's key, in ``locate_many`` requests; False when a node does not know them."""
+    unknown: list[str] = []
+    batch = list(searches.values())
+    for first in range(0, len(batch), MAX_LOCATE_MANY):
+        part = batch[first : first + MAX_LOCATE_MANY]
+        for search in part:
+            search.asked.update(node.id for node in nodes)
+
+        def settled(silent: set[str], part: list[_Search] = part) -> bool:
+            return all(search.settled(silent) for search in part)
+
+        def merge(node: str, per_key: list[list[dict[str, Any]]], part: list[_Search] = part) -> None:
+            for search, entries in zip(part, per_key, strict=False):
+                search.merge(node, entries)
+
+        def refused(node: str, error: HCStoreError) -> None:
+            if isinstance(error, UnknownOperation):
+                unknown.append(node)
+
+        objects = [{"bucket": search.bucket, "key": search.key} for search in part]
+        _gather(client, nodes, "locate_many", {"objects": objects}, settled, merge, refused)
+    return not unknown
+
+
+def _gather(
+    client: ClusterAccess,
+    nodes: Sequence[Any],
+    op: str,
+    fields: dict[str, Any],
+    settled: Callable[[set[str]], bool],
+    merge: Callable[[str, Any], None],
+    refused: Callable[[str, HCStoreError], None] = lambda node, error: None,
+) -> None:
+    """Send ``op`` to ``nodes`` and ``merge`` each answer's ``entries``; stop waiting for slow nodes once
+    ``hedge_after`` has passed and they cannot change the answer (``settled`` by the nodes still silent)."""
+    transport = client.transport
+    sent: dict[int, str] = {}
+    endpoints: dict[int, str] = {}
+    for node in nodes:
+        if not node.endpoint:
+            continue
+        try:
+            request_id = transport.send(node.endpoint, op, fields)
+        except HCStoreError:
+            continue
+        sent[request_id], endpoints[request_id] = node.id, node.endpoint
+    soon = time.monotonic() + client.config.hedge_after
+    deadline = time.monotonic() + client.config.request_timeout
+    waiting = set(sent)
+    while waiting:
+        now = time.monotonic()
+        if now >= deadline:
+            transport.expire(waiting)
+            break
+        if (now >= soon or all(transport.is_slow(endpoints[i]) for i in waiting)) and settled(
+            {sent[i] for i in waiting}
+        ):
+            break
+        for request_id, result in transport.poll(waiting, (soon if now < soon else deadline) - now).items():
+            waiting.discard(request_id)
+            if isinstance(result, Reply) and result.ok:
+                merge(sent[request_id], result.header.get("entries", []))
+            elif isinstance(result, Reply):
+                refused(sent[request_id], result.error())
+    transport.forget(waiting)
 
 
 def _roll_forward(client: ClusterAccess, bucket: str, key: str, gen: str, prepared: dict[int, str]) -> None:

@@ -222,8 +222,8 @@ class ObjectWriter:
             assert self._buffer is not None
             if self._fill == stripe_bytes:
                 self._flush_buffer()  # the held stripe was not the last
-            if self._fill == 0 and len(view) >= stripe_bytes and view.readonly and not self._may_end(view):
-                self._send_stripe(view[:stripe_bytes])  # zero copy from immutable input
+            if self._fill == 0 and len(view) >= stripe_bytes and _kept_unchanged(view) and not self._may_end(view):
+                self._send_stripe(view[:stripe_bytes])  # zero copy: the stripe is sent after write() returns
                 view = view[stripe_bytes:]
                 continue
             take = min(len(view), stripe_bytes - self._fill)
@@ -313,3 +313,10 @@ class ObjectWriter:
             degraded=not superseded and sum(bool(f) for f in fragments) < codec.n,
             superseded=superseded,
         )
+
+
+def _kept_unchanged(view: memoryview) -> bool:
+    """Whether ``view``'s bytes may be sent after ``write`` returns: read-only, and owned by an object
+    the view keeps alive. A view made over bare memory (``obj`` is None), as ``torch.save`` passes for
+    each tensor, may be freed or reused by the caller once ``write`` returns (a GPU tensor's host copy is)."""
+    return view.readonly and view.obj is not None

@@ -141,6 +141,7 @@ class Agent:
             "tombstone": self._tombstone,
             "read": self._read,
             "locate": self._locate,
+            "locate_many": self._locate_many,
             "list": self._list,
             "buckets": self._buckets,
         }
@@ -591,6 +592,9 @@ class Agent:
 
     def _locate(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
         return {"entries": self.store.locate(request.fields["bucket"], request.fields["key"])}, []
+
+    def _locate_many(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
+        return {"entries": [self.store.locate(o["bucket"], o["key"]) for o in request.fields["objects"]]}, []
 
     def _list(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
         f = request.fields

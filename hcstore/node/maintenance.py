@@ -11,7 +11,11 @@ node, its :func:`~hcstore.node.repair.repairer` (all compute the same answer fro
 the same locate round), so the work is not done twice. Every node drops its
 copies of generations that something newer has replaced. The worker talks to
 the cluster, its own agent included, only through the wire protocol, so the
-agent's store keeps a single writer.
+agent's store keeps a single writer. A scan resolves its objects in batches, each
+node asked about a whole batch in one ``locate_many`` request
+(:func:`~hcstore.client.versions.resolve_many`), so a scan that a map change
+starts on every agent at once costs the cluster a few requests per batch, not one
+per object and node.
 """
 
 from __future__ import annotations
@@ -19,13 +23,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, Protocol
 
 import msgpack
 
 from hcstore.client.client import Client
-from hcstore.client.versions import resolve
+from hcstore.client.versions import ObjectVersion, resolve_many
 from hcstore.coding import observing_codecs
 from hcstore.config import AgentConfig, ClientConfig
 from hcstore.errors import HCStoreError, ObjectNotFound
@@ -36,6 +40,7 @@ from hcstore.node.rate_limit import RateLimiter
 from hcstore.node.repair import repair_object
 from hcstore.node.repair_plan import ScanReport, ScrubReport, checkers, plan_object, repairer
 from hcstore.node.store import LocalStore
+from hcstore.wire.protocol import MAX_LOCATE_MANY
 from placement import ClusterMap
 
 
@@ -55,6 +60,7 @@ class MaintainedNode(Protocol):
 
 log = logging.getLogger(__name__)
 FULL_SCAN_EVERY = 5  # trailers can name stale holders after repair; a periodic full scan misses nothing
+REPAIR_READ_AHEAD = 2  # stripes a repair reads before it writes them: a node going out starts no burst of reads
 
 
 class Maintainer(threading.Thread):
@@ -147,13 +153,26 @@ class Maintainer(threading.Thread):
                     todo.append((bucket, key, gen, tidy))
             todo += [(bucket, key, "", True) for bucket, key in sorted(untidy)]  # only prepared fragments here
 
-        def check(item: tuple[str, str, str, bool]) -> None:
-            if not self._stop.is_set() and self.agent.cluster_map is cluster_map:  # else: a newer map, start over
+        def current() -> bool:
+            return not self._stop.is_set() and self.agent.cluster_map is cluster_map  # else: a newer map, start over
+
+        def check(item: tuple[str, str, str, bool], outcome: ObjectVersion | HCStoreError) -> None:
+            if current():
                 with observing_codecs(self.agent.metrics.codec_observer):
-                    self._check(client, *item, report)
+                    self._check(client, *item, outcome, report)
 
         with ThreadPoolExecutor(self.agent.config.repair_workers, thread_name_prefix="repair") as pool:
-            list(pool.map(check, todo))
+            pending: set[Future[None]] = set()
+            for first in range(0, len(todo), MAX_LOCATE_MANY):
+                if not current():
+                    break
+                batch = todo[first : first + MAX_LOCATE_MANY]
+                outcomes = resolve_many(client, [(bucket, key) for bucket, key, _gen, _tidy in batch])
+                pending.update(pool.submit(check, item, outcomes[item[0], item[1]]) for item in batch)
+                while len(pending) > MAX_LOCATE_MANY:  # resolve ahead of the checks by one batch at most
+                    _done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in pending:
+                future.result()
         report.finished = time.time()
         return report
 
@@ -190,18 +209,30 @@ class Maintainer(threading.Thread):
         report.finished = time.time()
         return report
 
-    def _check(self, client: Client, bucket: str, key: str, gen: str, tidy: bool, report: ScanReport) -> None:
+    def _check(
+        self,
+        client: Client,
+        bucket: str,
+        key: str,
+        gen: str,
+        tidy: bool,
+        outcome: ObjectVersion | HCStoreError,
+        report: ScanReport,
+    ) -> None:
+        """Act on one object: drop this node's stale copies; as its repairer, count it and repair it.
+
+        ``outcome`` is the object's version as resolved on every node, or why it could not be.
+        """
         me = self.agent.config.node_id
-        try:
-            version = resolve(client, bucket, key, exhaustive=True)
-        except ObjectNotFound as exc:
-            tombstone = getattr(exc, "tombstone", None)
+        if isinstance(outcome, ObjectNotFound):
+            tombstone = getattr(outcome, "tombstone", None)
             if tombstone:
                 self._retire_here(client, bucket, key, tombstone)  # deleted since: our copy is garbage
             return
-        except HCStoreError as exc:
-            log.info("repair scan: %s/%s not resolved: %s", bucket, key, exc)
+        if isinstance(outcome, HCStoreError):
+            log.info("repair scan: %s/%s not resolved: %s", bucket, key, outcome)
             return
+        version = outcome
         if version.generation != gen or tidy:
             self._retire_here(client, bucket, key, version.generation)  # drop our copies of older generations
         if version.generation != gen:
@@ -268,7 +299,14 @@ class Maintainer(threading.Thread):
         if self._client is None:
             agent = self.agent.config
             self._client = Client(
-                cluster_map, config=ClientConfig(request_timeout=10.0, key=agent.key, insecure=agent.insecure)
+                cluster_map,
+                config=ClientConfig(
+                    request_timeout=10.0,
+                    key=agent.key,
+                    insecure=agent.insecure,
+                    read_batch=1,  # a repair reads REPAIR_READ_AHEAD stripes ahead of its rate limit, no more
+                    read_ahead=REPAIR_READ_AHEAD,
+                ),
             )
         if self._client._map.epoch != cluster_map.epoch:  # nodes the new map calls alive get another chance
             self._client.transport.forgive(n.endpoint for n in cluster_map.nodes if n.state == "alive")

@@ -15,9 +15,10 @@ repair does not starve training I/O.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
 from hcstore.client.access import ClusterAccess, CorruptionReport
@@ -38,7 +39,7 @@ WINDOW = 4
 COPY_BATCH = 8
 """Stripes asked of a holder per read when a fragment is copied (two such reads are kept in flight)."""
 
-Stripes = Callable[[], Iterator[Mapping[int, Any]]]
+Stripes = Callable[[], Generator[Mapping[int, Any], None, None]]
 """The chunks of each stripe in turn, by fragment index."""
 
 
@@ -63,7 +64,7 @@ def repair_object(client: ClusterAccess, version: ObjectVersion, plan: ObjectPla
             log.info("copy of %s/%s failed (%s); rebuilding it instead", version.bucket, version.key, exc)
     codec = codec_for(version.codec, version.k, version.m)
 
-    def rebuilt() -> Iterator[Mapping[int, Any]]:
+    def rebuilt() -> Generator[Mapping[int, Any], None, None]:
         for _stripe, data in StripeReader(client, version).stripes(0, version.stripes):
             yield dict(enumerate([*data, *codec.encode(data)]))
 
@@ -89,13 +90,14 @@ def _write(
         operation=f"repair of {version.bucket}/{version.key}",
     ) as uploads:
         uploads.open()
-        for fragments in stripes():
-            chunks = {index: bytes(fragments[index]) for index in uploads.indices()}
-            for chunk in chunks.values():
-                limiter.take(len(chunk))
-                written += len(chunk)
-            uploads.send_stripe(chunks)
-            uploads.drain(WINDOW)
+        with contextlib.closing(stripes()) as source:
+            for _stripe in range(version.stripes):
+                limiter.take(version.chunk_size * len(uploads.indices()))  # before the stripe is read: reads paced too
+                fragments = next(source)
+                chunks = {index: bytes(fragments[index]) for index in uploads.indices()}
+                written += sum(len(chunk) for chunk in chunks.values())
+                uploads.send_stripe(chunks)
+                uploads.drain(WINDOW)
         uploads.drain(0)
         uploads.prepare(
             VersionLayout(
@@ -120,7 +122,7 @@ def _write(
 
 def copied_stripes(
     client: ClusterAccess, version: ObjectVersion, sources: Mapping[int, str]
-) -> Iterator[dict[int, Any]]:
+) -> Generator[dict[int, Any], None, None]:
     """The chunks of fragments ``sources`` (index -> holder), read unchanged from their holders, stripe by stripe.
 
     Every chunk is checked against its digest; two batches of :data:`COPY_BATCH` stripes are in flight.

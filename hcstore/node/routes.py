@@ -44,7 +44,7 @@ def unordered(request: Request) -> Hashable:
     return None
 
 
-INLINE = frozenset({"ping", "node_stats", "maintain", "locate", "list", "buckets"})
+INLINE = frozenset({"ping", "node_stats", "maintain", "locate", "locate_many", "list", "buckets"})
 READS = frozenset({"read"})  # run on the read pool, each in no lane
 LANES: dict[str, LaneOf] = {
     "read": unordered,

@@ -29,6 +29,7 @@ AGENT_OPERATIONS: dict[str, str] = {
             "tombstone",
             "read",
             "locate",
+            "locate_many",
             "list",
             "buckets",
         ),

@@ -456,7 +456,7 @@ def run_repair_bench(
     (:class:`~hcstore.tools.foreground.PacedReader`): for ``probe_seconds`` before the loss, and while
     repair runs. Its p99 during repair, over its p99 before, is held to 2x.
     """
-    from hcstore.client.versions import resolve
+    from hcstore.client.versions import resolve_many
     from hcstore.control.membership import Intervals
 
     console = console or Console(width=max(Console().width, 120))
@@ -503,7 +503,7 @@ def run_repair_bench(
             t_out = time.time()
             probe_client.refresh()  # the reader knows the node is out, as the cluster's clients soon do
             with PacedReader(probe_client, BUCKET, probe_key, PROBE_BYTES) as busy:
-                _wait_protected(client, keys, resolve, excluding={victim}, timeout=1800)
+                _wait_protected(client, keys, resolve_many, excluding={victim}, timeout=1800)
             probe_client.close()
             t_done = _last_written(cluster.fragment_files(), since=t_kill)
             # per byte rebuilt: k fragments read (from the disk, over the wire) and decoded, one written and sent
@@ -536,7 +536,9 @@ def run_repair_bench(
             drop_from_page_cache(cluster.fragment_files())
             t_join = time.time()
             newcomer = cluster.add_agent()
-            _wait_protected(client, keys, resolve, excluding=set(), timeout=1800, settle_on=newcomer, cluster=cluster)
+            _wait_protected(
+                client, keys, resolve_many, excluding=set(), timeout=1800, settle_on=newcomer, cluster=cluster
+            )
             arrived = cluster.fragment_files(newcomer)
             moved = sum(p.stat().st_size for p in arrived)
             # per byte moved: one read from its holder, sent to the repairer and on, written once
@@ -593,7 +595,7 @@ def _last_written(files: list[Path], *, since: float) -> float:
 def _wait_protected(
     client: Any,
     keys: list[str],
-    resolve: Any,
+    resolve_many: Any,
     *,
     excluding: set[str],
     timeout: float,
@@ -606,8 +608,9 @@ def _wait_protected(
     last = -1
     while time.monotonic() < deadline:
         ok = True
-        for key in keys:
-            version = resolve(client, BUCKET, key, exhaustive=True)
+        for version in resolve_many(client, [(BUCKET, key) for key in keys]).values():
+            if isinstance(version, Exception):
+                raise version
             held = [n for n in version.found_at if n and n not in excluding]
             if len(held) < version.k + version.m:
                 ok = False

@@ -67,6 +67,7 @@ MAX_REPLY_BYTES = MAX_READ_BYTES + MAX_HEADER_BYTES  # a whole reply: a read's c
 MAX_STORE_CHUNKS = 64  # payload frames of one `store` (a small fragment written in one message)
 MAX_STRIPES = 1 << 32
 MAX_LIST_LIMIT = 10_000
+MAX_LOCATE_MANY = 64  # keys of one `locate_many`: the agent answers it inline, in about a millisecond
 MAX_EPOCH = (1 << 63) - 1  # of a cluster map, in any message
 # The highest epoch the controller moves up to because a peer says so: counting on from there, 2**62 changes
 # stay below MAX_EPOCH. (An epoch it gave out itself it always takes back.)
@@ -265,6 +266,8 @@ OPERATIONS: dict[str, dict[str, Field]] = {
     "maintain": {"job": _STR},
     # All generations and fragments of a key on this node.
     "locate": dict(_OBJ),
+    # What `locate` answers, for each of several keys (a repair scan's batch); `entries` holds one list per key.
+    "locate_many": {"objects": Field(list, size=MAX_LOCATE_MANY, items=Field(dict, fields=_OBJ))},
     # Newest entry per key under a prefix, in key order, after `start_after`.
     "list": {
         "bucket": _STR,

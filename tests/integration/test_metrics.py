@@ -22,9 +22,10 @@ import pytest
 import zmq
 from prometheus_client.parser import text_string_to_metric_families
 
+from hcstore.client.versions import resolve, resolve_many
 from hcstore.config import AgentConfig
 from hcstore.control.membership import Intervals
-from hcstore.errors import DiskError
+from hcstore.errors import DiskError, ObjectNotFound
 from hcstore.wire import protocol
 from hcstore.wire.transport import Transport
 from integration_support import (
@@ -93,6 +94,33 @@ def test_an_object_of_one_stripe_is_stored_in_one_message_per_fragment(shared_cl
         assert requests("open") == opens  # no upload was opened and streamed to
         assert requests("store") == stores + fragments
         assert shared_client.get(BUCKET, key) == blob
+
+
+def test_a_batch_of_keys_is_resolved_in_one_request_per_node(shared_cluster, shared_client):
+    def requests(op: str) -> float:
+        return total(shared_cluster, "hcstore_requests_total", op=op, outcome="ok")
+
+    names = [(BUCKET, f"batch/{i}") for i in range(4)]
+    for i, (bucket, key) in enumerate(names[:3]):
+        shared_client.put(bucket, key, seeded_bytes(key, 4096 + i * 4 * CHUNK))  # replicated, then EC
+    shared_client.put(*names[0], b"newer")  # two generations
+    shared_client.delete(*names[1])  # a tombstone; names[3] was never stored
+    locates, batches = requests("locate"), requests("locate_many")
+    outcomes = resolve_many(shared_client, names)
+    assert requests("locate") == locates  # no key was asked about on its own
+    assert requests("locate_many") >= batches + len(shared_client.cluster_map.nodes)
+    for name in names:  # the same answer as one exhaustive resolve per key
+        try:
+            expected = resolve(shared_client, *name, exhaustive=True)
+        except ObjectNotFound as exc:
+            expected = exc
+        got = outcomes[name]
+        if isinstance(expected, ObjectNotFound):
+            assert (type(got), str(got)) == (ObjectNotFound, str(expected)), name
+            assert getattr(got, "tombstone", None) == getattr(expected, "tombstone", None), name
+        else:
+            assert got == expected, name
+    assert outcomes[names[0]].size == len(b"newer") and outcomes[names[2]].k == 4
 
 
 def test_counters_move_after_puts_and_gets(shared_cluster, shared_client):

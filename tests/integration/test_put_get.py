@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import io
 import random
 
@@ -172,6 +173,21 @@ def test_writer_stream(shared_client):
             w.write(data[start : start + 50_000])
     assert w.result is not None and w.result.size == len(data)
     assert shared_client.get(BUCKET, "src/writer") == data
+
+
+def test_writer_copies_a_view_over_memory_the_caller_reuses(shared_client):
+    # torch.save hands each tensor to write() as a read-only view over bare memory (no owning object);
+    # for a GPU tensor that memory is a host copy freed as soon as write() returns.
+    data = seeded_bytes("borrowed", 8 * STRIPE)
+    memory = ctypes.create_string_buffer(data, len(data))
+    from_memory = ctypes.pythonapi.PyMemoryView_FromMemory
+    from_memory.argtypes, from_memory.restype = (ctypes.c_void_p, ctypes.c_ssize_t, ctypes.c_int), ctypes.py_object
+    borrowed = from_memory(ctypes.addressof(memory), len(data), 0x100)  # PyBUF_READ
+    assert borrowed.readonly and borrowed.obj is None
+    with shared_client.writer(BUCKET, "src/borrowed", size=len(data)) as w:
+        w.write(borrowed)
+        ctypes.memset(memory, 0xEE, len(data))  # the caller reuses its memory at once
+    assert shared_client.get(BUCKET, "src/borrowed") == data
 
 
 def test_writer_abort_leaves_nothing_visible(shared_client):

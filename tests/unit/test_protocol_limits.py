@@ -94,6 +94,7 @@ VALID: dict[str, tuple[dict[str, Any], list[bytes]]] = {
     "quarantine": (dict(FRAG), []),
     "maintain": ({"job": "scrub"}, []),
     "locate": ({"bucket": "bkt", "key": "a/b"}, []),
+    "locate_many": ({"objects": [{"bucket": "bkt", "key": "a/b"}, {"bucket": "bkt", "key": "c"}]}, []),
     "list": ({"bucket": "bkt", "prefix": "a/", "start_after": "a/a", "limit": 10}, []),
     "buckets": ({}, []),
     "heartbeat": (
