@@ -60,7 +60,6 @@ class MaintainedNode(Protocol):
 
 log = logging.getLogger(__name__)
 FULL_SCAN_EVERY = 5  # trailers can name stale holders after repair; a periodic full scan misses nothing
-REPAIR_READ_AHEAD = 2  # stripes a repair reads before it writes them: a node going out starts no burst of reads
 
 
 class Maintainer(threading.Thread):
@@ -304,8 +303,8 @@ class Maintainer(threading.Thread):
                     request_timeout=10.0,
                     key=agent.key,
                     insecure=agent.insecure,
-                    read_batch=1,  # a repair reads REPAIR_READ_AHEAD stripes ahead of its rate limit, no more
-                    read_ahead=REPAIR_READ_AHEAD,
+                    read_batch=1,  # a repair reads one stripe at a time, after its rate limit let it:
+                    read_ahead=1,  # a node going out starts no burst of reads
                 ),
             )
         if self._client._map.epoch != cluster_map.epoch:  # nodes the new map calls alive get another chance
