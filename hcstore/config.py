@@ -257,7 +257,9 @@ class AgentConfig(_Settings):
         weight: capacity weight of this node in placement.
         heartbeat: seconds between heartbeats to the controller.
         state_dir: where the agent persists the latest cluster map it has seen ("": its first mountpath).
-        repair_rate: bytes per second that background repair and rebalance may write (0: unlimited).
+        repair_rate: bytes per second that background repair and rebalance may write (0: unlimited). It is
+            taken before each stripe is read, so reads keep its pace (a rebuild reads ``k`` chunks per chunk
+            it writes).
         repair_workers: objects one agent checks, copies or rebuilds at once.
         scan_interval: seconds between scans of this node's objects for repair (also after every map change).
         scrub_interval: seconds between scrubs (re-verification of every local chunk at ``repair_rate``).
