@@ -536,9 +536,7 @@ def run_repair_bench(
             drop_from_page_cache(cluster.fragment_files())
             t_join = time.time()
             newcomer = cluster.add_agent()
-            _wait_protected(
-                client, keys, resolve_many, excluding=set(), timeout=1800, settle_on=newcomer, cluster=cluster
-            )
+            _wait_protected(client, keys, resolve_many, excluding=set(), timeout=1800, joined=newcomer)
             arrived = cluster.fragment_files(newcomer)
             moved = sum(p.stat().st_size for p in arrived)
             # per byte moved: one read from its holder, sent to the repairer and on, written once
@@ -599,25 +597,25 @@ def _wait_protected(
     *,
     excluding: set[str],
     timeout: float,
-    settle_on: str | None = None,
-    cluster: Any = None,
+    joined: str | None = None,
 ) -> None:
-    """Poll until every object has all k+m fragments off ``excluding`` (and, for a join, the
-    newcomer's fragment count has stopped growing)."""
+    """Poll until every object has all k+m fragments off ``excluding`` (and, after ``joined`` joined,
+    every fragment sits where the map with it wants: nothing left to move)."""
+    from hcstore.node.repair_plan import plan_object
+
     deadline = time.monotonic() + timeout
-    last = -1
     while time.monotonic() < deadline:
-        ok = True
-        for version in resolve_many(client, [(BUCKET, key) for key in keys]).values():
+        if joined is not None:
+            client.refresh()
+        ok = joined is None or (joined in client.cluster_map and client.cluster_map.node(joined).state == "alive")
+        for version in resolve_many(client, [(BUCKET, key) for key in keys]).values() if ok else ():
             if isinstance(version, Exception):
                 raise version
             held = [n for n in version.found_at if n and n not in excluding]
-            if len(held) < version.k + version.m:
+            placed = joined is None or not plan_object(version, client.cluster_map).rebuild
+            if len(held) < version.k + version.m or not placed:
                 ok = False
                 break
-        if ok and settle_on is not None:
-            now = len(cluster.fragment_files(settle_on))
-            ok, last = now == last and now > 0, now
         if ok:
             return
         time.sleep(0.5)
