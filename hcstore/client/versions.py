@@ -109,8 +109,7 @@ def resolve_many(
             searches[name] = _Search(client, client.cluster_map, *name, configured)
         except HCStoreError as exc:  # a name that is not valid
             outcomes[name] = exc
-    everyone = client.cluster_map.nodes
-    if not _ask_many(client, everyone, searches):
+    if not _ask_many(client, client.cluster_map.nodes, searches):
         return {**outcomes, **{name: _outcome(resolve, client, *name, exhaustive=True) for name in searches}}
     return {**outcomes, **{name: _outcome(_conclude, search, exhaustive=True) for name, search in searches.items()}}
 
@@ -264,6 +263,11 @@ class _Search:
 def _ask_many(client: ClusterAccess, nodes: Sequence[Any], searches: Mapping[tuple[str, str], _Search]) -> bool:
     """Ask ``nodes`` about every search's key, in ``locate_many`` requests; False when a node does not know them."""
     unknown: list[str] = []
+
+    def refused(node: str, error: HCStoreError) -> None:
+        if isinstance(error, UnknownOperation):
+            unknown.append(node)
+
     batch = list(searches.values())
     for first in range(0, len(batch), MAX_LOCATE_MANY):
         part = batch[first : first + MAX_LOCATE_MANY]
@@ -277,13 +281,11 @@ def _ask_many(client: ClusterAccess, nodes: Sequence[Any], searches: Mapping[tup
             for search, entries in zip(part, per_key, strict=False):
                 search.merge(node, entries)
 
-        def refused(node: str, error: HCStoreError) -> None:
-            if isinstance(error, UnknownOperation):
-                unknown.append(node)
-
         objects = [{"bucket": search.bucket, "key": search.key} for search in part]
         _gather(client, nodes, "locate_many", {"objects": objects}, settled, merge, refused)
-    return not unknown
+        if unknown:
+            return False
+    return True
 
 
 def _gather(

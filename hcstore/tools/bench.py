@@ -456,7 +456,6 @@ def run_repair_bench(
     (:class:`~hcstore.tools.foreground.PacedReader`): for ``probe_seconds`` before the loss, and while
     repair runs. Its p99 during repair, over its p99 before, is held to 2x.
     """
-    from hcstore.client.versions import resolve_many
     from hcstore.control.membership import Intervals
 
     console = console or Console(width=max(Console().width, 120))
@@ -503,7 +502,7 @@ def run_repair_bench(
             t_out = time.time()
             probe_client.refresh()  # the reader knows the node is out, as the cluster's clients soon do
             with PacedReader(probe_client, BUCKET, probe_key, PROBE_BYTES) as busy:
-                _wait_protected(client, keys, resolve_many, excluding={victim}, timeout=1800)
+                _wait_protected(client, keys, excluding={victim}, timeout=1800)
             probe_client.close()
             t_done = _last_written(cluster.fragment_files(), since=t_kill)
             # per byte rebuilt: k fragments read (from the disk, over the wire) and decoded, one written and sent
@@ -536,7 +535,7 @@ def run_repair_bench(
             drop_from_page_cache(cluster.fragment_files())
             t_join = time.time()
             newcomer = cluster.add_agent()
-            _wait_protected(client, keys, resolve_many, excluding=set(), timeout=1800, joined=newcomer)
+            _wait_protected(client, keys, excluding=set(), timeout=1800, joined=newcomer)
             arrived = cluster.fragment_files(newcomer)
             moved = sum(p.stat().st_size for p in arrived)
             # per byte moved: one read from its holder, sent to the repairer and on, written once
@@ -593,7 +592,6 @@ def _last_written(files: list[Path], *, since: float) -> float:
 def _wait_protected(
     client: Any,
     keys: list[str],
-    resolve_many: Any,
     *,
     excluding: set[str],
     timeout: float,
@@ -601,6 +599,7 @@ def _wait_protected(
 ) -> None:
     """Poll until every object has all k+m fragments off ``excluding`` (and, after ``joined`` joined,
     every fragment sits where the map with it wants: nothing left to move)."""
+    from hcstore.client.versions import resolve_many
     from hcstore.node.repair_plan import plan_object
 
     deadline = time.monotonic() + timeout

@@ -8,6 +8,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import zmq
 from prometheus_client.parser import text_string_to_metric_families
 
 from hcstore.cluster.local import LocalCluster
@@ -215,3 +217,29 @@ def agent_urls(cluster, *, excluding=()) -> dict[str, str]:
 def total(cluster, name: str, *, excluding=(), **labels: str) -> float:
     """``name`` summed over the running agents."""
     return sum(value(url, name, **labels) for url in agent_urls(cluster, excluding=excluding).values())
+
+
+class StubRouter:
+    """A stand-in peer: a ROUTER socket on loopback whose thread answers each message ``body`` with the
+    frames ``answer(body)`` returns."""
+
+    def __init__(self, answer: Callable[[list[bytes]], list[Any]]) -> None:
+        self.socket = zmq.Context.instance().socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.endpoint = f"tcp://127.0.0.1:{self.socket.bind_to_random_port('tcp://127.0.0.1')}"
+        self._answer = answer
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            if not self.socket.poll(20):
+                continue
+            routing, *body = self.socket.recv_multipart()
+            self.socket.send_multipart([routing, *self._answer(body)])
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.socket.close(linger=0)

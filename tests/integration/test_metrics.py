@@ -13,13 +13,11 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-import zmq
 from prometheus_client.parser import text_string_to_metric_families
 
 from hcstore.client.versions import resolve, resolve_many
@@ -30,6 +28,7 @@ from hcstore.wire import protocol
 from hcstore.wire.transport import Transport
 from integration_support import (
     CHUNK,
+    StubRouter,
     agent_urls,
     clean_env,
     cli_ok,
@@ -373,30 +372,20 @@ def test_readyz_fails_without_a_usable_mountpath_and_errors_carry_request_ids(lo
 
 
 class StubController:
-    """A ROUTER socket that answers an agent's heartbeats with the epoch (and map) a test chooses."""
+    """Answers an agent's heartbeats with the epoch (and map) a test chooses."""
 
     def __init__(self) -> None:
-        self.socket = zmq.Context.instance().socket(zmq.ROUTER)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.endpoint = f"tcp://127.0.0.1:{self.socket.bind_to_random_port('tcp://127.0.0.1')}"
         self.epoch, self.cluster_map = 0, None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        self._router = StubRouter(self._answer)
+        self.endpoint = self._router.endpoint
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            if not self.socket.poll(50):
-                continue
-            routing, *body = self.socket.recv_multipart()
-            request = protocol.decode_request(body, protocol.CONTROLLER_OPERATIONS)
-            fields = {"map": self.cluster_map.to_dict()} if self.cluster_map else {}
-            self.socket.send_multipart([routing, *protocol.reply_frames(request.id, self.epoch, fields)])
+    def _answer(self, body: list[bytes]) -> list:
+        request = protocol.decode_request(body, protocol.CONTROLLER_OPERATIONS)
+        fields = {"map": self.cluster_map.to_dict()} if self.cluster_map else {}
+        return protocol.reply_frames(request.id, self.epoch, fields)
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.socket.close(linger=0)
+        self._router.close()
 
 
 def test_readyz_fails_while_the_agent_is_on_an_older_epoch_than_the_controller(lone_agent):

@@ -2,47 +2,33 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
-import zmq
 
 from hcstore.client.client import Client
 from hcstore.client.versions import resolve_many
 from hcstore.errors import InvalidRequest, ObjectNotFound, UnknownOperation
 from hcstore.wire import protocol
+from integration_support import StubRouter
 from placement import ClusterMap, Node
 
 
 class OlderAgent:
-    """A ROUTER socket that answers as an agent without ``locate_many`` does: it holds nothing."""
+    """Answers as an agent without ``locate_many`` does, holding nothing; records the operations asked."""
 
     def __init__(self) -> None:
-        self.socket = zmq.Context.instance().socket(zmq.ROUTER)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.endpoint = f"tcp://127.0.0.1:{self.socket.bind_to_random_port('tcp://127.0.0.1')}"
         self.ops: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        self._router = StubRouter(self._answer)
+        self.endpoint = self._router.endpoint
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            if not self.socket.poll(20):
-                continue
-            routing, *body = self.socket.recv_multipart()
-            header = protocol.decode_header(body)
-            self.ops.append(header["op"])
-            if header["op"] == "locate":
-                frames = protocol.reply_frames(header["id"], 1, {"entries": []})
-            else:
-                frames = protocol.error_frames(header["id"], 1, UnknownOperation(f"unknown operation {header['op']}"))
-            self.socket.send_multipart([routing, *frames])
+    def _answer(self, body: list[bytes]) -> list:
+        header = protocol.decode_header(body)
+        self.ops.append(header["op"])
+        if header["op"] == "locate":
+            return protocol.reply_frames(header["id"], 1, {"entries": []})
+        return protocol.error_frames(header["id"], 1, UnknownOperation(f"unknown operation {header['op']}"))
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.socket.close(linger=0)
+        self._router.close()
 
 
 @pytest.fixture
