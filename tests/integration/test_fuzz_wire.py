@@ -12,7 +12,6 @@ near where it started. Reproducible: hypothesis is derandomized, the garbage see
 from __future__ import annotations
 
 import random
-import time
 from typing import Any
 
 import msgpack
@@ -274,12 +273,12 @@ def test_fuzzed_wire_leaves_agent_and_controller_serving(make_cluster):
         del big
         reply = agent.request("store", *[b"c" * 64] * (MAX_STORE_CHUNKS + 1), **FRAGMENT, chunk_size=64, header={})
         assert reply["code"] == "E_MALFORMED", reply
-        took = time.perf_counter()
+        # How early the decoder stops is measured in tests/unit/test_protocol_limits.py; here, that the agent
+        # answers these with the right code and the request's own id.
         reply = agent.call([nested_arrays((1 << 20) - 64)])
-        assert reply["code"] == "E_TOO_LARGE" and time.perf_counter() - took < 0.5, reply
-        took = time.perf_counter()
+        assert reply["code"] == "E_TOO_LARGE", reply
         reply = agent.call([pack({"v": 1, "op": "ping", "id": 5, "pad": [[[]] * 4096] * 250})])
-        assert reply["code"] == "E_TOO_LARGE" and reply["id"] == 5 and time.perf_counter() - took < 0.5, reply
+        assert reply["code"] == "E_TOO_LARGE" and reply["id"] == 5, reply
 
         # Requests hypothesis builds for every operation, to the agent and to the controller.
         @FUZZ
