@@ -2,7 +2,7 @@
 
     python benchmarks/bench_scale.py [--nodes 10000] [--processes 4] [--interval 1.0] [--seconds 30]
                                      [--warmup S] [--suspect-after 30] [--plan-sample 60] [--placements 100000]
-                                     [--quick] [--json-out FILE]
+                                     [--whole-maps] [--quick] [--json-out FILE]
 
 Three parts, each printed beside its goal and written under stable names by ``--json-out``:
 
@@ -12,8 +12,9 @@ Three parts, each printed beside its goal and written under stable names by ``--
    twice, which the map size figure leaves out). ``--processes`` processes simulate ``--nodes`` nodes
    between them; each simulated node is a DEALER socket of its own, with the agent's socket options,
    that sends the agent's heartbeat (the same fields, the same wire format, the epoch of the newest map
-   it got) every ``--interval`` seconds, and takes the epoch of a map a reply carries without decoding
-   the map (the controller's cost is measured, not the fleet's). The warm-up lasts until every node the
+   it got; once it holds a map, it asks for the changes since, as an agent does, unless ``--whole-maps``)
+   every ``--interval`` seconds, and takes the epoch of a map or a delta a reply carries without decoding
+   it (the controller's cost is measured, not the fleet's). The warm-up lasts until every node the
    controller accepts (at most ``MAX_MAP_NODES``) holds a map and no newer epoch has come for two
    intervals, or until its budget runs out (``settled_before_steady_phase`` says which). The controller
    is started with ``suspect_after`` = ``--suspect-after`` (default 30 s, the product's is 3 s): a
@@ -23,7 +24,7 @@ Three parts, each printed beside its goal and written under stable names by ``--
    ``cpu_times`` of its process) and heartbeat latency from send to reply. Then one node is drained
    (a map change) and the fan-out is the time from the drain request until each registered node has seen
    the new epoch in a heartbeat reply (p50 and max over the nodes that saw it). The map's size is the
-   header frame of a reply that carries it, as sent.
+   header frame of a reply that carries it, as sent; a delta's, likewise.
 2. **Repair planning** after a node goes out, on a map of ``--nodes`` nodes: the pure planning code
    a scan runs per object (:func:`~hcstore.node.repair_plan.checkers` on each of the ``k+m`` holders,
    :func:`~hcstore.node.repair_plan.repairer` on the ``m+1`` checkers, :func:`~hcstore.node.repair_plan.plan_object`
@@ -63,7 +64,7 @@ import zmq
 
 from hcstore.client.versions import ObjectVersion
 from hcstore.control.client import ControllerClient
-from hcstore.errors import ControllerUnavailable, HCStoreError
+from hcstore.errors import ControllerUnavailable, HCStoreError, ObjectNotFound
 from hcstore.node.repair_plan import checkers, plan_object, repairer
 from hcstore.wire import protocol
 from placement import ClusterMap, Node, hrw_score_matrix, place
@@ -80,6 +81,7 @@ JOINS = 64  # newcomers whose join is tried, one at a time, for the movement fig
 READY_TIMEOUT = 30.0
 SEND_BATCH_MS = 20  # a simulated process sends the heartbeats that fell due in the last 20 ms together
 AGENT_CONTROLLER_HWM = 16  # heartbeats queued on an agent's socket to the controller, as in hcstore.node.agent
+MAP_FORMS = ("map", "delta")  # how a heartbeat reply carries a newer map: whole, or the changes since the node's
 
 
 # ---------------------------------------------------------------------------------------------- statistics
@@ -148,28 +150,30 @@ def heartbeat_fields(node: str, index: int) -> dict[str, Any]:
 @dataclass(frozen=True)
 class ReplySummary:
     """What a simulated node takes from a heartbeat reply: its id, error code ("" when ok), the controller's
-    epoch, and whether it carries the map (whose epoch that is). The map itself is skipped, not decoded."""
+    epoch, and how it carries the map of that epoch: ``map`` (whole), ``delta`` (the changes since the node's),
+    or "" (not at all). The map or delta itself is skipped, not decoded."""
 
     id: int
     code: str
     epoch: int
-    has_map: bool
+    carries: str
 
     @classmethod
     def of(cls, header: bytes) -> ReplySummary:
-        """Read a reply's header frame, skipping over its ``map``."""
+        """Read a reply's header frame, skipping over its ``map`` or ``delta``."""
         unpacker = msgpack.Unpacker(raw=False, max_buffer_size=len(header))
         unpacker.feed(header)
         fields: dict[str, Any] = {}
         for _ in range(unpacker.read_map_header()):
             name = unpacker.unpack()
-            if name == "map":
+            if name in MAP_FORMS:
                 unpacker.skip()
-                fields["map"] = True
+                fields[name] = True
             else:
                 fields[name] = unpacker.unpack()
         code = "" if fields.get("ok") else str(fields.get("code", "E_INTERNAL"))
-        return cls(int(fields["id"]), code, int(fields.get("epoch", 0)), "map" in fields)
+        carries = next((form for form in MAP_FORMS if form in fields), "")
+        return cls(int(fields["id"]), code, int(fields.get("epoch", 0)), carries)
 
 
 def simulate_nodes(
@@ -182,6 +186,7 @@ def simulate_nodes(
     progress: Any,
     slot: int,
     results: Any,
+    deltas: bool = True,
 ) -> None:
     """One process of the fleet: heartbeat for ``ids`` (the nodes numbered from ``first``) from ``start``
     (monotonic) until the event ``stop`` is set, then send the results down the pipe ``results``.
@@ -190,8 +195,9 @@ def simulate_nodes(
     It tells the parent how far registration has come without asking the controller.
 
     Results: the send time of each heartbeat; per reply the send time of its heartbeat, its latency and
-    whether it was refused; per node the arrival times of the maps that raised its epoch; the largest
-    map header seen; counts of refusals by code.
+    whether it was refused; per node the arrival time, epoch and header size of each reply that raised its
+    epoch; the largest header seen carrying a whole map; counts of refusals by code. A node
+    asks for deltas once it holds a map, unless ``deltas`` is False (an agent from before deltas).
     """
     context = zmq.Context()
     context.set(zmq.MAX_SOCKETS, len(ids) + 64)
@@ -211,16 +217,20 @@ def simulate_nodes(
     epochs = [0] * len(ids)
     in_flight: list[dict[int, float]] = [{} for _ in ids]  # send time by request id, per node
     sent, sent_at, latency, refused = array("d"), array("d"), array("d"), array("b")
-    adopted: list[tuple[int, float, int]] = []  # (node number, arrival, epoch)
+    adopted: list[tuple[int, float, int, int]] = []  # (node number, arrival, epoch, header bytes)
     codes: dict[str, int] = {}
-    map_bytes, request_id, turn, position = 0, 0, 0, 0
+    map_bytes = 0
+    request_id, turn, position = 0, 0, 0
     while not stop.is_set():
         now = time.monotonic()
         due = start + (turn + position / len(ids)) * interval
         while due <= now:
             request_id += 1
             try:
-                frames = protocol.request_frames("heartbeat", request_id, epochs[position], fields[position])
+                heartbeat = fields[position]
+                if deltas and epochs[position]:
+                    heartbeat = {**heartbeat, "deltas": True}
+                frames = protocol.request_frames("heartbeat", request_id, epochs[position], heartbeat)
                 sockets[position].send_multipart(frames, flags=zmq.NOBLOCK)
                 in_flight[position][request_id] = now
                 sent.append(now)
@@ -247,11 +257,12 @@ def simulate_nodes(
                 refused.append(bool(reply.code))
                 if reply.code:
                     codes[reply.code] = codes.get(reply.code, 0) + 1
-                elif reply.has_map and reply.epoch > epochs[i]:
+                elif reply.carries and reply.epoch > epochs[i]:
                     progress[slot + 2] += epochs[i] == 0  # a node's first map: it is registered
                     epochs[i] = reply.epoch
-                    adopted.append((first + i, arrival, epochs[i]))
-                    map_bytes = max(map_bytes, len(frames[0]))
+                    adopted.append((first + i, arrival, epochs[i], len(frames[0])))
+                    if reply.carries == "map":
+                        map_bytes = max(map_bytes, len(frames[0]))
                     if reply.epoch > progress[slot]:
                         progress[slot], progress[slot + 1] = reply.epoch, arrival
     for sock in sockets:
@@ -322,22 +333,35 @@ def wait_until_settled(progress: Any, processes: int, nodes: int, interval: floa
     return False
 
 
-def drain(endpoint: str, node: str, timeout: float) -> int | None:
-    """Drain ``node``; the epoch of the map that results, or None when the controller did not answer in time
-    (a controller fanning out a map answers an admin request only after every node's queued heartbeats)."""
+def drain(endpoint: str, candidates: Sequence[str], timeout: float) -> ClusterMap | None:
+    """Drain the first of ``candidates`` in the map (a full map leaves some nodes out); the map that results,
+    or None when the controller did not answer in time (a controller fanning out a map answers an admin request
+    only after every node's queued heartbeats)."""
     with ControllerClient(endpoint, timeout=timeout) as admin:
-        try:
-            return admin.drain(node).epoch
-        except ControllerUnavailable:
-            return None
+        for node in candidates:
+            try:
+                return admin.drain(node)
+            except ObjectNotFound:
+                continue
+            except ControllerUnavailable:
+                return None
+    return None
 
 
 def run_fleet(
-    *, nodes: int, processes: int, interval: float, seconds: float, suspect_after: float, warmup: float
+    *,
+    nodes: int,
+    processes: int,
+    interval: float,
+    seconds: float,
+    suspect_after: float,
+    warmup: float,
+    deltas: bool = True,
 ) -> dict[str, Any]:
     """Run the simulated fleet against a real controller; return the heartbeat and fan-out figures.
 
-    ``warmup`` is the most seconds the fleet may take to register and settle (0: 6 s per 1,000 nodes, >= 20).
+    ``warmup`` is the most seconds the fleet may take to register and settle (0: 6 s per 1,000 nodes, >= 20);
+    ``deltas`` False: the nodes take whole maps only.
     """
     ids = node_ids(nodes)
     warmup = warmup or max(20.0, WARMUP_PER_1000_NODES * nodes / 1000)
@@ -356,7 +380,18 @@ def run_fleet(
                 slot = len(PROGRESS_FIELDS) * number
                 worker = context.Process(
                     target=simulate_nodes,
-                    args=(endpoint, first, ids[first : first + share], interval, start, stop, progress, slot, send),
+                    args=(
+                        endpoint,
+                        first,
+                        ids[first : first + share],
+                        interval,
+                        start,
+                        stop,
+                        progress,
+                        slot,
+                        send,
+                        deltas,
+                    ),
                     daemon=True,
                 )
                 worker.start()
@@ -371,7 +406,7 @@ def run_fleet(
             time.sleep(seconds)
             cpu_after, fleet_after = cpu_seconds([usage]), cpu_seconds(fleet)
             change_at = time.monotonic()
-            new_epoch = drain(endpoint, ids[0], fanout)  # the first node each process starts
+            drained = drain(endpoint, ids[::share], fanout)  # the first node a process starts, if in the map
             time.sleep(max(0.0, change_at + fanout - time.monotonic()))
             stop.set()
             parts = [pipe.recv() for pipe in pipes]
@@ -386,9 +421,11 @@ def run_fleet(
         steady=(steady_from, change_at),
         cpu=(cpu_after - cpu_before, fleet_after - fleet_before),
         changed=(change_at, fanout),
-        new_epoch=new_epoch,
+        new_epoch=drained.epoch if drained is not None else None,
+        map_nodes=len(drained) if drained is not None else 0,
     ) | {
         "settled_before_steady_phase": settled,
+        "nodes_take_deltas": deltas,
         "warmup_seconds": steady_from - start,
         "suspect_after_seconds": suspect_after,
     }
@@ -403,8 +440,11 @@ def fleet_figures(
     cpu: tuple[float, float],
     changed: tuple[float, float],
     new_epoch: int | None,
+    map_nodes: int = 0,
 ) -> dict[str, Any]:
     """Heartbeat, map and fan-out figures from what the fleet's processes saw.
+
+    ``map_nodes``: the nodes of the controller's map after the change (0: not known, then those registered).
 
     ``cpu`` is the CPU time of the controller and of the fleet's processes over the steady phase;
     ``changed`` the time of the map change and how long the fleet ran after it.
@@ -423,18 +463,21 @@ def fleet_figures(
     sent_in_steady = int(((sent >= steady[0]) & (sent < steady[1])).sum())
     registered = {node for node, *_ in (event for p in parts for event in p["adopted"])}
     seen: dict[int, float] = {}
+    change_bytes: dict[int, int] = {}  # per node, the header of the reply that brought it the change
     for p in parts:
-        for node, when, epoch in p["adopted"]:
+        for node, when, epoch, size in p["adopted"]:
             if new_epoch is not None and epoch >= new_epoch and when >= changed[0] and node not in seen:
                 seen[node] = when - changed[0]
+                change_bytes[node] = size
     fanout = sorted(seen.values())
-    steady_epochs = [e for p in parts for _, when, e in p["adopted"] if steady[0] <= when < steady[1]]
+    steady_epochs = [e for p in parts for _, when, e, _ in p["adopted"] if steady[0] <= when < steady[1]]
     codes: dict[str, int] = {}
     for p in parts:
         for code, count in p["codes"].items():
             codes[code] = codes.get(code, 0) + count
     seconds = steady[1] - steady[0]
     map_bytes = max(p["map_bytes"] for p in parts)
+    in_map = map_nodes or len(registered)  # the largest map sent had at most as many nodes as the last one
     return {
         "nodes_simulated": nodes,
         "nodes_registered": len(registered),
@@ -453,9 +496,12 @@ def fleet_figures(
         "heartbeats_served_in_steady_phase": int(served.sum()),
         "epoch_changes_seen_in_steady_phase": len(set(steady_epochs)),
         "map_bytes_on_wire": map_bytes,
-        "map_bytes_per_node": map_bytes / len(registered) if registered else float("nan"),
-        "map_bytes_at_10000_nodes_projected": map_bytes / len(registered) * FLEET_NODES if registered else float("nan"),
+        "nodes_in_map": in_map,
+        "map_bytes_per_node": map_bytes / in_map if in_map else float("nan"),
+        "map_bytes_at_10000_nodes_projected": map_bytes / in_map * FLEET_NODES if in_map else float("nan"),
+        "change_reply_bytes_p50": percentile(sorted(change_bytes.values()), 0.50),
         "map_bytes_per_second_at_full_fanout": map_bytes * len(registered) / interval,
+        "fanout_bytes_per_change": sum(change_bytes.values()),
         "fanout_window_seconds": changed[1],
         "fanout_drain_answered": new_epoch is not None,
         "fanout_nodes_reached": len(fanout),
@@ -583,7 +629,8 @@ def run_placement(*, nodes: int, placements: int) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- report
 
 ROWS: tuple[tuple[str, str, float | None, bool], ...] = (
-    ("nodes_registered", "nodes the controller registered", float(FLEET_NODES), False),
+    ("nodes_registered", "nodes that got a map", float(FLEET_NODES), False),
+    ("nodes_in_map", "nodes in the controller's map", None, False),
     ("heartbeats_answered_per_second", "heartbeats answered / s (steady)", None, False),
     ("controller_cpu_us_per_heartbeat", "controller CPU per heartbeat, us", CPU_GOAL_US, True),
     ("controller_cores_for_10000_nodes", "controller cores, 10,000 nodes at 1/s", 0.5, True),
@@ -591,6 +638,8 @@ ROWS: tuple[tuple[str, str, float | None, bool], ...] = (
     ("heartbeat_latency_p99_ms", "heartbeat latency p99, ms", 100.0, True),
     ("epoch_changes_seen_in_steady_phase", "epochs changed in the steady phase", 0.0, True),
     ("map_bytes_on_wire", "cluster map as sent, bytes", float(protocol.MAX_HEADER_BYTES), True),
+    ("change_reply_bytes_p50", "reply bringing the drain, p50, bytes", None, True),
+    ("fanout_bytes_per_change", "bytes sent for one change (drain)", None, True),
     (
         "map_bytes_at_10000_nodes_projected",
         "map at 10,000 nodes, bytes (proj.)",
@@ -650,9 +699,10 @@ def report(figures: dict[str, Any]) -> None:
         print(f"fan-out: the drain was not answered within {figures['fanout_window_seconds']:g} s")
     if figures["refusals"]:
         print(f"heartbeats refused or not sent, by code: {figures['refusals']}")
+    taken = "as the changes since their own map" if figures["nodes_take_deltas"] else "as whole maps (--whole-maps)"
     print(
         f"fan-out: {figures['fanout_nodes_reached']} of {figures['nodes_registered']} registered nodes saw the new "
-        f"epoch within {figures['fanout_window_seconds']:g} s; the map goes out at "
+        f"epoch within {figures['fanout_window_seconds']:g} s, {taken}; a whole map goes out at "
         f"{figures['map_bytes_per_second_at_full_fanout'] / 1e6:.0f} MB/s when every node needs it"
     )
     steps = ", ".join(f"{name} {ms:.2f} ms" for name, ms in figures["plan_cpu_ms_per_object_by_step"].items())
@@ -687,6 +737,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--plan-sample", type=int, default=60, help="objects planned (default 60)")
     parser.add_argument("--placements", type=int, default=100_000, help="objects placed (default 100000)")
+    parser.add_argument(
+        "--whole-maps", action="store_true", help="the nodes never ask for map deltas (as agents before them)"
+    )
     parser.add_argument("--quick", action="store_true", help="1000 nodes, an 8 s steady phase, 50000 placements")
     parser.add_argument("--json-out", default=None, help="also write the figures as JSON to this file")
     args = parser.parse_args(argv)
@@ -701,6 +754,7 @@ def main(argv: list[str] | None = None) -> int:
             seconds=args.seconds,
             suspect_after=args.suspect_after,
             warmup=args.warmup,
+            deltas=not args.whole_maps,
         )
     except HCStoreError as exc:
         print(f"bench_scale: the controller failed: {exc}", file=sys.stderr)

@@ -2,7 +2,8 @@
 
 Everything here is a function of its inputs, with no I/O: weighted rendezvous hashing
 (:mod:`placement.hrw`, a frozen, versioned hash format), the cluster map
-(:mod:`placement.cluster_map`), failure domains (:mod:`placement.domains`), object
+(:mod:`placement.cluster_map`) and the changes between two of its versions
+(:mod:`placement.map_delta`), failure domains (:mod:`placement.domains`), object
 placement and movement plans (:mod:`placement.place`), quorum arithmetic (home sets, write
 quorums, read candidates and what silent nodes leave unproven: :mod:`placement.quorum`), read plans
 (:mod:`placement.read_plan`) and mountpath choice within a node
@@ -32,6 +33,7 @@ from placement.hrw import (
     rank,
     rank_ids,
 )
+from placement.map_delta import MapDelta
 from placement.mountpath import choose_mountpaths
 from placement.place import Placement, place, plan_moves
 from placement.quorum import (
@@ -58,6 +60,7 @@ __all__ = [
     "ClusterMap",
     "Grant",
     "Labels",
+    "MapDelta",
     "Node",
     "Placement",
     "Proof",

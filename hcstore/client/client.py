@@ -585,7 +585,9 @@ class Client:
         self, entries: Iterable[T], answered: set[str], what: str, partial: bool, cluster_map: ClusterMap | None = None
     ) -> Listing[T]:
         """``entries`` as a listing, complete or partial as the answers prove; or NotProven."""
-        proof = listing_proof(cluster_map or self.cluster_map, answered, schemes_of(*parse_ec(self.config.ec)))
+        proof = listing_proof(
+            self.cluster_map if cluster_map is None else cluster_map, answered, schemes_of(*parse_ec(self.config.ec))
+        )
         if not proof.proven and not partial:
             raise NotProven(
                 f"listing {what} may be incomplete: {len(proof.unreached)} of the {len(proof.candidates)} nodes did "

@@ -62,6 +62,7 @@ ADMIN_ACTIONS = {
 }
 REPORTING = frozenset({"alive", "suspect", "draining"})  # nodes whose scan reports are current
 LEAVING = frozenset({"out", "draining", "decommissioned"})  # nodes that will hold no fragments
+MAX_DELTAS_KEPT = 64  # deltas to the current epoch kept encoded, one per base epoch that nodes hold
 
 
 class Controller:
@@ -82,11 +83,13 @@ class Controller:
         # read before the socket is bound: a missing or open secret file fails the start
         self._secret = read_secret_file(config.secret_file) if config.secret_file else b""
         self.ec = config.ec  # the cluster's default erasure coding, told to clients ("" for none)
-        self.table = MembershipTable(config.intervals)
+        self.table = MembershipTable(config.intervals, coalesce=True)  # one epoch per tick for heartbeats' changes
         self.clock = clock
         self.stats: dict[str, dict[str, Any]] = {}
         self.credentials = daemon_credentials(config, "controller")
-        self.table.grants = read_allow_list(config.keys_file) if config.keys_file else ()
+        # An epoch of its own (1): a node's first heartbeat, answered before its registration is published at the
+        # next tick, already brings it the allow-list, so that it admits clients before the map lists it.
+        self.table.set_grants(read_allow_list(config.keys_file) if config.keys_file else ())
         self._grants = {grant.key: grant for grant in self.table.grants}
         if self.credentials.secure and not self._grants:
             log.warning("the allow-list is empty: no agent or client can connect (add keys with `hcstore keys add`)")
@@ -120,7 +123,10 @@ class Controller:
             "cluster_secret": self._cluster_secret,
         }
         self.repair_rate = RepairRate()
-        self._sent_map: tuple[ClusterMap | None, dict[str, Any]] = (None, {})
+        self._sent_map: tuple[ClusterMap | None, protocol.Packed] = (None, protocol.Packed(b""))
+        self._sent_digest: tuple[ClusterMap | None, bytes] = (None, b"")
+        self._sent_deltas: dict[int, dict[str, Any] | None] = {}  # base epoch -> the changes since, as sent
+        self._sent_deltas_epoch = -1  # the epoch those changes lead to
         self._lock = threading.Lock()  # the serving loop's state, against scrapes from the endpoint's threads
         self._serving = False
         self.metrics: ControllerMetrics | None = None
@@ -295,15 +301,39 @@ class Controller:
             self.repair_rate.observe(f["node"], now, int((f["stats"].get("repair") or {}).get("bytes_repaired", 0)))
         reply: dict[str, Any] = {}
         if request.epoch < self.table.epoch:
-            reply["map"] = self._map_fields()
+            delta = self._delta_fields(request.epoch) if f.get("deltas") else None
+            if delta is None:
+                reply["map"] = self._map_packed()
+            else:
+                reply["delta"] = delta
+                reply["digest"] = self._map_digest()
         return reply
 
-    def _map_fields(self) -> dict[str, Any]:
-        """The current map as replies carry it, made once per map: after a change every node asks for it."""
+    def _delta_fields(self, base: int) -> dict[str, Any] | None:
+        """The changes from epoch ``base`` to the current map as replies carry them, made once per pair of epochs
+        (the nodes behind mostly hold the same few epochs); None when they are not known, or when they hold
+        half the map or more, which then goes whole (encoded once per epoch, not once per reply)."""
+        if self._sent_deltas_epoch != self.table.epoch or len(self._sent_deltas) >= MAX_DELTAS_KEPT:
+            self._sent_deltas_epoch, self._sent_deltas = self.table.epoch, {}
+        if base not in self._sent_deltas:
+            delta = self.table.delta_since(base)
+            small = delta is not None and 2 * (len(delta.nodes) + len(delta.removed)) < len(self.cluster_map)
+            self._sent_deltas[base] = delta.to_dict() if delta is not None and small else None
+        return self._sent_deltas[base]
+
+    def _map_packed(self) -> protocol.Packed:
+        """The current map as replies carry it, encoded once per map: after a change every node asks for it."""
         cluster_map = self.cluster_map
         if self._sent_map[0] is not cluster_map:
-            self._sent_map = (cluster_map, cluster_map.to_dict())
+            self._sent_map = (cluster_map, protocol.Packed.of(cluster_map.to_dict()))
         return self._sent_map[1]
+
+    def _map_digest(self) -> bytes:
+        """The digest of the current map (:func:`protocol.map_digest`), made once per map."""
+        cluster_map = self.cluster_map
+        if self._sent_digest[0] is not cluster_map:
+            self._sent_digest = (cluster_map, protocol.map_digest(self._map_packed().data))
+        return self._sent_digest[1]
 
     def _trusted_part(self, seen: ClusterMap) -> ClusterMap:
         """Of a map an agent persisted, the nodes whose keys the allow-list binds to them (all, when insecure)."""
@@ -344,13 +374,14 @@ class Controller:
             self._set_grants(with_key(others, key, "node", node_id))
 
     def _get_map(self, request: Request) -> dict[str, Any]:
-        return {"map": self._map_fields(), **({"ec": self.ec} if self.ec else {})}
+        return {"map": self._map_packed(), **({"ec": self.ec} if self.ec else {})}
 
     def _node_admin(self, request: Request) -> dict[str, Any]:
         f = request.fields
         action, node = f["action"], f["node"]
         if action not in ADMIN_ACTIONS:
             raise InvalidRequest(f"unknown node action {action!r}: use one of {', '.join(ADMIN_ACTIONS)}")
+        self.table.publish()  # judged on every node registered so far, not on the last tick's map
         if node not in self.cluster_map:
             raise ObjectNotFound(f"no node {node!r} in the cluster map")
         admin = self.table.admin_of(node)
@@ -373,10 +404,10 @@ class Controller:
             log.info("node %s enters maintenance for at most %gs", node, seconds)
         elif action == "exit_maintenance":
             if admin != "maintenance":
-                return {"map": self._map_fields()}  # nothing to end: a retried exit is not an error
+                return {"map": self._map_packed()}  # nothing to end: a retried exit is not an error
             log.info("node %s leaves maintenance", node)
         self.table.set_admin(node, ADMIN_ACTIONS[action], self.clock(), seconds=seconds)
-        return {"map": self._map_fields()}
+        return {"map": self._map_packed()}
 
     def _refuse_unless_room_without(self, node: str) -> None:
         """Refuse to drain a node whose fragments would have nowhere to go: fewer nodes left in service
@@ -419,7 +450,7 @@ class Controller:
     def _status(self, request: Request) -> dict[str, Any]:
         now = self.clock()
         return {
-            "map": self._map_fields(),
+            "map": self._map_packed(),
             "ages": self.table.ages(now),
             "stats": self.stats,
             "protection": self.protection().to_dict(),

@@ -4,7 +4,13 @@ The controller feeds this table heartbeats and clock ticks; the table answers
 with the versioned :class:`placement.ClusterMap`. Every change of a node's
 endpoint, labels, weight or state bumps the map's epoch, and the epoch never
 goes backwards: a controller that restarts without state adopts the highest
-epoch any agent reports and continues above it.
+epoch any agent reports and continues above it. The table remembers which node
+each of its recent epochs changed, so a node a few epochs behind is sent what
+changed since its map (:class:`placement.MapDelta`), not the whole map. A table
+whose ``coalesce`` is set (the controller's) holds what heartbeats change (a node
+registering, its endpoint, its return to *alive*) until its next :meth:`tick`,
+so that a thousand nodes starting together make one new epoch, not a thousand;
+an operator's change, or one the ages make, publishes at once, and them with it.
 
 Liveness states follow heartbeat age (``alive → suspect → down → out``); a
 node that heartbeats again is ``alive`` again and its fragments count again.
@@ -20,11 +26,12 @@ repair storm, and one in maintenance none at all.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from placement import ClusterMap, Grant, Node
+from placement import ClusterMap, Grant, MapDelta, Node
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,12 @@ MAX_MAINTENANCE_SECONDS = 30 * 86400.0
 DEFAULT_MAINTENANCE = 3600.0
 """Seconds a maintenance lasts when its deadline is not known (adopted from an agent's map)."""
 
+MAX_CHANGES = 1 << 14
+"""Changes remembered for deltas; a node further behind than the oldest is sent the whole map."""
+
+_ALLOW_LIST = ""
+"""What a change of the allow-list is recorded as, in place of a node id (node ids are never empty)."""
+
 
 @dataclass
 class _Member:
@@ -83,22 +96,22 @@ class MembershipTable:
     members: dict[str, _Member] = field(default_factory=dict)
     grants: tuple[Grant, ...] = ()
     overdue: list[str] = field(default_factory=list)  # maintenances ended by their deadline, not yet reported
-    _published: tuple[tuple[int, int], ClusterMap] | None = field(default=None, init=False, repr=False)
+    changes: list[tuple[int, str]] = field(default_factory=list)  # (epoch, node id changed then), oldest first
+    deltas_from: int = 0  # every change after this epoch is in ``changes``: a delta can start here or later
+    coalesce: bool = False  # hold the changes heartbeats make until the next tick
+    _nodes: dict[str, Node] = field(default_factory=dict, init=False, repr=False)  # as published at ``epoch``
+    _pending: dict[str, None] = field(default_factory=dict, init=False, repr=False)  # changed, not yet published
+    _published: ClusterMap | None = field(default=None, init=False, repr=False)
 
     def cluster_map(self) -> ClusterMap:
-        """The current map: every member's node, and the allow-list, at the current epoch.
+        """The current map: the members' nodes as of the current epoch, and the allow-list.
 
-        Built once per change: every change of a member's node or of the allow-list raises the epoch,
-        and :meth:`adopt` may add members without raising it, so the epoch and the member count tell
-        whether the map built last is still current (the controller asks for it with every reply).
+        Built once per epoch (the controller asks for it with every reply): every published change
+        raises the epoch, and changes held for the next tick are not in it yet.
         """
-        version = (self.epoch, len(self.members))
-        if self._published is None or self._published[0] != version:
-            self._published = (
-                version,
-                ClusterMap(self.epoch, tuple(m.node for m in self.members.values()), self.grants),
-            )
-        return self._published[1]
+        if self._published is None or self._published.epoch != self.epoch:
+            self._published = ClusterMap(self.epoch, tuple(self._nodes.values()), self.grants)
+        return self._published
 
     def set_grants(self, grants: tuple[Grant, ...]) -> None:
         """Replace the allow-list (a key added or revoked): the map's epoch rises so every holder learns it.
@@ -107,49 +120,67 @@ class MembershipTable:
         """
         if set(grants) != set(self.grants):
             self.grants = grants
-            self.epoch += 1
+            self._bump(_ALLOW_LIST)
 
     def adopt(self, seen: ClusterMap, now: float) -> None:
         """Continue from a map an agent persisted: its epoch, and nodes not yet heard from.
 
         Nodes learnt this way count as just seen, so a restarted controller gives every
         node a full ``out_after`` before declaring it out, and a node in maintenance (whose
-        deadline the map does not carry) a full :data:`DEFAULT_MAINTENANCE`.
+        deadline the map does not carry) a full :data:`DEFAULT_MAINTENANCE`. A map at our epoch
+        or above moves the epoch past it, and no delta then reaches back before the jump (those
+        epochs were another controller's); nodes added from an older map are a change of our own.
         """
+        added = [node for node in seen.nodes if node.id not in self.members]
+        for node in added:
+            admin = node.state if node.state in ADMIN_STATES else ""
+            until = now + DEFAULT_MAINTENANCE if admin == "maintenance" else math.inf
+            self.members[node.id] = _Member(node, now, admin, until=until)
         if seen.epoch >= self.epoch:
-            self.epoch = seen.epoch + 1
-        for node in seen.nodes:
-            if node.id not in self.members:
-                admin = node.state if node.state in ADMIN_STATES else ""
-                until = now + DEFAULT_MAINTENANCE if admin == "maintenance" else math.inf
-                self.members[node.id] = _Member(node, now, admin, until=until)
+            self._jump(seen.epoch + 1)
+        elif added:
+            self._bump(*(node.id for node in added))
         self._refresh_states(now)
 
     def observe_epoch(self, epoch: int) -> None:
         """An agent has seen ``epoch``: never publish a map below it (a restarted controller jumps past it)."""
         if epoch > self.epoch:
-            self.epoch = epoch + 1
+            self._jump(epoch + 1)
 
     def heartbeat(
         self, node_id: str, endpoint: str, labels: dict[str, str], weight: float, now: float, key: str = ""
     ) -> None:
-        """Record a heartbeat (the first one registers the node); ``key`` is the public key it was sent with."""
+        """Record a heartbeat (the first one registers the node); ``key`` is the public key it was sent with.
+
+        What it changes is published now, or at the next :meth:`tick` when the table coalesces.
+        """
         member = self.members.get(node_id)
+        changed = member is None
         if member is None:
             member = self.members[node_id] = _Member(Node(node_id, endpoint, weight, labels, key=key), now)
-            self.epoch += 1
         member.last_seen = now
         member.dead = False
         node = member.node
         if (node.endpoint, dict(node.labels), node.weight, node.key) != (endpoint, labels, weight, key):
             member.node = Node(node_id, endpoint, weight, labels, node.state, key)
-            self.epoch += 1
-        if self._refresh(member, now):  # a heartbeat changes its own node only; tick() ages the others
-            self.epoch += 1
+            changed = True
+        changed |= self._refresh(member, now)  # a heartbeat changes its own node only; tick() ages the others
+        if changed and self.coalesce:
+            self._pending[node_id] = None
+        elif changed:
+            self._bump(node_id)
 
     def tick(self, now: float) -> bool:
-        """Apply heartbeat ages; True when the map changed."""
-        return self._refresh_states(now)
+        """Apply heartbeat ages and publish the changes held since the last tick; True when the map changed."""
+        return self._refresh_states(now) or self.publish()
+
+    def publish(self) -> bool:
+        """Publish the changes held since the last tick (an operator's request sees every node registered);
+        True when there were any."""
+        if not self._pending:
+            return False
+        self._bump()
+        return True
 
     def set_admin(self, node_id: str, admin: str, now: float, *, seconds: float = math.inf) -> None:
         """Set ``draining`` (drain), ``decommissioned`` (remove), ``maintenance`` for ``seconds``, or ``""`` (resume).
@@ -190,19 +221,60 @@ class MembershipTable:
     def forget(self, node_id: str) -> None:
         """Drop a decommissioned node from the map entirely."""
         if self.members.pop(node_id, None) is not None:
-            self.epoch += 1
+            self._bump(node_id)
 
     def ages(self, now: float) -> dict[str, float]:
         """Seconds since each node's last heartbeat."""
         return {node_id: now - m.last_seen for node_id, m in self.members.items()}
 
+    def delta_since(self, epoch: int) -> MapDelta | None:
+        """What changed from our map at ``epoch`` to the current one; None when that is not known (the epoch
+        is older than the changes remembered, or not one of ours), for epoch 0 (a node without a map: ours
+        at 0 may already hold the allow-list), or when nothing changed."""
+        if not max(self.deltas_from, 1) <= epoch < self.epoch:
+            return None
+        start = bisect.bisect_right(self.changes, epoch, key=lambda change: change[0])
+        changed = dict.fromkeys(node_id for _epoch, node_id in self.changes[start:])
+        allow_list_changed = _ALLOW_LIST in changed
+        changed.pop(_ALLOW_LIST, None)
+        return MapDelta(
+            base=epoch,
+            epoch=self.epoch,
+            nodes=tuple(self._nodes[node_id] for node_id in changed if node_id in self._nodes),
+            removed=tuple(node_id for node_id in changed if node_id not in self._nodes),
+            grants=self.grants if allow_list_changed else None,
+        )
+
+    def _bump(self, *node_ids: str) -> None:
+        """A new epoch, in which ``node_ids`` (``_ALLOW_LIST`` for the allow-list) and every held change
+        are published."""
+        node_ids = (*self._pending, *node_ids)
+        self._pending.clear()
+        self.epoch += 1
+        for node_id in node_ids:
+            member = self.members.get(node_id)
+            if member is not None:
+                self._nodes[node_id] = member.node
+            else:
+                self._nodes.pop(node_id, None)
+        self.changes.extend((self.epoch, node_id) for node_id in node_ids)
+        if len(self.changes) > MAX_CHANGES:
+            cut = len(self.changes) - MAX_CHANGES // 2  # halve at once: trimming stays O(1) per change
+            self.deltas_from = self.changes[cut - 1][0]
+            del self.changes[:cut]
+
+    def _jump(self, epoch: int) -> None:
+        """Publish every member at ``epoch``, forgetting the changes before it: deltas start there."""
+        self.epoch = self.deltas_from = epoch
+        self.changes.clear()
+        self._pending.clear()
+        self._nodes = {node_id: member.node for node_id, member in self.members.items()}
+
     def _refresh_states(self, now: float) -> bool:
-        changed = False
-        for member in self.members.values():
-            changed |= self._refresh(member, now)
+        changed = [member.node.id for member in self.members.values() if self._refresh(member, now)]
         if changed:
-            self.epoch += 1
-        return changed
+            self._bump(*changed)
+        return bool(changed)
 
     def _refresh(self, member: _Member, now: float) -> bool:
         """Bring one member's state up to ``now``; True when it changed (the caller raises the epoch)."""

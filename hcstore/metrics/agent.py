@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 from ec import available_codecs
 from hcstore import __version__
 from hcstore.config import AgentConfig
-from hcstore.metrics.recorder import READ, REBALANCE, REPAIR, SCRUB, AgentRecorder
+from hcstore.metrics.recorder import MAP_FORMS, READ, REBALANCE, REPAIR, SCRUB, AgentRecorder
 from hcstore.metrics.requests import LATENCY_BUCKETS, OK, RequestMetrics, build_info
 from hcstore.node.io_pool import IoPool
 from hcstore.node.store import LocalStore
@@ -105,6 +105,15 @@ class AgentMetrics(AgentRecorder):
         self.repair_failures = Counter(
             "hcstore_repair_failures_total", "Repairs that failed (tried again in the next scan)", registry=registry
         )
+        self.maps_received = Counter(
+            "hcstore_maps_received_total",
+            "Newer cluster maps from the controller, by form (whole; delta: the changes since ours; "
+            "delta_mismatch: changes that did not give the controller's map)",
+            ["form"],
+            registry=registry,
+        )
+        for form in MAP_FORMS:
+            self.maps_received.labels(form)
         self.repair_last = Gauge(
             "hcstore_repair_last_activity_timestamp_seconds",
             "Unix time repair last wrote a fragment (0: never since the agent started)",
@@ -135,6 +144,10 @@ class AgentMetrics(AgentRecorder):
     def repair_failed(self) -> None:
         """Count a failed repair."""
         self.repair_failures.inc()
+
+    def map_received(self, form: str) -> None:
+        """Count a newer map from the controller, by form."""
+        self.maps_received.labels(form).inc()
 
     def encoded(self, codec: str, seconds: float, nbytes: int) -> None:
         """Count one stripe encoded by repair."""

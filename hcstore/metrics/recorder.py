@@ -15,6 +15,9 @@ REBALANCE = "rebalance"
 """A repair kind: fragments moved because the map wants them elsewhere (a join, a drain)."""
 SCRUB = "scrub"
 READ = "read"
+MAP_FORMS = ("whole", "delta", "delta_mismatch")
+"""How a newer map reaches an agent: whole, as the changes since its own, or as changes that did not give the
+controller's map (the agent then asks for the whole map)."""
 
 
 class AgentRecorder:
@@ -43,3 +46,6 @@ class AgentRecorder:
 
     def repair_failed(self) -> None:
         """A repair failed (it is tried again in the next scan)."""
+
+    def map_received(self, form: str) -> None:
+        """A newer cluster map came from the controller, in ``form`` (see :data:`MAP_FORMS`)."""

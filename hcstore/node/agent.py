@@ -65,7 +65,7 @@ from hcstore.security.keys import public_key
 from hcstore.wire import protocol
 from hcstore.wire.protocol import Request
 from hcstore.wire.server import Outbox, answer_pending, peer_of
-from placement import ClusterMap
+from placement import ClusterMap, MapDelta
 
 log = logging.getLogger(__name__)
 _HOUSEKEEPING_INTERVAL = 5.0
@@ -104,6 +104,7 @@ class Agent:
         self._controller_heard = 0.0  # when the controller last answered (or the socket to it was made)
         self._heartbeat_due = 0.0
         self._send_map = True  # tell a (possibly restarted) controller what we know
+        self._whole_map_due = False  # a delta did not give the controller's map: ask for the whole map once
         self.maintainer: Maintainer | None = None
         # A context of its own: ZeroMQ authenticates the connections of a context with one handler. Its I/O
         # threads encrypt and decrypt (CurveZMQ), each connection on one of them: several spread the cost.
@@ -167,7 +168,7 @@ class Agent:
     @property
     def epoch(self) -> int:
         """The epoch of the agent's cluster map (0 before it has one)."""
-        return self.cluster_map.epoch if self.cluster_map else 0
+        return self.cluster_map.epoch if self.cluster_map is not None else 0
 
     def _bind(self) -> str:
         host = self.config.host
@@ -264,6 +265,8 @@ class Agent:
         }
         if self._send_map and self.cluster_map is not None:
             fields["map"] = self.cluster_map.to_dict()
+        if not self._whole_map_due and self.cluster_map is not None:
+            fields["deltas"] = True  # a controller from before deltas ignores the field and sends whole maps
         try:
             self._controller.send_multipart(
                 protocol.request_frames("heartbeat", 0, self.epoch, fields), flags=zmq.NOBLOCK
@@ -283,7 +286,7 @@ class Agent:
                 epoch = reply.header.get("epoch", 0)
                 if type(epoch) is not int or not 0 <= epoch <= protocol.MAX_EPOCH:
                     raise ProtocolError(f"reply epoch {epoch!r:.40} is not an integer in [0, {protocol.MAX_EPOCH}]")
-                newer = ClusterMap.from_dict(reply.header["map"]) if reply.ok and "map" in reply.header else None
+                newer = self._newer_map(reply.header) if reply.ok else None
             except (HCStoreError, ValueError, KeyError, TypeError) as exc:  # checked like any message from the wire
                 log.warning("ignoring a malformed reply from the controller: %s", exc)
                 continue
@@ -295,6 +298,33 @@ class Agent:
             self._send_map = epoch < self.epoch
             if newer is not None:
                 self.adopt_map(newer)
+
+    def _newer_map(self, header: dict[str, Any]) -> ClusterMap | None:
+        """The map a heartbeat reply carries: whole, or as the changes since ours, checked against its digest.
+
+        Raises:
+            ValueError, KeyError, TypeError: a malformed map or delta.
+        """
+        if "map" in header:
+            self._whole_map_due = False
+            self.metrics.map_received("whole")
+            return ClusterMap.from_dict(header["map"])
+        if "delta" not in header:
+            return None
+        delta = MapDelta.from_dict(header["delta"])
+        if self.cluster_map is None or delta.base != self.cluster_map.epoch:
+            return None  # the answer to a heartbeat sent before our map changed
+        newer = delta.apply(self.cluster_map)
+        if protocol.map_digest(protocol.Packed.of(newer.to_dict()).data) != header.get("digest"):
+            log.warning(
+                "the changes to cluster map epoch %d do not give the controller's map; asking for all of it",
+                newer.epoch,
+            )
+            self._whole_map_due = True
+            self.metrics.map_received("delta_mismatch")
+            return None
+        self.metrics.map_received("delta")
+        return newer
 
     def adopt_map(self, cluster_map: ClusterMap) -> None:
         """Take a newer cluster map and persist it (so a restarted controller can recover the epoch)."""

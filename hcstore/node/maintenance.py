@@ -182,7 +182,7 @@ class Maintainer(threading.Thread):
         keeps a single writer); it then counts as lost, and repair rebuilds it.
         """
         report = ScrubReport(started=time.time())
-        client = self._client_for(self.agent.cluster_map) if self.agent.cluster_map else None
+        client = self._client_for(self.agent.cluster_map) if self.agent.cluster_map is not None else None
         for mountpath in self.agent.store.serving:
             for name, bucket, key, gen, idx in FragmentIndex.fragment_files(mountpath.index.path):
                 if self._stop.is_set():

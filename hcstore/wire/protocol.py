@@ -37,6 +37,7 @@ part of the protocol version.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -282,7 +283,9 @@ OPERATIONS: dict[str, dict[str, Field]] = {
 
 # The controller's operations (a separate socket and process; same framing and rules).
 CONTROLLER_OPERATIONS: dict[str, dict[str, Field]] = {
-    # An agent's periodic report; the first one registers it. The reply carries the map when newer.
+    # An agent's periodic report; the first one registers it. The reply carries the map when newer: the
+    # changes since the agent's epoch (`delta`, with the new map's `digest`) when the agent takes them
+    # (`deltas`) and the controller remembers them, else the whole map (`map`).
     "heartbeat": {
         "node": _STR,
         "endpoint": _STR,
@@ -290,6 +293,7 @@ CONTROLLER_OPERATIONS: dict[str, dict[str, Field]] = {
         "weight": _WEIGHT,
         "map": _CLUSTER_MAP,
         "stats": _REPORT,
+        "deltas": Field(bool, required=False),
     },
     "get_map": {},
     # drain | resume | remove (remove refuses while the node still holds fragments, unless force)
@@ -327,10 +331,35 @@ class Request:
     sender: str = ""  # who sent it, set by the server (wire.server.peer_of): the public key with CurveZMQ
 
 
+@dataclass(frozen=True)
+class Packed:
+    """A header value encoded already, spliced into a header as it is: a value many replies carry (the cluster
+    map) is encoded once, not once per reply."""
+
+    data: bytes
+
+    @classmethod
+    def of(cls, value: Any) -> Packed:
+        """``value`` encoded as :func:`pack` encodes header values."""
+        return cls(msgpack.packb(value, use_bin_type=True))
+
+
 def pack(header: dict[str, Any]) -> bytes:
-    """Serialise a header map."""
-    packed: bytes = msgpack.packb(header, use_bin_type=True)
-    return packed
+    """Serialise a header map (values that are :class:`Packed` as they are)."""
+    if not any(isinstance(value, Packed) for value in header.values()):
+        packed: bytes = msgpack.packb(header, use_bin_type=True)
+        return packed
+    packer = msgpack.Packer(use_bin_type=True)
+    parts = [packer.pack_map_header(len(header))]
+    for name, value in header.items():
+        parts += (packer.pack(name), value.data if isinstance(value, Packed) else packer.pack(value))
+    return b"".join(parts)
+
+
+def map_digest(packed_map: bytes) -> bytes:
+    """A digest of a cluster map's wire form (``ClusterMap.to_dict`` encoded; canonical: nodes, labels and keys
+    sorted), by which a node that applied a map delta checks it now holds the sender's map."""
+    return hashlib.blake2b(packed_map, digest_size=16).digest()
 
 
 class _TooManyContainers(Exception):

@@ -39,11 +39,11 @@ def _closed_endpoint() -> str:
 def test_heartbeats_register_nodes_and_the_map_says_so(controller):
     assert controller.get_map().cluster_map.nodes == ()
     assert controller.get_map().ec == "2+1"
-    newer = controller.heartbeat("x1", _closed_endpoint(), labels={"host": "x1"})
-    assert newer is not None and [n.id for n in newer.nodes] == ["x1"]
-    assert (
-        controller.heartbeat("x1", newer.node("x1").endpoint, labels={"host": "x1"}, epoch=newer.epoch) is None
-    )  # nothing newer to tell
+    endpoint = _closed_endpoint()
+    controller.heartbeat("x1", endpoint, labels={"host": "x1"})  # registered; in the map from the next tick
+    newer = controller.wait_for_map(lambda m: "x1" in m, timeout=10)
+    assert [n.id for n in newer.nodes] == ["x1"]
+    assert controller.heartbeat("x1", endpoint, labels={"host": "x1"}, epoch=newer.epoch) is None  # nothing newer
     status = controller.status()
     assert [n.id for n in status.cluster_map.nodes] == ["x1"] and status.ages["x1"] >= 0
 

@@ -83,6 +83,12 @@ def fragment_files(agent) -> int:
     return sum(1 for mp in agent.mountpaths for p in mp.glob("frags/*/*.*") if p.suffix in (".prep", ".frag", ".tomb"))
 
 
+def saved_map_lists(agent) -> bool:
+    """Whether the cluster map an agent saved is readable, of epoch 1 or later, and lists the agent."""
+    saved = json.loads((agent.directory / "cluster-map.json").read_text())
+    return saved["epoch"] >= 1 and any(n["id"] == agent.node_id for n in saved["nodes"])
+
+
 def check_restarted(cluster, ids_before, *, settled: bool = True) -> None:
     """Every agent serves again on its old mountpath ids, with a readable map and a whole index, and takes puts.
 
@@ -96,8 +102,13 @@ def check_restarted(cluster, ids_before, *, settled: bool = True) -> None:
     with cluster.client(chunk_size=CHUNK, request_timeout=5.0) as client:
         stats = client.node_stats()
     for agent in cluster.agents():
-        saved = json.loads((agent.directory / "cluster-map.json").read_text())
-        assert saved["epoch"] >= 1 and any(n["id"] == agent.node_id for n in saved["nodes"]), agent.node_id
+        # Saved as the agent takes each new map, off its serving thread: the one the cut left may be older,
+        # even the first an agent got (the allow-list, before its own registration was published).
+        wait_until(
+            lambda agent=agent: saved_map_lists(agent),
+            timeout=20,
+            what=f"{agent.node_id} to save a cluster map that lists it",
+        )
         if settled:
             assert stats[agent.node_id]["fragments"] == fragment_files(agent), agent.node_id
         log = (agent.directory / "agent.log").read_text(errors="replace")

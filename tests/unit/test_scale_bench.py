@@ -48,10 +48,12 @@ def test_balance_of_a_random_placement_matches_chance() -> None:
 
 def test_reply_summary_skips_the_map_and_reads_the_rest() -> None:
     header = protocol.reply_frames(7, 42, {"map": {"epoch": 42, "nodes": [{"id": "n1"}] * 100}})[0]
-    assert bench.ReplySummary.of(header) == bench.ReplySummary(7, "", 42, True)
-    assert bench.ReplySummary.of(protocol.reply_frames(8, 42, {})[0]) == bench.ReplySummary(8, "", 42, False)
+    assert bench.ReplySummary.of(header) == bench.ReplySummary(7, "", 42, "map")
+    header = protocol.reply_frames(6, 42, {"delta": {"base": 41, "epoch": 42, "nodes": []}, "digest": b"d"})[0]
+    assert bench.ReplySummary.of(header) == bench.ReplySummary(6, "", 42, "delta")
+    assert bench.ReplySummary.of(protocol.reply_frames(8, 42, {})[0]) == bench.ReplySummary(8, "", 42, "")
     refused = protocol.error_frames(9, 42, InvalidRequest("too many nodes"))[0]
-    assert bench.ReplySummary.of(refused) == bench.ReplySummary(9, InvalidRequest.code, 42, False)
+    assert bench.ReplySummary.of(refused) == bench.ReplySummary(9, InvalidRequest.code, 42, "")
 
 
 def test_synthetic_index_loses_one_fragment_per_object_to_an_out_node() -> None:
