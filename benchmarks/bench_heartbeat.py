@@ -1,0 +1,90 @@
+"""The controller's CPU per heartbeat, in-process: ``Controller.handle`` on a fixed clock, no sockets.
+
+    python benchmarks/bench_heartbeat.py [--nodes 1000,4096] [--heartbeats 400]
+
+For each map size, a controller (insecure, no metrics endpoint) registers that many nodes, then answers
+``--heartbeats`` heartbeats of each kind, timed together and divided:
+
+- from a node that holds the current map (the steady state);
+- from a node one epoch behind (one node drained) that asks for the changes since (a delta);
+- from a node one epoch behind that takes whole maps (an agent from before deltas, or one without a map);
+- from a node beyond ``MAX_MAP_NODES`` when the map is full (refused).
+
+Each figure is printed beside the goal of ``bench_scale.py`` (10,000 nodes at one heartbeat a second on
+half a core: 50 µs). The fixed clock means no node ages and no tick runs: what is measured is the
+heartbeat path alone, which the fleet runs of ``bench_scale.py`` measure with sockets and contention.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from hcstore.config import ControllerConfig
+from hcstore.control.controller import Controller
+from hcstore.wire import protocol
+
+GOAL_US = 50.0
+
+
+def heartbeat_fields(index: int) -> dict[str, Any]:
+    """What a node of the fleet sends, as in ``bench_scale.py``."""
+    node = f"sim-{index:05d}"
+    return {
+        "node": node,
+        "endpoint": f"tcp://127.0.0.1:{20000 + index % 40000}",
+        "labels": {"zone": f"z{index % 4}", "rack": f"r{index % 200}", "host": node},
+        "weight": 1.0,
+    }
+
+
+def per_heartbeat_us(controller: Controller, first: int, count: int, epoch: int, **extra: Any) -> float:
+    """Microseconds of ``controller.handle`` per heartbeat, for ``count`` nodes from number ``first``."""
+    messages = [
+        [b"peer", *protocol.request_frames("heartbeat", i, epoch, {**heartbeat_fields(first + i), **extra})]
+        for i in range(count)
+    ]
+    started = time.perf_counter()
+    for frames in messages:
+        controller.handle(frames)
+    return (time.perf_counter() - started) / count * 1e6
+
+
+def measure(nodes: int, heartbeats: int) -> dict[str, float]:
+    """The four figures for a map of ``nodes`` nodes."""
+    controller = Controller(ControllerConfig(insecure=True, metrics_port=-1), clock=lambda: 0.0)
+    try:
+        for i in range(nodes):
+            controller.handle([b"peer", *protocol.request_frames("heartbeat", i, 0, heartbeat_fields(i))])
+        controller.table.tick(0.0)
+        epoch = controller.table.epoch
+        count = min(heartbeats, nodes)
+        figures = {"current": per_heartbeat_us(controller, 0, count, epoch, deltas=True)}
+        controller.table.set_admin(heartbeat_fields(0)["node"], "draining", 0.0)
+        figures["behind, delta"] = per_heartbeat_us(controller, 0, count, epoch, deltas=True)
+        figures["behind, whole map"] = per_heartbeat_us(controller, 0, count, epoch)
+        if nodes >= protocol.MAX_MAP_NODES:
+            figures["refused, map full"] = per_heartbeat_us(controller, nodes, heartbeats, 0)
+        return figures
+    finally:
+        controller.socket.close(linger=0)
+        controller.context.term()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark from the command line."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", default=f"1000,{protocol.MAX_MAP_NODES}", help="map sizes, comma-separated")
+    parser.add_argument("--heartbeats", type=int, default=400, help="heartbeats of each kind (default 400)")
+    args = parser.parse_args(argv)
+    print(f"{'nodes':>6}  {'heartbeat':<20}{'µs each':>10}  goal")
+    for nodes in (int(n) for n in args.nodes.split(",")):
+        for kind, us in measure(nodes, args.heartbeats).items():
+            print(f"{nodes:>6}  {kind:<20}{us:>10.0f}  <= {GOAL_US:g} µs ({'met' if us <= GOAL_US else 'not met'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
