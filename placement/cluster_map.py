@@ -159,6 +159,14 @@ def _check_fields(d: object, allowed: frozenset[str], what: str) -> Mapping[str,
     return d
 
 
+def _list_field(d: Mapping[str, Any], name: str, what: str) -> list[Any]:
+    """Field ``name`` of ``d``, which must be a list (absent: empty)."""
+    value = d.get(name, [])
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        raise ValueError(f"{what}.{name} must be a list, got {type(value).__name__}")
+    return list(value)
+
+
 @dataclass(frozen=True)
 class Node:
     """One storage node (an agent) in the cluster.
@@ -398,14 +406,8 @@ class ClusterMap:
         d = _check_fields(d, _MAP_FIELDS, "cluster_map")
         if "epoch" not in d:
             raise ValueError("cluster_map.epoch is missing")
-        nodes = d.get("nodes", [])
-        if isinstance(nodes, (str, bytes, Mapping)) or not isinstance(nodes, Iterable):
-            raise ValueError(f"cluster_map.nodes must be a list, got {type(nodes).__name__}")
-        grants = d.get("keys", [])
-        if isinstance(grants, (str, bytes, Mapping)) or not isinstance(grants, Iterable):
-            raise ValueError(f"cluster_map.keys must be a list, got {type(grants).__name__}")
         return cls(
             epoch=d["epoch"],
-            nodes=tuple(Node.from_dict(n) for n in nodes),
-            grants=tuple(Grant.from_dict(g) for g in grants),
+            nodes=tuple(Node.from_dict(n) for n in _list_field(d, "nodes", "cluster_map")),
+            grants=tuple(Grant.from_dict(g) for g in _list_field(d, "keys", "cluster_map")),
         )

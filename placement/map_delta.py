@@ -11,11 +11,11 @@ and asks for the whole map when it differs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from placement.cluster_map import ClusterMap, Grant, Node
+from placement.cluster_map import ClusterMap, Grant, Node, _check_fields, _list_field
 
 _DELTA_FIELDS = frozenset({"base", "epoch", "nodes", "removed", "keys"})
 
@@ -63,30 +63,20 @@ class MapDelta:
         Raises:
             ValueError: ``d`` is malformed; the message names the field.
         """
-        if not isinstance(d, Mapping):
-            raise ValueError(f"map delta must be a mapping, got {type(d).__name__}")
-        unknown = sorted(str(key) for key in d if key not in _DELTA_FIELDS)
-        if unknown:
-            raise ValueError(f"map delta: unknown field(s) {', '.join(unknown)}")
+        d = _check_fields(d, _DELTA_FIELDS, "map delta")
         for name in ("base", "epoch"):
             if type(d.get(name)) is not int or d[name] < 0:
                 raise ValueError(f"map delta.{name} must be a non-negative integer, got {d.get(name)!r:.40}")
         if d["epoch"] <= d["base"]:
             raise ValueError(f"map delta.epoch {d['epoch']} is not above its base {d['base']}")
-        removed = _listed(d, "removed")
+        removed = _list_field(d, "removed", "map delta")
         if not all(isinstance(node_id, str) for node_id in removed):
             raise ValueError("map delta.removed must hold node ids (strings)")
+        grants = _list_field(d, "keys", "map delta") if "keys" in d else None
         return cls(
             base=d["base"],
             epoch=d["epoch"],
-            nodes=tuple(Node.from_dict(node) for node in _listed(d, "nodes")),
+            nodes=tuple(Node.from_dict(node) for node in _list_field(d, "nodes", "map delta")),
             removed=tuple(removed),
-            grants=tuple(Grant.from_dict(grant) for grant in _listed(d, "keys")) if "keys" in d else None,
+            grants=None if grants is None else tuple(Grant.from_dict(grant) for grant in grants),
         )
-
-
-def _listed(d: Mapping[str, Any], name: str) -> list[Any]:
-    value = d.get(name, [])
-    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
-        raise ValueError(f"map delta.{name} must be a list, got {type(value).__name__}")
-    return list(value)

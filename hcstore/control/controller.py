@@ -123,10 +123,7 @@ class Controller:
             "cluster_secret": self._cluster_secret,
         }
         self.repair_rate = RepairRate()
-        self._sent_map: tuple[ClusterMap | None, protocol.Packed] = (None, protocol.Packed(b""))
-        self._sent_digest: tuple[ClusterMap | None, bytes] = (None, b"")
-        self._sent_deltas: dict[int, dict[str, Any] | None] = {}  # base epoch -> the changes since, as sent
-        self._sent_deltas_epoch = -1  # the epoch those changes lead to
+        self._sent: _SentMap | None = None  # the current map as replies carry it
         self._lock = threading.Lock()  # the serving loop's state, against scrapes from the endpoint's threads
         self._serving = False
         self.metrics: ControllerMetrics | None = None
@@ -301,39 +298,19 @@ class Controller:
             self.repair_rate.observe(f["node"], now, int((f["stats"].get("repair") or {}).get("bytes_repaired", 0)))
         reply: dict[str, Any] = {}
         if request.epoch < self.table.epoch:
-            delta = self._delta_fields(request.epoch) if f.get("deltas") else None
+            sent = self._sent_map()
+            delta = sent.delta_since(request.epoch, self.table) if f.get("deltas") else None
             if delta is None:
-                reply["map"] = self._map_packed()
+                reply["map"] = sent.packed
             else:
-                reply["delta"] = delta
-                reply["digest"] = self._map_digest()
+                reply["delta"], reply["digest"] = delta, sent.digest
         return reply
 
-    def _delta_fields(self, base: int) -> dict[str, Any] | None:
-        """The changes from epoch ``base`` to the current map as replies carry them, made once per pair of epochs
-        (the nodes behind mostly hold the same few epochs); None when they are not known, or when they hold
-        half the map or more, which then goes whole (encoded once per epoch, not once per reply)."""
-        if self._sent_deltas_epoch != self.table.epoch or len(self._sent_deltas) >= MAX_DELTAS_KEPT:
-            self._sent_deltas_epoch, self._sent_deltas = self.table.epoch, {}
-        if base not in self._sent_deltas:
-            delta = self.table.delta_since(base)
-            small = delta is not None and 2 * (len(delta.nodes) + len(delta.removed)) < len(self.cluster_map)
-            self._sent_deltas[base] = delta.to_dict() if delta is not None and small else None
-        return self._sent_deltas[base]
-
-    def _map_packed(self) -> protocol.Packed:
-        """The current map as replies carry it, encoded once per map: after a change every node asks for it."""
-        cluster_map = self.cluster_map
-        if self._sent_map[0] is not cluster_map:
-            self._sent_map = (cluster_map, protocol.Packed.of(cluster_map.to_dict()))
-        return self._sent_map[1]
-
-    def _map_digest(self) -> bytes:
-        """The digest of the current map (:func:`protocol.map_digest`), made once per map."""
-        cluster_map = self.cluster_map
-        if self._sent_digest[0] is not cluster_map:
-            self._sent_digest = (cluster_map, protocol.map_digest(self._map_packed().data))
-        return self._sent_digest[1]
+    def _sent_map(self) -> _SentMap:
+        """The current map as replies carry it, made once per map: after a change every node asks for it."""
+        if self._sent is None or self._sent.cluster_map is not self.cluster_map:
+            self._sent = _SentMap(self.cluster_map)
+        return self._sent
 
     def _trusted_part(self, seen: ClusterMap) -> ClusterMap:
         """Of a map an agent persisted, the nodes whose keys the allow-list binds to them (all, when insecure)."""
@@ -374,7 +351,7 @@ class Controller:
             self._set_grants(with_key(others, key, "node", node_id))
 
     def _get_map(self, request: Request) -> dict[str, Any]:
-        return {"map": self._map_packed(), **({"ec": self.ec} if self.ec else {})}
+        return {"map": self._sent_map().packed, **({"ec": self.ec} if self.ec else {})}
 
     def _node_admin(self, request: Request) -> dict[str, Any]:
         f = request.fields
@@ -404,10 +381,10 @@ class Controller:
             log.info("node %s enters maintenance for at most %gs", node, seconds)
         elif action == "exit_maintenance":
             if admin != "maintenance":
-                return {"map": self._map_packed()}  # nothing to end: a retried exit is not an error
+                return {"map": self._sent_map().packed}  # nothing to end: a retried exit is not an error
             log.info("node %s leaves maintenance", node)
         self.table.set_admin(node, ADMIN_ACTIONS[action], self.clock(), seconds=seconds)
-        return {"map": self._map_packed()}
+        return {"map": self._sent_map().packed}
 
     def _refuse_unless_room_without(self, node: str) -> None:
         """Refuse to drain a node whose fragments would have nowhere to go: fewer nodes left in service
@@ -450,7 +427,7 @@ class Controller:
     def _status(self, request: Request) -> dict[str, Any]:
         now = self.clock()
         return {
-            "map": self._map_packed(),
+            "map": self._sent_map().packed,
             "ages": self.table.ages(now),
             "stats": self.stats,
             "protection": self.protection().to_dict(),
@@ -465,6 +442,28 @@ class Controller:
                 "set secret_file to a file of 32 random bytes, mode 0600"
             )
         return {"secret": self._secret}
+
+
+class _SentMap:
+    """One map as replies carry it: whole (encoded once), its digest, and the changes to it from each epoch
+    a node asked from (the nodes behind mostly hold the same few epochs)."""
+
+    def __init__(self, cluster_map: ClusterMap) -> None:
+        self.cluster_map = cluster_map
+        self.packed = protocol.Packed.of(cluster_map.to_dict())
+        self.digest = protocol.map_digest(self.packed.data)
+        self._deltas: dict[int, dict[str, Any] | None] = {}
+
+    def delta_since(self, base: int, table: MembershipTable) -> dict[str, Any] | None:
+        """The changes from epoch ``base`` as a reply carries them; None when ``table`` does not know them, or
+        when they hold half the map or more, which then goes whole."""
+        if base not in self._deltas:
+            if len(self._deltas) >= MAX_DELTAS_KEPT:
+                self._deltas.clear()
+            delta = table.delta_since(base)
+            small = delta is not None and 2 * (len(delta.nodes) + len(delta.removed)) < len(self.cluster_map)
+            self._deltas[base] = delta.to_dict() if delta is not None and small else None
+        return self._deltas[base]
 
 
 def main(argv: list[str] | None = None) -> int:
