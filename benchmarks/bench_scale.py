@@ -24,7 +24,7 @@ Three parts, each printed beside its goal and written under stable names by ``--
    ``cpu_times`` of its process) and heartbeat latency from send to reply. Then one node is drained
    (a map change) and the fan-out is the time from the drain request until each registered node has seen
    the new epoch in a heartbeat reply (p50 and max over the nodes that saw it). The map's size is the
-   header frame of a reply that carries it, as sent; a delta's, likewise.
+   reply that carries it, as sent (a header and the map's bulk frame); a delta's, likewise.
 2. **Repair planning** after a node goes out, on a map of ``--nodes`` nodes: the pure planning code
    a scan runs per object (:func:`~hcstore.node.repair_plan.checkers` on each of the ``k+m`` holders,
    :func:`~hcstore.node.repair_plan.repairer` on the ``m+1`` checkers, :func:`~hcstore.node.repair_plan.plan_object`
@@ -144,6 +144,7 @@ def heartbeat_fields(node: str, index: int) -> dict[str, Any]:
         "labels": {"zone": f"z{index % 4}", "rack": f"r{index % 200}", "host": node},
         "weight": 1.0,
         "stats": {"fragments": 0, "data_fragments": 0, "used": 0, "free": 1 << 40, "pid": os.getpid(), "metrics": ""},
+        "framed": True,  # a whole map comes as a bulk frame
     }
 
 
@@ -160,7 +161,7 @@ class ReplySummary:
 
     @classmethod
     def of(cls, header: bytes) -> ReplySummary:
-        """Read a reply's header frame, skipping over its ``map`` or ``delta``."""
+        """Read a reply's header frame, skipping over its ``map`` or ``delta`` (a map in a bulk frame is not read)."""
         unpacker = msgpack.Unpacker(raw=False, max_buffer_size=len(header))
         unpacker.feed(header)
         fields: dict[str, Any] = {}
@@ -171,6 +172,8 @@ class ReplySummary:
                 fields[name] = True
             else:
                 fields[name] = unpacker.unpack()
+        if "map" in (fields.get("bulk") or ()):
+            fields["map"] = True
         code = "" if fields.get("ok") else str(fields.get("code", "E_INTERNAL"))
         carries = next((form for form in MAP_FORMS if form in fields), "")
         return cls(int(fields["id"]), code, int(fields.get("epoch", 0)), carries)
@@ -260,9 +263,10 @@ def simulate_nodes(
                 elif reply.carries and reply.epoch > epochs[i]:
                     progress[slot + 2] += epochs[i] == 0  # a node's first map: it is registered
                     epochs[i] = reply.epoch
-                    adopted.append((first + i, arrival, epochs[i], len(frames[0])))
+                    size = sum(len(frame) for frame in frames)
+                    adopted.append((first + i, arrival, epochs[i], size))
                     if reply.carries == "map":
-                        map_bytes = max(map_bytes, len(frames[0]))
+                        map_bytes = max(map_bytes, size)
                     if reply.epoch > progress[slot]:
                         progress[slot], progress[slot + 1] = reply.epoch, arrival
     for sock in sockets:

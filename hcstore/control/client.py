@@ -16,7 +16,7 @@ Example::
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ from hcstore.errors import (
     Timeout,
 )
 from hcstore.security.curve import INSECURE, Credentials
+from hcstore.wire import protocol
 from hcstore.wire.transport import Transport
 from placement import ClusterMap, Grant
 
@@ -210,9 +211,10 @@ class ControllerClient:
         fields: dict[str, Any] = {"node": node, "endpoint": endpoint, "labels": dict(labels or {}), "weight": weight}
         if stats is not None:
             fields["stats"] = stats
+        large = False
         if cluster_map is not None:
-            fields["map"] = cluster_map.to_dict()
-        header = self._request("heartbeat", fields, epoch=epoch)
+            fields["map"], large = protocol.encode_map(cluster_map.to_dict())
+        header = self._request("heartbeat", *protocol.with_bulk(fields, framed=large), epoch=epoch)
         return ClusterMap.from_dict(header["map"]) if "map" in header else None
 
     def wait_for_map(
@@ -244,9 +246,12 @@ class ControllerClient:
 
     # ------------------------------------------------------------------ plumbing
 
-    def _request(self, op: str, fields: dict[str, Any], *, epoch: int = 0) -> dict[str, Any]:
+    def _request(
+        self, op: str, fields: dict[str, Any], payloads: Sequence[bytes] = (), *, epoch: int = 0
+    ) -> dict[str, Any]:
+        """Ask the controller; the reply's header, with any large fields it sent as bulk frames among them."""
         try:
-            request_id = self.transport.send(self.endpoint, op, fields, epoch=epoch)
+            request_id = self.transport.send(self.endpoint, op, {**fields, "framed": True}, payloads, epoch=epoch)
         except AgentUnavailable as exc:
             raise self._unavailable(exc) from None
         result = self.transport.wait([request_id], self.timeout)[request_id]

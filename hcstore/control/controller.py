@@ -45,7 +45,7 @@ from hcstore.security import roles
 from hcstore.security.allow_list import read_allow_list, with_key, without_key, write_allow_list
 from hcstore.security.curve import Gate
 from hcstore.security.identity import INSECURE_WARNING, daemon_credentials
-from hcstore.wire import protocol
+from hcstore.wire import bulk, protocol
 from hcstore.wire.protocol import Request
 from hcstore.wire.server import answer_pending, peer_of
 from hcstore.wire.transport import Transport
@@ -63,6 +63,7 @@ ADMIN_ACTIONS = {
 REPORTING = frozenset({"alive", "suspect", "draining"})  # nodes whose scan reports are current
 LEAVING = frozenset({"out", "draining", "decommissioned"})  # nodes that will hold no fragments
 MAX_DELTAS_KEPT = 64  # deltas to the current epoch kept encoded, one per base epoch that nodes hold
+MAX_DELTA_BYTES = protocol.MAX_HEADER_BYTES // 4  # a delta travels in the header; a larger change, the whole map
 
 
 class Controller:
@@ -97,7 +98,7 @@ class Controller:
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_HEADER_BYTES * 4)
+        self.socket.setsockopt(zmq.MAXMSGSIZE, max(protocol.MAX_HEADER_BYTES, bulk.MAX_BULK_FRAME_BYTES))  # a frame
         # Messages queued per peer: an agent heartbeats once per `heartbeat` and a client asks one thing at a
         # time, so 64 is ample. A peer past it inbound is slowed (nothing lost); replies past it are dropped.
         self.socket.setsockopt(zmq.RCVHWM, 64)
@@ -201,9 +202,12 @@ class Controller:
             op = request.op
             request.sender = peer_of(body[0])
             self._authorize(request)
-            fields = self._handlers[request.op](request)
+            fields, payloads = protocol.with_bulk(
+                self._handlers[request.op](request), framed=bool(request.fields.get("framed"))
+            )
+            reply = protocol.reply_frames(request.id, self.table.epoch, fields, payloads)
             self._count(op, OK, started)
-            return routing + protocol.reply_frames(request.id, self.table.epoch, fields)
+            return routing + reply
         except HCStoreError as exc:
             self._count(op, exc.code, started)
             return routing + protocol.error_frames(protocol.request_id_of(header), self.table.epoch, exc)
@@ -275,7 +279,8 @@ class Controller:
                     "higher than any this cluster can have reached"
                 )
         joining = {f["node"], *(node.id for node in seen.nodes)} if seen is not None else {f["node"]}
-        if len(self.table.members) + len(joining - self.table.members.keys()) > protocol.MAX_MAP_NODES:
+        newcomers = sum(node not in self.table.members for node in joining)  # not `joining - keys()`: O(nodes)
+        if len(self.table.members) + newcomers > protocol.MAX_MAP_NODES:
             raise InvalidRequest(
                 f"heartbeat from {f['node']!r}: the cluster map holds at most {protocol.MAX_MAP_NODES} nodes"
             )
@@ -452,17 +457,19 @@ class _SentMap:
         self.cluster_map = cluster_map
         self.packed = protocol.Packed.of(cluster_map.to_dict())
         self.digest = protocol.map_digest(self.packed.data)
-        self._deltas: dict[int, dict[str, Any] | None] = {}
+        self._deltas: dict[int, protocol.Packed | None] = {}
 
-    def delta_since(self, base: int, table: MembershipTable) -> dict[str, Any] | None:
+    def delta_since(self, base: int, table: MembershipTable) -> protocol.Packed | None:
         """The changes from epoch ``base`` as a reply carries them; None when ``table`` does not know them, or
-        when they hold half the map or more, which then goes whole."""
+        when they hold half the map or more (or would crowd the header), which then goes whole."""
         if base not in self._deltas:
             if len(self._deltas) >= MAX_DELTAS_KEPT:
                 self._deltas.clear()
             delta = table.delta_since(base)
             small = delta is not None and 2 * (len(delta.nodes) + len(delta.removed)) < len(self.cluster_map)
-            self._deltas[base] = delta.to_dict() if delta is not None and small else None
+            packed = protocol.Packed.of(delta.to_dict()) if delta is not None and small else None
+            fits = packed is not None and len(packed.data) <= MAX_DELTA_BYTES
+            self._deltas[base] = packed if fits else None
         return self._deltas[base]
 
 

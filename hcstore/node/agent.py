@@ -62,7 +62,7 @@ from hcstore.security import roles
 from hcstore.security.curve import Gate, secure_client
 from hcstore.security.identity import INSECURE_WARNING, daemon_credentials
 from hcstore.security.keys import public_key
-from hcstore.wire import protocol
+from hcstore.wire import bulk, protocol
 from hcstore.wire.protocol import Request
 from hcstore.wire.server import Outbox, answer_pending, peer_of
 from placement import ClusterMap, MapDelta
@@ -244,10 +244,10 @@ class Agent:
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
         secure_client(sock, self.credentials, self.controller_key)
         # One heartbeat a second and its reply: a few queued are plenty; a heartbeat that finds the queue
-        # full is skipped (the next one says the same). Replies are headers only.
+        # full is skipped (the next one says the same). Replies are a header, and a map as a bulk frame.
         sock.setsockopt(zmq.SNDHWM, _CONTROLLER_HWM)
         sock.setsockopt(zmq.RCVHWM, _CONTROLLER_HWM)
-        sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_HEADER_BYTES)
+        sock.setsockopt(zmq.MAXMSGSIZE, max(protocol.MAX_HEADER_BYTES, bulk.MAX_BULK_FRAME_BYTES))  # per frame
         sock.connect(self.config.controller)
         self._controller = sock
         poller.register(sock, zmq.POLLIN)
@@ -262,14 +262,17 @@ class Agent:
             "labels": dict(self.config.labels),
             "weight": self.config.weight,
             "stats": self.report(),
+            "framed": True,  # a map in a bulk frame; a controller from before them ignores the field
         }
+        large = False
         if self._send_map and self.cluster_map is not None:
-            fields["map"] = self.cluster_map.to_dict()
+            fields["map"], large = protocol.encode_map(self.cluster_map.to_dict())
         if not self._whole_map_due and self.cluster_map is not None:
             fields["deltas"] = True  # a controller from before deltas ignores the field and sends whole maps
+        fields, payloads = protocol.with_bulk(fields, framed=large)  # a map a header holds: any controller takes it
         try:
             self._controller.send_multipart(
-                protocol.request_frames("heartbeat", 0, self.epoch, fields), flags=zmq.NOBLOCK
+                protocol.request_frames("heartbeat", 0, self.epoch, fields, payloads), flags=zmq.NOBLOCK
             )
         except zmq.Again:
             pass  # controller unreachable: keep serving on the map we have

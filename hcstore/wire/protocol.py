@@ -14,6 +14,12 @@ Reply header::
     {"v": 1, "id": <request id>, "ok": True, "epoch": <agent's map epoch>, ...fields}
     {"v": 1, "id": <request id>, "ok": False, "code": "E_...", "detail": "<for humans>"}
 
+A field too large for a header (the cluster map of a large fleet, the controller's per-node
+reports) travels as a *bulk frame* (:mod:`hcstore.wire.bulk`): compressed, one payload frame per
+field, the header's ``bulk`` list naming them in order (:func:`with_bulk`). The controller sends
+them to a requester that says it takes them (``framed``), and takes a heartbeat's map as one; the
+decoders put them back among the header's fields before anything else looks at them.
+
 Nothing on the wire is trusted before it is checked. A request is decoded once
 (:func:`decode_header`, then :func:`check_request`; :func:`decode_request` does both):
 
@@ -37,6 +43,7 @@ part of the protocol version.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -58,6 +65,7 @@ from hcstore.errors import (
     UnknownOperation,
     error_for_code,
 )
+from hcstore.wire import bulk
 
 PROTOCOL_VERSION = 1
 MAX_HEADER_BYTES = 1 << 20  # a header with a fragment trailer of a 64 GiB object fits
@@ -73,7 +81,8 @@ MAX_EPOCH = (1 << 63) - 1  # of a cluster map, in any message
 # The highest epoch the controller moves up to because a peer says so: counting on from there, 2**62 changes
 # stay below MAX_EPOCH. (An epoch it gave out itself it always takes back.)
 MAX_ADOPTED_EPOCH = 1 << 62
-MAX_MAP_NODES = 4096  # nodes in a cluster map; the controller registers no more
+MAX_MAP_NODES = 16384  # nodes in a cluster map; the controller registers no more
+MAX_HEADER_MAP_NODES = 4096  # nodes of a map carried in a header; a larger one travels as a bulk frame
 MAX_LABELS = 64  # failure-domain labels of one node
 MAX_LABEL_BYTES = 256  # UTF-8 bytes of a label's name or value
 MAX_WEIGHT = 1e6  # a node's capacity weight in placement
@@ -83,10 +92,15 @@ MAX_REPORT_DEPTH = 4  # nesting of those values
 MAX_DETAIL_CHARS = 2000  # of an error reply's detail
 
 # msgpack limits of a request header: sized to the largest legitimate request, not to the frame.
-MAX_ARRAY_ITEMS = MAX_MAP_NODES  # the longest array: the nodes of a heartbeat's cluster map
+MAX_ARRAY_ITEMS = MAX_HEADER_MAP_NODES  # the longest array: the nodes of a heartbeat's cluster map
 MAX_MAP_ENTRIES = 1 << 16  # the largest map: a fragment's user metadata (MAX_META_BYTES, one entry per byte at most)
-MAX_CONTAINERS = 3 * MAX_MAP_NODES + 1024  # maps and arrays in one header: a cluster map has two per node, and
-# its allow-list one per key
+MAX_CONTAINERS = 3 * MAX_HEADER_MAP_NODES + 1024  # maps and arrays in one header: a cluster map has two per node,
+# and its allow-list one per key
+
+# What may travel as a bulk frame (hcstore.wire.bulk) instead of in the header: a cluster map, and the controller's
+# heartbeat ages and reports of every node. Their limits: a map's nodes and keys, one entry per node.
+BULK_FIELDS = frozenset({"map", "ages", "stats"})
+MAX_BULK_CONTAINERS = 16 * MAX_MAP_NODES  # a map has three per node, a node's report a few more
 
 _INT64 = (0, (1 << 63) - 1)
 _UINT64_MAX = (1 << 64) - 1
@@ -281,7 +295,9 @@ OPERATIONS: dict[str, dict[str, Field]] = {
 }
 
 
-# The controller's operations (a separate socket and process; same framing and rules).
+# The controller's operations (a separate socket and process; same framing and rules). A request with `framed`
+# takes the large fields of its reply (BULK_FIELDS) as bulk frames; without it, all in the header.
+_FRAMED = Field(bool, required=False)
 CONTROLLER_OPERATIONS: dict[str, dict[str, Field]] = {
     # An agent's periodic report; the first one registers it. The reply carries the map when newer: the
     # changes since the agent's epoch (`delta`, with the new map's `digest`) when the agent takes them
@@ -294,16 +310,18 @@ CONTROLLER_OPERATIONS: dict[str, dict[str, Field]] = {
         "map": _CLUSTER_MAP,
         "stats": _REPORT,
         "deltas": Field(bool, required=False),
+        "framed": _FRAMED,
     },
-    "get_map": {},
+    "get_map": {"framed": _FRAMED},
     # drain | resume | remove (remove refuses while the node still holds fragments, unless force)
     "node_admin": {
         "node": _STR,
         "action": _STR,
         "force": Field(bool, required=False),
         "seconds": Field((int, float), required=False, bounds=(0, MAX_MAINTENANCE_SECONDS)),
+        "framed": _FRAMED,
     },
-    "status": {},
+    "status": {"framed": _FRAMED},
     # The allow-list: list | add (key, role, name) | revoke (key).
     "keys": {
         "action": _STR,
@@ -342,6 +360,60 @@ class Packed:
     def of(cls, value: Any) -> Packed:
         """``value`` encoded as :func:`pack` encodes header values."""
         return cls(msgpack.packb(value, use_bin_type=True))
+
+    @functools.cached_property
+    def compressed(self) -> bytes:
+        """The value as a bulk frame (:mod:`hcstore.wire.bulk`), compressed once."""
+        return bulk.compress(self.data)
+
+
+def with_bulk(fields: dict[str, Any], *, framed: bool) -> tuple[dict[str, Any], list[bytes]]:
+    """The header fields and payload frames that carry ``fields``.
+
+    Args:
+        fields: a message's fields; values may be :class:`Packed`.
+        framed: the receiver takes bulk frames: the fields of :data:`BULK_FIELDS` go compressed, one frame each,
+            named in the header's ``bulk``. Otherwise every field goes in the header.
+
+    Returns:
+        The header's fields, and the frames to send before any other payload.
+    """
+    names = [name for name in fields if framed and name in BULK_FIELDS]
+    if not names:
+        return fields, []
+    header = {name: value for name, value in fields.items() if name not in names}
+    header["bulk"] = names
+    values = (fields[name] if isinstance(fields[name], Packed) else Packed.of(fields[name]) for name in names)
+    return header, [value.compressed for value in values]
+
+
+def encode_map(wire_map: dict[str, Any]) -> tuple[Packed, bool]:
+    """A cluster map to send (``ClusterMap.to_dict``), encoded, and whether it must go as a bulk frame: it lists
+    more nodes or keys than a header's arrays hold (:data:`MAX_HEADER_MAP_NODES`), or takes half a header."""
+    packed = Packed.of(wire_map)
+    items = max(len(wire_map.get("nodes", ())), len(wire_map.get("keys", ())))
+    return packed, items > MAX_HEADER_MAP_NODES or len(packed.data) > MAX_HEADER_BYTES // 2
+
+
+def _take_bulk(header: dict[str, Any], payloads: list[Any]) -> list[Any]:
+    """Decode the bulk frames the header names into its fields; the payloads that follow them."""
+    names = header.pop("bulk", None)
+    if names is None:
+        return payloads
+    if (
+        not isinstance(names, list)
+        or len(names) > len(payloads)
+        or not all(isinstance(name, str) and name in BULK_FIELDS for name in names)
+        or len(set(names)) != len(names)
+    ):
+        raise ProtocolError(
+            f"bulk must name distinct fields of {sorted(BULK_FIELDS)}, one per payload frame; got {_plain_repr(names)}"
+        )
+    for name, frame in zip(names, payloads, strict=False):
+        if name in header:
+            raise ProtocolError(f"field {name!r} is both in the header and in a bulk frame")
+        header[name] = bulk.decompress(frame, name, max_items=MAX_MAP_NODES, max_containers=MAX_BULK_CONTAINERS)
+    return payloads[len(names) :]
 
 
 def pack(header: dict[str, Any]) -> bytes:
@@ -454,10 +526,16 @@ def reply_frames(
     """The frames of a success reply.
 
     Raises:
+        MessageTooLarge: the header exceeds :data:`MAX_HEADER_BYTES` (send large fields with :func:`with_bulk`).
         Exception: a field cannot be encoded (a bug); the caller answers :func:`error_frames` instead.
     """
-    header = {"v": PROTOCOL_VERSION, "id": request_id, "ok": True, "epoch": epoch, **(fields or {})}
-    return [pack(header), *payloads]
+    header = pack({"v": PROTOCOL_VERSION, "id": request_id, "ok": True, "epoch": epoch, **(fields or {})})
+    if len(header) > MAX_HEADER_BYTES:
+        raise MessageTooLarge(
+            f"the reply's header of {len(header)} bytes exceeds the limit of {MAX_HEADER_BYTES}: its large fields "
+            "travel as bulk frames to a requester that takes them (`framed`); upgrade the requester"
+        )
+    return [header, *payloads]
 
 
 def error_frames(request_id: int, epoch: int, error: BaseException) -> list[Any]:
@@ -631,7 +709,7 @@ def _number(value: float) -> str:
 
 
 def check_request(
-    header: Mapping[str, Any], frames: Sequence[Any], operations: dict[str, dict[str, Field]] | None = None
+    header: dict[str, Any], frames: Sequence[Any], operations: dict[str, dict[str, Field]] | None = None
 ) -> Request:
     """Validate a decoded request header (:func:`decode_header`) and the message's frames.
 
@@ -664,6 +742,8 @@ def check_request(
     if total > MAX_MESSAGE_BYTES:
         raise MessageTooLarge(f"{op}: message of {total} bytes exceeds the limit of {MAX_MESSAGE_BYTES}")
     payloads = list(frames[1:])
+    if "bulk" in header and BULK_FIELDS & operations[op].keys():  # elsewhere, bulk frames are payloads (refused)
+        payloads = _take_bulk(header, payloads)
     fewest, most = PAYLOADS.get(op, (0, 0))
     if not fewest <= len(payloads) <= most:
         expected = str(most) if fewest == most else f"{fewest} to {most}"
@@ -746,4 +826,4 @@ def decode_reply(frames: Sequence[Any]) -> Reply:
         )
     if not isinstance(header.get("id"), int):
         raise ProtocolError("reply without a request id")
-    return Reply(header, list(frames[1:]))
+    return Reply(header, _take_bulk(header, list(frames[1:])))

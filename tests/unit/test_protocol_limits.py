@@ -279,7 +279,7 @@ def test_request_id_is_bounded(request_id):
         ("heartbeat", ("labels", "zone"), "z" * (protocol.MAX_LABEL_BYTES + 1), MessageTooLarge, "labels.zone"),
         ("heartbeat", ("labels", "zone"), 5, InvalidRequest, "labels.zone"),
         ("heartbeat", ("labels", "zone"), {"a": "b"}, InvalidRequest, "labels.zone"),
-        ("heartbeat", ("map", "nodes"), [NODE] * (protocol.MAX_MAP_NODES + 1), MessageTooLarge, "max_array_len"),
+        ("heartbeat", ("map", "nodes"), [NODE] * (protocol.MAX_HEADER_MAP_NODES + 1), MessageTooLarge, "max_array_len"),
         ("heartbeat", ("map", "nodes", 0, "id"), 7, InvalidRequest, "map.nodes[0].id"),
         ("heartbeat", ("map", "nodes", 0, "color"), "red", InvalidRequest, "unknown field 'color'"),
         ("heartbeat", ("map", "nodes", 0, "weight"), math.nan, InvalidRequest, "map.nodes[0].weight"),
@@ -394,10 +394,10 @@ def test_header_of_a_64_gib_object_fits():
 def test_largest_legitimate_heartbeat_fits():
     nodes = [
         {**NODE, "id": f"node-{i:05d}", "endpoint": f"tcp://10.0.{i // 256}.{i % 256}:7700"}
-        for i in range(protocol.MAX_MAP_NODES)
+        for i in range(protocol.MAX_HEADER_MAP_NODES)
     ]
     fields = with_value(VALID["heartbeat"][0], ("map", "nodes"), nodes)
-    assert len(decode("heartbeat", fields).fields["map"]["nodes"]) == protocol.MAX_MAP_NODES
+    assert len(decode("heartbeat", fields).fields["map"]["nodes"]) == protocol.MAX_HEADER_MAP_NODES
 
 
 def test_meta_with_many_entries_fits():
