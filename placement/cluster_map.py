@@ -121,6 +121,10 @@ class Labels(Mapping[str, str]):
     def __reduce__(self) -> tuple[Any, ...]:
         return (Labels, (self._items,))
 
+    def to_dict(self) -> dict[str, str]:
+        """The labels as a new plain dict (``dict(labels)`` gives the same, a few times slower)."""
+        return dict(self._items)
+
 
 def _check_str(value: object, name: str, *, allow_empty: bool) -> str:
     if not isinstance(value, str) or (not allow_empty and not value):
@@ -211,7 +215,7 @@ class Node:
             "id": self.id,
             "endpoint": self.endpoint,
             "weight": self.weight,
-            "labels": dict(self.labels),
+            "labels": self.labels.to_dict() if isinstance(self.labels, Labels) else dict(self.labels),
             "state": self.state,
         }
         if self.key:
