@@ -53,7 +53,7 @@ import tempfile
 import time
 from array import array
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -534,14 +534,15 @@ def fleet_map(nodes: int) -> ClusterMap:
 
 
 def synthetic_index(cluster_map: ClusterMap, count: int, seed: int = 0) -> list[tuple[ObjectVersion, ClusterMap]]:
-    """``count`` objects of a 100-million-object fleet, as a scan finds them after one of their holders went out.
+    """``count`` objects of a 100-million-object fleet, as a scan finds them after some nodes went out.
 
     Each object ``bench/obj-<n>`` (``n`` drawn at random below :data:`FLEET_OBJECTS`) has its ``k+m``
-    fragments where :func:`placement.place` put them; the holder of fragment ``n % (k+m)`` is out in the
-    object's map, and its fragment was not found. Returns each object with its map.
+    fragments where :func:`placement.place` put them; the holder of fragment ``n % (k+m)`` is out, and its
+    fragment was not found. One map, with all those holders out, serves every object, as one map serves a
+    scan. Returns each object with that map.
     """
     rng = np.random.default_rng(seed)
-    index = []
+    objects = []
     for n in rng.integers(0, FLEET_OBJECTS, size=count):
         key = f"obj-{n}"
         holders = place(f"bench/{key}", cluster_map, K, M).nodes
@@ -551,8 +552,12 @@ def synthetic_index(cluster_map: ClusterMap, count: int, seed: int = 0) -> list[
             "bench", key, "g1", "coded", 4 << 20, "zfec", K, M, 1 << 20, 1, holders, K + M - 1, K + M - 1,
             found_at=found, answered=frozenset(found) - {""},
         )  # fmt: skip
-        index.append((version, cluster_map.with_state(lost, "out")))
-    return index
+        objects.append((version, lost))
+    out = {lost for _, lost in objects}
+    after = ClusterMap(
+        cluster_map.epoch + 1, tuple(replace(n, state="out") if n.id in out else n for n in cluster_map.nodes)
+    )
+    return [(version, after) for version, _ in objects]
 
 
 def run_planning(*, nodes: int, sample: int) -> dict[str, Any]:

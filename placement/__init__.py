@@ -25,6 +25,7 @@ from placement.cluster_map import (
 from placement.domains import failure_domains
 from placement.hrw import (
     HRW_VERSION,
+    RankIndex,
     hrw_hash,
     hrw_score,
     hrw_score_matrix,
@@ -64,6 +65,7 @@ __all__ = [
     "Node",
     "Placement",
     "Proof",
+    "RankIndex",
     "ReadPlan",
     "choose_mountpaths",
     "failure_domains",

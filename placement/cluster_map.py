@@ -34,9 +34,11 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 __all__ = [
     "LABEL_LEVELS",
@@ -311,6 +313,7 @@ class ClusterMap:
     _by_id: dict[str, Node] = field(init=False, repr=False, compare=False)
     _by_key: dict[str, Grant] = field(init=False, repr=False, compare=False)
     _writable: tuple[Node, ...] = field(init=False, repr=False, compare=False)
+    _memo: dict[str, Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.epoch, bool) or not isinstance(self.epoch, int) or self.epoch < 0:
@@ -327,6 +330,7 @@ class ClusterMap:
         object.__setattr__(self, "_by_id", {node.id: node for node in ordered})
         writable = tuple(node for node in ordered if node.state in WRITABLE_STATES)
         object.__setattr__(self, "_writable", writable)
+        object.__setattr__(self, "_memo", {})
         grants = tuple(sorted(self.grants, key=lambda grant: grant.key))
         for grant in grants:
             if not isinstance(grant, Grant):
@@ -336,6 +340,23 @@ class ClusterMap:
                 raise ValueError(f"cluster_map.grants: duplicate key {second.key!r}")
         object.__setattr__(self, "grants", grants)
         object.__setattr__(self, "_by_key", {grant.key: grant for grant in grants})
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_memo": {}}  # what memo() built is rebuilt where it is needed
+
+    def memo(self, name: str, build: Callable[[ClusterMap], T]) -> T:
+        """``build(self)``, made once per map under ``name`` (the map is immutable): for indexes that many
+        lookups against the same map share, such as the ranking of a scan's keys."""
+        try:
+            value: T = self._memo[name]
+        except KeyError:
+            value = self._memo[name] = build(self)
+        return value
+
+    def state_of(self, node_id: str) -> str | None:
+        """The state of node ``node_id``; None when the map has no such node."""
+        node = self._by_id.get(node_id)
+        return node.state if node is not None else None
 
     def grant(self, key: str) -> Grant | None:
         """The allow-list entry of public key ``key`` (None: the key is not allowed)."""

@@ -38,7 +38,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from placement.cluster_map import ClusterMap, Node
-from placement.hrw import rank
+from placement.hrw import RankIndex, rank
 
 __all__ = [
     "Proof",
@@ -133,15 +133,23 @@ def ranking(key: str, cluster_map: ClusterMap) -> list[Node]:
     return rank(key, (node for node in cluster_map.nodes if node.state not in _UNRANKED))
 
 
+def ranking_prefix(key: str, cluster_map: ClusterMap, count: int) -> list[Node]:
+    """``ranking(key, cluster_map)[:count]``, from an index of the map's ranked nodes made once per map."""
+    return cluster_map.memo("ranking", _ranking_index).top(key, count)
+
+
+def _ranking_index(cluster_map: ClusterMap) -> RankIndex:
+    return RankIndex(node for node in cluster_map.nodes if node.state not in _UNRANKED)
+
+
 def home_set(key: str, cluster_map: ClusterMap, k: int, m: int) -> tuple[str, ...]:
     """The ids of the first ``n + m`` nodes of ``R``: where every fragment of a ``k+m`` version goes."""
-    return tuple(node.id for node in ranking(key, cluster_map)[: home_size(k, m)])
+    return tuple(node.id for node in ranking_prefix(key, cluster_map, home_size(k, m)))
 
 
 def home_map(key: str, cluster_map: ClusterMap, k: int, m: int) -> ClusterMap:
     """The map restricted to the key's home set (same epoch), for :func:`placement.place` and ``plan_moves``."""
-    home = frozenset(home_set(key, cluster_map, k, m))
-    return ClusterMap(cluster_map.epoch, tuple(node for node in cluster_map.nodes if node.id in home))
+    return ClusterMap(cluster_map.epoch, tuple(ranking_prefix(key, cluster_map, home_size(k, m))))
 
 
 def read_candidates(key: str, cluster_map: ClusterMap, schemes: Iterable[Scheme]) -> tuple[str, ...]:
@@ -153,7 +161,7 @@ def read_candidates(key: str, cluster_map: ClusterMap, schemes: Iterable[Scheme]
     counts = [read_candidate_count(k, m) for k, m in schemes]
     if not counts:
         raise ValueError("read_candidates needs at least one scheme")
-    return tuple(node.id for node in ranking(key, cluster_map)[: max(counts)])
+    return tuple(node.id for node in ranking_prefix(key, cluster_map, max(counts)))
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,12 @@ The scan and scrub reports and the cluster-wide protection summary live here too
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from hcstore.client.versions import ObjectVersion
-from placement import ClusterMap, home_map, plan_moves, rank
+from placement import ClusterMap, home_set, plan_moves, rank
 
 SETTLED = frozenset({"alive"})
 MAY_RETURN = frozenset({"suspect", "down", "maintenance"})
@@ -55,16 +56,18 @@ class ObjectPlan:
         return "misplaced" if self.rebuild else "protected"
 
 
-def _planning_map(cluster_map: ClusterMap) -> ClusterMap:
-    """The map as placement should see it for existing data: nodes that may come back keep their place."""
-    nodes = tuple(dataclasses.replace(n, state="alive") if n.state in MAY_RETURN else n for n in cluster_map.nodes)
+def _planning_home(key: str, cluster_map: ClusterMap, k: int, m: int) -> ClusterMap:
+    """The key's home map as placement should see it for existing data: nodes that may come back keep their
+    place (they are ranked as they are; only their state reads *alive*)."""
+    home = (cluster_map.node(node_id) for node_id in home_set(key, cluster_map, k, m))
+    nodes = tuple(dataclasses.replace(n, state="alive") if n.state in MAY_RETURN else n for n in home)
     return ClusterMap(cluster_map.epoch, nodes)
 
 
 def plan_object(version: ObjectVersion, cluster_map: ClusterMap) -> ObjectPlan:
     """Decide which fragments of ``version`` to rebuild, move or wait for (pure)."""
     n = version.k + version.m
-    state = {node.id: node.state for node in cluster_map.nodes}
+    state = cluster_map.state_of
     holders: list[str] = []
     waiting: list[int] = []
     for index in range(n):
@@ -72,42 +75,44 @@ def plan_object(version: ObjectVersion, cluster_map: ClusterMap) -> ObjectPlan:
         expected = version.locations[index] if index < len(version.locations) else ""
         if found:
             holders.append(_serving_copy(index, found, version.copies, state))
-        elif expected and expected not in version.answered and state.get(expected) not in GONE | {None}:
+        elif expected and expected not in version.answered and state(expected) not in GONE | {None}:
             holders.append(expected)  # unreachable for now, not out: keep its place, do nothing yet
             waiting.append(index)
         else:
             holders.append("")
     key = f"{version.bucket}/{version.key}"
-    home = home_map(key, _planning_map(cluster_map), version.k, version.m)
+    home = _planning_home(key, cluster_map, version.k, version.m)
     targets = plan_moves(holders, key, home, version.k, version.m)
     rebuild: dict[int, str] = {}
     drop: dict[int, str] = {}
     for index, (holder, target) in enumerate(zip(holders, targets, strict=True)):
-        if index in waiting or not target or target == holder or state.get(target) != "alive":
+        if index in waiting or not target or target == holder or state(target) != "alive":
             continue
         rebuild[index] = target
-        if holder and state.get(holder) not in GONE and holder in state:
+        if holder and state(holder) not in GONE | {None}:
             drop[index] = holder
     available = sum(1 for i, h in enumerate(holders) if h and i not in waiting)
     extra = tuple(
         (index, node)
         for index, node in version.copies
-        if node != targets[index] and node != holders[index] and state.get(node) == "alive"
+        if node != targets[index] and node != holders[index] and state(node) == "alive"
     )
     return ObjectPlan(rebuild=rebuild, drop=drop, extra=extra, waiting=tuple(waiting), available=available)
 
 
-def _serving_copy(index: int, found: str, copies: tuple[tuple[int, str], ...], state: dict[str, str]) -> str:
+def _serving_copy(
+    index: int, found: str, copies: tuple[tuple[int, str], ...], state: Callable[[str], str | None]
+) -> str:
     """The holder of fragment ``index`` to plan with: ``found``, unless it is gone (out, decommissioned or
     unknown) and another copy of the fragment sits on a node that is not; the alive one first.
 
     A node removed by force may go on answering; a copy rebuilt elsewhere must then count as the
     fragment, or every scan would rebuild it again.
     """
-    if state.get(found) not in GONE | {None}:
+    if state(found) not in GONE | {None}:
         return found
-    others = [node for idx, node in copies if idx == index and state.get(node) not in GONE | {None}]
-    others.sort(key=lambda node: state[node] != "alive")
+    others = [node for idx, node in copies if idx == index and state(node) not in GONE | {None}]
+    others.sort(key=lambda node: state(node) != "alive")
     return others[0] if others else found
 
 
@@ -117,9 +122,9 @@ def checkers(placement: tuple[str, ...], cluster_map: ClusterMap, m: int) -> lis
     As long as the object is recoverable, at least one of them still holds a fragment of it, so
     someone always looks, whichever fragments were lost.
     """
-    state = {node.id: node.state for node in cluster_map.nodes}
-    serving = [n for n in placement if n and state.get(n) == "alive"]
-    serving += [n for n in placement if n and state.get(n) == "draining"]
+    state = cluster_map.state_of
+    serving = [n for n in placement if n and state(n) == "alive"]
+    serving += [n for n in placement if n and state(n) == "draining"]
     return list(dict.fromkeys(serving))[: m + 1]
 
 
@@ -129,13 +134,12 @@ def repairer(version: ObjectVersion, cluster_map: ClusterMap) -> str:
     It depends only on where fragments were found (not on any trailer, which repair may have made
     stale), so every checker computes the same answer from the same locate round.
     """
-    holding = {node for node in version.found_at if node}
-    for node in rank(f"{version.bucket}/{version.key}", cluster_map.nodes):
-        if node.id in holding and node.state == "alive":
-            return node.id
-    for node in rank(f"{version.bucket}/{version.key}", cluster_map.nodes):
-        if node.id in holding and node.state == "draining":
-            return node.id
+    holding = [cluster_map.node(node) for node in dict.fromkeys(version.found_at) if node and node in cluster_map]
+    ranked = rank(f"{version.bucket}/{version.key}", holding)  # the holders in the key's ranking of every node
+    for wanted in ("alive", "draining"):
+        for node in ranked:
+            if node.state == wanted:
+                return node.id
     return ""
 
 

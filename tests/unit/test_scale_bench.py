@@ -52,12 +52,18 @@ def test_reply_summary_skips_the_map_and_reads_the_rest() -> None:
     header = protocol.reply_frames(6, 42, {"delta": {"base": 41, "epoch": 42, "nodes": []}, "digest": b"d"})[0]
     assert bench.ReplySummary.of(header) == bench.ReplySummary(6, "", 42, "delta")
     assert bench.ReplySummary.of(protocol.reply_frames(8, 42, {})[0]) == bench.ReplySummary(8, "", 42, "")
+    fields, frames = protocol.with_bulk({"map": {"epoch": 42, "nodes": []}}, framed=True)
+    assert bench.ReplySummary.of(protocol.reply_frames(5, 42, fields, frames)[0]) == bench.ReplySummary(
+        5, "", 42, "map"
+    )
     refused = protocol.error_frames(9, 42, InvalidRequest("too many nodes"))[0]
     assert bench.ReplySummary.of(refused) == bench.ReplySummary(9, InvalidRequest.code, 42, "")
 
 
 def test_synthetic_index_loses_one_fragment_per_object_to_an_out_node() -> None:
-    for version, cluster_map in bench.synthetic_index(bench.fleet_map(16), 20, seed=3):
+    index = bench.synthetic_index(bench.fleet_map(200), 20, seed=3)
+    assert len({id(cluster_map) for _, cluster_map in index}) == 1  # one map for the whole scan
+    for version, cluster_map in index:
         lost = [i for i, node in enumerate(version.found_at) if not node]
         assert len(lost) == 1 and cluster_map.node(version.locations[lost[0]]).state == "out"
         plan = plan_object(version, cluster_map)
