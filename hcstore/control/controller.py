@@ -24,6 +24,7 @@ import queue
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ ADMIN_ACTIONS = {
 }
 REPORTING = frozenset({"alive", "suspect", "draining"})  # nodes whose scan reports are current
 LEAVING = frozenset({"out", "draining", "decommissioned"})  # nodes that will hold no fragments
+LOGGED_CHANGES = 20  # node changes named in the log line of a new epoch; the rest are counted
 MAX_DELTAS_KEPT = 64  # deltas to the current epoch kept encoded, one per base epoch that nodes hold
 MAX_DELTA_BYTES = protocol.MAX_HEADER_BYTES // 4  # a delta travels in the header; a larger change, the whole map
 
@@ -168,10 +170,9 @@ class Controller:
                 if self.clock() < next_tick:
                     continue  # ages are looked at twice a heartbeat, not after every message: a tick costs O(nodes)
                 next_tick = self.clock() + tick
+                before = self.table.epoch
                 if self.table.tick(self.clock()):
-                    log.info(
-                        "cluster map epoch %d: %s", self.table.epoch, {n.id: n.state for n in self.cluster_map.nodes}
-                    )
+                    log.info("cluster map epoch %d: %s", self.table.epoch, self._changes_since(before))
                 while self.table.overdue:
                     node = self.table.overdue.pop(0)
                     log.warning("node %s: maintenance overdue, ended; normal failure handling resumes", node)
@@ -182,6 +183,18 @@ class Controller:
         self._transport.close()
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
+
+    def _changes_since(self, epoch: int) -> str:
+        """What changed in the map since ``epoch``, for the log: a few nodes by name, the rest counted, then the
+        nodes by state, so that a fleet's log line stays short."""
+        delta = self.table.delta_since(epoch)  # None from epoch 0: every node is new
+        named = [f"{node.id} {node.state}" for node in delta.nodes] if delta is not None else []
+        named += [f"{gone} gone" for gone in delta.removed] if delta is not None else []
+        if len(named) > LOGGED_CHANGES:
+            named = [*named[:LOGGED_CHANGES], f"{len(named) - LOGGED_CHANGES} more"]
+        states = Counter(node.state for node in self.cluster_map.nodes)
+        counts = ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
+        return f"{', '.join(named) + '; ' if named else ''}{len(self.cluster_map)} nodes: {counts or 'none'}"
 
     def stop(self) -> None:
         """Make :meth:`serve` return soon; safe from a signal handler."""
