@@ -226,7 +226,8 @@ class Client:
         assert self.source is not None
         if self.source.controller_endpoint():
             try:
-                fresh = self.controller(timeout=min(1.0, self.config.request_timeout)).get_map().cluster_map
+                held = self._map if self._from_controller else None  # its changes since, when it is the controller's
+                fresh = self.controller(timeout=min(1.0, self.config.request_timeout)).get_map(held).cluster_map
                 first, self._from_controller = not self._from_controller, True
                 return fresh if first or fresh.epoch >= self._map.epoch else self._map
             except HCStoreError as exc:

@@ -31,7 +31,7 @@ from hcstore.errors import (
 from hcstore.security.curve import INSECURE, Credentials
 from hcstore.wire import protocol
 from hcstore.wire.transport import Transport
-from placement import ClusterMap, Grant
+from placement import ClusterMap, Grant, MapDelta
 
 NODE_ACTIONS = ("drain", "resume", "remove")
 
@@ -62,6 +62,18 @@ class ControllerStatus:
     stats: dict[str, dict[str, Any]]
     protection: dict[str, Any] = field(default_factory=dict)
     metrics_url: str = ""
+
+
+def _changed(held: ClusterMap, header: dict[str, Any]) -> ClusterMap | None:
+    """``held`` with the changes a reply carries, when they give the controller's map (its digest); else None."""
+    try:
+        delta = MapDelta.from_dict(header["delta"])
+        newer = delta.apply(held) if delta.base == held.epoch else None
+    except (KeyError, TypeError, ValueError):
+        return None
+    if newer is None or protocol.map_digest(protocol.Packed.of(newer.to_dict()).data) != header.get("digest"):
+        return None
+    return newer
 
 
 class ControllerClient:
@@ -104,8 +116,18 @@ class ControllerClient:
 
     # ------------------------------------------------------------------ operations
 
-    def get_map(self) -> MapReply:
-        """The current cluster map and the cluster's default erasure coding."""
+    def get_map(self, held: ClusterMap | None = None) -> MapReply:
+        """The current cluster map and the cluster's default erasure coding.
+
+        Args:
+            held: a map this cluster's controller gave before: the controller may send only the changes since
+                (checked against the digest of its map; on a mismatch the whole map is asked for).
+        """
+        if held is not None:
+            header = self._request("get_map", {"deltas": True}, epoch=held.epoch)
+            newer = ClusterMap.from_dict(header["map"]) if "map" in header else _changed(held, header)
+            if newer is not None:
+                return MapReply(newer, header.get("ec", ""))
         header = self._request("get_map", {})
         return MapReply(ClusterMap.from_dict(header["map"]), header.get("ec", ""))
 

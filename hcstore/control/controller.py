@@ -314,15 +314,14 @@ class Controller:
         if "stats" in f:
             self.stats[f["node"]] = f["stats"]
             self.repair_rate.observe(f["node"], now, int((f["stats"].get("repair") or {}).get("bytes_repaired", 0)))
-        reply: dict[str, Any] = {}
-        if request.epoch < self.table.epoch:
-            sent = self._sent_map()
-            delta = sent.delta_since(request.epoch, self.table) if f.get("deltas") else None
-            if delta is None:
-                reply["map"] = sent.packed
-            else:
-                reply["delta"], reply["digest"] = delta, sent.digest
-        return reply
+        return self._map_since(request) if request.epoch < self.table.epoch else {}
+
+    def _map_since(self, request: Request) -> dict[str, Any]:
+        """The current map for a requester holding the map of ``request.epoch``: the changes since, with the map's
+        digest, when it takes them (``deltas``) and they are known and small; else the whole map."""
+        sent = self._sent_map()
+        delta = sent.delta_since(request.epoch, self.table) if request.fields.get("deltas") else None
+        return {"map": sent.packed} if delta is None else {"delta": delta, "digest": sent.digest}
 
     def _sent_map(self) -> _SentMap:
         """The current map as replies carry it, made once per map: after a change every node asks for it."""
@@ -369,7 +368,7 @@ class Controller:
             self._set_grants(with_key(others, key, "node", node_id))
 
     def _get_map(self, request: Request) -> dict[str, Any]:
-        return {"map": self._sent_map().packed, **({"ec": self.ec} if self.ec else {})}
+        return {**self._map_since(request), **({"ec": self.ec} if self.ec else {})}
 
     def _node_admin(self, request: Request) -> dict[str, Any]:
         f = request.fields
