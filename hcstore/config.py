@@ -261,6 +261,9 @@ class AgentConfig(_Settings):
             taken before each stripe is read, so reads keep its pace (a rebuild reads ``k`` chunks per chunk
             it writes).
         repair_workers: objects one agent checks, copies or rebuilds at once.
+        background_nice: how many steps below the agent's CPU priority its background work runs: repair,
+            rebalance and scrub, and the reads other agents' repairs ask of it, which have a pool of
+            ``read_workers`` threads of their own (0: the same priority as client work).
         scan_interval: seconds between scans of this node's objects for repair (also after every map change).
         scrub_interval: seconds between scrubs (re-verification of every local chunk at ``repair_rate``).
         ready_file: file the agent writes ``{"endpoint", "pid", "node_id"}`` to once it serves ("": none).
@@ -297,6 +300,7 @@ class AgentConfig(_Settings):
     state_dir: str = ""
     repair_rate: float = 256e6
     repair_workers: int = 8
+    background_nice: int = 10
     scan_interval: float = 30.0
     scrub_interval: float = 86400.0
     ready_file: str = ""
@@ -334,6 +338,7 @@ class AgentConfig(_Settings):
             self._require(getattr(self, name) > 0, name, "must be > 0")
         for name in ("weight", "repair_rate"):
             self._require(getattr(self, name) >= 0, name, "must be >= 0")
+        self._require(0 <= self.background_nice <= 19, "background_nice", "must be in 0..19")
 
 
 @dataclass(frozen=True)

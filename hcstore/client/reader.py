@@ -68,11 +68,18 @@ class _Batch:
 
 
 class StripeReader:
-    """Reads decoded stripes of one :class:`ObjectVersion`."""
+    """Reads decoded stripes of one :class:`ObjectVersion`.
 
-    def __init__(self, client: ClusterAccess, version: ObjectVersion, *, read_ahead: int = 0) -> None:
+    ``path``, when given, is the path every read request names instead of :func:`read_path`'s
+    (a repair's reads say ``repair``: the agents serve them after clients' reads).
+    """
+
+    def __init__(
+        self, client: ClusterAccess, version: ObjectVersion, *, read_ahead: int = 0, path: str | None = None
+    ) -> None:
         self.client = client
         self.version = version
+        self.path = path
         self.read_ahead = read_ahead or client.config.read_ahead
         self.codec = codec_for(version.codec, version.k, version.m)
         unavailable = {n for n in set(version.locations) if n and client.is_unavailable(n)}
@@ -179,6 +186,7 @@ class StripeReader:
 
     def _send_read(self, batch: _Batch, index: int, *, hedged: bool = False) -> int:
         node = self.version.locations[index]
+        path = self.path or read_path(index, node, self.version.k, self.client.config.local_node, hedged=hedged)
         return self.client.transport.send(
             self.client.endpoint(node),
             "read",
@@ -189,7 +197,7 @@ class StripeReader:
                 "idx": index,
                 "first": batch.first,
                 "count": batch.count,
-                "path": read_path(index, node, self.version.k, self.client.config.local_node, hedged=hedged),
+                "path": path,
             },
         )
 

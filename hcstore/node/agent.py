@@ -4,7 +4,9 @@ One ROUTER socket, owned by one serving thread that only decodes, dispatches
 and replies, so it never stalls behind a disk. Requests are decoded and
 validated (:func:`hcstore.wire.protocol.decode_request`); those that touch no
 file data (:data:`hcstore.node.routes.INLINE`: ping, stats, locate, list) are
-answered at once; reads of fragments go to a read pool of their own, and the rest
+answered at once; reads of fragments go to a read pool of their own (reads for
+other agents' repairs to a second one, whose threads run at background priority:
+:mod:`hcstore.node.priority`), and the rest
 (hashing, writing, fsync, rename, delete) to a bounded
 :class:`~hcstore.node.io_pool.IoPool` in the lane :mod:`hcstore.node.routes`
 names; their replies come back through an :class:`~hcstore.wire.server.Outbox`
@@ -97,6 +99,13 @@ class Agent:
         self.store = LocalStore(config)
         self.io = IoPool(config.io_workers, config.io_queue, config.io_queue_bytes, name=f"io-{config.node_id}")
         self.reads = IoPool(config.read_workers, config.io_queue, config.io_queue_bytes, name=f"read-{config.node_id}")
+        self.repair_reads = IoPool(
+            config.read_workers,
+            config.io_queue,
+            config.io_queue_bytes,
+            name=f"repair-read-{config.node_id}",
+            nice=config.background_nice,
+        )
         self.outbox = Outbox()
         self.map_file = Path(config.state_dir or config.mountpaths[0]) / "cluster-map.json"
         self.cluster_map = _load_map(self.map_file)
@@ -399,7 +408,7 @@ class Agent:
                 ),
                 cost=_payload_bytes(request.payloads),
             )
-            pool = self.reads if request.op in routes.READS else self.io
+            pool = self._pool_for(request)
             if pool.submit(routes.LANES[request.op](request), job):
                 return None
             self.busy += 1
@@ -416,6 +425,12 @@ class Agent:
             )
         except Exception as exc:  # noqa: BLE001 - every failure, a bug included, becomes an error reply
             return self._refuse(routing, request.id, exc, request, started)
+
+    def _pool_for(self, request: Request) -> IoPool:
+        """The pool that runs a request that is not answered inline (see :mod:`hcstore.node.routes`)."""
+        if request.op not in routes.READS:
+            return self.io
+        return self.repair_reads if request.fields.get("path") in routes.BACKGROUND_READS else self.reads
 
     def _role_of(self, key: str) -> str | None:
         """The role of a public key: the controller's is admin; others as the map's allow-list says."""
@@ -494,6 +509,7 @@ class Agent:
         if self.maintainer is not None:
             self.maintainer.stop()
         self.reads.close()
+        self.repair_reads.close()
         self.io.close()
         self._persist_map()
         self.outbox.flush(self.socket)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from hcstore.node.lanes import Lanes
+from hcstore.node.priority import run_as_background
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +39,17 @@ class IoPool:
         max_jobs: jobs admitted and not finished, at most (see :class:`~hcstore.node.lanes.Lanes`).
         max_bytes: payload bytes those jobs may hold, at most.
         name: prefix of the threads' names.
+        nice: how far below the process's CPU priority the threads run (0: the same; see
+            :mod:`hcstore.node.priority`).
     """
 
-    def __init__(self, workers: int, max_jobs: int, max_bytes: int, *, name: str = "io") -> None:
+    def __init__(self, workers: int, max_jobs: int, max_bytes: int, *, name: str = "io", nice: int = 0) -> None:
         if workers < 1:
             raise ValueError(f"an I/O pool needs at least one thread, got {workers}")
         self._lanes: Lanes[Job] = Lanes(max_jobs, max_bytes)
         self._changed = threading.Condition()
         self._closing = False
+        self._nice = nice
         self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(workers)]
         for thread in self._threads:
             thread.start()
@@ -64,6 +68,7 @@ class IoPool:
             return {"jobs": self._lanes.jobs, "running": self._lanes.running, "bytes": self._lanes.bytes}
 
     def _work(self) -> None:
+        run_as_background(self._nice)
         lane: Hashable | None = None
         finished = False
         while True:

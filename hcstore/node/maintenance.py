@@ -36,6 +36,7 @@ from hcstore.errors import HCStoreError, ObjectNotFound
 from hcstore.metrics.protection import missing_fragments, protection_level
 from hcstore.metrics.recorder import REBALANCE, REPAIR, SCRUB, AgentRecorder
 from hcstore.node.index import FragmentIndex
+from hcstore.node.priority import run_as_background
 from hcstore.node.rate_limit import RateLimiter
 from hcstore.node.repair import repair_object
 from hcstore.node.repair_plan import ScanReport, ScrubReport, checkers, plan_object, repairer
@@ -109,7 +110,11 @@ class Maintainer(threading.Thread):
         }
 
     def run(self) -> None:
-        """Scan (and scrub when due) on every wake-up, map change or ``scan_interval``, until stopped."""
+        """Scan (and scrub when due) on every wake-up, map change or ``scan_interval``, until stopped.
+
+        This thread, and the threads it starts (repair workers, its client's), run at background priority.
+        """
+        run_as_background(self.agent.config.background_nice)
         while not self._stop.is_set():
             self._wake.wait(self.agent.config.scan_interval)
             self._wake.clear()

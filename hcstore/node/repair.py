@@ -10,7 +10,8 @@ each stripe. Either way the chunks stream to their new owners through the same
 commit, same generation); moved fragments are then dropped from their old holders,
 each only once its new copy is committed. A copy that fails (a holder gone, a
 corrupt chunk) is done again as a rebuild. Bytes are rate-limited so background
-repair does not starve training I/O.
+repair does not starve training I/O, and its reads name the ``repair`` path, which
+holders serve on a pool of their own at background priority.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ WINDOW = 4
 """Stripes a repair keeps unacknowledged."""
 COPY_BATCH = 8
 """Stripes asked of a holder per read when a fragment is copied (two such reads are kept in flight)."""
+REPAIR_PATH = "repair"
+"""The ``path`` repair's reads name: holders serve them on their background read pool."""
 
 Stripes = Callable[[], Generator[Mapping[int, Any], None, None]]
 """The chunks of each stripe in turn, by fragment index."""
@@ -65,7 +68,7 @@ def repair_object(client: ClusterAccess, version: ObjectVersion, plan: ObjectPla
     codec = codec_for(version.codec, version.k, version.m)
 
     def rebuilt() -> Generator[Mapping[int, Any], None, None]:
-        for _stripe, data in StripeReader(client, version).stripes(0, version.stripes):
+        for _stripe, data in StripeReader(client, version, path=REPAIR_PATH).stripes(0, version.stripes):
             yield dict(enumerate([*data, *codec.encode(data)]))
 
     return _write(client, version, plan, limiter, rebuilt)
@@ -153,7 +156,7 @@ def copied_stripes(
 def _ask(client: ClusterAccess, version: ObjectVersion, index: int, node: str, first: int, count: int) -> int:
     fields = {"bucket": version.bucket, "key": version.key, "gen": version.generation, "idx": index}
     return client.transport.send(
-        client.endpoint(node), "read", {**fields, "first": first, "count": count, "path": "remote"}
+        client.endpoint(node), "read", {**fields, "first": first, "count": count, "path": REPAIR_PATH}
     )
 
 

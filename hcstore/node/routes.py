@@ -3,7 +3,9 @@
 *Inline* requests touch no file data: they read the index, the header cache or
 counters. A ``read`` (one ``pread``, from the page cache or the disk) runs on the
 read pool, which nothing else uses: reads of many clients run on several cores, and
-never wait behind a disk write or an fsync. Everything that
+never wait behind a disk write or an fsync; a read for another agent's repair (its
+``path`` is ``repair``) runs on a second read pool, at background priority, so that
+client reads never queue behind repair. Everything that
 hashes, writes, fsyncs, renames or deletes runs on the I/O pool, in a lane that
 keeps the order that matters:
 
@@ -46,6 +48,7 @@ def unordered(request: Request) -> Hashable:
 
 INLINE = frozenset({"ping", "node_stats", "maintain", "locate", "locate_many", "list", "buckets"})
 READS = frozenset({"read"})  # run on the read pool, each in no lane
+BACKGROUND_READS = frozenset({"repair"})  # read paths run on the background read pool instead
 LANES: dict[str, LaneOf] = {
     "read": unordered,
     "open": unordered,

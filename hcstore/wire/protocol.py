@@ -105,10 +105,11 @@ MAX_BULK_CONTAINERS = 16 * MAX_MAP_NODES  # a map has three per node, a node's r
 _INT64 = (0, (1 << 63) - 1)
 _UINT64_MAX = (1 << 64) - 1
 
-READ_PATHS = ("local", "remote", "degraded", "hedged")
+READ_PATHS = ("local", "remote", "degraded", "hedged", "repair")
 """How a client read a fragment, told in a read's optional ``path`` field and counted by the agent:
 from its own node, from another node, from a parity fragment read because a data fragment could
-not be (the stripe is decoded), or as a hedge for a fragment that answered too slowly."""
+not be (the stripe is decoded), as a hedge for a fragment that answered too slowly, or for a
+repair, rebalance or drain (background work: the agent serves it after the reads of clients)."""
 
 
 @dataclass(frozen=True)

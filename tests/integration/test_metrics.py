@@ -9,6 +9,7 @@ controller's map epoch; daemons log JSON lines with request ids; ``status`` show
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -238,6 +239,15 @@ def test_a_killed_data_holder_shows_as_degraded_reads_and_protection_loss_until_
         what="repair to bring every object back to full protection",
     )
     assert value(controller, "hcstore_repair_missing_bytes") == 0
+    assert total(cluster, "hcstore_reads_total", excluding={victim}, path="repair") > 0  # repair named itself
+
+    # Repair's threads, and the pool that serves repair's reads, run below the agent's priority.
+    pid = next(pid for node, pid in cluster.running().items() if node != victim and pid)
+    base = os.getpriority(os.PRIO_PROCESS, pid)
+    lowered = [
+        task for task in Path(f"/proc/{pid}/task").iterdir() if os.getpriority(os.PRIO_PROCESS, int(task.name)) > base
+    ]
+    assert len(lowered) >= AgentConfig().read_workers + 1  # the repair read pool and the maintainer at least
     assert value(controller, "hcstore_repair_eta_seconds") == 0
     assert value(controller, "hcstore_objects", level="unreadable") == 0
     assert total(cluster, "hcstore_repair_bytes_total", excluding={victim}, kind="repair") > 0

@@ -212,6 +212,7 @@ def test_every_field_can_come_from_the_environment():
         "state_dir": "/s",
         "repair_rate": "1e6",
         "repair_workers": "3",
+        "background_nice": "5",
         "scan_interval": "2",
         "scrub_interval": "3",
         "ready_file": "/r",
@@ -232,6 +233,7 @@ def test_every_field_can_come_from_the_environment():
     assert config.capacity_bytes == 4096 and config.mountpaths == ("/a", "/b") and config.repair_rate == 1e6
     assert (config.log_format, config.metrics_host, config.metrics_port) == ("json", "127.0.0.3", -1)
     assert (config.key, config.insecure) == ("/k/n9.key_secret", True)
+    assert config.background_nice == 5
     assert ClientConfig.load(environ={"HCSTORE_CODEC": ""}).codec is None
 
 

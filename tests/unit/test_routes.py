@@ -39,3 +39,9 @@ def test_a_tombstone_lane_is_hashable_whatever_its_unchecked_header_holds():
 
 def test_open_needs_no_order():
     assert routes.LANES["open"](request("open", bucket="b", key="k", gen="g", idx=0, chunk_size=1)) is None
+
+
+def test_only_repair_reads_are_background_work():
+    from hcstore.wire.protocol import READ_PATHS
+
+    assert routes.BACKGROUND_READS == {"repair"} and routes.BACKGROUND_READS <= set(READ_PATHS)
