@@ -23,6 +23,7 @@ from hcstore.security.allow_list import read_allow_list, with_key, without_key, 
 from placement import ROLES, Grant
 
 DEFAULT_KEY_DIR = Path.home() / ".hcstore" / "keys"
+KEY_HELP = 'a public key: Z85 text (40 characters; put `--` before one that begins with "-") or a .key file'
 
 
 def add_verbs(sub: Any, console: Console) -> None:
@@ -34,11 +35,11 @@ def add_verbs(sub: Any, console: Console) -> None:
     create.add_argument("--dir", default=str(DEFAULT_KEY_DIR), help=f"where to write it (default {DEFAULT_KEY_DIR})")
     listing = actions.add_parser("list", help="the cluster's allow-list")
     add = actions.add_parser("add", help="allow a public key (Z85 text or a .key file) with a role")
-    add.add_argument("key")
+    add.add_argument("key", help=KEY_HELP)
     add.add_argument("--role", required=True, choices=ROLES)
     add.add_argument("--name", default="", help="who holds it; for a node key, the node id it speaks for")
     revoke = actions.add_parser("revoke", help="remove a public key from the allow-list")
-    revoke.add_argument("key")
+    revoke.add_argument("key", help=KEY_HELP)
     for action in (listing, add, revoke):
         action.add_argument(
             "--file", default=None, help="edit this allow-list file (a controller's keys_file) instead of the cluster's"
