@@ -71,7 +71,7 @@ def _changed(held: ClusterMap, header: dict[str, Any]) -> ClusterMap | None:
         newer = delta.apply(held) if delta.base == held.epoch else None
     except (KeyError, TypeError, ValueError):
         return None
-    if newer is None or protocol.map_digest(protocol.Packed.of(newer.to_dict()).data) != header.get("digest"):
+    if newer is None or not protocol.has_digest(newer, header.get("digest")):
         return None
     return newer
 

@@ -327,7 +327,7 @@ class Agent:
         if self.cluster_map is None or delta.base != self.cluster_map.epoch:
             return None  # the answer to a heartbeat sent before our map changed
         newer = delta.apply(self.cluster_map)
-        if protocol.map_digest(protocol.Packed.of(newer.to_dict()).data) != header.get("digest"):
+        if not protocol.has_digest(newer, header.get("digest")):
             log.warning(
                 "the changes to cluster map epoch %d do not give the controller's map; asking for all of it",
                 newer.epoch,

@@ -31,7 +31,7 @@ from hcstore.coding import codec_for
 from hcstore.errors import CorruptFragment, HCStoreError
 from hcstore.node.rate_limit import RateLimiter
 from hcstore.node.repair_plan import ObjectPlan
-from hcstore.wire.protocol import Reply
+from hcstore.wire.protocol import REPAIR_READ, Reply
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,6 @@ WINDOW = 4
 """Stripes a repair keeps unacknowledged."""
 COPY_BATCH = 8
 """Stripes asked of a holder per read when a fragment is copied (two such reads are kept in flight)."""
-REPAIR_PATH = "repair"
-"""The ``path`` repair's reads name: holders serve them on their background read pool."""
 
 Stripes = Callable[[], Generator[Mapping[int, Any], None, None]]
 """The chunks of each stripe in turn, by fragment index."""
@@ -68,7 +66,7 @@ def repair_object(client: ClusterAccess, version: ObjectVersion, plan: ObjectPla
     codec = codec_for(version.codec, version.k, version.m)
 
     def rebuilt() -> Generator[Mapping[int, Any], None, None]:
-        for _stripe, data in StripeReader(client, version, path=REPAIR_PATH).stripes(0, version.stripes):
+        for _stripe, data in StripeReader(client, version, path=REPAIR_READ).stripes(0, version.stripes):
             yield dict(enumerate([*data, *codec.encode(data)]))
 
     return _write(client, version, plan, limiter, rebuilt)
@@ -156,7 +154,7 @@ def copied_stripes(
 def _ask(client: ClusterAccess, version: ObjectVersion, index: int, node: str, first: int, count: int) -> int:
     fields = {"bucket": version.bucket, "key": version.key, "gen": version.generation, "idx": index}
     return client.transport.send(
-        client.endpoint(node), "read", {**fields, "first": first, "count": count, "path": REPAIR_PATH}
+        client.endpoint(node), "read", {**fields, "first": first, "count": count, "path": REPAIR_READ}
     )
 
 

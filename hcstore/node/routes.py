@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 
-from hcstore.wire.protocol import OPERATIONS, Request
+from hcstore.wire.protocol import OPERATIONS, REPAIR_READ, Request
 
 LaneOf = Callable[[Request], Hashable]
 
@@ -48,7 +48,7 @@ def unordered(request: Request) -> Hashable:
 
 INLINE = frozenset({"ping", "node_stats", "maintain", "locate", "locate_many", "list", "buckets"})
 READS = frozenset({"read"})  # run on the read pool, each in no lane
-BACKGROUND_READS = frozenset({"repair"})  # read paths run on the background read pool instead
+BACKGROUND_READS = frozenset({REPAIR_READ})  # read paths run on the background read pool instead
 LANES: dict[str, LaneOf] = {
     "read": unordered,
     "open": unordered,

@@ -105,7 +105,8 @@ MAX_BULK_CONTAINERS = 16 * MAX_MAP_NODES  # a map has three per node, a node's r
 _INT64 = (0, (1 << 63) - 1)
 _UINT64_MAX = (1 << 64) - 1
 
-READ_PATHS = ("local", "remote", "degraded", "hedged", "repair")
+REPAIR_READ = "repair"
+READ_PATHS = ("local", "remote", "degraded", "hedged", REPAIR_READ)
 """How a client read a fragment, told in a read's optional ``path`` field and counted by the agent:
 from its own node, from another node, from a parity fragment read because a data fragment could
 not be (the stripe is decoded), as a hedge for a fragment that answered too slowly, or for a
@@ -437,6 +438,12 @@ def map_digest(packed_map: bytes) -> bytes:
     """A digest of a cluster map's wire form (``ClusterMap.to_dict`` encoded; canonical: nodes, labels and keys
     sorted), by which a node that applied a map delta checks it now holds the sender's map."""
     return hashlib.blake2b(packed_map, digest_size=16).digest()
+
+
+def has_digest(cluster_map: Any, digest: object) -> bool:
+    """True when ``cluster_map`` (a :class:`placement.ClusterMap`) is the map whose :func:`map_digest` is
+    ``digest``: how a node or client that applied a map delta checks it holds the controller's map."""
+    return map_digest(Packed.of(cluster_map.to_dict()).data) == digest
 
 
 class _TooManyContainers(Exception):
