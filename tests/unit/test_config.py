@@ -89,6 +89,8 @@ def test_arguments_are_normalized_and_checked(tmp_path):
         ("metrics_port = -2", "metrics_port"),
         ("metrics_port = 65536", "metrics_port"),
         ('log_format = "xml"', "log_format"),
+        ("background_nice = 20", "background_nice"),
+        ("background_nice = -1", "background_nice"),
     ],
 )
 def test_a_bad_value_in_a_file_names_the_setting_and_the_file(tmp_path, text, setting):
