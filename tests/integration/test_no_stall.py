@@ -174,13 +174,15 @@ def test_a_read_sent_after_a_large_prepare_is_answered_before_it(peer):
 def test_writes_of_one_upload_sent_back_to_back_land_in_order(peer):
     gen = HybridClock().now()
     upload = peer.call("open", bucket=BUCKET, key="pipelined", gen=gen, idx=0, chunk_size=64 << 10)["upload"]
-    sent = [peer.send("write", bytes([s]) * (64 << 10), upload=upload, stripe=s) for s in range(64)]
-    sent.append(peer.send("prepare", upload=upload, header=prepare_header("pipelined", gen, 64 << 10, 64)))
+    # 33 requests in flight: within the 64 replies an agent queues for one peer (past them it drops replies, and
+    # 65 sent at once lost one whenever the agent's I/O thread fell behind the burst of replies)
+    sent = [peer.send("write", bytes([s]) * (64 << 10), upload=upload, stripe=s) for s in range(32)]
+    sent.append(peer.send("prepare", upload=upload, header=prepare_header("pipelined", gen, 64 << 10, 32)))
     replies = peer.replies(len(sent))
     assert all(r["ok"] for r in replies), [r for r in replies if not r["ok"]][:3]
     assert [r["id"] for r in replies] == sent  # one lane: answered in the order sent
     peer.call("commit", bucket=BUCKET, key="pipelined", gen=gen, idx=0)
-    for stripe in (0, 17, 63):
+    for stripe in (0, 17, 31):
         peer.send("read", bucket=BUCKET, key="pipelined", gen=gen, idx=0, first=stripe, count=1)
         frames = peer.socket.recv_multipart()
         assert msgpack.unpackb(frames[0], raw=False)["ok"] and frames[1] == bytes([stripe]) * (64 << 10)
