@@ -48,7 +48,7 @@ from hcstore.security.curve import Gate
 from hcstore.security.identity import INSECURE_WARNING, daemon_credentials
 from hcstore.wire import bulk, protocol
 from hcstore.wire.protocol import Request
-from hcstore.wire.server import answer_pending, peer_of
+from hcstore.wire.server import RETRY_MS, Replies, answer_pending, peer_of
 from hcstore.wire.transport import Transport
 from placement import ClusterMap, Grant
 
@@ -102,9 +102,11 @@ class Controller:
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.MAXMSGSIZE, max(protocol.MAX_HEADER_BYTES, bulk.MAX_BULK_FRAME_BYTES))  # a frame
         # Messages queued per peer: an agent heartbeats once per `heartbeat` and a client asks one thing at a
-        # time, so 64 is ample. A peer past it inbound is slowed (nothing lost); replies past it are dropped.
+        # time, so 64 is ample. A peer past it inbound is slowed (nothing lost); replies past it wait in
+        # `replies` (bounded) until the peer reads.
         self.socket.setsockopt(zmq.RCVHWM, 64)
         self.socket.setsockopt(zmq.SNDHWM, 64)
+        self.replies = Replies(self.socket)
         self.gate = Gate(self.context, self.socket, self.credentials, self._role_of)
         host, port = config.host, config.port
         if port:
@@ -161,9 +163,10 @@ class Controller:
         next_tick = self.clock()
         self._serving = True
         while not self._stopping:
-            if poller.poll(int(tick * 1000)):
+            if poller.poll(RETRY_MS if self.replies.waiting else int(tick * 1000)):
                 with self._lock:
-                    answer_pending(self.socket, self.handle)
+                    answer_pending(self.replies, self.handle)
+            self.replies.retry()
             with self._lock:
                 while not self._dead.empty():
                     self.table.mark_dead(self._dead.get(), self.clock())

@@ -23,6 +23,7 @@ from hcstore.metrics.requests import LATENCY_BUCKETS, OK, RequestMetrics, build_
 from hcstore.node.io_pool import IoPool
 from hcstore.node.store import LocalStore
 from hcstore.wire.protocol import OPERATIONS, READ_PATHS
+from hcstore.wire.server import Replies
 
 UNTAGGED = "untagged"  # a read that named no path (an older client)
 OTHER = "other"  # a read that named a path this agent does not know
@@ -37,6 +38,7 @@ class AgentView(Protocol):
     io: IoPool
     maintainer: Any  # a Maintainer, or None without a controller
     controller_epoch: int | None
+    replies: Replies
 
     @property
     def epoch(self) -> int:
@@ -234,6 +236,17 @@ class _AgentCollector(Collector):
             _gauge("hcstore_open_uploads", "Fragment uploads open now", {"node": node}, stats["uploads"]),
             _gauge("hcstore_io_queue_jobs", "Disk jobs admitted to the I/O pool and not finished", {}, load["jobs"]),
             _gauge("hcstore_io_queue_bytes", "Payload bytes held by those jobs", {}, load["bytes"]),
+            _gauge(
+                "hcstore_replies_waiting",
+                "Replies kept for clients slow to read them (their connection's queue is full)",
+                {},
+                agent.replies.waiting,
+            ),
+            _counter(
+                "hcstore_replies_dropped",
+                "Replies dropped: their client had disconnected, or kept too many unread",
+                agent.replies.dropped,
+            ),
         ]
         metrics += _mountpath_metrics(node, stats["mountpaths"])
         if agent.maintainer is not None:

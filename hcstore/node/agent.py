@@ -66,7 +66,7 @@ from hcstore.security.identity import INSECURE_WARNING, daemon_credentials
 from hcstore.security.keys import public_key
 from hcstore.wire import bulk, protocol
 from hcstore.wire.protocol import Request
-from hcstore.wire.server import Outbox, answer_pending, peer_of
+from hcstore.wire.server import RETRY_MS, Outbox, Replies, answer_pending, peer_of
 from placement import ClusterMap, MapDelta
 
 log = logging.getLogger(__name__)
@@ -125,9 +125,10 @@ class Agent:
         # few reads in flight per agent, and the loop drains the queue at once; 64 is 8 times that, and a peer
         # that fills it is only slowed (ZeroMQ stops reading its connection), so memory stays bounded with
         # no loss. Outbound: replies wait here only for a peer that does not read them (a client's own
-        # queue takes them otherwise); past 64 they are dropped and that peer's requests time out.
+        # queue takes them otherwise); past 64 they wait in `replies` (bounded) until the peer reads.
         self.socket.setsockopt(zmq.RCVHWM, _PEER_HWM)
         self.socket.setsockopt(zmq.SNDHWM, _PEER_HWM)
+        self.replies = Replies(self.socket)
         self.gate = Gate(self.context, self.socket, self.credentials, self._role_of)
         self.endpoint = self._bind()
         self.requests = 0
@@ -217,13 +218,14 @@ class Agent:
             self.maintainer.start()
         next_housekeeping = time.monotonic() + _HOUSEKEEPING_INTERVAL
         while not self._stopping:
-            for source, _ in poller.poll(100):
+            for source, _ in poller.poll(RETRY_MS if self.replies.waiting else 100):
                 if source == self.outbox.fileno():
-                    self.outbox.flush(self.socket)
+                    self.outbox.flush(self.replies)
                 elif source is self.socket:
-                    answer_pending(self.socket, self.handle, limit=_BATCH)
+                    answer_pending(self.replies, self.handle, limit=_BATCH)
                 else:
                     self._receive_from_controller()
+            self.replies.retry()
             if self._controller is not None and time.monotonic() >= self._heartbeat_due:
                 if time.monotonic() - self._controller_heard > _CONTROLLER_SILENCE * self.config.heartbeat:
                     self._connect_controller(poller)  # ZeroMQ gives up on a connection whose handshake was refused
@@ -512,7 +514,8 @@ class Agent:
         self.repair_reads.close()
         self.io.close()
         self._persist_map()
-        self.outbox.flush(self.socket)
+        self.outbox.flush(self.replies)
+        self.replies.retry()
         if self._controller is not None:
             self._controller.close(linger=0)
         self.socket.close(linger=_CLOSE_LINGER_MS)

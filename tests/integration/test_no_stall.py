@@ -40,10 +40,11 @@ _ids = itertools.count(1)
 class Peer:
     """A raw DEALER socket to one agent: send many requests, then collect replies in arrival order."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, *, receive_queue: int = 1000) -> None:
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.RCVHWM, receive_queue)
         self.socket.setsockopt(zmq.RCVTIMEO, RECV_TIMEOUT_MS)
         self.socket.connect(endpoint)
 
@@ -174,18 +175,35 @@ def test_a_read_sent_after_a_large_prepare_is_answered_before_it(peer):
 def test_writes_of_one_upload_sent_back_to_back_land_in_order(peer):
     gen = HybridClock().now()
     upload = peer.call("open", bucket=BUCKET, key="pipelined", gen=gen, idx=0, chunk_size=64 << 10)["upload"]
-    # 33 requests in flight: within the 64 replies an agent queues for one peer (past them it drops replies, and
-    # 65 sent at once lost one whenever the agent's I/O thread fell behind the burst of replies)
-    sent = [peer.send("write", bytes([s]) * (64 << 10), upload=upload, stripe=s) for s in range(32)]
-    sent.append(peer.send("prepare", upload=upload, header=prepare_header("pipelined", gen, 64 << 10, 32)))
+    sent = [peer.send("write", bytes([s]) * (64 << 10), upload=upload, stripe=s) for s in range(64)]
+    sent.append(peer.send("prepare", upload=upload, header=prepare_header("pipelined", gen, 64 << 10, 64)))
     replies = peer.replies(len(sent))
     assert all(r["ok"] for r in replies), [r for r in replies if not r["ok"]][:3]
     assert [r["id"] for r in replies] == sent  # one lane: answered in the order sent
     peer.call("commit", bucket=BUCKET, key="pipelined", gen=gen, idx=0)
-    for stripe in (0, 17, 31):
+    for stripe in (0, 17, 63):
         peer.send("read", bucket=BUCKET, key="pipelined", gen=gen, idx=0, first=stripe, count=1)
         frames = peer.socket.recv_multipart()
         assert msgpack.unpackb(frames[0], raw=False)["ok"] and frames[1] == bytes([stripe]) * (64 << 10)
+
+
+def test_a_peer_that_reads_its_replies_late_still_gets_every_one(tmp_path):
+    # The replies to 300 reads of 64 KiB (19 MiB) fill the peer's small receive queue, both ends' socket buffers
+    # and the 64 replies the agent's socket queues per peer; the rest wait in the agent until the peer reads.
+    with running_agent(tmp_path) as (agent, _):
+        slow = Peer(agent.endpoint, receive_queue=4)
+        try:
+            small = store_small_fragment(slow, "small")
+            sent = [
+                slow.send("read", bucket=BUCKET, key="small", gen=small, idx=0, first=n % 2, count=1)
+                for n in range(300)
+            ]
+            time.sleep(2.0)  # read nothing for a while
+            replies = slow.replies(len(sent))
+        finally:
+            slow.close()
+    assert sorted(r["id"] for r in replies) == sorted(sent)  # none lost, none twice
+    assert all(r["ok"] or r.get("code") == "E_BUSY" for r in replies), [r for r in replies if not r["ok"]][:3]
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import zmq
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -28,6 +29,7 @@ from hcstore.metrics.requests import RequestMetrics
 from hcstore.node.io_pool import IoPool
 from hcstore.node.store import LocalStore
 from hcstore.tools.status import document, problems
+from hcstore.wire.server import Replies
 from placement import ClusterMap, Node
 
 
@@ -68,6 +70,7 @@ class _Agent:
     config: AgentConfig
     store: LocalStore
     io: IoPool
+    replies: Replies
     maintainer: Any = None
     controller_epoch: int | None = None
     epoch: int = 0
@@ -78,10 +81,12 @@ def agent(tmp_path):
     config = AgentConfig(
         node_id="n7", mountpaths=(str(tmp_path / "mp0"), str(tmp_path / "mp1")), capacity_bytes=1 << 20
     )
-    view = _Agent(config, LocalStore(config), IoPool(1, 8, 1 << 20))
+    context = zmq.Context()
+    view = _Agent(config, LocalStore(config), IoPool(1, 8, 1 << 20), Replies(context.socket(zmq.ROUTER)))
     yield view
     view.io.close()
     view.store.close()
+    context.destroy(linger=0)
 
 
 def test_agent_metrics_count_the_data_path_and_read_the_store_when_scraped(agent):
@@ -94,6 +99,7 @@ def test_agent_metrics_count_the_data_path_and_read_the_store_when_scraped(agent
     metrics.repaired("repair", 1, 1000)
     metrics.encoded("zfec", 0.001, 4096)
     agent.epoch, agent.controller_epoch = 5, 6
+    agent.replies.waiting, agent.replies.dropped = 2, 3
     agent.store.disabled[agent.store.mountpaths[1].id] = "OSError: gone"
     seen = samples(metrics.registry)
     assert seen[("hcstore_reads_total", (("path", "degraded"),))] == 1
@@ -107,6 +113,8 @@ def test_agent_metrics_count_the_data_path_and_read_the_store_when_scraped(agent
     assert seen[("hcstore_ec_encoded_bytes_total", (("codec", "zfec"),))] == 4096
     assert seen[("hcstore_map_epoch", (("node", "n7"),))] == 5
     assert seen[("hcstore_controller_epoch_seen", (("node", "n7"),))] == 6
+    assert seen[("hcstore_replies_waiting", ())] == 2
+    assert seen[("hcstore_replies_dropped_total", ())] == 3
     states = {
         (dict(labels)["mountpath_id"], dict(labels)["state"]): value
         for (name, labels), value in seen.items()
