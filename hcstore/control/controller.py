@@ -270,7 +270,12 @@ class Controller:
         """The map, heartbeat ages and protection at one instant (safe from any thread)."""
         with self._lock:
             return ControllerSnapshot(
-                self.cluster_map, self.table.ages(self.clock()), self.protection(), self.table.intervals.out_after
+                self.cluster_map,
+                self.table.ages(self.clock()),
+                self.protection(),
+                self.table.intervals.out_after,
+                self.replies.waiting,
+                self.replies.dropped,
             )
 
     def liveness(self) -> health.Health:

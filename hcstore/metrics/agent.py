@@ -19,7 +19,7 @@ from ec import available_codecs
 from hcstore import __version__
 from hcstore.config import AgentConfig
 from hcstore.metrics.recorder import MAP_FORMS, READ, REBALANCE, REPAIR, SCRUB, AgentRecorder
-from hcstore.metrics.requests import LATENCY_BUCKETS, OK, RequestMetrics, build_info
+from hcstore.metrics.requests import LATENCY_BUCKETS, OK, RequestMetrics, build_info, reply_metrics
 from hcstore.node.io_pool import IoPool
 from hcstore.node.store import LocalStore
 from hcstore.wire.protocol import OPERATIONS, READ_PATHS
@@ -236,17 +236,7 @@ class _AgentCollector(Collector):
             _gauge("hcstore_open_uploads", "Fragment uploads open now", {"node": node}, stats["uploads"]),
             _gauge("hcstore_io_queue_jobs", "Disk jobs admitted to the I/O pool and not finished", {}, load["jobs"]),
             _gauge("hcstore_io_queue_bytes", "Payload bytes held by those jobs", {}, load["bytes"]),
-            _gauge(
-                "hcstore_replies_waiting",
-                "Replies kept for clients slow to read them (their connection's queue is full)",
-                {},
-                agent.replies.waiting,
-            ),
-            _counter(
-                "hcstore_replies_dropped",
-                "Replies dropped: their client had disconnected, or kept too many unread",
-                agent.replies.dropped,
-            ),
+            *reply_metrics(agent.replies.waiting, agent.replies.dropped),
         ]
         metrics += _mountpath_metrics(node, stats["mountpaths"])
         if agent.maintainer is not None:

@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 
 from hcstore import __version__
 from hcstore.metrics.protection import ProtectionSummary
-from hcstore.metrics.requests import RequestMetrics, build_info
+from hcstore.metrics.requests import RequestMetrics, build_info, reply_metrics
 from hcstore.wire.protocol import CONTROLLER_OPERATIONS
 from placement import NODE_STATES, ClusterMap
 
@@ -31,12 +31,16 @@ class ControllerSnapshot:
         ages: seconds since each node's last heartbeat, by node id.
         protection: the cluster's protection summary, with the repair rate and ETA.
         out_after: seconds without a heartbeat after which a node is *out* and its fragments rebuilt.
+        replies_waiting: replies kept for peers slow to read them.
+        replies_dropped: replies dropped since the controller started (peer gone, or too many unread).
     """
 
     cluster_map: ClusterMap
     ages: dict[str, float]
     protection: ProtectionSummary
     out_after: float
+    replies_waiting: int = 0
+    replies_dropped: int = 0
 
 
 class ControllerMetrics:
@@ -68,6 +72,7 @@ class _ControllerCollector(Collector):
                 "Seconds without a heartbeat after which a node is out and repair rebuilds its fragments",
                 view.out_after,
             ),
+            *reply_metrics(view.replies_waiting, view.replies_dropped),
         ]
 
 

@@ -13,7 +13,7 @@ from bisect import bisect_left
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 # No `*_created` series: they double what a scrape carries and Prometheus's rate() does not need them.
@@ -131,3 +131,19 @@ def build_info(registry: CollectorRegistry, role: str, version: str, node: str =
         registry=registry,
     )
     gauge.labels(role, version, platform.python_version(), node).set(1)
+
+
+def reply_metrics(waiting: int, dropped: int) -> list[Metric]:
+    """Replies a serving socket keeps for slow peers, and those it dropped (:class:`hcstore.wire.server.Replies`)."""
+    return [
+        GaugeMetricFamily(
+            "hcstore_replies_waiting",
+            "Replies kept for clients slow to read them (their connection's queue is full)",
+            value=waiting,
+        ),
+        CounterMetricFamily(
+            "hcstore_replies_dropped",
+            "Replies dropped: their client had disconnected, or kept too many unread",
+            value=dropped,
+        ),
+    ]

@@ -147,6 +147,9 @@ def test_counters_move_after_puts_and_gets(shared_cluster, shared_client):
     assert value(controller, "hcstore_nodes", state="alive") == 6
     assert value(controller, "hcstore_build_info", role="controller") == 1
     assert value(controller, "hcstore_controller_map_epoch") >= 1
+    for url in (controller, *agent_urls(shared_cluster).values()):  # nobody is slow to read: nothing waits
+        assert value(url, "hcstore_replies_waiting") == 0
+        assert value(url, "hcstore_replies_dropped_total") >= 0
     for node, url in agent_urls(shared_cluster).items():
         assert value(url, "hcstore_build_info", role="agent", node=node) == 1
         assert value(url, "hcstore_mountpath_state", state="enabled") == 2
