@@ -419,6 +419,10 @@ class Client:
         """
         return retrying(self, lambda: resolve(self, bucket, key), what=f"resolve hcstore://{bucket}/{key}")
 
+    def _to_read(self, bucket: str, key: str) -> ObjectVersion:
+        """:meth:`resolve`, asking only as many nodes as prove the version and locate it (see ``fewest``)."""
+        return retrying(self, lambda: resolve(self, bucket, key, fewest=True), what=f"read hcstore://{bucket}/{key}")
+
     def get(self, bucket: str, key: str, *, offset: int = 0, length: int | None = None) -> bytearray:
         """The object's bytes, or ``length`` bytes from ``offset``, in a new ``bytearray`` (the buffer the
         object was read into: no second copy; ``bytes(...)`` of it makes an immutable one).
@@ -433,7 +437,7 @@ class Client:
         """
 
         def read() -> bytearray:
-            version = resolve(self, bucket, key)
+            version = resolve(self, bucket, key, fewest=True)
             start, count = _check_range(version.size, offset, length)
             return read_bytes(self, version, start, count)
 
@@ -449,7 +453,7 @@ class Client:
         """
 
         def read() -> int:
-            version = resolve(self, bucket, key)
+            version = resolve(self, bucket, key, fewest=True)
             start, count = _check_range(version.size, offset, None)
             read_range(self, version, start, count, buffer)
             return count
@@ -463,13 +467,13 @@ class Client:
             ObjectNotFound: proven: no such object.
             NotProven: nodes that did not answer could hold a newer version (or the only one).
         """
-        return io.BufferedReader(ObjectReader(self, self.resolve(bucket, key)), buffer_size=1 << 20)
+        return io.BufferedReader(ObjectReader(self, self._to_read(bucket, key)), buffer_size=1 << 20)
 
     def get_file(self, bucket: str, key: str, path: str | os.PathLike[str]) -> int:
         """Stream an object into a local file (written to a temporary name, then renamed)."""
         target = Path(path)
         tmp = target.with_name(f".{target.name}.hcstore-part")
-        reader = ObjectReader(self, self.resolve(bucket, key))
+        reader = ObjectReader(self, self._to_read(bucket, key))
         written = 0
         try:
             with open(tmp, "wb") as f:
@@ -498,7 +502,7 @@ class Client:
             NotProven: nodes that did not answer could hold a newer version (or the only one).
         """
         try:
-            self.resolve(bucket, key)
+            self._to_read(bucket, key)
             return True
         except ObjectNotFound:
             return False

@@ -29,7 +29,7 @@ from hcstore.client.access import ClusterAccess
 from hcstore.errors import HCStoreError, NotProven, ObjectNotFound, UnknownOperation
 from hcstore.names import check_bucket, check_key
 from hcstore.wire.protocol import MAX_LOCATE_MANY, Reply
-from placement import ClusterMap, Proof, prove, rank, read_candidates, schemes_of
+from placement import ClusterMap, Proof, prove, rank, read_candidates, schemes_of, smallest_quorum
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +67,17 @@ class ObjectVersion:
         return self.found < self.k + self.m
 
 
-def resolve(client: ClusterAccess, bucket: str, key: str, *, exhaustive: bool = False) -> ObjectVersion:
+def resolve(
+    client: ClusterAccess, bucket: str, key: str, *, exhaustive: bool = False, fewest: bool = False
+) -> ObjectVersion:
     """The newest readable version of ``bucket/key``, proven newest (``exhaustive``: ask every node, as repair does).
 
     Every read candidate of the key is asked (:func:`placement.read_candidates`; every node when
     ``exhaustive``), and every other node too when none of them holds a committed generation.
+    With ``fewest`` (a read), only as many candidates as a proof needs are asked first, those
+    that answered quickly of late ahead, and the rest only when their answers do not prove a
+    version with ``k`` of its fragments located: the version's ``found`` then counts only the
+    fragments on the nodes asked.
     The answer stands only when the candidates that did not answer are too few to hold a newer
     committed generation on their own (:func:`placement.prove`).
 
@@ -85,7 +91,7 @@ def resolve(client: ClusterAccess, bucket: str, key: str, *, exhaustive: bool = 
     search = _Search(client, client.cluster_map, bucket, key, schemes_of(*parse_ec(client.config.ec)))
     if exhaustive:
         search.ask(search.everyone)
-    return _conclude(search, exhaustive=exhaustive)
+    return _conclude(search, exhaustive=exhaustive, fewest=fewest)
 
 
 def resolve_many(
@@ -123,11 +129,11 @@ def _outcome(fn: Any, *args: Any, **kwargs: Any) -> ObjectVersion | HCStoreError
         return exc
 
 
-def _conclude(search: _Search, *, exhaustive: bool) -> ObjectVersion:
+def _conclude(search: _Search, *, exhaustive: bool, fewest: bool = False) -> ObjectVersion:
     """Ask whom the proof still needs, then the proven newest version of the search's key (see :func:`resolve`)."""
     client, cluster_map, bucket, key = search.client, search.cluster_map, search.bucket, search.key
     while missing := [cluster_map.node(n) for n in search.candidates() if n not in search.asked]:
-        search.ask(missing)
+        search.ask(_usable_first(client, missing), at_once=search.enough_to_prove() if fewest else None)
     if search.newest() is None:
         search.ask([node for node in search.everyone if node.id not in search.asked])
     proof = prove(search.candidates(), search.answered, search.schemes())
@@ -135,7 +141,7 @@ def _conclude(search: _Search, *, exhaustive: bool) -> ObjectVersion:
     if (not proof.proven or gen is None) and client.transport.max_epoch > cluster_map.epoch:
         client.refresh()  # an agent knows a newer map: ask again with it, once
         if client.cluster_map.epoch > cluster_map.epoch:
-            return resolve(client, bucket, key, exhaustive=exhaustive)
+            return resolve(client, bucket, key, exhaustive=exhaustive, fewest=fewest)
     if not proof.proven:
         raise _not_proven(f"hcstore://{bucket}/{key}", search, gen, proof)
     if gen is None:
@@ -243,15 +249,33 @@ class _Search:
         return self._candidates[schemes]
 
     def settled(self, silent: set[str]) -> bool:
-        """True when a committed generation is known and it stays proven even if ``silent`` never answer."""
-        if self.newest() is None:
+        """True when a committed generation is known, enough of its fragments to read it are located
+        among the answers, and it stays proven even if ``silent`` never answer."""
+        gen = self.newest()
+        if gen is None:
+            return False
+        group = self.groups[gen]
+        if len(group["where"]) < (1 if group["info"]["kind"] == "tombstone" else group["info"]["k"]):
             return False
         return prove(self.candidates(), self.answered - silent, self.schemes()).proven
 
-    def ask(self, nodes: list[Any]) -> None:
-        """Ask ``nodes`` what they hold of the key (see :func:`_gather`)."""
+    def enough_to_prove(self) -> int:
+        """How many more candidates must answer before a proof can stand: all but ``W_min - 1`` of them."""
+        unanswered = [node for node in self.candidates() if node not in self.answered]
+        return max(1, len(unanswered) - smallest_quorum(self.schemes()) + 1)
+
+    def ask(self, nodes: list[Any], *, at_once: int | None = None) -> None:
+        """Ask ``nodes`` what they hold of the key, ``at_once`` of them first (see :func:`_gather`)."""
         self.asked.update(node.id for node in nodes)
-        _gather(self.client, nodes, "locate", {"bucket": self.bucket, "key": self.key}, self.settled, self.merge)
+        _gather(
+            self.client,
+            nodes,
+            "locate",
+            {"bucket": self.bucket, "key": self.key},
+            self.settled,
+            self.merge,
+            at_once=at_once,
+        )
 
     def merge(self, node: str, entries: list[dict[str, Any]]) -> None:
         """Take in what ``node`` answered it holds of the key."""
@@ -296,39 +320,64 @@ def _gather(
     settled: Callable[[set[str]], bool],
     merge: Callable[[str, Any], None],
     refused: Callable[[str, HCStoreError], None] = lambda node, error: None,
+    *,
+    at_once: int | None = None,
 ) -> None:
-    """Send ``op`` to ``nodes`` and ``merge`` each answer's ``entries``; stop waiting for slow nodes once
-    ``hedge_after`` has passed and they cannot change the answer (``settled`` by the nodes still silent)."""
+    """Send ``op`` to ``nodes`` and ``merge`` each answer's ``entries``.
+
+    Only the first ``at_once`` nodes are asked at first (all when None); the others are asked
+    when those answers are in and not ``settled``, when one of them fails, or once
+    ``hedge_after`` has passed. Waiting for slow nodes stops once ``hedge_after`` has passed
+    and they cannot change the answer (``settled`` by the nodes still silent).
+    """
     transport = client.transport
+    unsent = list(nodes)
     sent: dict[int, str] = {}
     endpoints: dict[int, str] = {}
-    for node in nodes:
-        if not node.endpoint:
-            continue
-        try:
-            request_id = transport.send(node.endpoint, op, fields)
-        except HCStoreError:
-            continue
-        sent[request_id], endpoints[request_id] = node.id, node.endpoint
+    waiting: set[int] = set()
+
+    def send(count: int) -> None:
+        while unsent and count > 0:
+            node = unsent.pop(0)
+            if not node.endpoint:
+                continue
+            try:
+                request_id = transport.send(node.endpoint, op, fields)
+            except HCStoreError:
+                continue
+            sent[request_id], endpoints[request_id] = node.id, node.endpoint
+            waiting.add(request_id)
+            count -= 1
+
+    send(at_once or len(unsent))
     soon = time.monotonic() + client.config.hedge_after
     deadline = time.monotonic() + client.config.request_timeout
-    waiting = set(sent)
-    while waiting:
+    failed = False
+    while waiting or unsent:
         now = time.monotonic()
         if now >= deadline:
             transport.expire(waiting)
             break
-        if (now >= soon or all(transport.is_slow(endpoints[i]) for i in waiting)) and settled(
-            {sent[i] for i in waiting}
-        ):
+        hurry = now >= soon or all(transport.is_slow(endpoints[i]) for i in waiting)
+        if (hurry or failed or not waiting) and settled({sent[i] for i in waiting}):
             break
+        if unsent and (hurry or failed or not waiting):
+            send(len(unsent))  # the first answers do not settle it: ask the rest
+            continue
         for request_id, result in transport.poll(waiting, (soon if now < soon else deadline) - now).items():
             waiting.discard(request_id)
             if isinstance(result, Reply) and result.ok:
                 merge(sent[request_id], result.header.get("entries", []))
-            elif isinstance(result, Reply):
-                refused(sent[request_id], result.error())
+            else:
+                failed = True
+                if isinstance(result, Reply):
+                    refused(sent[request_id], result.error())
     transport.forget(waiting)
+
+
+def _usable_first(client: ClusterAccess, nodes: list[Any]) -> list[Any]:
+    """``nodes`` in order, those that failed or were slow moments ago last (asked only if the rest cannot settle it)."""
+    return sorted(nodes, key=lambda node: client.is_unavailable(node.id))
 
 
 def _roll_forward(client: ClusterAccess, bucket: str, key: str, gen: str, prepared: dict[int, str]) -> None:

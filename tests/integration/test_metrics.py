@@ -96,6 +96,21 @@ def test_an_object_of_one_stripe_is_stored_in_one_message_per_fragment(shared_cl
         assert shared_client.get(BUCKET, key) == blob
 
 
+def test_a_read_asks_only_as_many_agents_as_prove_its_version(shared_cluster, shared_client):
+    def locates() -> float:
+        return total(shared_cluster, "hcstore_requests_total", op="locate", outcome="ok")
+
+    # Six read candidates, and a version needs at least 3 of them: 4 answers prove it (and hold k fragments).
+    for key, size in (("fewest/small", 4096), ("fewest/coded", 4 * CHUNK)):  # replicated, then EC
+        blob = seeded_bytes(key, size)
+        shared_client.put(BUCKET, key, blob)
+        before = locates()
+        assert shared_client.get(BUCKET, key) == blob
+        assert locates() == before + 4
+        assert shared_client.stat(BUCKET, key).fragments == (3 if size == 4096 else 6)  # stat asks all six
+        assert locates() == before + 4 + 6
+
+
 def test_a_batch_of_keys_is_resolved_in_one_request_per_node(shared_cluster, shared_client):
     def requests(op: str) -> float:
         return total(shared_cluster, "hcstore_requests_total", op=op, outcome="ok")
