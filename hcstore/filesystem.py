@@ -412,7 +412,7 @@ class HCStoreFileSystem(AbstractFileSystem):
             return self.client.get(bucket, key)
         return retrying(
             self.client,
-            lambda: self._read_version(resolve(self.client, bucket, key), start, end),
+            lambda: self._read_version(resolve(self.client, bucket, key, fewest=True), start, end),
             what=f"cat_file {PROTOCOL}://{bucket}/{key}",
         )
 
@@ -578,7 +578,7 @@ class HCStoreFile(AbstractBufferedFile):
             self.kwargs["generation"] = self.version.generation  # what a pickled copy reopens
 
     def _resolve(self, fs: HCStoreFileSystem, generation: str | None) -> ObjectVersion:
-        version = fs.client.resolve(self.bucket, self.key)
+        version = fs.client.resolve(self.bucket, self.key, fewest=True)
         if generation is not None and version.generation != generation:
             raise ObjectChanged(
                 f"{PROTOCOL}://{self.bucket}/{self.key} is now generation {version.generation}, "

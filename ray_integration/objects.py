@@ -74,7 +74,7 @@ def read_value(client: Client, bucket: str, key: str, *, allow_pickle: bool = Fa
         UntrustedValue: a pickle not allowed, unsigned, or whose MAC does not verify; nothing is unpickled.
         InvalidRequest: metadata that does not describe the object (a lying dtype or shape).
     """
-    version = client.resolve(bucket, key)
+    version = client.resolve(bucket, key, fewest=True)
     array = empty_for(version.meta, version.size, allow_pickle=allow_pickle, bucket=bucket, key=key)
     read_range(client, version, 0, version.size, byte_view(array))
     return decode(version.meta, array, allow_pickle=allow_pickle, secret=client.cluster_secret, bucket=bucket, key=key)

@@ -409,19 +409,21 @@ class Client:
 
     # ------------------------------------------------------------------ reads
 
-    def resolve(self, bucket: str, key: str) -> ObjectVersion:
+    def resolve(self, bucket: str, key: str, *, fewest: bool = False) -> ObjectVersion:
         """The newest readable version of an object, proven newest (see :func:`hcstore.client.versions.resolve`).
+
+        With ``fewest`` (to read it), only as many nodes are asked as prove the version and locate
+        ``k`` of its fragments, and ``found`` counts only what they hold; without, every read
+        candidate is asked and ``found`` counts every fragment.
 
         Raises:
             ObjectNotFound: proven: no such object.
             NotProven: nodes that did not answer could hold a newer version (or the only one);
                 raised after the retries of :mod:`hcstore.client.retry`.
         """
-        return retrying(self, lambda: resolve(self, bucket, key), what=f"resolve hcstore://{bucket}/{key}")
-
-    def _to_read(self, bucket: str, key: str) -> ObjectVersion:
-        """:meth:`resolve`, asking only as many nodes as prove the version and locate it (see ``fewest``)."""
-        return retrying(self, lambda: resolve(self, bucket, key, fewest=True), what=f"read hcstore://{bucket}/{key}")
+        return retrying(
+            self, lambda: resolve(self, bucket, key, fewest=fewest), what=f"resolve hcstore://{bucket}/{key}"
+        )
 
     def get(self, bucket: str, key: str, *, offset: int = 0, length: int | None = None) -> bytearray:
         """The object's bytes, or ``length`` bytes from ``offset``, in a new ``bytearray`` (the buffer the
@@ -467,13 +469,13 @@ class Client:
             ObjectNotFound: proven: no such object.
             NotProven: nodes that did not answer could hold a newer version (or the only one).
         """
-        return io.BufferedReader(ObjectReader(self, self._to_read(bucket, key)), buffer_size=1 << 20)
+        return io.BufferedReader(ObjectReader(self, self.resolve(bucket, key, fewest=True)), buffer_size=1 << 20)
 
     def get_file(self, bucket: str, key: str, path: str | os.PathLike[str]) -> int:
         """Stream an object into a local file (written to a temporary name, then renamed)."""
         target = Path(path)
         tmp = target.with_name(f".{target.name}.hcstore-part")
-        reader = ObjectReader(self, self._to_read(bucket, key))
+        reader = ObjectReader(self, self.resolve(bucket, key, fewest=True))
         written = 0
         try:
             with open(tmp, "wb") as f:
@@ -502,7 +504,7 @@ class Client:
             NotProven: nodes that did not answer could hold a newer version (or the only one).
         """
         try:
-            self._to_read(bucket, key)
+            self.resolve(bucket, key, fewest=True)
             return True
         except ObjectNotFound:
             return False

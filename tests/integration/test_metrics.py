@@ -25,6 +25,7 @@ from hcstore.client.versions import resolve, resolve_many
 from hcstore.config import AgentConfig
 from hcstore.control.membership import Intervals
 from hcstore.errors import DiskError, ObjectNotFound
+from hcstore.filesystem import HCStoreFileSystem
 from hcstore.wire import protocol
 from hcstore.wire.transport import Transport
 from integration_support import (
@@ -101,14 +102,19 @@ def test_a_read_asks_only_as_many_agents_as_prove_its_version(shared_cluster, sh
         return total(shared_cluster, "hcstore_requests_total", op="locate", outcome="ok")
 
     # Six read candidates, and a version needs at least 3 of them: 4 answers prove it (and hold k fragments).
+    fs = HCStoreFileSystem(str(shared_cluster.path), chunk_size=CHUNK, request_timeout=5.0, skip_instance_cache=True)
     for key, size in (("fewest/small", 4096), ("fewest/coded", 4 * CHUNK)):  # replicated, then EC
         blob = seeded_bytes(key, size)
         shared_client.put(BUCKET, key, blob)
         before = locates()
         assert shared_client.get(BUCKET, key) == blob
         assert locates() == before + 4
+        with fs.open(f"{BUCKET}/{key}", "rb") as f:
+            assert f.read() == blob
+        assert fs.cat_file(f"{BUCKET}/{key}", start=-100) == blob[-100:]
+        assert locates() == before + 3 * 4
         assert shared_client.stat(BUCKET, key).fragments == (3 if size == 4096 else 6)  # stat asks all six
-        assert locates() == before + 4 + 6
+        assert locates() == before + 3 * 4 + 6
 
 
 def test_a_batch_of_keys_is_resolved_in_one_request_per_node(shared_cluster, shared_client):
