@@ -56,10 +56,6 @@ class ClusterAccess(Protocol):
         """The threads that read the parts of one large range at once (``read_streams`` of them)."""
         ...
 
-    def locate_fanout(self) -> int:
-        """How many of a key's top-ranked nodes are asked first where its fragments are."""
-        ...
-
     def report_corruption(self, report: CorruptionReport) -> None:
         """Record a chunk whose bytes did not match their digest."""
         ...

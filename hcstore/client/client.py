@@ -270,12 +270,6 @@ class Client:
             return True
         return self.transport.is_unavailable(endpoint) or self.transport.is_slow(endpoint)
 
-    def locate_fanout(self) -> int:
-        """How many of a key's top-ranked nodes a read asks where its fragments are: its read candidates
-        for the configured EC (``n + 2m``, see :mod:`placement.quorum`)."""
-        k, m = parse_ec(self.config.ec)
-        return k + 3 * m
-
     def report_corruption(self, report: CorruptionReport) -> None:
         """Log a chunk whose bytes did not match their digest, and keep it in ``corruptions``."""
         log.warning(
