@@ -28,8 +28,6 @@ from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import numpy as np
-
 from ec import verify_chunk
 from hcstore.client.access import ClusterAccess, CorruptionReport
 from hcstore.client.retry import retrying
@@ -317,6 +315,8 @@ def read_range(client: ClusterAccess, version: ObjectVersion, offset: int, lengt
             f"read of hcstore://{version.bucket}/{version.key}: a buffer of {len(view)} bytes "
             f"is smaller than the {length} bytes asked for"
         )
+
+    import numpy as np  # here, not at the top: agents import this module and never read into a buffer
 
     def copy(lo: int, count: int, read_ahead: int) -> None:
         target = np.frombuffer(view[lo - offset : lo - offset + count], dtype=np.uint8)  # numpy copies drop the GIL

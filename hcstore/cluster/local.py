@@ -389,22 +389,22 @@ class LocalCluster:
         self._update_agent_config(node_id, port=int(endpoint.rsplit(":", 1)[1]))
 
     def stop(self, node_id: str | None = None, *, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
-        """Stop agents (all, or one; all also stops the controller) with ``sig`` and wait for them to exit."""
-        if node_id is None:
-            self.stop_controller(sig=sig)
+        """Stop agents (all, or one; all also stops the controller) with ``sig`` and wait for them to exit.
+
+        Every process is signalled before any is waited for, so they wind down together; the controller is
+        signalled first.
+        """
         # Only the ready files are read: stopping must work when an agent's disk, config included, is gone.
-        targets = (
-            [self.agent_directory(node_id)] if node_id else [self.agent_directory(n["id"]) for n in self.spec["nodes"]]
-        )
-        for directory in targets:
-            pid = _ready_pid(directory / "agent.json")
-            if pid is not None and _alive(pid):
-                if sig != signal.SIGKILL:
-                    _signal(pid, signal.SIGCONT)
-                _signal(pid, sig)
-        for directory in targets:
-            _stop_pid(_ready_pid(directory / "agent.json"), signal.SIGKILL if sig == signal.SIGKILL else sig, timeout)
-            (directory / "agent.json").unlink(missing_ok=True)
+        nodes = [node_id] if node_id else [n["id"] for n in self.spec["nodes"]]
+        ready_files = [self.agent_directory(node) / "agent.json" for node in nodes]
+        if node_id is None:
+            ready_files.insert(0, self.controller_ready_file)
+        pids = [_ready_pid(ready) for ready in ready_files]
+        for pid in pids:
+            _send(pid, sig)
+        for ready, pid in zip(ready_files, pids, strict=True):
+            _wait_gone(pid, timeout)
+            ready.unlink(missing_ok=True)
 
     def kill(self, node_id: str) -> None:
         """SIGKILL one agent: no clean shutdown, as when a node crashes."""
@@ -520,13 +520,23 @@ def _wait_ready(name: str, proc: subprocess.Popen[bytes], ready: Path, log_file:
 
 
 def _stop_pid(pid: int | None, sig: int, timeout: float = 10.0) -> None:
+    _send(pid, sig)
+    _wait_gone(pid, timeout)
+
+
+def _send(pid: int | None, sig: int) -> None:
+    """Signal a live process; one that is stopped (SIGSTOP) is continued first, so that it can act on ``sig``."""
     if pid is None or not _alive(pid):
         return
     if sig != signal.SIGKILL:
         _signal(pid, signal.SIGCONT)
     _signal(pid, sig)
+
+
+def _wait_gone(pid: int | None, timeout: float) -> None:
+    """Wait until the process has exited; SIGKILL it once ``timeout`` seconds have passed."""
     deadline = time.monotonic() + timeout
-    while _alive(pid):
+    while pid is not None and _alive(pid):
         if time.monotonic() > deadline:
             _signal(pid, signal.SIGKILL)
         time.sleep(0.02)

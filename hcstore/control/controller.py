@@ -48,7 +48,7 @@ from hcstore.security.curve import Gate
 from hcstore.security.identity import INSECURE_WARNING, daemon_credentials
 from hcstore.wire import bulk, protocol
 from hcstore.wire.protocol import Request
-from hcstore.wire.server import RETRY_MS, Replies, answer_pending, peer_of
+from hcstore.wire.server import IDLE_POLL_MS, RETRY_MS, Replies, answer_pending, peer_of
 from hcstore.wire.transport import Transport
 from placement import ClusterMap, Grant
 
@@ -163,7 +163,7 @@ class Controller:
         next_tick = self.clock()
         self._serving = True
         while not self._stopping:
-            if poller.poll(RETRY_MS if self.replies.waiting else int(tick * 1000)):
+            if poller.poll(RETRY_MS if self.replies.waiting else min(IDLE_POLL_MS, int(tick * 1000))):
                 with self._lock:
                     answer_pending(self.replies, self.handle)
             self.replies.retry()

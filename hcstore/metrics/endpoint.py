@@ -21,6 +21,8 @@ from prometheus_client.exposition import choose_encoder
 
 from hcstore.metrics.health import Health
 
+_SHUTDOWN_POLL_S = 0.1  # how often the serving thread looks for close(), which waits for it (the default is 0.5 s)
+
 log = logging.getLogger(__name__)
 Check = Callable[[], Health]
 
@@ -56,7 +58,9 @@ class MetricsEndpoint:
             raise OSError(exc.errno, f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
         bound = self._server.server_address[1]
         self.base_url = f"http://{f'[{host}]' if ':' in host else host}:{bound}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(_SHUTDOWN_POLL_S,), name="metrics-http", daemon=True
+        )
         self._thread.start()
 
     @property

@@ -66,7 +66,7 @@ from hcstore.security.identity import INSECURE_WARNING, daemon_credentials
 from hcstore.security.keys import public_key
 from hcstore.wire import bulk, protocol
 from hcstore.wire.protocol import Request
-from hcstore.wire.server import RETRY_MS, Outbox, Replies, answer_pending, peer_of
+from hcstore.wire.server import IDLE_POLL_MS, RETRY_MS, Outbox, Replies, answer_pending, peer_of
 from placement import ClusterMap, MapDelta
 
 log = logging.getLogger(__name__)
@@ -218,7 +218,7 @@ class Agent:
             self.maintainer.start()
         next_housekeeping = time.monotonic() + _HOUSEKEEPING_INTERVAL
         while not self._stopping:
-            for source, _ in poller.poll(RETRY_MS if self.replies.waiting else 100):
+            for source, _ in poller.poll(RETRY_MS if self.replies.waiting else IDLE_POLL_MS):
                 if source == self.outbox.fileno():
                     self.outbox.flush(self.replies)
                 elif source is self.socket:

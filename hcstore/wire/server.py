@@ -27,6 +27,7 @@ _PEER_PROPERTIES = ("User-Id", "Peer-Address")
 WAITING_REPLIES = 1024  # replies kept per peer whose queue is full, before its oldest are dropped
 WAITING_BYTES = 256 << 20  # and bytes
 RETRY_MS = 5  # how soon a serving loop tries again the replies that wait for a slow peer's queue
+IDLE_POLL_MS = 100  # the longest a serving loop waits for a request: stop() takes effect within it
 
 
 def peer_of(frame: Any) -> str:
