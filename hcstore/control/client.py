@@ -116,19 +116,22 @@ class ControllerClient:
 
     # ------------------------------------------------------------------ operations
 
-    def get_map(self, held: ClusterMap | None = None) -> MapReply:
+    def get_map(self, held: ClusterMap | None = None, *, fresh: bool = False) -> MapReply:
         """The current cluster map and the cluster's default erasure coding.
 
         Args:
             held: a map this cluster's controller gave before: the controller may send only the changes since
                 (checked against the digest of its map; on a mismatch the whole map is asked for).
+            fresh: have the controller publish what heartbeats changed since its last tick first (it publishes
+                them twice a heartbeat interval); a new epoch, so for one who waits on a change, not for polling.
         """
+        asked = {"fresh": True} if fresh else {}
         if held is not None:
-            header = self._request("get_map", {"deltas": True}, epoch=held.epoch)
+            header = self._request("get_map", {"deltas": True, **asked}, epoch=held.epoch)
             newer = ClusterMap.from_dict(header["map"]) if "map" in header else _changed(held, header)
             if newer is not None:
                 return MapReply(newer, header.get("ec", ""))
-        header = self._request("get_map", {})
+        header = self._request("get_map", asked)
         return MapReply(ClusterMap.from_dict(header["map"]), header.get("ec", ""))
 
     def status(self) -> ControllerStatus:
@@ -244,7 +247,8 @@ class ControllerClient:
     ) -> ClusterMap:
         """Ask for the map until ``condition(map)`` holds; returns that map.
 
-        A controller that does not answer yet (starting, restarting) is asked again.
+        Each ask is ``fresh``: a node that registered or came back is seen without waiting for the controller's
+        next tick. A controller that does not answer yet (starting, restarting) is asked again.
 
         Raises:
             Timeout: the condition did not hold within ``timeout`` seconds.
@@ -253,7 +257,7 @@ class ControllerClient:
         seen = "no map (the controller did not answer)"
         while True:
             try:
-                cluster_map = self.get_map().cluster_map
+                cluster_map = self.get_map(fresh=True).cluster_map
                 if condition(cluster_map):
                     return cluster_map
                 seen = f"epoch {cluster_map.epoch}: " + ", ".join(f"{n.id} {n.state}" for n in cluster_map.nodes)

@@ -376,6 +376,8 @@ class Controller:
             self._set_grants(with_key(others, key, "node", node_id))
 
     def _get_map(self, request: Request) -> dict[str, Any]:
+        if request.fields.get("fresh"):
+            self.table.publish()  # what heartbeats changed since the last tick, now rather than at the next
         return {**self._map_since(request), **({"ec": self.ec} if self.ec else {})}
 
     def _node_admin(self, request: Request) -> dict[str, Any]:

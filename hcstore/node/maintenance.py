@@ -24,11 +24,10 @@ import logging
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgpack
 
-from hcstore.client.client import Client
 from hcstore.client.versions import ObjectVersion, resolve_many
 from hcstore.coding import observing_codecs
 from hcstore.config import AgentConfig, ClientConfig
@@ -43,6 +42,9 @@ from hcstore.node.repair_plan import ScanReport, ScrubReport, checkers, plan_obj
 from hcstore.node.store import LocalStore
 from hcstore.wire.protocol import MAX_LOCATE_MANY
 from placement import ClusterMap
+
+if TYPE_CHECKING:
+    from hcstore.client.client import Client
 
 
 class MaintainedNode(Protocol):
@@ -144,7 +146,6 @@ class Maintainer(threading.Thread):
         me = self.agent.config.node_id
         draining = me in cluster_map and cluster_map.node(me).state == "draining"
         full = self.scans % FULL_SCAN_EVERY == 0  # now and then look at everything held here
-        client = self._client_for(cluster_map)
         report = ScanReport(started=time.time())
         todo = []
         for mountpath in self.agent.store.serving:
@@ -156,6 +157,10 @@ class Maintainer(threading.Thread):
                 if tidy or full or draining or me in checkers(tuple(info["placement"]), cluster_map, info["m"]):
                     todo.append((bucket, key, gen, tidy))
             todo += [(bucket, key, "", True) for bucket, key in sorted(untidy)]  # only prepared fragments here
+        if not todo:  # nothing held here to check: no client needed (an agent that just started holds nothing)
+            report.finished = time.time()
+            return report
+        client = self._client_for(cluster_map)
 
         def current() -> bool:
             return not self._stop.is_set() and self.agent.cluster_map is cluster_map  # else: a newer map, start over
@@ -301,6 +306,8 @@ class Maintainer(threading.Thread):
 
     def _client_for(self, cluster_map: Any) -> Client:
         if self._client is None:
+            from hcstore.client.client import Client  # here: an agent loads the client on its first scan, not at start
+
             agent = self.agent.config
             self._client = Client(
                 cluster_map,

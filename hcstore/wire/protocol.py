@@ -314,8 +314,9 @@ CONTROLLER_OPERATIONS: dict[str, dict[str, Field]] = {
         "deltas": Field(bool, required=False),
         "framed": _FRAMED,
     },
-    # The map: whole, or (`deltas`) the changes since the request's epoch with the new map's digest, as heartbeats.
-    "get_map": {"framed": _FRAMED, "deltas": Field(bool, required=False)},
+    # The map: whole, or (`deltas`) the changes since the request's epoch with the new map's digest, as heartbeats;
+    # `fresh`: with the changes heartbeats made since the last tick published first (for a waiter, not a poller).
+    "get_map": {"framed": _FRAMED, "deltas": Field(bool, required=False), "fresh": Field(bool, required=False)},
     # drain | resume | remove (remove refuses while the node still holds fragments, unless force)
     "node_admin": {
         "node": _STR,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -18,16 +20,24 @@ from hcstore.errors import (
 )
 
 
+@contextmanager
+def served(config: ControllerConfig) -> Iterator[ControllerClient]:
+    """A controller serving in a thread of this process, and a client of it."""
+    controller = Controller(config)
+    thread = threading.Thread(target=controller.serve, daemon=True)
+    thread.start()
+    try:
+        with ControllerClient(controller.endpoint, timeout=5.0) as client:
+            yield client
+    finally:
+        controller.stop()
+        thread.join(timeout=10)
+
+
 @pytest.fixture
 def controller():
-    """A controller serving in a thread of this process, and a client of it."""
-    served = Controller(ControllerConfig(ec="2+1", insecure=True))
-    thread = threading.Thread(target=served.serve, daemon=True)
-    thread.start()
-    with ControllerClient(served.endpoint, timeout=5.0) as client:
+    with served(ControllerConfig(ec="2+1", insecure=True)) as client:
         yield client
-    served.stop()
-    thread.join(timeout=10)
 
 
 def _closed_endpoint() -> str:
@@ -70,6 +80,21 @@ def test_waiting_for_a_map(controller):
     assert "x2" in controller.wait_for_map(lambda m: "x2" in m, timeout=10)
     with pytest.raises(Timeout, match="did not reach the expected state within 0.3s"):
         controller.wait_for_map(lambda m: "x3" in m, timeout=0.3)
+
+
+def test_a_fresh_map_holds_what_heartbeats_changed_since_the_last_tick():
+    # Ticks 30 s apart: the first one, at start, is the only one this test sees.
+    intervals = {"heartbeat": 60.0, "suspect_after": 120.0, "down_after": 180.0, "out_after": 600.0}
+    with served(ControllerConfig(insecure=True, **intervals)) as client:
+        first = client.get_map()
+        client.heartbeat("x1", _closed_endpoint())
+        held = client.get_map()
+        assert "x1" not in held.cluster_map and held.cluster_map.epoch == first.cluster_map.epoch  # not yet
+        fresh = client.get_map(fresh=True).cluster_map
+        assert "x1" in fresh and fresh.epoch > held.cluster_map.epoch
+        assert client.get_map().cluster_map == fresh  # published, for everyone
+        client.heartbeat("x2", _closed_endpoint())
+        assert "x2" in client.get_map(held=fresh, fresh=True).cluster_map  # as the changes since a held map
 
 
 def test_no_controller_is_a_clear_error():
