@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo lint system-deps test bench clean
+.PHONY: demo lint system-deps fleet-rootfs test bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,25 +39,37 @@ system-deps:
 # sets PYTHONDONTWRITEBYTECODE: compileall writes their bytecode first (only what changed; __pycache__ is ignored).
 PACKAGES := hcstore ec placement ray_integration
 
-# The local fleet's root filesystem (debootstrap: mostly download, cached for later runs) is built in the
-# background while ruff runs and the integration tests start; the fleet tests wait for it (playbooks/tests/fleet
-# holds a lock). The integration tests run alone (they time failures and hedges). Last, the fleet tests run beside
-# the Ray tests and then the unit tests, with mypy beside them: the fleet and Ray tests mostly wait (for hosts, SSH
-# and Ansible; for Ray's processes), the unit tests and mypy time nothing. Every check runs once; any failure
-# fails the target.
-test: $(STAMP) system-deps
-	playbooks/tests/fleet rootfs > $(VENV)/fleet-rootfs.log 2>&1 &
+# The venv (pip) and the system packages (apt) are installed side by side, and the local fleet's root filesystem
+# (debootstrap: mostly download, cached for later runs) is built in the background as soon as debootstrap is there;
+# the fleet tests wait for it (playbooks/tests/fleet holds a lock). Then, after ruff, the integration tests run a
+# module at a time on each of two workers (pytest-xdist) beside the Ray tests of tests/ray: all of them mostly wait
+# (on timers, daemons and Ray's processes). Last, the fleet tests (which mostly wait for hosts, SSH and Ansible) run
+# beside the Ray examples (tests/integration/test_examples.py, each its own Ray cluster) and then the unit tests and
+# the playbooks' static checks (which need no hosts), with mypy beside them. Every check runs once; any failure fails
+# the target.
+PLAYBOOK_CHECKS := tests/fleet/test_playbooks_static.py
+test:
+	$(MAKE) --no-print-directory --jobs=2 $(STAMP) fleet-rootfs
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m compileall -q $(PACKAGES)
-	$(BIN)/python -m pytest -q -m "not ray" tests/integration
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/fleet > $(VENV)/fleet-tests.log 2>&1 & fleet=$$!; \
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m ray tests/ray > $(VENV)/ray-tests.log 2>&1 & ray=$$!; \
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not ray" tests/integration; integration=$$?; \
+	wait $$ray; ray_rc=$$?; echo "--- tests/ray"; cat $(VENV)/ray-tests.log; \
+	test $$integration -eq 0 && test $$ray_rc -eq 0
+	$(BIN)/python -m pytest -q -p no:cacheprovider --ignore=$(PLAYBOOK_CHECKS) tests/fleet \
+		> $(VENV)/fleet-tests.log 2>&1 & fleet=$$!; \
 	$(BIN)/mypy > $(VENV)/mypy.log 2>&1 & types=$$!; \
-	$(BIN)/python -m pytest -q -m ray; ray=$$?; \
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit; unit=$$?; \
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m ray tests/integration; examples=$$?; \
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit $(PLAYBOOK_CHECKS); unit=$$?; \
 	wait $$types; types_rc=$$?; echo "--- mypy"; cat $(VENV)/mypy.log; \
 	wait $$fleet; fleet_rc=$$?; echo "--- tests/fleet"; cat $(VENV)/fleet-tests.log; \
-	test $$ray -eq 0 && test $$unit -eq 0 && test $$types_rc -eq 0 && test $$fleet_rc -eq 0
+	test $$examples -eq 0 && test $$unit -eq 0 && test $$types_rc -eq 0 && test $$fleet_rc -eq 0
+
+# Started, not waited for: its log is in build/ (the venv may not exist yet).
+fleet-rootfs: system-deps
+	mkdir -p build
+	playbooks/tests/fleet rootfs > build/fleet-rootfs.log 2>&1 &
 
 bench: $(STAMP)
 	$(BIN)/hcstore bench

@@ -10,6 +10,11 @@ import os
 
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # every Ray node on 127.0.0.1
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# A node killed without warning is marked dead after 3 failed health checks 1 s apart (Ray's default: 5, 3 s
+# apart, 15 s), so that the examples' Ray Train restarts its workers and hcstore's controller drops the lost
+# node's agent sooner. Ray's GCS reads these when it starts.
+os.environ.setdefault("RAY_health_check_period_ms", "1000")
+os.environ.setdefault("RAY_health_check_failure_threshold", "3")
 
 import shutil
 import tempfile

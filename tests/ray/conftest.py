@@ -4,7 +4,8 @@ Every Ray process is kept on loopback: ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, 
 top-level conftest before anything imports Ray, makes Ray pick 127.0.0.1 as each node's
 address (its setting for single-machine clusters), so the agents bind 127.0.0.1 too and
 nothing listens on another address.
-One cluster serves the whole session; tests that kill a node add a fresh one first.
+One cluster serves the whole session (the examples' ``local_ray``, which also has Ray mark a node
+killed without warning dead within seconds); tests that kill a node add a fresh one first.
 Ray's worker processes get this folder on their path, so functions defined in the test
 modules (a Ray Train loop, say) unpickle there.
 """
@@ -12,6 +13,7 @@ modules (a Ray Train loop, say) unpickle there.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
@@ -19,9 +21,10 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(_HERE), str(_HERE.parent / "integration"), *filter(None, [os.environ.get("PYTHONPATH")])]
 )
 
+sys.path.insert(0, str(_HERE.parents[1] / "examples"))
+
+import local_ray  # noqa: E402 - before ray: Ray's settings for a cluster on this machine
 import pytest  # noqa: E402
-import ray  # noqa: E402
-from ray.cluster_utils import Cluster  # noqa: E402
 
 import ray_integration  # noqa: E402
 
@@ -31,16 +34,9 @@ INTERVALS = {"heartbeat": 0.5, "suspect_after": 1.5, "down_after": 3.0, "out_aft
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
-    try:
-        for _ in range(NODES - 1):
-            cluster.add_node(num_cpus=2)
-        cluster.wait_for_nodes()
-        ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
+    nodes = [{"num_cpus": 2}] * (NODES - 1)
+    with local_ray.local_ray_cluster(head={"num_cpus": 2}, nodes=nodes, prefix="hcstore-ray-tests-") as (cluster, _, _):
         yield cluster
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
 
 
 @pytest.fixture(scope="session")
